@@ -1,0 +1,76 @@
+//! Builds and runs the HTTP application: REST under `/v1`, MCP at `/mcp`, on one
+//! listener. `Application::build` binds (port 0 works for tests), `port()` tells
+//! where, `run_until_stopped` serves until the shutdown future resolves.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use jesse_mcp_core::queue::Queue;
+use jesse_mcp_core::store::Store;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ApiConfig;
+use crate::mcp::JesseMcp;
+use crate::service::Service;
+
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+}
+
+/// Opens the store and the queue and builds the service both frontends share.
+pub async fn open_service(config: &ApiConfig) -> anyhow::Result<Service> {
+    let store = Store::open(&config.data_dir).await.context("opening the store")?;
+    let queue = Queue::open(&config.data_dir).await.context("opening the queue")?;
+    Ok(Service::new(store, queue, config.strategies_dir.clone()))
+}
+
+impl Application {
+    pub async fn build(config: &ApiConfig) -> anyhow::Result<Self> {
+        let service = open_service(config).await?;
+        let shutdown = CancellationToken::new();
+        let mcp_service = {
+            let service = service.clone();
+            StreamableHttpService::new(
+                move || Ok(JesseMcp::new(service.clone())),
+                Arc::new(LocalSessionManager::default()),
+                StreamableHttpServerConfig::default()
+                    .with_allowed_hosts(config.allowed_hosts.clone())
+                    .with_cancellation_token(shutdown.child_token()),
+            )
+        };
+        let router = crate::rest::router(service)
+            .nest_service("/mcp", mcp_service)
+            .layer(tower_http::trace::TraceLayer::new_for_http());
+        let listener = TcpListener::bind(&config.addr)
+            .await
+            .with_context(|| format!("binding {} (JESSE_MCP_ADDR)", config.addr))?;
+        Ok(Self { listener, router, shutdown })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub async fn run_until_stopped(self, stop: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let token = self.shutdown.clone();
+        tokio::spawn(async move {
+            stop.await;
+            token.cancel();
+        });
+        let token = self.shutdown.clone();
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move { token.cancelled_owned().await })
+            .await
+            .context("serving HTTP")
+    }
+}

@@ -1,0 +1,22 @@
+//! The API's configuration, read once in `main` from flags and environment.
+
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ApiConfig {
+    /// Address to serve REST and MCP (streamable HTTP at /mcp) on.
+    #[arg(long, env = "JESSE_MCP_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// Directory holding the store (`store.db`) and the queue (`queue.db`).
+    #[arg(long, env = "JESSE_MCP_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Strategies in Jesse's layout: `<dir>/<Name>/__init__.py`.
+    #[arg(long, env = "JESSE_MCP_STRATEGIES_DIR", default_value = "strategies")]
+    pub strategies_dir: PathBuf,
+    /// Host headers the MCP endpoint accepts, comma-separated (loopback names by default).
+    #[arg(long, env = "JESSE_MCP_ALLOWED_HOSTS", value_delimiter = ',', default_value = "localhost,127.0.0.1,::1")]
+    pub allowed_hosts: Vec<String>,
+    /// Log format: `pretty` or `json`.
+    #[arg(long, env = "JESSE_MCP_LOG_FORMAT", default_value = "pretty")]
+    pub log_format: String,
+}

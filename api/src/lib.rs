@@ -1,0 +1,14 @@
+//! The jesse-mcp API: REST (`/v1`) and MCP (`/mcp`, stdio) frontends over one
+//! service layer. It validates and enqueues; it never runs strategy code and
+//! never links Python (the worker does that).
+
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod mcp;
+pub mod openapi;
+pub mod rest;
+pub mod service;
+
+pub use app::Application;
+pub use config::ApiConfig;

@@ -1,0 +1,144 @@
+//! `jesse-mcp-api`: serves REST + MCP over HTTP (`serve`, the default), MCP over
+//! stdio (`mcp-stdio`), and offline candle tools (`candles import-csv|synth`).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use jesse_mcp_api::{ApiConfig, Application, app::open_service};
+use rmcp::ServiceExt;
+
+#[derive(Parser)]
+#[command(name = "jesse-mcp-api", version, about = "REST and MCP frontends of jesse-mcp")]
+struct Cli {
+    #[command(flatten)]
+    config: ApiConfig,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve REST (/v1) and MCP (/mcp) over HTTP (the default).
+    Serve,
+    /// Serve MCP over stdin/stdout for an MCP client that launches this process.
+    McpStdio,
+    /// Candle data tools that work without a running service.
+    Candles {
+        #[command(subcommand)]
+        command: CandlesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CandlesCommand {
+    /// Import 1m candles from a CSV file (header timestamp,open,high,low,close,volume).
+    ImportCsv {
+        #[arg(long)]
+        exchange: String,
+        #[arg(long)]
+        symbol: String,
+        file: PathBuf,
+    },
+    /// Generate reproducible synthetic 1m candles for demos, into the store or a CSV file.
+    Synth {
+        #[arg(long, default_value = "Binance Perpetual Futures")]
+        exchange: String,
+        #[arg(long, default_value = "BTC-USDT")]
+        symbol: String,
+        /// First day (YYYY-MM-DD), inclusive.
+        #[arg(long)]
+        start: String,
+        /// Last day (YYYY-MM-DD), exclusive.
+        #[arg(long)]
+        end: String,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 40000.0)]
+        price: f64,
+        /// Write CSV here instead of importing into the store.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,rmcp=warn,tower_http=warn"));
+    // stderr always: stdout belongs to the MCP protocol in stdio mode.
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.config.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cli.config).await,
+        Command::McpStdio => {
+            let service = open_service(&cli.config).await?;
+            let running = jesse_mcp_api::mcp::JesseMcp::new(service)
+                .serve(rmcp::transport::stdio())
+                .await
+                .context("starting MCP over stdio")?;
+            running.waiting().await?;
+            Ok(())
+        }
+        Command::Candles { command } => candles(cli.config, command).await,
+    }
+}
+
+async fn serve(config: ApiConfig) -> anyhow::Result<()> {
+    let app = Application::build(&config).await?;
+    let addr = app.local_addr();
+    // Tests and scripts read this line to find the port when binding to :0.
+    println!("jesse-mcp-api listening on http://{addr}");
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), strategies = %config.strategies_dir.display(), "serving REST at /v1 and MCP at /mcp");
+    app.run_until_stopped(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+        tracing::info!("shutting down");
+    })
+    .await
+}
+
+async fn candles(config: ApiConfig, command: CandlesCommand) -> anyhow::Result<()> {
+    match command {
+        CandlesCommand::ImportCsv { exchange, symbol, file } => {
+            let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let service = open_service(&config).await?;
+            let report = service.import_csv(&exchange, &symbol, &body).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        CandlesCommand::Synth { exchange, symbol, start, end, seed, price, csv } => {
+            let start_ms = jesse_mcp_core::time::parse_day(&start).map_err(anyhow::Error::msg)?;
+            let end_ms = jesse_mcp_core::time::parse_day(&end).map_err(anyhow::Error::msg)?;
+            if start_ms >= end_ms {
+                bail!("--start must be before --end (end is exclusive)");
+            }
+            let candles = jesse_mcp_core::candles::synthetic(start_ms, end_ms, price, seed);
+            if let Some(path) = csv {
+                let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+                jesse_mcp_core::candles::write_csv(&candles, &mut out)?;
+                eprintln!("wrote {} candles to {}", candles.len(), path.display());
+                return Ok(());
+            }
+            let mut body = Vec::new();
+            jesse_mcp_core::candles::write_csv(&candles, &mut body)?;
+            let service = open_service(&config).await?;
+            let report = service.import_csv(&exchange, &symbol, &body).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+    }
+}

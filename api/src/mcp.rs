@@ -1,0 +1,206 @@
+//! MCP frontend: the same service functions as REST, as tools an agent can call.
+//! Served over streamable HTTP at `/mcp` and over stdio. Every tool answers
+//! quickly; long work is a job the agent submits and then polls by id.
+
+use std::time::Duration;
+
+use jesse_mcp_core::jobs::BacktestRequest;
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{Implementation, ProgressNotificationParam, ServerCapabilities, ServerConfig};
+use rmcp::service::RequestContext;
+use rmcp::{Json, RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::service::{JobAccepted, JobList, JobView, ResultQuery, ResultView, SeriesList, Service};
+
+const INSTRUCTIONS: &str = "jesse-mcp runs real Jesse backtests as jobs. Flow: (1) candles_available to see which \
+exchange/symbol ranges are stored; (2) backtest to submit: it returns a job_id at once; (3) job_wait with that \
+job_id (repeat while the status is queued or running; each call waits at most 50 s) or poll job_get; (4) when the \
+status is succeeded, job_result for metrics (and trades/equity curve if requested). A failed job carries an error \
+with the reason (for strategy errors: exception type, message and line). Dates are YYYY-MM-DD UTC; end_date is exclusive.";
+
+#[derive(Clone)]
+pub struct JesseMcp {
+    service: Service,
+    tool_router: ToolRouter<Self>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct JobIdArgs {
+    /// The job id returned by `backtest` (a ULID such as 01JD3...).
+    pub job_id: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct JobWaitArgs {
+    /// The job id returned by `backtest`.
+    pub job_id: String,
+    /// How long to wait for the job to finish, 1..50 seconds (default 30).
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct JobResultArgs {
+    /// The id of a succeeded job.
+    pub job_id: String,
+    /// Include closed trades (default: what the backtest was submitted with).
+    #[serde(default)]
+    pub include_trades: Option<bool>,
+    /// Include the daily equity curve when it was computed (default true).
+    #[serde(default)]
+    pub include_equity_curve: Option<bool>,
+    /// First trade to return (paging), default 0.
+    #[serde(default)]
+    pub trades_offset: Option<usize>,
+    /// Number of trades to return, default 100.
+    #[serde(default)]
+    pub trades_limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct JobListArgs {
+    /// Only jobs of this kind: `backtest`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Only jobs with this status: queued, running, succeeded, failed, cancelled.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Page size, 1..200 (default 20).
+    #[serde(default)]
+    pub limit: Option<i64>,
+    /// `next_cursor` from the previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+/// What `backtest` returns: the job to poll, and how.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Submitted {
+    #[serde(flatten)]
+    pub job: JobAccepted,
+    /// What to call next.
+    pub next: String,
+}
+
+fn tool_error(error: ApiError) -> String {
+    error.envelope().to_string()
+}
+
+#[tool_router]
+impl JesseMcp {
+    pub fn new(service: Service) -> Self {
+        Self { service, tool_router: Self::tool_router() }
+    }
+
+    #[tool(
+        description = "Submit a Jesse backtest. Validates everything first (strategy exists, exchange and timeframe \
+        supported, dates, numbers, candles stored for the whole range including warm-up) and answers at once with a \
+        job_id; it does not wait for the backtest. Then call job_wait (or job_get) with the job_id until status is \
+        succeeded, failed or cancelled, and job_result for the metrics. Dates: YYYY-MM-DD UTC, start inclusive, end exclusive.",
+        annotations(title = "Submit backtest", read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn backtest(&self, Parameters(request): Parameters<BacktestRequest>) -> Result<Json<Submitted>, String> {
+        let job = self.service.submit_backtest(request, None).await.map_err(tool_error)?;
+        let next = format!("call job_wait with job_id {} (repeat while queued/running), then job_result", job.job_id);
+        Ok(Json(Submitted { job, next }))
+    }
+
+    #[tool(
+        description = "Get a job's status (queued, running, succeeded, failed, cancelled), progress 0..1, stage, \
+        timestamps, attempts, error (when failed) and summary (headline metrics, when succeeded).",
+        annotations(title = "Get job", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn job_get(&self, Parameters(args): Parameters<JobIdArgs>) -> Result<Json<JobView>, String> {
+        self.service.get_job(&args.job_id).await.map(Json).map_err(tool_error)
+    }
+
+    #[tool(
+        description = "Wait for a job to finish: returns the job (as job_get) as soon as it is succeeded, failed or \
+        cancelled, or after timeout_seconds (at most 50) if it is still running; call again in that case. Sends \
+        progress notifications while waiting when the request carries a progress token.",
+        annotations(title = "Wait for job", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn job_wait(
+        &self,
+        Parameters(args): Parameters<JobWaitArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<JobView>, String> {
+        let timeout = Duration::from_secs(args.timeout_seconds.unwrap_or(30).clamp(1, crate::service::MAX_WAIT_SECS));
+        let token = ctx.meta.get_progress_token();
+        let peer = ctx.peer.clone();
+        let job = self
+            .service
+            .wait_job(&args.job_id, timeout, |progress, message| {
+                let token = token.clone();
+                let peer = peer.clone();
+                async move {
+                    if let Some(token) = token {
+                        let note = ProgressNotificationParam::new(token, progress).with_total(1.0).with_message(message);
+                        let _ = peer.notify_progress(note).await;
+                    }
+                }
+            })
+            .await
+            .map_err(tool_error)?;
+        Ok(Json(job))
+    }
+
+    #[tool(
+        description = "Get a succeeded backtest's result: Jesse's metrics (NaN/infinity shown as null), provenance \
+        (Jesse version, strategy sha256, candle fingerprint), timings, and optionally trades (paged with \
+        trades_offset/trades_limit) and the equity curve. Fails with a clear error while the job is not succeeded.",
+        annotations(title = "Get result", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn job_result(&self, Parameters(args): Parameters<JobResultArgs>) -> Result<Json<ResultView>, String> {
+        let query = ResultQuery {
+            include_trades: args.include_trades,
+            include_equity_curve: args.include_equity_curve,
+            trades_offset: args.trades_offset.unwrap_or(0),
+            trades_limit: Some(args.trades_limit.unwrap_or(100)),
+        };
+        self.service.get_result(&args.job_id, &query).await.map(Json).map_err(tool_error)
+    }
+
+    #[tool(
+        description = "List jobs, newest first, optionally filtered by kind and status; page with cursor.",
+        annotations(title = "List jobs", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn job_list(&self, Parameters(args): Parameters<JobListArgs>) -> Result<Json<JobList>, String> {
+        self.service
+            .list_jobs(args.kind.as_deref(), args.status.as_deref(), Some(args.limit.unwrap_or(20)), args.cursor.as_deref())
+            .await
+            .map(Json)
+            .map_err(tool_error)
+    }
+
+    #[tool(
+        description = "Cancel a job: a queued job is cancelled at once; a running one is interrupted (its status \
+        becomes cancelled within seconds; poll job_get). Cancelling a finished job is an error.",
+        annotations(title = "Cancel job", read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn job_cancel(&self, Parameters(args): Parameters<JobIdArgs>) -> Result<Json<JobView>, String> {
+        self.service.cancel_job(&args.job_id).await.map(Json).map_err(tool_error)
+    }
+
+    #[tool(
+        description = "List the stored 1m candle series (exchange, symbol, first/last minute, rows, missing minutes). \
+        A backtest needs candles for its whole range plus warm-up.",
+        annotations(title = "Candles available", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn candles_available(&self) -> Result<Json<SeriesList>, String> {
+        self.service.list_series().await.map(Json).map_err(tool_error)
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for JesseMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("jesse-mcp", env!("CARGO_PKG_VERSION")))
+            .with_instructions(INSTRUCTIONS)
+    }
+}

@@ -1,0 +1,68 @@
+//! The OpenAPI 3.1 document of the REST API, built from the same Rust types the
+//! handlers use (schemas via schemars), so it cannot drift from the code.
+
+use jesse_mcp_core::ErrorBody;
+use jesse_mcp_core::jobs::BacktestRequest;
+use schemars::generate::SchemaSettings;
+use serde_json::{Value, json};
+
+use crate::service::{CsvImportReport, JobAccepted, JobList, JobView, ResultView, SeriesList};
+
+pub fn document() -> Value {
+    let mut generator = SchemaSettings::openapi3().into_generator();
+    let request = generator.subschema_for::<BacktestRequest>().to_value();
+    let accepted = generator.subschema_for::<JobAccepted>().to_value();
+    let job = generator.subschema_for::<JobView>().to_value();
+    let list = generator.subschema_for::<JobList>().to_value();
+    let result = generator.subschema_for::<ResultView>().to_value();
+    let csv = generator.subschema_for::<CsvImportReport>().to_value();
+    let series = generator.subschema_for::<SeriesList>().to_value();
+    let error = generator.subschema_for::<ErrorBody>().to_value();
+    let components = Value::Object(generator.take_definitions(true).into_iter().collect());
+
+    let envelope = json!({"type": "object", "properties": {"error": error}, "required": ["error"]});
+    let err = |description: &str| json!({"description": description, "content": {"application/json": {"schema": envelope}}});
+    let ok = |description: &str, schema: &Value| json!({"description": description, "content": {"application/json": {"schema": schema}}});
+    let id_param = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "Job id (ULID) returned by a submit"});
+    let query = |name: &str, ty: &str, description: &str| json!({"name": name, "in": "query", "required": false, "schema": {"type": ty}, "description": description});
+
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "jesse-mcp",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Run real Jesse backtests through a job queue. Submit, get a job id at once (202), poll GET /v1/jobs/{id} until the status is terminal (succeeded, failed, cancelled), then read GET /v1/jobs/{id}/result. Metrics are Jesse's own; NaN and ±infinity become null."
+        },
+        "paths": {
+            "/health": {"get": {"summary": "Liveness and store/queue reachability", "responses": {"200": {"description": "ok"}, "503": err("store or queue unreachable")}}},
+            "/v1/backtests": {"post": {
+                "summary": "Submit a backtest",
+                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string"}, "description": "A retried submit with the same key returns the same job"}],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": request}}},
+                "responses": {"202": ok("queued", &accepted), "400": err("malformed JSON"), "409": err("idempotency key reused for a different request"), "413": err("body too large"), "415": err("not JSON"), "422": err("invalid request: unknown strategy, unsupported exchange or timeframe, bad dates or numbers, missing candles")}
+            }},
+            "/v1/jobs": {"get": {
+                "summary": "List jobs, newest first",
+                "parameters": [query("kind", "string", "backtest"), query("status", "string", "queued|running|succeeded|failed|cancelled"), query("limit", "integer", "1..200, default 50"), query("cursor", "string", "next_cursor of the previous page")],
+                "responses": {"200": ok("a page of jobs", &list), "422": err("invalid filter")}
+            }},
+            "/v1/jobs/{id}": {"get": {"summary": "A job's status and progress", "parameters": [id_param], "responses": {"200": ok("the job", &job), "404": err("unknown job id")}}},
+            "/v1/jobs/{id}/result": {"get": {
+                "summary": "A succeeded job's result: metrics, optional trades and equity curve, provenance",
+                "parameters": [id_param, query("include_trades", "boolean", "default: as submitted"), query("include_equity_curve", "boolean", "default true when computed"), query("trades_offset", "integer", "page start"), query("trades_limit", "integer", "page size")],
+                "responses": {"200": ok("the result", &result), "404": err("unknown job id"), "409": err("not finished, or failed/cancelled")}
+            }},
+            "/v1/jobs/{id}/cancel": {"post": {"summary": "Cancel a queued job at once, or interrupt a running one", "parameters": [id_param], "responses": {"200": ok("the job after the request", &job), "404": err("unknown job id"), "409": err("already finished")}}},
+            "/v1/candles": {"get": {"summary": "Stored candle series", "responses": {"200": ok("series", &series)}}},
+            "/v1/candles/csv": {"post": {
+                "summary": "Import 1m candles from CSV (idempotent upsert)",
+                "parameters": [{"name": "exchange", "in": "query", "required": true, "schema": {"type": "string"}}, {"name": "symbol", "in": "query", "required": true, "schema": {"type": "string"}}],
+                "requestBody": {"required": true, "content": {"text/csv": {"schema": {"type": "string"}, "example": "timestamp,open,high,low,close,volume\n1704067200000,42000,42100,41950,42050,12.5\n"}}},
+                "responses": {"200": ok("counts", &csv), "413": err("body too large"), "422": err("bad header, exchange or symbol")}
+            }},
+            "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+            "/mcp": {"post": {"summary": "MCP streamable HTTP endpoint (tools: backtest, job_get, job_wait, job_result, job_list, job_cancel, candles_available)", "responses": {"200": {"description": "MCP"}}}}
+        },
+        "components": {"schemas": components}
+    })
+}

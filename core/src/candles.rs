@@ -1,0 +1,255 @@
+//! Candle rows in Jesse's shape, CSV parsing for offline imports, and a
+//! deterministic synthetic-candle generator for demos and tests.
+//!
+//! Rows are `[timestamp_ms, open, close, high, low, volume]`: Jesse's column
+//! order (close before high/low), so a loaded range can be handed to Jesse as is.
+
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::time::{MINUTE_MS, parse_candle_timestamp};
+
+/// One 1m candle in Jesse's column order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candle {
+    pub timestamp: i64,
+    pub open: f64,
+    pub close: f64,
+    pub high: f64,
+    pub low: f64,
+    pub volume: f64,
+}
+
+impl Candle {
+    /// Why this row is not a plausible candle, if it is not.
+    pub fn defect(&self) -> Option<String> {
+        if self.timestamp % MINUTE_MS != 0 {
+            return Some(format!(
+                "timestamp {} is not on a minute boundary (1m candles only)",
+                self.timestamp
+            ));
+        }
+        let values = [self.open, self.close, self.high, self.low, self.volume];
+        if values.iter().any(|v| !v.is_finite()) {
+            return Some("prices and volume must be finite numbers".into());
+        }
+        if values.iter().any(|v| *v < 0.0) {
+            return Some("prices and volume must not be negative".into());
+        }
+        if self.high < self.open.max(self.close) || self.low > self.open.min(self.close) {
+            return Some(format!(
+                "high {} / low {} do not bracket open {} and close {}",
+                self.high, self.low, self.open, self.close
+            ));
+        }
+        None
+    }
+}
+
+/// The outcome of parsing a CSV body: good rows plus what was rejected.
+#[derive(Debug, Default)]
+pub struct ParsedCsv {
+    pub candles: Vec<Candle>,
+    pub rejected: u64,
+    pub first_rejection: Option<Rejection>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, schemars::JsonSchema)]
+pub struct Rejection {
+    /// 1-based line number in the file (the header is line 1).
+    pub line: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CsvError {
+    #[error("the CSV body is empty; send a header line `timestamp,open,high,low,close,volume` and 1m rows")]
+    Empty,
+    #[error("the CSV header must name the columns timestamp,open,high,low,close,volume (any order); missing: {0}")]
+    BadHeader(String),
+    #[error("the CSV body is not valid UTF-8")]
+    NotUtf8,
+}
+
+const COLUMNS: [&str; 6] = ["timestamp", "open", "high", "low", "close", "volume"];
+
+/// Parses a CSV of 1m candles. Bad rows are counted and the first one reported;
+/// a timestamp repeated within the file is rejected (the first occurrence stays).
+pub fn parse_csv(body: &[u8]) -> Result<ParsedCsv, CsvError> {
+    let text = std::str::from_utf8(body).map_err(|_| CsvError::NotUtf8)?;
+    let mut lines = text.lines().enumerate();
+    let header = loop {
+        match lines.next() {
+            None => return Err(CsvError::Empty),
+            Some((_, line)) if line.trim().is_empty() => continue,
+            Some((_, line)) => break line,
+        }
+    };
+    let names: Vec<String> = header
+        .trim_start_matches('\u{feff}')
+        .split(',')
+        .map(|h| h.trim().trim_matches('"').to_ascii_lowercase())
+        .collect();
+    let mut index = [0usize; 6];
+    let mut missing = Vec::new();
+    for (slot, column) in COLUMNS.iter().enumerate() {
+        match names.iter().position(|n| n == column) {
+            Some(i) => index[slot] = i,
+            None => missing.push(*column),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(CsvError::BadHeader(missing.join(",")));
+    }
+
+    let mut parsed = ParsedCsv::default();
+    let mut seen = std::collections::HashSet::new();
+    let reject = |parsed: &mut ParsedCsv, line: u64, reason: String| {
+        parsed.rejected += 1;
+        if parsed.first_rejection.is_none() {
+            parsed.first_rejection = Some(Rejection { line, reason });
+        }
+    };
+    for (number, line) in lines {
+        let line_no = number as u64 + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').map(|f| f.trim().trim_matches('"')).collect();
+        if fields.len() < names.len() {
+            reject(&mut parsed, line_no, format!("expected {} fields, found {}", names.len(), fields.len()));
+            continue;
+        }
+        let timestamp = match parse_candle_timestamp(fields[index[0]]) {
+            Ok(ts) => ts,
+            Err(e) => {
+                reject(&mut parsed, line_no, e);
+                continue;
+            }
+        };
+        let mut values = [0.0f64; 5];
+        let mut bad = None;
+        for (slot, value) in values.iter_mut().enumerate() {
+            let raw = fields[index[slot + 1]];
+            match raw.parse::<f64>() {
+                Ok(v) => *value = v,
+                Err(_) => {
+                    bad = Some(format!("{} '{}' is not a number", COLUMNS[slot + 1], raw));
+                    break;
+                }
+            }
+        }
+        if let Some(reason) = bad {
+            reject(&mut parsed, line_no, reason);
+            continue;
+        }
+        let [open, high, low, close, volume] = values;
+        let candle = Candle { timestamp, open, close, high, low, volume };
+        if let Some(reason) = candle.defect() {
+            reject(&mut parsed, line_no, reason);
+            continue;
+        }
+        if !seen.insert(timestamp) {
+            reject(&mut parsed, line_no, format!("timestamp {timestamp} appears earlier in the file"));
+            continue;
+        }
+        parsed.candles.push(candle);
+    }
+    parsed.candles.sort_by_key(|c| c.timestamp);
+    Ok(parsed)
+}
+
+/// Writes candles as CSV in the import format (`timestamp,open,high,low,close,volume`).
+pub fn write_csv(candles: &[Candle], out: &mut impl std::io::Write) -> std::io::Result<()> {
+    writeln!(out, "timestamp,open,high,low,close,volume")?;
+    for c in candles {
+        writeln!(out, "{},{},{},{},{},{}", c.timestamp, c.open, c.high, c.low, c.close, c.volume)?;
+    }
+    Ok(())
+}
+
+/// A reproducible random walk of 1m candles over `[start_ms, end_ms)`, for demos
+/// and tests. Prices drift with regime changes so trend strategies trade.
+pub fn synthetic(start_ms: i64, end_ms: i64, start_price: f64, seed: u64) -> Vec<Candle> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let minutes = ((end_ms - start_ms) / MINUTE_MS).max(0) as usize;
+    let mut out = Vec::with_capacity(minutes);
+    let mut price = start_price;
+    let mut drift = 0.0f64;
+    for i in 0..minutes {
+        if i % 720 == 0 {
+            drift = rng.random_range(-0.00025..0.00025);
+        }
+        let shock: f64 = rng.random_range(-0.0012..0.0012);
+        let open = price;
+        let close = (open * (1.0 + drift + shock)).max(0.01);
+        let wick_up: f64 = rng.random_range(0.0..0.0006);
+        let wick_down: f64 = rng.random_range(0.0..0.0006);
+        let high = open.max(close) * (1.0 + wick_up);
+        let low = open.min(close) * (1.0 - wick_down);
+        let volume: f64 = rng.random_range(1.0..100.0);
+        // Round to cents so CSV round-trips are exact and readable.
+        let r = |v: f64| (v * 100.0).round() / 100.0;
+        let (open, close) = (r(open), r(close));
+        let candle = Candle {
+            timestamp: start_ms + i as i64 * MINUTE_MS,
+            open,
+            close,
+            high: r(high).max(open.max(close)),
+            low: r(low).min(open.min(close)),
+            volume: (volume * 1000.0).round() / 1000.0,
+        };
+        price = close;
+        out.push(candle);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ms_and_iso_and_reports_first_bad_line() {
+        let csv = "timestamp,open,high,low,close,volume\n\
+                   1704067200000,1,2,0.5,1.5,10\n\
+                   2024-01-01T00:01:00Z,1.5,2,1,1.2,3\n\
+                   1704067230000,1,2,0.5,1.5,10\n\
+                   1704067320000,1,abc,0.5,1.5,10\n";
+        let parsed = parse_csv(csv.as_bytes()).unwrap();
+        assert_eq!(parsed.candles.len(), 2);
+        assert_eq!(parsed.candles[1].timestamp, 1_704_067_260_000);
+        assert_eq!(parsed.candles[1].close, 1.2);
+        assert_eq!(parsed.rejected, 2);
+        let first = parsed.first_rejection.unwrap();
+        assert_eq!(first.line, 4);
+        assert!(first.reason.contains("minute boundary"), "{}", first.reason);
+    }
+
+    #[test]
+    fn header_any_order_and_missing_columns() {
+        let parsed = parse_csv(b"close,open,high,low,volume,timestamp\n2,1,3,0.5,7,60000\n").unwrap();
+        assert_eq!(parsed.candles[0], Candle { timestamp: 60_000, open: 1.0, close: 2.0, high: 3.0, low: 0.5, volume: 7.0 });
+        assert_eq!(parse_csv(b"timestamp,open\n").unwrap_err(), CsvError::BadHeader("high,low,close,volume".into()));
+        assert_eq!(parse_csv(b"\n\n").unwrap_err(), CsvError::Empty);
+    }
+
+    #[test]
+    fn rejects_duplicates_and_inconsistent_prices() {
+        let csv = "timestamp,open,high,low,close,volume\n60000,1,2,0.5,1.5,1\n60000,1,2,0.5,1.5,1\n120000,1,1.2,0.5,1.5,1\n";
+        let parsed = parse_csv(csv.as_bytes()).unwrap();
+        assert_eq!(parsed.candles.len(), 1);
+        assert_eq!(parsed.rejected, 2);
+    }
+
+    #[test]
+    fn synthetic_is_valid_and_reproducible() {
+        let a = synthetic(0, 3 * 1440 * MINUTE_MS, 100.0, 7);
+        assert_eq!(a.len(), 3 * 1440);
+        assert!(a.iter().all(|c| c.defect().is_none()));
+        assert_eq!(a, synthetic(0, 3 * 1440 * MINUTE_MS, 100.0, 7));
+        let mut csv = Vec::new();
+        write_csv(&a, &mut csv).unwrap();
+        assert_eq!(parse_csv(&csv).unwrap().candles, a);
+    }
+}

@@ -1,0 +1,581 @@
+//! The results store: jobs, backtest results and 1m candles, in SQLite under the
+//! data directory. Owns every SQL statement of the service; callers see typed
+//! records only. The schema changes only through `migrations/`.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, SqlitePool};
+
+use crate::candles::Candle;
+use crate::error::{ErrorBody, StoreError};
+use crate::jobs::{JobKind, JobStatus};
+use crate::time::{MINUTE_MS, now_ms};
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// A job as the store knows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRecord {
+    pub id: String,
+    pub kind: JobKind,
+    pub status: JobStatus,
+    pub params: Value,
+    pub progress: f64,
+    pub stage: Option<String>,
+    pub attempts: i64,
+    pub cancel_requested: bool,
+    pub error: Option<ErrorBody>,
+    pub summary: Option<Value>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+pub struct NewJob<'a> {
+    pub id: &'a str,
+    pub kind: JobKind,
+    pub params: &'a Value,
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// Whether a submit created a job or found the one its idempotency key names.
+pub enum Inserted {
+    Created(JobRecord),
+    Existing(JobRecord),
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct JobFilter {
+    pub kind: Option<JobKind>,
+    pub status: Option<JobStatus>,
+    /// Return jobs older than this id (ids are ULIDs, so they sort by time).
+    pub before: Option<String>,
+    pub limit: i64,
+}
+
+/// What a cancel request did.
+#[derive(Debug)]
+pub enum CancelOutcome {
+    /// The job was queued and is now cancelled.
+    Cancelled(JobRecord),
+    /// The job is running; its worker has been asked to interrupt it.
+    Requested(JobRecord),
+    /// The job had already finished; nothing changed.
+    AlreadyFinished(JobRecord),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BacktestResultRecord {
+    pub job_id: String,
+    pub metrics: Value,
+    pub trades: Option<Value>,
+    pub equity_curve: Option<Value>,
+    pub jesse_version: String,
+    pub strategies: Value,
+    pub candles: Value,
+    pub timings: Value,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct UpsertCounts {
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct SeriesSummary {
+    pub exchange: String,
+    pub symbol: String,
+    pub timeframe: String,
+    /// First stored minute, ms since the epoch.
+    pub first: i64,
+    /// Last stored minute, ms since the epoch.
+    pub last: i64,
+    pub rows: i64,
+}
+
+/// A half-open run of missing minutes: `start` is the first missing minute and
+/// `end` the first minute after it that is present (or the end of the range).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct Gap {
+    pub start: i64,
+    pub end: i64,
+    pub minutes: i64,
+}
+
+const JOB_COLUMNS: &str = "id, kind, status, params, progress, stage, attempts, cancel_requested, \
+                           error, summary, created_at, started_at, finished_at";
+const UPSERT_CHUNK: usize = 3_000;
+
+impl Store {
+    /// Opens (creating if needed) `store.db` in `data_dir` and applies migrations.
+    pub async fn open(data_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        let url = format!("sqlite://{}", data_dir.join("store.db").display());
+        Self::connect(&url).await
+    }
+
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        sqlx::migrate!("../migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // ---- jobs ---------------------------------------------------------------
+
+    /// Inserts a queued job, or returns the job an idempotency key already names.
+    pub async fn insert_job(&self, job: NewJob<'_>) -> Result<Inserted> {
+        let now = now_ms();
+        let params = serde_json::to_string(job.params)?;
+        let done = sqlx::query(
+            "INSERT INTO jobs (id, kind, status, params, created_at, updated_at, idempotency_key) \
+             VALUES (?, ?, 'queued', ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(job.id)
+        .bind(job.kind.as_str())
+        .bind(&params)
+        .bind(now)
+        .bind(now)
+        .bind(job.idempotency_key)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            let record = self.get_job(job.id).await?.expect("row just inserted");
+            return Ok(Inserted::Created(record));
+        }
+        let key = job.idempotency_key.expect("only the idempotency key can conflict");
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?")))
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Inserted::Existing(job_from_row(&row)?))
+    }
+
+    /// Removes a job that never reached the queue (its push failed).
+    pub async fn delete_unqueued_job(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM jobs WHERE id = ? AND status = 'queued'")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_job(&self, id: &str) -> Result<Option<JobRecord>> {
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    pub async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>> {
+        let mut query = QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1"));
+        if let Some(kind) = filter.kind {
+            query.push(" AND kind = ").push_bind(kind.as_str());
+        }
+        if let Some(status) = filter.status {
+            query.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(before) = &filter.before {
+            query.push(" AND id < ").push_bind(before.clone());
+        }
+        query.push(" ORDER BY id DESC LIMIT ").push_bind(filter.limit);
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Claims a job for execution: queued → running, counting the attempt.
+    /// Returns `None` when the job is gone or already terminal (e.g. cancelled
+    /// while it waited), in which case the worker must not run it.
+    pub async fn start_attempt(&self, id: &str) -> Result<Option<JobRecord>> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
+             started_at = COALESCE(started_at, ?), updated_at = ?, stage = 'starting' \
+             WHERE id = ? AND status IN ('queued', 'running')",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.get_job(id).await
+    }
+
+    pub async fn set_progress(&self, id: &str, progress: f64, stage: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET progress = ?, stage = ?, updated_at = ? WHERE id = ? AND status = 'running'",
+        )
+        .bind(progress)
+        .bind(stage)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Moves a job to a terminal status. A job that is already terminal keeps
+    /// its first outcome, so a late worker cannot overwrite a cancellation.
+    pub async fn finish_job(
+        &self,
+        id: &str,
+        status: JobStatus,
+        error: Option<&ErrorBody>,
+        summary: Option<&Value>,
+    ) -> Result<bool> {
+        debug_assert!(status.is_terminal());
+        let now = now_ms();
+        let progress = if status == JobStatus::Succeeded { 1.0 } else { 0.0 };
+        let done = sqlx::query(
+            "UPDATE jobs SET status = ?, error = ?, summary = ?, finished_at = ?, updated_at = ?, \
+             stage = NULL, progress = CASE WHEN ? = 1.0 THEN 1.0 ELSE progress END \
+             WHERE id = ? AND status IN ('queued', 'running')",
+        )
+        .bind(status.as_str())
+        .bind(error.map(serde_json::to_string).transpose()?)
+        .bind(summary.map(serde_json::to_string).transpose()?)
+        .bind(now)
+        .bind(now)
+        .bind(progress)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Cancels a queued job at once, or flags a running one for its worker.
+    pub async fn request_cancel(&self, id: &str) -> Result<Option<CancelOutcome>> {
+        let now = now_ms();
+        let error = serde_json::to_string(&ErrorBody::new("cancelled", "cancelled by request"))?;
+        let queued = sqlx::query(
+            "UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ?, error = ? \
+             WHERE id = ? AND status = 'queued'",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(&error)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if queued.rows_affected() == 1 {
+            return Ok(self.get_job(id).await?.map(CancelOutcome::Cancelled));
+        }
+        sqlx::query(
+            "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ? AND status = 'running'",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(self.get_job(id).await?.map(|job| {
+            if job.status.is_terminal() {
+                CancelOutcome::AlreadyFinished(job)
+            } else {
+                CancelOutcome::Requested(job)
+            }
+        }))
+    }
+
+    pub async fn cancel_requested(&self, id: &str) -> Result<bool> {
+        let flag: Option<i64> = sqlx::query_scalar("SELECT cancel_requested FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(flag.unwrap_or(0) != 0)
+    }
+
+    // ---- results ------------------------------------------------------------
+
+    /// Stores a backtest's result. Re-running a job replaces its row, never duplicates it.
+    pub async fn save_backtest_result(&self, result: &BacktestResultRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO backtest_results (job_id, metrics, trades, equity_curve, jesse_version, \
+             strategies, candles, timings, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (job_id) DO UPDATE SET metrics = excluded.metrics, trades = excluded.trades, \
+             equity_curve = excluded.equity_curve, jesse_version = excluded.jesse_version, \
+             strategies = excluded.strategies, candles = excluded.candles, timings = excluded.timings, \
+             created_at = excluded.created_at",
+        )
+        .bind(&result.job_id)
+        .bind(serde_json::to_string(&result.metrics)?)
+        .bind(result.trades.as_ref().map(serde_json::to_string).transpose()?)
+        .bind(result.equity_curve.as_ref().map(serde_json::to_string).transpose()?)
+        .bind(&result.jesse_version)
+        .bind(serde_json::to_string(&result.strategies)?)
+        .bind(serde_json::to_string(&result.candles)?)
+        .bind(serde_json::to_string(&result.timings)?)
+        .bind(result.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records how long the result write itself took (known only after it).
+    pub async fn set_result_timings(&self, job_id: &str, timings: &Value) -> Result<()> {
+        sqlx::query("UPDATE backtest_results SET timings = ? WHERE job_id = ?")
+            .bind(serde_json::to_string(timings)?)
+            .bind(job_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_backtest_result(&self, job_id: &str) -> Result<Option<BacktestResultRecord>> {
+        let row = sqlx::query(
+            "SELECT job_id, metrics, trades, equity_curve, jesse_version, strategies, candles, \
+             timings, created_at FROM backtest_results WHERE job_id = ?",
+        )
+        .bind(job_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let json = |name: &str| -> Result<Option<Value>> {
+            let text: Option<String> = row.try_get(name)?;
+            Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
+        };
+        Ok(Some(BacktestResultRecord {
+            job_id: row.try_get("job_id")?,
+            metrics: json("metrics")?.unwrap_or(Value::Null),
+            trades: json("trades")?,
+            equity_curve: json("equity_curve")?,
+            jesse_version: row.try_get("jesse_version")?,
+            strategies: json("strategies")?.unwrap_or(Value::Null),
+            candles: json("candles")?.unwrap_or(Value::Null),
+            timings: json("timings")?.unwrap_or(Value::Null),
+            created_at: row.try_get("created_at")?,
+        }))
+    }
+
+    // ---- candles ------------------------------------------------------------
+
+    /// Idempotent upsert of 1m candles, counting inserted, changed and unchanged rows.
+    pub async fn upsert_candles(&self, exchange: &str, symbol: &str, candles: &[Candle]) -> Result<UpsertCounts> {
+        let mut counts = UpsertCounts::default();
+        if candles.is_empty() {
+            return Ok(counts);
+        }
+        let mut tx = self.pool.begin().await?;
+        for chunk in candles.chunks(UPSERT_CHUNK) {
+            let (lo, hi) = chunk.iter().fold((i64::MAX, i64::MIN), |(lo, hi), c| {
+                (lo.min(c.timestamp), hi.max(c.timestamp))
+            });
+            let count_range = "SELECT COUNT(*) FROM candles WHERE exchange = ? AND symbol = ? \
+                               AND timeframe = '1m' AND timestamp BETWEEN ? AND ?";
+            let before: i64 = sqlx::query_scalar(count_range)
+                .bind(exchange).bind(symbol).bind(lo).bind(hi)
+                .fetch_one(&mut *tx).await?;
+            let mut query = QueryBuilder::new(
+                "INSERT INTO candles (exchange, symbol, timeframe, timestamp, open, close, high, low, volume) ",
+            );
+            query.push_values(chunk, |mut row, c| {
+                row.push_bind(exchange)
+                    .push_bind(symbol)
+                    .push_bind("1m")
+                    .push_bind(c.timestamp)
+                    .push_bind(c.open)
+                    .push_bind(c.close)
+                    .push_bind(c.high)
+                    .push_bind(c.low)
+                    .push_bind(c.volume);
+            });
+            query.push(
+                " ON CONFLICT (exchange, symbol, timeframe, timestamp) DO UPDATE SET \
+                 open = excluded.open, close = excluded.close, high = excluded.high, \
+                 low = excluded.low, volume = excluded.volume \
+                 WHERE candles.open IS NOT excluded.open OR candles.close IS NOT excluded.close \
+                 OR candles.high IS NOT excluded.high OR candles.low IS NOT excluded.low \
+                 OR candles.volume IS NOT excluded.volume",
+            );
+            let affected = query.build().execute(&mut *tx).await?.rows_affected();
+            let after: i64 = sqlx::query_scalar(count_range)
+                .bind(exchange).bind(symbol).bind(lo).bind(hi)
+                .fetch_one(&mut *tx).await?;
+            let inserted = (after - before) as u64;
+            counts.inserted += inserted;
+            counts.updated += affected - inserted;
+            counts.unchanged += chunk.len() as u64 - affected;
+        }
+        let first = candles.iter().map(|c| c.timestamp).min().expect("non-empty");
+        let last = candles.iter().map(|c| c.timestamp).max().expect("non-empty");
+        sqlx::query(
+            "INSERT INTO candle_series (exchange, symbol, timeframe, first_ts, last_ts, row_count, updated_at) \
+             VALUES (?, ?, '1m', ?, ?, ?, ?) ON CONFLICT (exchange, symbol, timeframe) DO UPDATE SET \
+             first_ts = MIN(first_ts, excluded.first_ts), last_ts = MAX(last_ts, excluded.last_ts), \
+             row_count = row_count + excluded.row_count, updated_at = excluded.updated_at",
+        )
+        .bind(exchange)
+        .bind(symbol)
+        .bind(first)
+        .bind(last)
+        .bind(counts.inserted as i64)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(counts)
+    }
+
+    /// Stored series, answered from the summary table (never scans candles).
+    pub async fn list_series(&self) -> Result<Vec<SeriesSummary>> {
+        let rows = sqlx::query(
+            "SELECT exchange, symbol, timeframe, first_ts, last_ts, row_count FROM candle_series \
+             ORDER BY exchange, symbol, timeframe",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(SeriesSummary {
+                    exchange: row.try_get("exchange")?,
+                    symbol: row.try_get("symbol")?,
+                    timeframe: row.try_get("timeframe")?,
+                    first: row.try_get("first_ts")?,
+                    last: row.try_get("last_ts")?,
+                    rows: row.try_get("row_count")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn count_candles(&self, exchange: &str, symbol: &str, start: i64, end: i64) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM candles WHERE exchange = ? AND symbol = ? AND timeframe = '1m' \
+             AND timestamp >= ? AND timestamp < ?",
+        )
+        .bind(exchange)
+        .bind(symbol)
+        .bind(start)
+        .bind(end)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Missing minutes of `[start, end)`, as half-open runs.
+    pub async fn gaps(&self, exchange: &str, symbol: &str, start: i64, end: i64) -> Result<Vec<Gap>> {
+        let expected = (end - start) / MINUTE_MS;
+        if self.count_candles(exchange, symbol, start, end).await? == expected {
+            return Ok(Vec::new());
+        }
+        // Each present minute followed by a jump of more than one minute starts a gap.
+        let rows = sqlx::query(
+            "SELECT timestamp, next FROM (SELECT timestamp, LEAD(timestamp) OVER (ORDER BY timestamp) AS next \
+             FROM candles WHERE exchange = ? AND symbol = ? AND timeframe = '1m' \
+             AND timestamp >= ? AND timestamp < ?) WHERE next IS NULL OR next - timestamp > ?",
+        )
+        .bind(exchange)
+        .bind(symbol)
+        .bind(start)
+        .bind(end)
+        .bind(MINUTE_MS)
+        .fetch_all(&self.pool)
+        .await?;
+        let first_present: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(timestamp) FROM candles WHERE exchange = ? AND symbol = ? AND timeframe = '1m' \
+             AND timestamp >= ? AND timestamp < ?",
+        )
+        .bind(exchange)
+        .bind(symbol)
+        .bind(start)
+        .bind(end)
+        .fetch_one(&self.pool)
+        .await?;
+        let mut gaps = Vec::new();
+        let push = |gaps: &mut Vec<Gap>, s: i64, e: i64| {
+            if e > s {
+                gaps.push(Gap { start: s, end: e, minutes: (e - s) / MINUTE_MS });
+            }
+        };
+        match first_present {
+            None => push(&mut gaps, start, end),
+            Some(first) => {
+                push(&mut gaps, start, first);
+                for row in &rows {
+                    let ts: i64 = row.try_get("timestamp")?;
+                    let next: Option<i64> = row.try_get("next")?;
+                    push(&mut gaps, ts + MINUTE_MS, next.unwrap_or(end));
+                }
+            }
+        }
+        Ok(gaps)
+    }
+
+    /// Loads `[start, end)` of a series as a flat row-major `[N × 6]` buffer in
+    /// Jesse's column order, ready to become a numpy array without conversion.
+    pub async fn load_candles(&self, exchange: &str, symbol: &str, start: i64, end: i64) -> Result<Vec<f64>> {
+        use futures::TryStreamExt;
+        let expected = ((end - start) / MINUTE_MS).max(0) as usize;
+        let mut out = Vec::with_capacity(expected * 6);
+        let mut rows = sqlx::query_as::<_, (i64, f64, f64, f64, f64, f64)>(
+            "SELECT timestamp, open, close, high, low, volume FROM candles \
+             WHERE exchange = ? AND symbol = ? AND timeframe = '1m' AND timestamp >= ? AND timestamp < ? \
+             ORDER BY timestamp",
+        )
+        .bind(exchange)
+        .bind(symbol)
+        .bind(start)
+        .bind(end)
+        .fetch(&self.pool);
+        while let Some((ts, open, close, high, low, volume)) = rows.try_next().await? {
+            out.extend_from_slice(&[ts as f64, open, close, high, low, volume]);
+        }
+        Ok(out)
+    }
+}
+
+fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<JobRecord> {
+    let kind: String = row.try_get("kind")?;
+    let status: String = row.try_get("status")?;
+    let params: String = row.try_get("params")?;
+    let error: Option<String> = row.try_get("error")?;
+    let summary: Option<String> = row.try_get("summary")?;
+    let corrupt = |what: &str, value: &str| {
+        StoreError::Database(sqlx::Error::Decode(format!("unknown job {what} '{value}'").into()))
+    };
+    Ok(JobRecord {
+        id: row.try_get("id")?,
+        kind: JobKind::parse(&kind).ok_or_else(|| corrupt("kind", &kind))?,
+        status: JobStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
+        params: serde_json::from_str(&params)?,
+        progress: row.try_get("progress")?,
+        stage: row.try_get("stage")?,
+        attempts: row.try_get("attempts")?,
+        cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+        error: error.map(|e| serde_json::from_str(&e)).transpose()?,
+        summary: summary.map(|s| serde_json::from_str(&s)).transpose()?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}

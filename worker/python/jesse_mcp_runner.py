@@ -1,0 +1,143 @@
+"""The worker's only contract with Jesse.
+
+A runner process imports this module once (which imports ``jesse.research``) and
+then calls ``run_backtest`` for one job at a time. Rust hands candles over as
+float64 numpy arrays in Jesse's column order and gets a JSON string back, in
+which NaN and +/-inf are already replaced by null (JSON cannot carry them).
+
+Strategies are compiled from the exact source text the worker hashed, under
+their real file path, so a result's provenance hash always matches the code
+that ran and tracebacks point at the user's file and line.
+"""
+
+import importlib.util
+import json
+import math
+import os
+import sys
+import traceback
+
+import numpy as np
+
+import jesse.research as research
+import jesse.version
+
+JESSE_VERSION = jesse.version.__version__
+
+_module_counter = 0
+
+
+class StrategyLoadError(Exception):
+    """The strategy file does not define the expected class."""
+
+
+def _load_strategy(name, path, source):
+    global _module_counter
+    _module_counter += 1
+    module_name = f"jesse_mcp_strategy_{name}_{_module_counter}"
+    spec = importlib.util.spec_from_file_location(
+        module_name, path, submodule_search_locations=[os.path.dirname(path)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        code = compile(source, path, "exec")
+        exec(code, module.__dict__)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    cls = getattr(module, name, None)
+    if not isinstance(cls, type):
+        raise StrategyLoadError(f"{path} does not define a class named {name}")
+    return cls
+
+
+def _clean(value):
+    """Makes a Jesse result JSON-safe: numpy scalars to Python, NaN/inf to None."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_clean(v) for v in value.tolist()]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)
+
+
+def _error(kind, exc, strategy_paths):
+    """Describes an exception with the innermost line that belongs to a strategy file."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    location = None
+    for frame in reversed(frames):
+        if frame.filename in strategy_paths:
+            location = {"file": frame.filename, "line": frame.lineno, "function": frame.name,
+                        "code": frame.line}
+            break
+    if location is None and isinstance(exc, SyntaxError) and exc.filename in strategy_paths:
+        location = {"file": exc.filename, "line": exc.lineno, "function": None, "code": (exc.text or "").strip()}
+    return {
+        "ok": False,
+        "error": {
+            "kind": kind,
+            "type": type(exc).__name__,
+            "message": str(exc),
+            "location": location,
+            "traceback": "".join(traceback.format_exception(exc))[-8000:],
+        },
+    }
+
+
+def run_backtest(request_json, candles, warmup_candles):
+    """Runs one backtest.
+
+    ``request_json``: {config, routes: [{strategy, symbol, timeframe}], data_routes,
+    strategies: {name: {path, source}}, hyperparameters, fast_mode, generate_equity_curve}.
+    ``candles`` / ``warmup_candles``: {"<exchange>-<symbol>": {exchange, symbol, candles: ndarray}}.
+    """
+    request = json.loads(request_json)
+    sources = request["strategies"]
+    strategy_paths = {spec["path"] for spec in sources.values()}
+    try:
+        classes = {name: _load_strategy(name, spec["path"], spec["source"]) for name, spec in sources.items()}
+    except Exception as exc:  # noqa: BLE001 - any load failure is the strategy's
+        return json.dumps(_error("strategy_load", exc, strategy_paths))
+
+    exchange = request["config"]["exchange"]
+    routes = [
+        {"exchange": exchange, "strategy": classes[r["strategy"]], "symbol": r["symbol"], "timeframe": r["timeframe"]}
+        for r in request["routes"]
+    ]
+    data_routes = [
+        {"exchange": exchange, "symbol": r["symbol"], "timeframe": r["timeframe"]} for r in request["data_routes"]
+    ]
+    try:
+        result = research.backtest(
+            request["config"],
+            routes,
+            data_routes,
+            candles,
+            warmup_candles=warmup_candles or None,
+            hyperparameters=request.get("hyperparameters"),
+            fast_mode=request.get("fast_mode", False),
+            generate_equity_curve=request.get("generate_equity_curve", False),
+        )
+    except Exception as exc:  # noqa: BLE001 - reported to the user with its location
+        return json.dumps(_error("strategy_runtime", exc, strategy_paths))
+
+    out = {
+        "ok": True,
+        "jesse_version": JESSE_VERSION,
+        "metrics": _clean(result.get("metrics") or {}),
+        "trades": _clean(result.get("trades") or []),
+    }
+    if "equity_curve" in result:
+        out["equity_curve"] = _clean(result["equity_curve"])
+    return json.dumps(out, allow_nan=False)

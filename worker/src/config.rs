@@ -1,0 +1,42 @@
+//! The worker's configuration, read once in `main` from flags and environment.
+
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct WorkerConfig {
+    /// Directory holding the store (`store.db`) and the queue (`queue.db`).
+    #[arg(long, env = "JESSE_MCP_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Strategies in Jesse's layout: `<dir>/<Name>/__init__.py`.
+    #[arg(long, env = "JESSE_MCP_STRATEGIES_DIR", default_value = "strategies")]
+    pub strategies_dir: PathBuf,
+    /// The venv's python (made by `ops/python-env.sh`); runners embed its interpreter.
+    #[arg(long, env = "JESSE_MCP_PYTHON", default_value = ".venv/bin/python")]
+    pub python: PathBuf,
+    /// Number of runner processes, i.e. jobs run at once (default: number of cores).
+    #[arg(long, env = "JESSE_MCP_WORKERS")]
+    pub runners: Option<usize>,
+    /// A job running longer than this is interrupted and fails.
+    #[arg(long, env = "JESSE_MCP_JOB_TIMEOUT_SECS", default_value_t = 1800)]
+    pub job_timeout_secs: u64,
+    /// How long an interrupted runner may take to stop before it is killed.
+    #[arg(long, env = "JESSE_MCP_KILL_GRACE_SECS", default_value_t = 5)]
+    pub kill_grace_secs: u64,
+    /// Attempts per job when runners die under it (crashes, not strategy errors).
+    #[arg(long, env = "JESSE_MCP_MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: i64,
+    /// How often an idle worker looks for new jobs, in milliseconds.
+    #[arg(long, env = "JESSE_MCP_POLL_MS", default_value_t = 200)]
+    pub poll_ms: u64,
+    /// Log format: `pretty` or `json`.
+    #[arg(long, env = "JESSE_MCP_LOG_FORMAT", default_value = "pretty")]
+    pub log_format: String,
+}
+
+impl WorkerConfig {
+    pub fn runner_count(&self) -> usize {
+        self.runners
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+    }
+}

@@ -1,0 +1,290 @@
+//! Executes one queued job: claims it in the store, loads its candles, runs it
+//! in a runner, and records the outcome. Failures of the user's making (strategy
+//! errors, timeouts, missing data) end the job; a runner that dies under a job is
+//! replaced and the job retried, up to the attempt limit.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jesse_mcp_core::ErrorBody;
+use jesse_mcp_core::jobs::{BacktestPlan, JobStatus};
+use jesse_mcp_core::store::{BacktestResultRecord, Store};
+use jesse_mcp_core::time::{MINUTE_MS, now_ms, to_rfc3339};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::config::WorkerConfig;
+use crate::pool::{Pool, RunError};
+use crate::protocol::{RunRequest, SeriesHeader};
+
+pub struct Executor {
+    pub store: Store,
+    pub pool: Arc<Pool>,
+    pub config: WorkerConfig,
+}
+
+/// How an attempt ended, before it is written to the store.
+enum Outcome {
+    Succeeded(Box<BacktestResultRecord>, Value),
+    Failed(ErrorBody),
+    Cancelled,
+    RunnerLost(String),
+}
+
+impl Executor {
+    pub async fn run_job(&self, job_id: &str) -> anyhow::Result<()> {
+        let mut last_loss = String::new();
+        loop {
+            let Some(job) = self.store.start_attempt(job_id).await? else {
+                tracing::info!(job.id = job_id, "job is no longer runnable (cancelled or finished); skipping");
+                return Ok(());
+            };
+            if job.attempts > self.config.max_attempts {
+                let error = ErrorBody::new(
+                    "runner_crashed",
+                    format!(
+                        "the runner died under this job {} times; giving up. Last reason: {}",
+                        job.attempts - 1,
+                        if last_loss.is_empty() { "the worker process itself stopped" } else { &last_loss }
+                    ),
+                );
+                self.store.finish_job(job_id, JobStatus::Failed, Some(&error), None).await?;
+                return Ok(());
+            }
+            let started = Instant::now();
+            let plan: BacktestPlan = match serde_json::from_value(job.params.clone()) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    let error = ErrorBody::new("invalid_job", format!("stored job parameters are unreadable: {e}"));
+                    self.store.finish_job(job_id, JobStatus::Failed, Some(&error), None).await?;
+                    return Ok(());
+                }
+            };
+            let queue_wait_ms = (job.started_at.unwrap_or(job.created_at) - job.created_at).max(0);
+            let outcome = self.attempt(job_id, &plan, queue_wait_ms).await;
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            match outcome {
+                Ok(Outcome::Succeeded(result, summary)) => {
+                    let write_started = Instant::now();
+                    self.store.save_backtest_result(&result).await?;
+                    let mut timings = result.timings;
+                    timings["result_write_ms"] = json!(write_started.elapsed().as_secs_f64() * 1e3);
+                    self.store.set_result_timings(job_id, &timings).await?;
+                    self.store.finish_job(job_id, JobStatus::Succeeded, None, Some(&summary)).await?;
+                    tracing::info!(job.id = job_id, duration_ms = elapsed_ms, "backtest succeeded");
+                    return Ok(());
+                }
+                Ok(Outcome::Failed(error)) => {
+                    tracing::info!(job.id = job_id, code = error.code, message = error.message, "backtest failed");
+                    self.store.finish_job(job_id, JobStatus::Failed, Some(&error), None).await?;
+                    return Ok(());
+                }
+                Ok(Outcome::Cancelled) => {
+                    let error = ErrorBody::new("cancelled", "cancelled by request while running");
+                    self.store.finish_job(job_id, JobStatus::Cancelled, Some(&error), None).await?;
+                    tracing::info!(job.id = job_id, "backtest cancelled");
+                    return Ok(());
+                }
+                Ok(Outcome::RunnerLost(reason)) => {
+                    tracing::warn!(job.id = job_id, attempt = job.attempts, reason, "runner lost; retrying job");
+                    last_loss = reason;
+                }
+                Err(e) => {
+                    tracing::error!(job.id = job_id, error = %format!("{e:#}"), "internal error running job");
+                    let error = ErrorBody::new("internal", "the worker hit an internal error; see its log");
+                    self.store.finish_job(job_id, JobStatus::Failed, Some(&error), None).await?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, job_id: &str, plan: &BacktestPlan, queue_wait_ms: i64) -> anyhow::Result<Outcome> {
+        // Strategy sources are read and hashed once; exactly these bytes run.
+        let mut strategies = serde_json::Map::new();
+        let mut provenance = Vec::new();
+        for name in plan.strategy_names() {
+            let path = self.config.strategies_dir.join(&name).join("__init__.py");
+            let source = match std::fs::read_to_string(&path) {
+                Ok(source) => source,
+                Err(e) => {
+                    return Ok(Outcome::Failed(ErrorBody::new(
+                        "unknown_strategy",
+                        format!("strategy '{name}' could not be read from {}: {e}", path.display()),
+                    )));
+                }
+            };
+            let sha256 = hex::encode(Sha256::digest(source.as_bytes()));
+            let absolute = std::path::absolute(&path).unwrap_or(path.clone());
+            strategies.insert(name.clone(), json!({"path": absolute, "source": source}));
+            provenance.push(json!({"name": name, "sha256": sha256}));
+        }
+
+        self.store.set_progress(job_id, 0.05, "loading candles").await?;
+        let load_started = Instant::now();
+        let mut series = Vec::new();
+        let mut buffers = Vec::new();
+        let mut fingerprints = serde_json::Map::new();
+        for symbol in &plan.symbols {
+            let trading = self.store.load_candles(&plan.exchange, symbol, plan.start_ms, plan.end_ms).await?;
+            let warmup = self.store.load_candles(&plan.exchange, symbol, plan.load_start_ms(), plan.start_ms).await?;
+            let (rows, warmup_rows) = (trading.len() / 6, warmup.len() / 6);
+            let expected = ((plan.end_ms - plan.start_ms) / MINUTE_MS) as usize;
+            if rows != expected || warmup_rows as i64 != plan.warmup_minutes {
+                return Ok(Outcome::Failed(ErrorBody::new(
+                    "missing_candles",
+                    format!(
+                        "candles for {} {symbol} changed since submit: {rows} of {expected} trading minutes and {warmup_rows} of {} warm-up minutes are stored; import them and resubmit",
+                        plan.exchange, plan.warmup_minutes
+                    ),
+                )));
+            }
+            let all = if warmup_rows > 0 { &warmup } else { &trading };
+            fingerprints.insert(
+                format!("{}-{symbol}", plan.exchange),
+                json!({
+                    "rows": rows + warmup_rows,
+                    "first": to_rfc3339(all[0] as i64),
+                    "last": to_rfc3339(trading[trading.len() - 6] as i64),
+                    "sha256": candle_digest(&warmup, &trading),
+                }),
+            );
+            series.push(SeriesHeader {
+                key: format!("{}-{symbol}", plan.exchange),
+                exchange: plan.exchange.clone(),
+                symbol: symbol.clone(),
+                rows,
+                warmup_rows,
+            });
+            buffers.push(trading);
+            buffers.push(warmup);
+        }
+        let candle_load_ms = load_started.elapsed().as_secs_f64() * 1e3;
+
+        let request_json = json!({
+            "config": plan.config,
+            "routes": plan.routes,
+            "data_routes": plan.data_routes,
+            "strategies": strategies,
+            "hyperparameters": plan.hyperparameters,
+            "fast_mode": plan.fast_mode,
+            "generate_equity_curve": plan.include_equity_curve,
+        })
+        .to_string();
+        let request = RunRequest { request_json, series };
+        let payload: Vec<&[f64]> = buffers.iter().map(Vec::as_slice).collect();
+
+        self.store.set_progress(job_id, 0.15, "running Jesse").await?;
+        let mut runner = self.pool.checkout().await?;
+        let deadline = Instant::now() + Duration::from_secs(self.config.job_timeout_secs);
+        let run_started = Instant::now();
+        let response = runner
+            .run(self.pool.spec(), &request, &payload, deadline, self.cancel_requested(job_id))
+            .await;
+        let run_ms = run_started.elapsed().as_secs_f64() * 1e3;
+        let jesse_version = runner.jesse_version.clone();
+        let lost_reason = if runner.is_dead() { Some(runner.exit_reason().await) } else { None };
+        self.pool.checkin(runner).await;
+
+        let response = match response {
+            Ok(response) => response,
+            Err(RunError::TimedOut) => {
+                return Ok(Outcome::Failed(ErrorBody::new(
+                    "timed_out",
+                    format!("timed out after {} s (JESSE_MCP_JOB_TIMEOUT_SECS)", self.config.job_timeout_secs),
+                )));
+            }
+            Err(RunError::Cancelled) => return Ok(Outcome::Cancelled),
+            Err(RunError::Lost(reason)) => {
+                return Ok(Outcome::RunnerLost(lost_reason.map_or(reason.clone(), |r| format!("{r} ({reason})"))));
+            }
+        };
+        let mut result = response.result;
+        if result["ok"] != json!(true) {
+            return Ok(Outcome::Failed(python_error(&result["error"])));
+        }
+        self.store.set_progress(job_id, 0.95, "writing result").await?;
+        let metrics = result["metrics"].take();
+        let summary = summary_of(&metrics);
+        let mut timings = response.timings;
+        timings["queue_wait_ms"] = json!(queue_wait_ms);
+        timings["candle_load_ms"] = json!(candle_load_ms);
+        timings["runner_roundtrip_ms"] = json!(run_ms);
+        let record = BacktestResultRecord {
+            job_id: job_id.to_string(),
+            metrics,
+            trades: Some(result["trades"].take()),
+            equity_curve: plan.include_equity_curve.then(|| result["equity_curve"].take()),
+            jesse_version: result["jesse_version"].as_str().map(str::to_string).unwrap_or(jesse_version),
+            strategies: Value::Array(provenance),
+            candles: Value::Object(fingerprints),
+            timings,
+            created_at: now_ms(),
+        };
+        Ok(Outcome::Succeeded(Box::new(record), summary))
+    }
+
+    /// Resolves once the job's cancel flag is set in the store (checked every 250 ms).
+    fn cancel_requested<'a>(&'a self, job_id: &'a str) -> impl std::future::Future<Output = ()> + 'a {
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if self.store.cancel_requested(job_id).await.unwrap_or(false) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Turns the runner's description of a Python exception into the job's error.
+fn python_error(error: &Value) -> ErrorBody {
+    let kind = error["kind"].as_str().unwrap_or("runner");
+    let type_name = error["type"].as_str().unwrap_or("Exception");
+    let message = error["message"].as_str().unwrap_or("");
+    let location = &error["location"];
+    let code = match kind {
+        "strategy_load" => "strategy_load_error",
+        "strategy_runtime" => "strategy_error",
+        "interrupted" => "interrupted",
+        _ => "runner_error",
+    };
+    let mut text = format!("{type_name}: {message}");
+    if let (Some(file), Some(line)) = (location["file"].as_str(), location["line"].as_i64()) {
+        let file_name = Path::new(file)
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| format!("{}/__init__.py", n.to_string_lossy()))
+            .unwrap_or_else(|| file.to_string());
+        text.push_str(&format!(" (at {file_name} line {line}"));
+        if let Some(code) = location["code"].as_str().filter(|c| !c.is_empty()) {
+            text.push_str(&format!(": `{code}`"));
+        }
+        text.push(')');
+    }
+    ErrorBody::new(code, text).with_details(json!({
+        "exception_type": type_name,
+        "exception_message": message,
+        "location": location,
+        "traceback": error["traceback"],
+    }))
+}
+
+fn summary_of(metrics: &Value) -> Value {
+    let mut summary = serde_json::Map::new();
+    for key in ["total", "net_profit_percentage", "win_rate", "max_drawdown", "sharpe_ratio", "finishing_balance"] {
+        if let Some(value) = metrics.get(key) {
+            summary.insert(key.to_string(), value.clone());
+        }
+    }
+    Value::Object(summary)
+}
+
+/// sha256 over the raw f64 bytes of warm-up then trading rows: the exact input Jesse saw.
+fn candle_digest(warmup: &[f64], trading: &[f64]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(bytemuck::cast_slice::<f64, u8>(warmup));
+    hasher.update(bytemuck::cast_slice::<f64, u8>(trading));
+    hex::encode(hasher.finalize())
+}

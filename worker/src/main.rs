@@ -1,0 +1,131 @@
+//! `jesse-mcp-worker`: pulls jobs from the queue and runs them in a pool of warm
+//! Jesse runner processes. The same binary is the runner (`runner` subcommand,
+//! started by the worker itself), so Python is initialised on a process's main
+//! thread before any async runtime exists.
+
+mod config;
+mod execute;
+mod pool;
+mod protocol;
+mod runner;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use apalis::prelude::*;
+use clap::{Parser, Subcommand};
+use jesse_mcp_core::jobs::{JobKind, QueuedJob};
+use jesse_mcp_core::queue::Queue;
+use jesse_mcp_core::store::Store;
+
+use crate::config::WorkerConfig;
+use crate::execute::Executor;
+use crate::pool::{Pool, RunnerSpec};
+
+#[derive(Parser)]
+#[command(name = "jesse-mcp-worker", version, about = "Runs jesse-mcp jobs in warm Jesse runner processes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: WorkerConfig,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Internal: one runner process, driven over stdin/stdout by a worker.
+    #[command(hide = true)]
+    Runner {
+        #[arg(long)]
+        python: PathBuf,
+        #[arg(long)]
+        scratch: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::Runner { python, scratch }) = cli.command {
+        return runner::main(runner::RunnerArgs { python, scratch });
+    }
+    init_logging(&cli.config.log_format);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve(cli.config))
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,apalis=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
+    let store = Store::open(&config.data_dir).await.context("opening the store")?;
+    let queue = Queue::open(&config.data_dir).await.context("opening the queue")?;
+    let size = config.runner_count();
+    let python = std::path::absolute(&config.python)?;
+    let spec = RunnerSpec {
+        exe: std::env::current_exe()?,
+        python,
+        scratch_root: std::path::absolute(config.data_dir.join("runners"))?,
+        startup_timeout: Duration::from_secs(120),
+        grace: Duration::from_secs(config.kill_grace_secs),
+    };
+    tracing::info!(runners = size, strategies = %config.strategies_dir.display(), "starting runners");
+    let pool = Pool::start(spec, size).await?;
+    let executor = Arc::new(Executor { store, pool: pool.clone(), config: config.clone() });
+
+    let storage = queue.storage(JobKind::Backtest);
+    let poll = Duration::from_millis(config.poll_ms);
+    let name = format!("backtest-{}", ulid::Ulid::generate());
+    let handler_executor = executor.clone();
+    let monitor = Monitor::new()
+        .register(move |_| {
+            WorkerBuilder::new(name.clone())
+                .backend(storage.clone().poll_with_interval(poll))
+                .data(handler_executor.clone())
+                .concurrency(size)
+                .build(run_job)
+        })
+        .run_with_signal(shutdown_signal());
+    tracing::info!("worker ready; waiting for jobs");
+    monitor.await.context("worker monitor failed")?;
+    tracing::info!("shutting down runners");
+    pool.shutdown().await;
+    Ok(())
+}
+
+async fn run_job(job: QueuedJob, executor: Data<Arc<Executor>>) -> Result<(), BoxDynError> {
+    let executor = Arc::clone(&executor);
+    // The job runs on its own task so heartbeats and polling never stall behind it.
+    let id = job.job_id.clone();
+    let handle = tokio::spawn(async move { executor.run_job(&job.job_id).await });
+    match handle.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::error!(job.id = id, error = %format!("{e:#}"), "job failed in the worker");
+            Err(AbortError::new(format!("{e:#}")).into())
+        }
+        Err(e) => Err(AbortError::new(format!("job task panicked: {e}")).into()),
+    }
+}
+
+async fn shutdown_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {},
+        r = tokio::signal::ctrl_c() => r?,
+    }
+    tracing::info!("signal received; finishing running jobs");
+    Ok(())
+}

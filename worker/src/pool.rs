@@ -1,0 +1,240 @@
+//! Runner processes and the pool that hands them to jobs.
+//!
+//! A runner is a child process (`jesse-mcp-worker runner`) with a warm Jesse.
+//! Stopping one is the only hard guarantee against a runaway strategy: SIGINT
+//! first (KeyboardInterrupt, Jesse resets its state on the way out), SIGKILL if
+//! it has not answered within the grace period, then a fresh runner.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::protocol::{MAX_FRAME, Ready, RunRequest};
+
+#[derive(Clone, Debug)]
+pub struct RunnerSpec {
+    pub exe: PathBuf,
+    pub python: PathBuf,
+    pub scratch_root: PathBuf,
+    pub startup_timeout: Duration,
+    pub grace: Duration,
+}
+
+pub struct Runner {
+    child: Child,
+    stdin: BufWriter<ChildStdin>,
+    stdout: ChildStdout,
+    pub slot: usize,
+    pub jesse_version: String,
+}
+
+/// Why a run did not produce a response from Python.
+#[derive(Debug)]
+pub enum RunError {
+    /// The deadline passed; the runner was interrupted (and replaced if it did not stop).
+    TimedOut,
+    /// Cancelled by request; same handling as a timeout.
+    Cancelled,
+    /// The runner process died or broke the protocol; it has been replaced.
+    Lost(String),
+}
+
+/// What a finished run returned: the runner's timings and Python's JSON answer.
+#[derive(Debug)]
+pub struct RunResponse {
+    pub timings: Value,
+    pub result: Value,
+}
+
+impl Runner {
+    pub async fn spawn(spec: &RunnerSpec, slot: usize) -> anyhow::Result<Runner> {
+        let scratch = spec.scratch_root.join(format!("runner-{slot}"));
+        let mut child = Command::new(&spec.exe)
+            .arg("runner")
+            .arg("--python")
+            .arg(&spec.python)
+            .arg("--scratch")
+            .arg(&scratch)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting runner {}", spec.exe.display()))?;
+        let stdin = BufWriter::with_capacity(1 << 20, child.stdin.take().expect("piped"));
+        let mut stdout = child.stdout.take().expect("piped");
+        let ready = tokio::time::timeout(spec.startup_timeout, read_frame(&mut stdout))
+            .await
+            .context("runner did not become ready in time")?
+            .context("runner exited during start-up")?;
+        let ready: Ready = serde_json::from_slice(&ready).context("runner sent a malformed ready frame")?;
+        if !ready.ok {
+            bail!("runner failed to start: {}", ready.error.unwrap_or_default());
+        }
+        let jesse_version = ready.jesse_version.unwrap_or_default();
+        tracing::info!(slot, pid = child.id(), jesse_version, "runner ready");
+        Ok(Runner { child, stdin, stdout, slot, jesse_version })
+    }
+
+    /// Runs one request. On timeout or cancellation the runner is interrupted; if
+    /// it does not answer within the grace period it is killed, and `Err` tells the
+    /// caller to replace it (`needs_respawn`).
+    pub async fn run(
+        &mut self,
+        spec: &RunnerSpec,
+        request: &RunRequest,
+        payload: &[&[f64]],
+        deadline: Instant,
+        cancelled: impl std::future::Future<Output = ()>,
+    ) -> Result<RunResponse, RunError> {
+        let exchange = async {
+            let header = serde_json::to_vec(request).map_err(|e| RunError::Lost(e.to_string()))?;
+            let lost = |e: std::io::Error| RunError::Lost(format!("runner pipe broke: {e}"));
+            self.stdin.write_all(&(header.len() as u32).to_le_bytes()).await.map_err(lost)?;
+            self.stdin.write_all(&header).await.map_err(lost)?;
+            for part in payload {
+                self.stdin.write_all(bytemuck::cast_slice(part)).await.map_err(lost)?;
+            }
+            self.stdin.flush().await.map_err(lost)?;
+            read_frame(&mut self.stdout).await.map_err(lost)
+        };
+        let stop = tokio::select! {
+            frame = exchange => return self.decode(frame?).await,
+            _ = tokio::time::sleep_until(deadline.into()) => RunError::TimedOut,
+            _ = cancelled => RunError::Cancelled,
+        };
+        self.interrupt(spec).await;
+        Err(stop)
+    }
+
+    async fn decode(&mut self, frame: Vec<u8>) -> Result<RunResponse, RunError> {
+        let mut value: Value = serde_json::from_slice(&frame)
+            .map_err(|e| RunError::Lost(format!("runner sent malformed JSON: {e}")))?;
+        Ok(RunResponse { timings: value["timings"].take(), result: value["result"].take() })
+    }
+
+    /// SIGINT, then wait for the interrupted job's answer; SIGKILL after the grace period.
+    async fn interrupt(&mut self, spec: &RunnerSpec) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: signalling our own child by pid.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
+        }
+        match tokio::time::timeout(spec.grace, read_frame(&mut self.stdout)).await {
+            Ok(Ok(_)) => tracing::info!(slot = self.slot, "runner stopped the job on SIGINT"),
+            _ => {
+                tracing::warn!(slot = self.slot, "runner ignored SIGINT; killing it");
+                let _ = self.child.start_kill();
+                let _ = self.child.wait().await;
+            }
+        }
+    }
+
+    /// True when the process is gone (killed, crashed) and must be replaced.
+    pub fn is_dead(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub async fn exit_reason(&mut self) -> String {
+        match tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await {
+            Ok(Ok(status)) => describe_exit(status),
+            _ => "runner stopped answering".into(),
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        drop(self.stdin);
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await.is_err() {
+            let _ = self.child.start_kill();
+            let _ = self.child.wait().await;
+        }
+    }
+}
+
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("runner process exited with code {code}"),
+        (_, Some(signal)) => format!("runner process was killed by signal {signal}"),
+        _ => "runner process exited".into(),
+    }
+}
+
+async fn read_frame(input: &mut ChildStdout) -> std::io::Result<Vec<u8>> {
+    let len = input.read_u32_le().await? as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::other(format!("frame of {len} bytes exceeds the limit")));
+    }
+    let mut body = vec![0u8; len];
+    input.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+/// A fixed number of runners; a job checks one out and must give it back.
+pub struct Pool {
+    spec: RunnerSpec,
+    idle: Mutex<Vec<Runner>>,
+    permits: Semaphore,
+    pub restarts: std::sync::atomic::AtomicU64,
+}
+
+impl Pool {
+    pub async fn start(spec: RunnerSpec, size: usize) -> anyhow::Result<Arc<Pool>> {
+        let runners = futures::future::try_join_all((0..size).map(|slot| Runner::spawn(&spec, slot))).await?;
+        Ok(Arc::new(Pool {
+            spec,
+            idle: Mutex::new(runners),
+            permits: Semaphore::new(size),
+            restarts: Default::default(),
+        }))
+    }
+
+    pub fn spec(&self) -> &RunnerSpec {
+        &self.spec
+    }
+
+    pub async fn checkout(&self) -> anyhow::Result<Runner> {
+        let permit = self.permits.acquire().await.context("runner pool closed")?;
+        permit.forget();
+        let runner = self.idle.lock().await.pop();
+        match runner {
+            Some(runner) => Ok(runner),
+            None => {
+                self.permits.add_permits(1);
+                bail!("no idle runner although a permit was free")
+            }
+        }
+    }
+
+    /// Returns a runner; a dead one is replaced by a fresh process first.
+    pub async fn checkin(&self, mut runner: Runner) {
+        if runner.is_dead() {
+            let slot = runner.slot;
+            self.restarts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            runner = loop {
+                match Runner::spawn(&self.spec, slot).await {
+                    Ok(fresh) => break fresh,
+                    Err(e) => {
+                        tracing::error!(slot, error = %format!("{e:#}"), "respawning runner failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                }
+            };
+        }
+        self.idle.lock().await.push(runner);
+        self.permits.add_permits(1);
+    }
+
+    pub async fn shutdown(&self) {
+        self.permits.close();
+        for runner in self.idle.lock().await.drain(..) {
+            runner.shutdown().await;
+        }
+    }
+}
