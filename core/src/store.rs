@@ -533,24 +533,82 @@ impl Store {
 
     /// Loads `[start, end)` of a series as a flat row-major `[N × 6]` buffer in
     /// Jesse's column order, ready to become a numpy array without conversion.
+    ///
+    /// This is the hot path of every backtest (a year is 525,600 rows), so it
+    /// steps a prepared statement on the raw connection instead of streaming rows
+    /// through sqlx's per-row channel, which is several times slower.
     pub async fn load_candles(&self, exchange: &str, symbol: &str, start: i64, end: i64) -> Result<Vec<f64>> {
-        use futures::TryStreamExt;
         let expected = ((end - start) / MINUTE_MS).max(0) as usize;
+        let mut conn = self.pool.acquire().await?;
+        let mut handle = conn.lock_handle().await?;
+        let db = handle.as_raw_handle().as_ptr();
+        let read = || raw::load_candles(db, exchange, symbol, start, end, expected);
+        let loaded = match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(read),
+            _ => read(),
+        };
+        loaded.map_err(|message| StoreError::Database(sqlx::Error::Protocol(message)))
+    }
+}
+
+mod raw {
+    //! The one place the store talks to SQLite's C API directly.
+    use libsqlite3_sys as ffi;
+    use std::ffi::{CStr, c_int};
+
+    const SQL: &CStr = c"SELECT timestamp, open, close, high, low, volume FROM candles \
+        WHERE exchange = ?1 AND symbol = ?2 AND timeframe = '1m' AND timestamp >= ?3 AND timestamp < ?4 \
+        ORDER BY timestamp";
+
+    pub fn load_candles(
+        db: *mut ffi::sqlite3,
+        exchange: &str,
+        symbol: &str,
+        start: i64,
+        end: i64,
+        expected: usize,
+    ) -> Result<Vec<f64>, String> {
         let mut out = Vec::with_capacity(expected * 6);
-        let mut rows = sqlx::query_as::<_, (i64, f64, f64, f64, f64, f64)>(
-            "SELECT timestamp, open, close, high, low, volume FROM candles \
-             WHERE exchange = ? AND symbol = ? AND timeframe = '1m' AND timestamp >= ? AND timestamp < ? \
-             ORDER BY timestamp",
-        )
-        .bind(exchange)
-        .bind(symbol)
-        .bind(start)
-        .bind(end)
-        .fetch(&self.pool);
-        while let Some((ts, open, close, high, low, volume)) = rows.try_next().await? {
-            out.extend_from_slice(&[ts as f64, open, close, high, low, volume]);
+        // SAFETY: `db` is a live connection locked for our exclusive use by the
+        // caller's handle guard; the statement is finalized on every path, and the
+        // bound text is copied by SQLite (SQLITE_TRANSIENT).
+        unsafe {
+            let mut stmt = std::ptr::null_mut();
+            let rc = ffi::sqlite3_prepare_v2(db, SQL.as_ptr(), -1, &mut stmt, std::ptr::null_mut());
+            if rc != ffi::SQLITE_OK {
+                return Err(error(db, "prepare"));
+            }
+            let bind_text = |index: c_int, text: &str| {
+                ffi::sqlite3_bind_text(stmt, index, text.as_ptr().cast(), text.len() as c_int, ffi::SQLITE_TRANSIENT())
+            };
+            let bound = bind_text(1, exchange) | bind_text(2, symbol)
+                | ffi::sqlite3_bind_int64(stmt, 3, start)
+                | ffi::sqlite3_bind_int64(stmt, 4, end);
+            let result = if bound != ffi::SQLITE_OK {
+                Err(error(db, "bind"))
+            } else {
+                loop {
+                    match ffi::sqlite3_step(stmt) {
+                        ffi::SQLITE_ROW => {
+                            out.push(ffi::sqlite3_column_int64(stmt, 0) as f64);
+                            for column in 1..6 {
+                                out.push(ffi::sqlite3_column_double(stmt, column));
+                            }
+                        }
+                        ffi::SQLITE_DONE => break Ok(()),
+                        _ => break Err(error(db, "step")),
+                    }
+                }
+            };
+            ffi::sqlite3_finalize(stmt);
+            result.map(|()| out)
         }
-        Ok(out)
+    }
+
+    unsafe fn error(db: *mut ffi::sqlite3, step: &str) -> String {
+        // SAFETY: sqlite3_errmsg returns a NUL-terminated string owned by the connection.
+        let message = unsafe { CStr::from_ptr(ffi::sqlite3_errmsg(db)) };
+        format!("loading candles ({step}): {}", message.to_string_lossy())
     }
 }
 

@@ -1,0 +1,285 @@
+//! Test harness: a real API (in-process, on 127.0.0.1:0) and real worker
+//! processes with real Jesse runners, over a fresh data directory per test.
+//! Nothing is mocked; tests wait on job completion with deadlines, never sleeps.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use jesse_mcp_api::{ApiConfig, Application};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+pub const EXCHANGE: &str = "Binance Perpetual Futures";
+pub const SYMBOL: &str = "BTC-USDT";
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// The cargo target profile directory holding the built binaries.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe path");
+    exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(path.exists(), "{} is not built; run `make test` (it builds the binaries first)", path.display());
+    path
+}
+
+pub fn venv_python() -> PathBuf {
+    let path = repo_root().join(".venv/bin/python");
+    assert!(path.exists(), "{} is missing; run ops/python-env.sh", path.display());
+    path
+}
+
+pub struct Options {
+    pub runners: usize,
+    pub job_timeout_secs: u64,
+    pub kill_grace_secs: u64,
+    /// Fixture strategies to add beside the repository's examples.
+    pub fixtures: &'static [&'static str],
+    pub start_worker: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { runners: 1, job_timeout_secs: 120, kill_grace_secs: 2, fixtures: &[], start_worker: true }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+    pub options: Options,
+    workers: Vec<Child>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn(options: Options) -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let strategies = dir.path().join("strategies");
+        copy_dir(&repo_root().join("strategies"), &strategies);
+        for name in options.fixtures {
+            copy_dir(&repo_root().join("tests/fixtures/strategies").join(name), &strategies.join(name));
+        }
+        let config = ApiConfig {
+            addr: "127.0.0.1:0".into(),
+            data_dir: dir.path().join("data"),
+            strategies_dir: strategies,
+            allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            log_format: "pretty".into(),
+        };
+        let app = Application::build(&config).await.expect("build app");
+        let port = app.port();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        let mut test_app = TestApp {
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            dir,
+            client: reqwest::Client::new(),
+            options,
+            workers: Vec::new(),
+            shutdown: Some(tx),
+        };
+        if test_app.options.start_worker {
+            test_app.start_worker();
+        }
+        test_app
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn strategies_dir(&self) -> PathBuf {
+        self.dir.path().join("strategies")
+    }
+
+    /// The environment a worker or `jesse-mcp-api` subprocess needs for this app.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("JESSE_MCP_DATA_DIR", self.data_dir().display().to_string()),
+            ("JESSE_MCP_STRATEGIES_DIR", self.strategies_dir().display().to_string()),
+            ("JESSE_MCP_PYTHON", venv_python().display().to_string()),
+            ("JESSE_MCP_WORKERS", self.options.runners.to_string()),
+            ("JESSE_MCP_JOB_TIMEOUT_SECS", self.options.job_timeout_secs.to_string()),
+            ("JESSE_MCP_KILL_GRACE_SECS", self.options.kill_grace_secs.to_string()),
+            ("JESSE_MCP_POLL_MS", "100".into()),
+            ("RUST_LOG", "info,sqlx=warn,apalis=warn".into()),
+        ]
+    }
+
+    pub fn start_worker(&mut self) {
+        let mut command = Command::new(bin("jesse-mcp-worker"));
+        command.envs(self.env()).stdin(Stdio::null()).kill_on_drop(true);
+        self.workers.push(command.spawn().expect("spawn worker"));
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.client.get(self.url(path)).send().await.expect("GET");
+        decode(response).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self.client.post(self.url(path)).json(body).send().await.expect("POST");
+        decode(response).await
+    }
+
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("POST");
+        decode(response).await
+    }
+
+    pub async fn import_csv(&self, csv: &[u8]) -> Value {
+        let path = format!("/v1/candles/csv?exchange={}&symbol={SYMBOL}", EXCHANGE.replace(' ', "%20"));
+        let (status, body) = self.post_raw(&path, "text/csv", csv.to_vec()).await;
+        assert_eq!(status, 200, "csv import failed: {body}");
+        body
+    }
+
+    pub async fn submit(&self, body: &Value) -> String {
+        let (status, answer) = self.post_json("/v1/backtests", body).await;
+        assert_eq!(status, 202, "submit failed: {answer}");
+        answer["job_id"].as_str().expect("job_id").to_string()
+    }
+
+    /// Polls until the job is terminal; panics after `timeout`.
+    pub async fn wait(&self, job_id: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (status, job) = self.get(&format!("/v1/jobs/{job_id}")).await;
+            assert_eq!(status, 200, "{job}");
+            if matches!(job["status"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job {job_id} did not finish within {timeout:?}: {job}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Polls until the job reaches `status` (e.g. running); panics after `timeout`.
+    pub async fn wait_for_status(&self, job_id: &str, status: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, job) = self.get(&format!("/v1/jobs/{job_id}")).await;
+            if job["status"] == status {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job {job_id} never became {status}: {job}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn job_count(&self) -> usize {
+        let (status, list) = self.get("/v1/jobs?limit=200").await;
+        assert_eq!(status, 200);
+        list["jobs"].as_array().map_or(0, Vec::len)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        for worker in &mut self.workers {
+            let _ = worker.start_kill();
+        }
+    }
+}
+
+async fn decode(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let value = serde_json::from_str(&text).unwrap_or_else(|_| json!({"raw": text}));
+    (status, value)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            if entry.file_name() != "__pycache__" {
+                copy_dir(&entry.path(), &target);
+            }
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// Synthetic 1m candles for `[start, end)` days as CSV bytes.
+pub fn synthetic_csv(start: &str, end: &str, seed: u64) -> Vec<u8> {
+    let start = jesse_mcp_core::time::parse_day(start).expect("start");
+    let end = jesse_mcp_core::time::parse_day(end).expect("end");
+    let candles = jesse_mcp_core::candles::synthetic(start, end, 40_000.0, seed);
+    let mut out = Vec::new();
+    jesse_mcp_core::candles::write_csv(&candles, &mut out).expect("csv");
+    out
+}
+
+/// A backtest request body with the defaults the tests use.
+pub fn backtest_body(strategy: &str, timeframe: &str, start: &str, end: &str) -> Value {
+    json!({
+        "strategy": strategy,
+        "exchange": EXCHANGE,
+        "symbol": SYMBOL,
+        "timeframe": timeframe,
+        "start_date": start,
+        "end_date": end,
+    })
+}
+
+/// Runs `tests/fixtures/reference_backtest.py` (bare Jesse) and returns its output.
+pub async fn reference_backtest(spec: &Value) -> Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec_path = dir.path().join("spec.json");
+    std::fs::write(&spec_path, spec.to_string()).expect("write spec");
+    let output = Command::new(venv_python())
+        .arg(repo_root().join("tests/fixtures/reference_backtest.py"))
+        .arg(&spec_path)
+        .output()
+        .await
+        .expect("run reference backtest");
+    assert!(output.status.success(), "reference backtest failed: {}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().expect("reference output");
+    serde_json::from_str(last).expect("reference JSON")
+}
+
+/// Asserts two metric objects are identical: same keys, bit-identical numbers.
+pub fn assert_metrics_identical(service: &Value, reference: &Value) {
+    let (a, b) = (service.as_object().expect("metrics object"), reference.as_object().expect("metrics object"));
+    let keys_a: Vec<_> = a.keys().collect();
+    let keys_b: Vec<_> = b.keys().collect();
+    assert_eq!(keys_a, keys_b, "metric names differ");
+    for (key, value) in a {
+        let other = &b[key];
+        match (value.as_f64(), other.as_f64()) {
+            (Some(x), Some(y)) => assert_eq!(x.to_bits(), y.to_bits(), "metric {key}: service {x} vs Jesse {y}"),
+            _ => assert_eq!(value, other, "metric {key}"),
+        }
+    }
+}

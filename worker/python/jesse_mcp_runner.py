@@ -31,6 +31,39 @@ class StrategyLoadError(Exception):
     """The strategy file does not define the expected class."""
 
 
+class HyperparameterError(Exception):
+    """Overrides name a hyperparameter no strategy of the run declares."""
+
+
+def _declared_hyperparameters(cls):
+    # hyperparameters() is an instance method that, by Jesse's convention, does
+    # not use instance state; calling it without __init__ avoids touching Jesse's
+    # global stores outside a run.
+    declared = cls.hyperparameters(cls.__new__(cls)) or []
+    return {hp["name"]: hp.get("default") for hp in declared}
+
+
+def _merge_hyperparameters(classes, overrides):
+    """Applies overrides on top of the declared defaults.
+
+    Jesse replaces a strategy's whole ``hp`` dict with what is passed, so a
+    partial override would leave the other names undefined (KeyError inside the
+    strategy). Users mean "these values, defaults for the rest".
+    """
+    if not overrides:
+        return None
+    defaults = {}
+    for cls in classes.values():
+        defaults.update(_declared_hyperparameters(cls))
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        names = ", ".join(sorted(defaults)) or "none"
+        raise HyperparameterError(
+            f"hyperparameter(s) {', '.join(unknown)} are not declared by the strategy; declared: {names}"
+        )
+    return {**defaults, **overrides}
+
+
 def _load_strategy(name, path, source):
     global _module_counter
     _module_counter += 1
@@ -110,6 +143,13 @@ def run_backtest(request_json, candles, warmup_candles):
     except Exception as exc:  # noqa: BLE001 - any load failure is the strategy's
         return json.dumps(_error("strategy_load", exc, strategy_paths))
 
+    try:
+        hyperparameters = _merge_hyperparameters(classes, request.get("hyperparameters"))
+    except HyperparameterError as exc:
+        return json.dumps(_error("invalid_hyperparameters", exc, strategy_paths))
+    except Exception as exc:  # noqa: BLE001 - a broken hyperparameters() is the strategy's
+        return json.dumps(_error("strategy_load", exc, strategy_paths))
+
     exchange = request["config"]["exchange"]
     routes = [
         {"exchange": exchange, "strategy": classes[r["strategy"]], "symbol": r["symbol"], "timeframe": r["timeframe"]}
@@ -125,7 +165,7 @@ def run_backtest(request_json, candles, warmup_candles):
             data_routes,
             candles,
             warmup_candles=warmup_candles or None,
-            hyperparameters=request.get("hyperparameters"),
+            hyperparameters=hyperparameters,
             fast_mode=request.get("fast_mode", False),
             generate_equity_curve=request.get("generate_equity_curve", False),
         )

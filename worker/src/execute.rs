@@ -41,15 +41,9 @@ impl Executor {
                 return Ok(());
             };
             if job.attempts > self.config.max_attempts {
-                let error = ErrorBody::new(
-                    "runner_crashed",
-                    format!(
-                        "the runner died under this job {} times; giving up. Last reason: {}",
-                        job.attempts - 1,
-                        if last_loss.is_empty() { "the worker process itself stopped" } else { &last_loss }
-                    ),
-                );
-                self.store.finish_job(job_id, JobStatus::Failed, Some(&error), None).await?;
+                // Redelivered after the worker itself died under it, too often.
+                let reason = if last_loss.is_empty() { "the worker process stopped while running it" } else { &last_loss };
+                self.give_up(job_id, job.attempts - 1, reason).await?;
                 return Ok(());
             }
             let started = Instant::now();
@@ -87,7 +81,11 @@ impl Executor {
                     return Ok(());
                 }
                 Ok(Outcome::RunnerLost(reason)) => {
-                    tracing::warn!(job.id = job_id, attempt = job.attempts, reason, "runner lost; retrying job");
+                    tracing::warn!(job.id = job_id, attempt = job.attempts, reason, "runner lost under job");
+                    if job.attempts >= self.config.max_attempts {
+                        self.give_up(job_id, job.attempts, &reason).await?;
+                        return Ok(());
+                    }
                     last_loss = reason;
                 }
                 Err(e) => {
@@ -98,6 +96,16 @@ impl Executor {
                 }
             }
         }
+    }
+
+    async fn give_up(&self, job_id: &str, attempts: i64, reason: &str) -> anyhow::Result<()> {
+        let error = ErrorBody::new(
+            "runner_crashed",
+            format!("the runner process died under this job on all {attempts} attempts; last reason: {reason}"),
+        );
+        tracing::warn!(job.id = job_id, attempts, reason, "giving up on job");
+        self.store.finish_job(job_id, JobStatus::Failed, Some(&error), None).await?;
+        Ok(())
     }
 
     async fn attempt(&self, job_id: &str, plan: &BacktestPlan, queue_wait_ms: i64) -> anyhow::Result<Outcome> {
@@ -248,9 +256,10 @@ fn python_error(error: &Value) -> ErrorBody {
         "strategy_load" => "strategy_load_error",
         "strategy_runtime" => "strategy_error",
         "interrupted" => "interrupted",
+        "invalid_hyperparameters" => "invalid_hyperparameters",
         _ => "runner_error",
     };
-    let mut text = format!("{type_name}: {message}");
+    let mut text = if kind == "invalid_hyperparameters" { message.to_string() } else { format!("{type_name}: {message}") };
     if let (Some(file), Some(line)) = (location["file"].as_str(), location["line"].as_i64()) {
         let file_name = Path::new(file)
             .parent()
