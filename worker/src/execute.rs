@@ -192,7 +192,12 @@ impl Executor {
             .await;
         let run_ms = run_started.elapsed().as_secs_f64() * 1e3;
         let jesse_version = runner.jesse_version.clone();
-        let lost_reason = if runner.is_dead() { Some(runner.exit_reason().await) } else { None };
+        // A runner that broke the protocol is finished: reap (or kill) it so the
+        // reason names its exit status and the pool replaces it.
+        let lost_reason = match &response {
+            Err(RunError::Lost(_)) => Some(runner.reap().await),
+            _ => None,
+        };
         self.pool.checkin(runner).await;
 
         let response = match response {

@@ -141,10 +141,16 @@ impl Runner {
         !matches!(self.child.try_wait(), Ok(None))
     }
 
-    pub async fn exit_reason(&mut self) -> String {
+    /// Waits briefly for the process to exit (killing it if it lingers) and
+    /// describes how it ended.
+    pub async fn reap(&mut self) -> String {
         match tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await {
             Ok(Ok(status)) => describe_exit(status),
-            _ => "runner stopped answering".into(),
+            _ => {
+                let _ = self.child.start_kill();
+                let _ = self.child.wait().await;
+                "runner stopped answering and was killed".into()
+            }
         }
     }
 
