@@ -56,6 +56,8 @@ CREATE TABLE candle_series (
     first_ts   INTEGER NOT NULL,
     last_ts    INTEGER NOT NULL,
     row_count  INTEGER NOT NULL,
+    -- Bumped by every write to the series; caches of loaded ranges key on it.
+    version    INTEGER NOT NULL DEFAULT 1,
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (exchange, symbol, timeframe)
 );

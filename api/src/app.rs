@@ -25,8 +25,12 @@ pub struct Application {
 
 /// Opens the store and the queue and builds the service both frontends share.
 pub async fn open_service(config: &ApiConfig) -> anyhow::Result<Service> {
-    let store = Store::open(&config.data_dir).await.context("opening the store")?;
-    let queue = Queue::open(&config.data_dir).await.context("opening the queue")?;
+    let store = Store::open(&config.data_dir)
+        .await
+        .context("opening the store")?;
+    let queue = Queue::open(&config.data_dir)
+        .await
+        .context("opening the queue")?;
     Ok(Service::new(store, queue, config.strategies_dir.clone()))
 }
 
@@ -50,18 +54,27 @@ impl Application {
         let listener = TcpListener::bind(&config.addr)
             .await
             .with_context(|| format!("binding {} (JESSE_MCP_ADDR)", config.addr))?;
-        Ok(Self { listener, router, shutdown })
+        Ok(Self {
+            listener,
+            router,
+            shutdown,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     pub fn port(&self) -> u16 {
         self.local_addr().port()
     }
 
-    pub async fn run_until_stopped(self, stop: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let token = self.shutdown.clone();
         tokio::spawn(async move {
             stop.await;

@@ -14,7 +14,12 @@ pub struct ApiConfig {
     #[arg(long, env = "JESSE_MCP_STRATEGIES_DIR", default_value = "strategies")]
     pub strategies_dir: PathBuf,
     /// Host headers the MCP endpoint accepts, comma-separated (loopback names by default).
-    #[arg(long, env = "JESSE_MCP_ALLOWED_HOSTS", value_delimiter = ',', default_value = "localhost,127.0.0.1,::1")]
+    #[arg(
+        long,
+        env = "JESSE_MCP_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1,::1"
+    )]
     pub allowed_hosts: Vec<String>,
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "JESSE_MCP_LOG_FORMAT", default_value = "pretty")]

@@ -15,7 +15,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Self { status, body: ErrorBody::new(code, message) }
+        Self {
+            status,
+            body: ErrorBody::new(code, message),
+        }
     }
 
     /// The request is well-formed but asks for something invalid (422).
@@ -57,7 +60,11 @@ impl From<StoreError> for ApiError {
         if busy {
             return ApiError::unavailable("the store is busy; retry shortly");
         }
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the service log")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the service log",
+        )
     }
 }
 

@@ -9,7 +9,11 @@ use jesse_mcp_api::{ApiConfig, Application, app::open_service};
 use rmcp::ServiceExt;
 
 #[derive(Parser)]
-#[command(name = "jesse-mcp-api", version, about = "REST and MCP frontends of jesse-mcp")]
+#[command(
+    name = "jesse-mcp-api",
+    version,
+    about = "REST and MCP frontends of jesse-mcp"
+)]
 struct Cli {
     #[command(flatten)]
     config: ApiConfig,
@@ -59,14 +63,21 @@ enum CandlesCommand {
         /// Write CSV here instead of importing into the store.
         #[arg(long)]
         csv: Option<PathBuf>,
+        /// Do nothing if the store already holds any candles (for first-run demo data).
+        #[arg(long)]
+        if_empty: bool,
     },
 }
 
 fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,rmcp=warn,tower_http=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,sqlx=warn,rmcp=warn,tower_http=warn")
+    });
     // stderr always: stdout belongs to the MCP protocol in stdio mode.
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
     if format == "json" {
         builder.json().init();
     } else {
@@ -113,14 +124,31 @@ async fn serve(config: ApiConfig) -> anyhow::Result<()> {
 
 async fn candles(config: ApiConfig, command: CandlesCommand) -> anyhow::Result<()> {
     match command {
-        CandlesCommand::ImportCsv { exchange, symbol, file } => {
-            let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+        CandlesCommand::ImportCsv {
+            exchange,
+            symbol,
+            file,
+        } => {
+            let body =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let service = open_service(&config).await?;
-            let report = service.import_csv(&exchange, &symbol, &body).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let report = service
+                .import_csv(&exchange, &symbol, &body)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
-        CandlesCommand::Synth { exchange, symbol, start, end, seed, price, csv } => {
+        CandlesCommand::Synth {
+            exchange,
+            symbol,
+            start,
+            end,
+            seed,
+            price,
+            csv,
+            if_empty,
+        } => {
             let start_ms = jesse_mcp_core::time::parse_day(&start).map_err(anyhow::Error::msg)?;
             let end_ms = jesse_mcp_core::time::parse_day(&end).map_err(anyhow::Error::msg)?;
             if start_ms >= end_ms {
@@ -133,10 +161,23 @@ async fn candles(config: ApiConfig, command: CandlesCommand) -> anyhow::Result<(
                 eprintln!("wrote {} candles to {}", candles.len(), path.display());
                 return Ok(());
             }
+            let service = open_service(&config).await?;
+            if if_empty
+                && !service
+                    .list_series()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .series
+                    .is_empty()
+            {
+                return Ok(());
+            }
             let mut body = Vec::new();
             jesse_mcp_core::candles::write_csv(&candles, &mut body)?;
-            let service = open_service(&config).await?;
-            let report = service.import_csv(&exchange, &symbol, &body).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let report = service
+                .import_csv(&exchange, &symbol, &body)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }

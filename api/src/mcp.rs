@@ -93,7 +93,10 @@ fn tool_error(error: ApiError) -> String {
 #[tool_router]
 impl JesseMcp {
     pub fn new(service: Service) -> Self {
-        Self { service, tool_router: Self::tool_router() }
+        Self {
+            service,
+            tool_router: Self::tool_router(),
+        }
     }
 
     #[tool(
@@ -101,11 +104,27 @@ impl JesseMcp {
         supported, dates, numbers, candles stored for the whole range including warm-up) and answers at once with a \
         job_id; it does not wait for the backtest. Then call job_wait (or job_get) with the job_id until status is \
         succeeded, failed or cancelled, and job_result for the metrics. Dates: YYYY-MM-DD UTC, start inclusive, end exclusive.",
-        annotations(title = "Submit backtest", read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false)
+        annotations(
+            title = "Submit backtest",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
     )]
-    async fn backtest(&self, Parameters(request): Parameters<BacktestRequest>) -> Result<Json<Submitted>, String> {
-        let job = self.service.submit_backtest(request, None).await.map_err(tool_error)?;
-        let next = format!("call job_wait with job_id {} (repeat while queued/running), then job_result", job.job_id);
+    async fn backtest(
+        &self,
+        Parameters(request): Parameters<BacktestRequest>,
+    ) -> Result<Json<Submitted>, String> {
+        let job = self
+            .service
+            .submit_backtest(request, None)
+            .await
+            .map_err(tool_error)?;
+        let next = format!(
+            "call job_wait with job_id {} (repeat while queued/running), then job_result",
+            job.job_id
+        );
         Ok(Json(Submitted { job, next }))
     }
 
@@ -114,8 +133,15 @@ impl JesseMcp {
         timestamps, attempts, error (when failed) and summary (headline metrics, when succeeded).",
         annotations(title = "Get job", read_only_hint = true, open_world_hint = false)
     )]
-    async fn job_get(&self, Parameters(args): Parameters<JobIdArgs>) -> Result<Json<JobView>, String> {
-        self.service.get_job(&args.job_id).await.map(Json).map_err(tool_error)
+    async fn job_get(
+        &self,
+        Parameters(args): Parameters<JobIdArgs>,
+    ) -> Result<Json<JobView>, String> {
+        self.service
+            .get_job(&args.job_id)
+            .await
+            .map(Json)
+            .map_err(tool_error)
     }
 
     #[tool(
@@ -129,7 +155,11 @@ impl JesseMcp {
         Parameters(args): Parameters<JobWaitArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<JobView>, String> {
-        let timeout = Duration::from_secs(args.timeout_seconds.unwrap_or(30).clamp(1, crate::service::MAX_WAIT_SECS));
+        let timeout = Duration::from_secs(
+            args.timeout_seconds
+                .unwrap_or(30)
+                .clamp(1, crate::service::MAX_WAIT_SECS),
+        );
         let token = ctx.meta.get_progress_token();
         let peer = ctx.peer.clone();
         let job = self
@@ -139,7 +169,9 @@ impl JesseMcp {
                 let peer = peer.clone();
                 async move {
                     if let Some(token) = token {
-                        let note = ProgressNotificationParam::new(token, progress).with_total(1.0).with_message(message);
+                        let note = ProgressNotificationParam::new(token, progress)
+                            .with_total(1.0)
+                            .with_message(message);
                         let _ = peer.notify_progress(note).await;
                     }
                 }
@@ -155,23 +187,38 @@ impl JesseMcp {
         trades_offset/trades_limit) and the equity curve. Fails with a clear error while the job is not succeeded.",
         annotations(title = "Get result", read_only_hint = true, open_world_hint = false)
     )]
-    async fn job_result(&self, Parameters(args): Parameters<JobResultArgs>) -> Result<Json<ResultView>, String> {
+    async fn job_result(
+        &self,
+        Parameters(args): Parameters<JobResultArgs>,
+    ) -> Result<Json<ResultView>, String> {
         let query = ResultQuery {
             include_trades: args.include_trades,
             include_equity_curve: args.include_equity_curve,
             trades_offset: args.trades_offset.unwrap_or(0),
             trades_limit: Some(args.trades_limit.unwrap_or(100)),
         };
-        self.service.get_result(&args.job_id, &query).await.map(Json).map_err(tool_error)
+        self.service
+            .get_result(&args.job_id, &query)
+            .await
+            .map(Json)
+            .map_err(tool_error)
     }
 
     #[tool(
         description = "List jobs, newest first, optionally filtered by kind and status; page with cursor.",
         annotations(title = "List jobs", read_only_hint = true, open_world_hint = false)
     )]
-    async fn job_list(&self, Parameters(args): Parameters<JobListArgs>) -> Result<Json<JobList>, String> {
+    async fn job_list(
+        &self,
+        Parameters(args): Parameters<JobListArgs>,
+    ) -> Result<Json<JobList>, String> {
         self.service
-            .list_jobs(args.kind.as_deref(), args.status.as_deref(), Some(args.limit.unwrap_or(20)), args.cursor.as_deref())
+            .list_jobs(
+                args.kind.as_deref(),
+                args.status.as_deref(),
+                Some(args.limit.unwrap_or(20)),
+                args.cursor.as_deref(),
+            )
             .await
             .map(Json)
             .map_err(tool_error)
@@ -180,19 +227,40 @@ impl JesseMcp {
     #[tool(
         description = "Cancel a job: a queued job is cancelled at once; a running one is interrupted (its status \
         becomes cancelled within seconds; poll job_get). Cancelling a finished job is an error.",
-        annotations(title = "Cancel job", read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = false)
+        annotations(
+            title = "Cancel job",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
-    async fn job_cancel(&self, Parameters(args): Parameters<JobIdArgs>) -> Result<Json<JobView>, String> {
-        self.service.cancel_job(&args.job_id).await.map(Json).map_err(tool_error)
+    async fn job_cancel(
+        &self,
+        Parameters(args): Parameters<JobIdArgs>,
+    ) -> Result<Json<JobView>, String> {
+        self.service
+            .cancel_job(&args.job_id)
+            .await
+            .map(Json)
+            .map_err(tool_error)
     }
 
     #[tool(
         description = "List the stored 1m candle series (exchange, symbol, first/last minute, rows, missing minutes). \
         A backtest needs candles for its whole range plus warm-up.",
-        annotations(title = "Candles available", read_only_hint = true, open_world_hint = false)
+        annotations(
+            title = "Candles available",
+            read_only_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn candles_available(&self) -> Result<Json<SeriesList>, String> {
-        self.service.list_series().await.map(Json).map_err(tool_error)
+        self.service
+            .list_series()
+            .await
+            .map(Json)
+            .map_err(tool_error)
     }
 }
 

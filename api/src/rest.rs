@@ -1,13 +1,13 @@
 //! REST frontend (`/health`, `/v1/...`): JSON in, JSON out, every error in the
 //! `{"error": {...}}` envelope. Handlers only translate HTTP to service calls.
 
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use axum::body::Bytes;
 use jesse_mcp_core::jobs::BacktestRequest;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -29,7 +29,10 @@ pub fn router(service: Service) -> Router {
         .route("/v1/jobs/{id}/result", get(get_result))
         .route("/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/v1/candles", get(list_candles))
-        .route("/v1/candles/csv", post(import_csv).layer(DefaultBodyLimit::max(CSV_BODY_LIMIT)))
+        .route(
+            "/v1/candles/csv",
+            post(import_csv).layer(DefaultBodyLimit::max(CSV_BODY_LIMIT)),
+        )
         .route("/v1/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -59,17 +62,23 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::JsonDataError(e) => ApiError::invalid(
             "invalid_request",
-            format!("the request body does not match the expected shape: {}", e.body_text()),
+            format!(
+                "the request body does not match the expected shape: {}",
+                e.body_text()
+            ),
         ),
-        JsonRejection::JsonSyntaxError(e) => {
-            ApiError::bad_request("malformed_json", format!("the request body is not valid JSON: {}", e.body_text()))
-        }
+        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
+            "malformed_json",
+            format!("the request body is not valid JSON: {}", e.body_text()),
+        ),
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "send the body as JSON with the header Content-Type: application/json",
         ),
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => payload_too_large(JSON_BODY_LIMIT),
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            payload_too_large(JSON_BODY_LIMIT)
+        }
         other => ApiError::bad_request("invalid_body", other.body_text()),
     }
 }
@@ -96,7 +105,12 @@ where
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| ApiQuery(q.0))
-            .map_err(|e: QueryRejection| ApiError::invalid("invalid_query", format!("invalid query string: {}", e.body_text())))
+            .map_err(|e: QueryRejection| {
+                ApiError::invalid(
+                    "invalid_query",
+                    format!("invalid query string: {}", e.body_text()),
+                )
+            })
     }
 }
 
@@ -114,7 +128,10 @@ async fn submit_backtest(
 ) -> Result<Response, ApiError> {
     let key = match headers.get("idempotency-key") {
         Some(value) => Some(value.to_str().map_err(|_| {
-            ApiError::bad_request("invalid_idempotency_key", "the Idempotency-Key header must be visible ASCII")
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "the Idempotency-Key header must be visible ASCII",
+            )
         })?),
         None => None,
     };
@@ -130,12 +147,25 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
-async fn list_jobs(State(service): State<Service>, ApiQuery(q): ApiQuery<ListQuery>) -> Result<Response, ApiError> {
-    let list = service.list_jobs(q.kind.as_deref(), q.status.as_deref(), q.limit, q.cursor.as_deref()).await?;
+async fn list_jobs(
+    State(service): State<Service>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Response, ApiError> {
+    let list = service
+        .list_jobs(
+            q.kind.as_deref(),
+            q.status.as_deref(),
+            q.limit,
+            q.cursor.as_deref(),
+        )
+        .await?;
     Ok(Json(list).into_response())
 }
 
-async fn get_job(State(service): State<Service>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_job(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     Ok(Json(service.get_job(&id).await?).into_response())
 }
 
@@ -161,7 +191,10 @@ async fn get_result(
     Ok(Json(service.get_result(&id, &query).await?).into_response())
 }
 
-async fn cancel_job(State(service): State<Service>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn cancel_job(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     Ok(Json(service.cancel_job(&id).await?).into_response())
 }
 
@@ -201,9 +234,16 @@ async fn openapi() -> Response {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::not_found("not_found", "no such endpoint; see GET /v1/openapi.json for the API")
+    ApiError::not_found(
+        "not_found",
+        "no such endpoint; see GET /v1/openapi.json for the API",
+    )
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not accept that method; see GET /v1/openapi.json")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not accept that method; see GET /v1/openapi.json",
+    )
 }

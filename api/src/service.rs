@@ -8,12 +8,16 @@ use std::time::{Duration, Instant};
 
 use jesse_mcp_core::candles::{CsvError, Rejection, parse_csv};
 use jesse_mcp_core::jesse::{
-    BACKTESTING_EXCHANGES, STRATEGY_NAME_RULE, TIMEFRAMES, is_backtesting_exchange, is_valid_strategy_name,
-    timeframe_minutes,
+    BACKTESTING_EXCHANGES, STRATEGY_NAME_RULE, TIMEFRAMES, is_backtesting_exchange,
+    is_valid_strategy_name, timeframe_minutes,
 };
-use jesse_mcp_core::jobs::{BacktestPlan, BacktestRequest, JobKind, JobStatus, QueuedJob, RouteSpec};
+use jesse_mcp_core::jobs::{
+    BacktestPlan, BacktestRequest, JobKind, JobStatus, QueuedJob, RouteSpec,
+};
 use jesse_mcp_core::queue::Queue;
-use jesse_mcp_core::store::{CancelOutcome, Gap, Inserted, JobFilter, JobRecord, NewJob, Store, UpsertCounts};
+use jesse_mcp_core::store::{
+    CancelOutcome, Gap, Inserted, JobFilter, JobRecord, NewJob, Store, UpsertCounts,
+};
 use jesse_mcp_core::time::{MINUTE_MS, parse_day, to_rfc3339};
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -177,7 +181,13 @@ pub struct SeriesList {
 
 impl Service {
     pub fn new(store: Store, queue: Queue, strategies_dir: PathBuf) -> Self {
-        Self { inner: Arc::new(Inner { store, queue, strategies_dir }) }
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                queue,
+                strategies_dir,
+            }),
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -187,7 +197,9 @@ impl Service {
     pub async fn health(&self) -> Result<Value, ApiError> {
         self.inner.store.ping().await?;
         let depth = self.inner.queue.depth(JobKind::Backtest).await?;
-        Ok(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"), "queue": {"backtest": depth}}))
+        Ok(
+            json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"), "queue": {"backtest": depth}}),
+        )
     }
 
     // ---- backtests ----------------------------------------------------------
@@ -211,7 +223,12 @@ impl Service {
         let inserted = self
             .inner
             .store
-            .insert_job(NewJob { id: &id, kind: JobKind::Backtest, params: &params, idempotency_key })
+            .insert_job(NewJob {
+                id: &id,
+                kind: JobKind::Backtest,
+                params: &params,
+                idempotency_key,
+            })
             .await?;
         let job = match inserted {
             Inserted::Existing(job) => {
@@ -226,10 +243,20 @@ impl Service {
             }
             Inserted::Created(job) => job,
         };
-        if let Err(e) = self.inner.queue.push(&QueuedJob { job_id: id.clone(), kind: JobKind::Backtest }).await {
+        if let Err(e) = self
+            .inner
+            .queue
+            .push(&QueuedJob {
+                job_id: id.clone(),
+                kind: JobKind::Backtest,
+            })
+            .await
+        {
             tracing::error!(job.id = id, error = %e, "enqueue failed; withdrawing the job");
             self.inner.store.delete_unqueued_job(&id).await?;
-            return Err(ApiError::unavailable("the queue is not accepting jobs right now; retry shortly"));
+            return Err(ApiError::unavailable(
+                "the queue is not accepting jobs right now; retry shortly",
+            ));
         }
         tracing::info!(job.id = id, job.kind = "backtest", "job queued");
         Ok(accepted(job, true))
@@ -240,19 +267,29 @@ impl Service {
         if !is_backtesting_exchange(&request.exchange) {
             return Err(ApiError::invalid(
                 "unsupported_exchange",
-                format!("exchange '{}' is not one Jesse can backtest; use one of the listed names", request.exchange),
+                format!(
+                    "exchange '{}' is not one Jesse can backtest; use one of the listed names",
+                    request.exchange
+                ),
             )
             .with_details(json!({"field": "exchange", "supported": BACKTESTING_EXCHANGES})));
         }
         let routes: Vec<RouteSpec> = match &request.routes {
             Some(routes) if !routes.is_empty() => routes.clone(),
-            Some(_) => return Err(ApiError::invalid("invalid_routes", "routes must not be empty when given")),
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "invalid_routes",
+                    "routes must not be empty when given",
+                ));
+            }
             None => {
                 let field = |value: &Option<String>, name: &str| {
                     value.clone().ok_or_else(|| {
                         ApiError::invalid(
                             "missing_field",
-                            format!("'{name}' is required (or give 'routes' for a multi-route backtest)"),
+                            format!(
+                                "'{name}' is required (or give 'routes' for a multi-route backtest)"
+                            ),
                         )
                         .with_details(json!({"field": name}))
                     })
@@ -274,25 +311,38 @@ impl Service {
             if !seen.insert(route.symbol.clone()) {
                 return Err(ApiError::invalid(
                     "duplicate_route",
-                    format!("symbol {} is traded by more than one route; Jesse allows one route per symbol", route.symbol),
+                    format!(
+                        "symbol {} is traded by more than one route; Jesse allows one route per symbol",
+                        route.symbol
+                    ),
                 ));
             }
         }
         for data_route in &data_routes {
             check_symbol(&data_route.symbol)?;
             max_minutes = max_minutes.max(check_timeframe(&data_route.timeframe)?);
-            if routes.iter().any(|r| r.symbol == data_route.symbol && r.timeframe == data_route.timeframe) {
+            if routes
+                .iter()
+                .any(|r| r.symbol == data_route.symbol && r.timeframe == data_route.timeframe)
+            {
                 return Err(ApiError::invalid(
                     "duplicate_route",
-                    format!("data route {} {} repeats a trading route", data_route.symbol, data_route.timeframe),
+                    format!(
+                        "data route {} {} repeats a trading route",
+                        data_route.symbol, data_route.timeframe
+                    ),
                 ));
             }
         }
 
-        let start_ms = parse_day(&request.start_date)
-            .map_err(|m| ApiError::invalid("invalid_date", format!("start_date: {m}")).with_details(json!({"field": "start_date"})))?;
-        let end_ms = parse_day(&request.end_date)
-            .map_err(|m| ApiError::invalid("invalid_date", format!("end_date: {m}")).with_details(json!({"field": "end_date"})))?;
+        let start_ms = parse_day(&request.start_date).map_err(|m| {
+            ApiError::invalid("invalid_date", format!("start_date: {m}"))
+                .with_details(json!({"field": "start_date"}))
+        })?;
+        let end_ms = parse_day(&request.end_date).map_err(|m| {
+            ApiError::invalid("invalid_date", format!("end_date: {m}"))
+                .with_details(json!({"field": "end_date"}))
+        })?;
         if start_ms >= end_ms {
             return Err(ApiError::invalid(
                 "invalid_date_range",
@@ -302,19 +352,43 @@ impl Service {
                 ),
             ));
         }
-        check_number("starting_balance", request.starting_balance, |v| v > 0.0 && v <= 1e15, "a positive amount")?;
-        check_number("fee", request.fee, |v| (0.0..0.1).contains(&v), "a rate from 0 to 0.1 (0.001 = 0.1 %)")?;
-        check_number("leverage", request.leverage, |v| (1.0..=125.0).contains(&v), "from 1 to 125")?;
+        check_number(
+            "starting_balance",
+            request.starting_balance,
+            |v| v > 0.0 && v <= 1e15,
+            "a positive amount",
+        )?;
+        check_number(
+            "fee",
+            request.fee,
+            |v| (0.0..0.1).contains(&v),
+            "a rate from 0 to 0.1 (0.001 = 0.1 %)",
+        )?;
+        check_number(
+            "leverage",
+            request.leverage,
+            |v| (1.0..=125.0).contains(&v),
+            "from 1 to 125",
+        )?;
         if !(0..=10_000).contains(&request.warm_up_candles) {
-            return Err(ApiError::invalid("invalid_number", "warm_up_candles must be from 0 to 10000")
-                .with_details(json!({"field": "warm_up_candles"})));
+            return Err(ApiError::invalid(
+                "invalid_number",
+                "warm_up_candles must be from 0 to 10000",
+            )
+            .with_details(json!({"field": "warm_up_candles"})));
         }
         if !matches!(request.exchange_type.as_str(), "futures" | "spot") {
-            return Err(ApiError::invalid("invalid_type", "type must be 'futures' or 'spot'").with_details(json!({"field": "type"})));
+            return Err(
+                ApiError::invalid("invalid_type", "type must be 'futures' or 'spot'")
+                    .with_details(json!({"field": "type"})),
+            );
         }
         if !matches!(request.leverage_mode.as_str(), "cross" | "isolated") {
-            return Err(ApiError::invalid("invalid_leverage_mode", "leverage_mode must be 'cross' or 'isolated'")
-                .with_details(json!({"field": "leverage_mode"})));
+            return Err(ApiError::invalid(
+                "invalid_leverage_mode",
+                "leverage_mode must be 'cross' or 'isolated'",
+            )
+            .with_details(json!({"field": "leverage_mode"})));
         }
 
         let warmup_minutes = request.warm_up_candles * max_minutes;
@@ -324,13 +398,28 @@ impl Service {
         symbols.dedup();
         let load_start = start_ms - warmup_minutes * MINUTE_MS;
         for symbol in &symbols {
-            let gaps = self.inner.store.gaps(&request.exchange, symbol, load_start, end_ms).await?;
+            let gaps = self
+                .inner
+                .store
+                .gaps(&request.exchange, symbol, load_start, end_ms)
+                .await?;
             if !gaps.is_empty() {
-                return Err(missing_candles(&request.exchange, symbol, load_start, start_ms, end_ms, &gaps));
+                return Err(missing_candles(
+                    &request.exchange,
+                    symbol,
+                    load_start,
+                    start_ms,
+                    end_ms,
+                    &gaps,
+                ));
             }
         }
 
-        let leverage = if request.leverage.fract() == 0.0 { json!(request.leverage as i64) } else { json!(request.leverage) };
+        let leverage = if request.leverage.fract() == 0.0 {
+            json!(request.leverage as i64)
+        } else {
+            json!(request.leverage)
+        };
         Ok(BacktestPlan {
             exchange: request.exchange.clone(),
             config: json!({
@@ -357,8 +446,11 @@ impl Service {
 
     fn check_strategy(&self, name: &str) -> Result<(), ApiError> {
         if !is_valid_strategy_name(name) {
-            return Err(ApiError::invalid("invalid_strategy_name", format!("'{name}' is not a valid strategy name: {STRATEGY_NAME_RULE}"))
-                .with_details(json!({"field": "strategy"})));
+            return Err(ApiError::invalid(
+                "invalid_strategy_name",
+                format!("'{name}' is not a valid strategy name: {STRATEGY_NAME_RULE}"),
+            )
+            .with_details(json!({"field": "strategy"})));
         }
         let path = self.inner.strategies_dir.join(name).join("__init__.py");
         if !path.is_file() {
@@ -392,7 +484,12 @@ impl Service {
 
     async fn job_record(&self, id: &str) -> Result<JobRecord, ApiError> {
         self.inner.store.get_job(id.trim()).await?.ok_or_else(|| {
-            ApiError::not_found("job_not_found", format!("no job with id '{id}'; ids are returned by submits and listed by GET /v1/jobs"))
+            ApiError::not_found(
+                "job_not_found",
+                format!(
+                    "no job with id '{id}'; ids are returned by submits and listed by GET /v1/jobs"
+                ),
+            )
         })
     }
 
@@ -407,7 +504,10 @@ impl Service {
             .filter(|k| !k.is_empty())
             .map(|k| {
                 JobKind::parse(k).ok_or_else(|| {
-                    ApiError::invalid("invalid_kind", format!("unknown job kind '{k}'; use one of: backtest"))
+                    ApiError::invalid(
+                        "invalid_kind",
+                        format!("unknown job kind '{k}'; use one of: backtest"),
+                    )
                 })
             })
             .transpose()?;
@@ -424,12 +524,20 @@ impl Service {
             .transpose()?;
         let limit = limit.unwrap_or(50);
         if !(1..=200).contains(&limit) {
-            return Err(ApiError::invalid("invalid_limit", "limit must be from 1 to 200"));
+            return Err(ApiError::invalid(
+                "invalid_limit",
+                "limit must be from 1 to 200",
+            ));
         }
         let mut jobs = self
             .inner
             .store
-            .list_jobs(&JobFilter { kind, status, before: cursor.map(str::to_string), limit: limit + 1 })
+            .list_jobs(&JobFilter {
+                kind,
+                status,
+                before: cursor.map(str::to_string),
+                limit: limit + 1,
+            })
             .await?;
         let next_cursor = if jobs.len() as i64 > limit {
             jobs.truncate(limit as usize);
@@ -437,14 +545,22 @@ impl Service {
         } else {
             None
         };
-        Ok(JobList { jobs: jobs.into_iter().map(JobView::from).collect(), next_cursor })
+        Ok(JobList {
+            jobs: jobs.into_iter().map(JobView::from).collect(),
+            next_cursor,
+        })
     }
 
     pub async fn cancel_job(&self, id: &str) -> Result<JobView, ApiError> {
         let job = self.job_record(id).await?;
-        let outcome = self.inner.store.request_cancel(&job.id).await?.ok_or_else(|| {
-            ApiError::not_found("job_not_found", format!("no job with id '{id}'"))
-        })?;
+        let outcome = self
+            .inner
+            .store
+            .request_cancel(&job.id)
+            .await?
+            .ok_or_else(|| {
+                ApiError::not_found("job_not_found", format!("no job with id '{id}'"))
+            })?;
         match outcome {
             CancelOutcome::Cancelled(job) => {
                 // Best effort: the worker also skips jobs whose row says cancelled.
@@ -458,17 +574,28 @@ impl Service {
                 tracing::info!(job.id = job.id, "cancel requested for running job");
                 Ok(job.into())
             }
-            CancelOutcome::AlreadyFinished(job) if job.status == JobStatus::Cancelled => Ok(job.into()),
+            CancelOutcome::AlreadyFinished(job) if job.status == JobStatus::Cancelled => {
+                Ok(job.into())
+            }
             CancelOutcome::AlreadyFinished(job) => Err(ApiError::conflict(
                 "job_already_finished",
-                format!("job {} already {}; there is nothing to cancel", job.id, job.status.as_str()),
+                format!(
+                    "job {} already {}; there is nothing to cancel",
+                    job.id,
+                    job.status.as_str()
+                ),
             )),
         }
     }
 
     /// Waits until the job is terminal or `timeout` passes (at most 50 s),
     /// calling `on_progress` whenever its progress or stage changes.
-    pub async fn wait_job<F, Fut>(&self, id: &str, timeout: Duration, mut on_progress: F) -> Result<JobView, ApiError>
+    pub async fn wait_job<F, Fut>(
+        &self,
+        id: &str,
+        timeout: Duration,
+        mut on_progress: F,
+    ) -> Result<JobView, ApiError>
     where
         F: FnMut(f64, String) -> Fut,
         Fut: std::future::Future<Output = ()>,
@@ -480,7 +607,10 @@ impl Service {
             if job.status.is_terminal() || Instant::now() >= deadline {
                 return Ok(job.into());
             }
-            let stage = job.stage.clone().unwrap_or_else(|| job.status.as_str().to_string());
+            let stage = job
+                .stage
+                .clone()
+                .unwrap_or_else(|| job.status.as_str().to_string());
             let marker = (job.progress.to_bits(), stage.clone());
             if last.as_ref() != Some(&marker) {
                 on_progress(job.progress, format!("{}: {stage}", job.status.as_str())).await;
@@ -497,28 +627,54 @@ impl Service {
             JobStatus::Queued | JobStatus::Running => {
                 return Err(ApiError::conflict(
                     "result_not_ready",
-                    format!("job {} is {}; poll GET /v1/jobs/{} until it succeeds", job.id, job.status.as_str(), job.id),
+                    format!(
+                        "job {} is {}; poll GET /v1/jobs/{} until it succeeds",
+                        job.id,
+                        job.status.as_str(),
+                        job.id
+                    ),
                 ));
             }
             JobStatus::Failed | JobStatus::Cancelled => {
                 return Err(ApiError::conflict(
                     "job_has_no_result",
-                    format!("job {} {} and has no result; see its error", job.id, job.status.as_str()),
+                    format!(
+                        "job {} {} and has no result; see its error",
+                        job.id,
+                        job.status.as_str()
+                    ),
                 )
                 .with_details(json!({"job_error": job.error})));
             }
         }
         let Some(result) = self.inner.store.get_backtest_result(&job.id).await? else {
-            return Err(ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", "result row is missing"));
+            return Err(ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "result row is missing",
+            ));
         };
         let plan: Option<BacktestPlan> = serde_json::from_value(job.params.clone()).ok();
-        let asked_trades = query.include_trades.unwrap_or(plan.as_ref().is_some_and(|p| p.include_trades));
+        let asked_trades = query
+            .include_trades
+            .unwrap_or(plan.as_ref().is_some_and(|p| p.include_trades));
         let asked_curve = query.include_equity_curve.unwrap_or(true);
-        let all_trades = result.trades.as_ref().and_then(Value::as_array).cloned().unwrap_or_default();
+        let all_trades = result
+            .trades
+            .as_ref()
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         let trades_total = all_trades.len();
         let trades = asked_trades.then(|| {
             let limit = query.trades_limit.unwrap_or(usize::MAX);
-            Value::Array(all_trades.into_iter().skip(query.trades_offset).take(limit).collect())
+            Value::Array(
+                all_trades
+                    .into_iter()
+                    .skip(query.trades_offset)
+                    .take(limit)
+                    .collect(),
+            )
         });
         Ok(ResultView {
             job_id: job.id,
@@ -526,7 +682,11 @@ impl Service {
             trades,
             trades_total,
             trades_offset: asked_trades.then_some(query.trades_offset),
-            equity_curve: if asked_curve { result.equity_curve } else { None },
+            equity_curve: if asked_curve {
+                result.equity_curve
+            } else {
+                None
+            },
             provenance: json!({
                 "jesse_version": result.jesse_version,
                 "strategies": result.strategies,
@@ -539,7 +699,12 @@ impl Service {
 
     // ---- candles ------------------------------------------------------------
 
-    pub async fn import_csv(&self, exchange: &str, symbol: &str, body: &[u8]) -> Result<CsvImportReport, ApiError> {
+    pub async fn import_csv(
+        &self,
+        exchange: &str,
+        symbol: &str,
+        body: &[u8],
+    ) -> Result<CsvImportReport, ApiError> {
         if !is_backtesting_exchange(exchange) {
             return Err(ApiError::invalid(
                 "unsupported_exchange",
@@ -549,11 +714,24 @@ impl Service {
         }
         check_symbol(symbol)?;
         let parsed = parse_csv(body).map_err(|e| match e {
-            CsvError::Empty | CsvError::BadHeader(_) | CsvError::NotUtf8 => ApiError::invalid("invalid_csv", e.to_string()),
+            CsvError::Empty | CsvError::BadHeader(_) | CsvError::NotUtf8 => {
+                ApiError::invalid("invalid_csv", e.to_string())
+            }
         })?;
         let received = parsed.candles.len() as u64 + parsed.rejected;
-        let counts: UpsertCounts = self.inner.store.upsert_candles(exchange, symbol, &parsed.candles).await?;
-        tracing::info!(exchange, symbol, inserted = counts.inserted, updated = counts.updated, rejected = parsed.rejected, "csv imported");
+        let counts: UpsertCounts = self
+            .inner
+            .store
+            .upsert_candles(exchange, symbol, &parsed.candles)
+            .await?;
+        tracing::info!(
+            exchange,
+            symbol,
+            inserted = counts.inserted,
+            updated = counts.updated,
+            rejected = parsed.rejected,
+            "csv imported"
+        );
         Ok(CsvImportReport {
             exchange: exchange.to_string(),
             symbol: symbol.to_string(),
@@ -588,7 +766,13 @@ impl Service {
 }
 
 fn accepted(job: JobRecord, created: bool) -> JobAccepted {
-    JobAccepted { links: JobLinks::for_id(&job.id), job_id: job.id, status: job.status, kind: job.kind, created }
+    JobAccepted {
+        links: JobLinks::for_id(&job.id),
+        job_id: job.id,
+        status: job.status,
+        kind: job.kind,
+        created,
+    }
 }
 
 pub fn check_symbol(symbol: &str) -> Result<(), ApiError> {
@@ -596,7 +780,9 @@ pub fn check_symbol(symbol: &str) -> Result<(), ApiError> {
         && symbol.split_once('-').is_some_and(|(base, quote)| {
             !base.is_empty()
                 && !quote.is_empty()
-                && symbol.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-')
+                && symbol
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-')
                 && !quote.contains('-')
         });
     if valid {
@@ -604,7 +790,9 @@ pub fn check_symbol(symbol: &str) -> Result<(), ApiError> {
     } else {
         Err(ApiError::invalid(
             "invalid_symbol",
-            format!("symbol '{symbol}' is not in Jesse's form BASE-QUOTE in capitals, e.g. BTC-USDT"),
+            format!(
+                "symbol '{symbol}' is not in Jesse's form BASE-QUOTE in capitals, e.g. BTC-USDT"
+            ),
         )
         .with_details(json!({"field": "symbol"})))
     }
@@ -617,15 +805,31 @@ fn check_timeframe(timeframe: &str) -> Result<i64, ApiError> {
     })
 }
 
-fn check_number(field: &str, value: f64, ok: impl Fn(f64) -> bool, rule: &str) -> Result<(), ApiError> {
+fn check_number(
+    field: &str,
+    value: f64,
+    ok: impl Fn(f64) -> bool,
+    rule: &str,
+) -> Result<(), ApiError> {
     if value.is_finite() && ok(value) {
         Ok(())
     } else {
-        Err(ApiError::invalid("invalid_number", format!("{field} is {value}; it must be {rule}")).with_details(json!({"field": field})))
+        Err(ApiError::invalid(
+            "invalid_number",
+            format!("{field} is {value}; it must be {rule}"),
+        )
+        .with_details(json!({"field": field})))
     }
 }
 
-fn missing_candles(exchange: &str, symbol: &str, load_start: i64, start: i64, end: i64, gaps: &[Gap]) -> ApiError {
+fn missing_candles(
+    exchange: &str,
+    symbol: &str,
+    load_start: i64,
+    start: i64,
+    end: i64,
+    gaps: &[Gap],
+) -> ApiError {
     let missing: i64 = gaps.iter().map(|g| g.minutes).sum();
     let first = gaps[0];
     let shown: Vec<Value> = gaps

@@ -9,6 +9,9 @@ use serde::Serialize;
 
 use crate::time::{MINUTE_MS, parse_candle_timestamp};
 
+/// 2100-01-01T00:00:00Z: no plausible candle is later; bounds keep range arithmetic far from overflow.
+pub const LATEST_TIMESTAMP: i64 = 4_102_444_800_000;
+
 /// One 1m candle in Jesse's column order.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Candle {
@@ -23,6 +26,12 @@ pub struct Candle {
 impl Candle {
     /// Why this row is not a plausible candle, if it is not.
     pub fn defect(&self) -> Option<String> {
+        if !(0..LATEST_TIMESTAMP).contains(&self.timestamp) {
+            return Some(format!(
+                "timestamp {} is outside 1970-01-01 .. 2100-01-01 (milliseconds since the epoch expected)",
+                self.timestamp
+            ));
+        }
         if self.timestamp % MINUTE_MS != 0 {
             return Some(format!(
                 "timestamp {} is not on a minute boundary (1m candles only)",
@@ -63,9 +72,13 @@ pub struct Rejection {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum CsvError {
-    #[error("the CSV body is empty; send a header line `timestamp,open,high,low,close,volume` and 1m rows")]
+    #[error(
+        "the CSV body is empty; send a header line `timestamp,open,high,low,close,volume` and 1m rows"
+    )]
     Empty,
-    #[error("the CSV header must name the columns timestamp,open,high,low,close,volume (any order); missing: {0}")]
+    #[error(
+        "the CSV header must name the columns timestamp,open,high,low,close,volume (any order); missing: {0}"
+    )]
     BadHeader(String),
     #[error("the CSV body is not valid UTF-8")]
     NotUtf8,
@@ -115,9 +128,16 @@ pub fn parse_csv(body: &[u8]) -> Result<ParsedCsv, CsvError> {
         if line.trim().is_empty() {
             continue;
         }
-        let fields: Vec<&str> = line.split(',').map(|f| f.trim().trim_matches('"')).collect();
+        let fields: Vec<&str> = line
+            .split(',')
+            .map(|f| f.trim().trim_matches('"'))
+            .collect();
         if fields.len() < names.len() {
-            reject(&mut parsed, line_no, format!("expected {} fields, found {}", names.len(), fields.len()));
+            reject(
+                &mut parsed,
+                line_no,
+                format!("expected {} fields, found {}", names.len(), fields.len()),
+            );
             continue;
         }
         let timestamp = match parse_candle_timestamp(fields[index[0]]) {
@@ -144,13 +164,24 @@ pub fn parse_csv(body: &[u8]) -> Result<ParsedCsv, CsvError> {
             continue;
         }
         let [open, high, low, close, volume] = values;
-        let candle = Candle { timestamp, open, close, high, low, volume };
+        let candle = Candle {
+            timestamp,
+            open,
+            close,
+            high,
+            low,
+            volume,
+        };
         if let Some(reason) = candle.defect() {
             reject(&mut parsed, line_no, reason);
             continue;
         }
         if !seen.insert(timestamp) {
-            reject(&mut parsed, line_no, format!("timestamp {timestamp} appears earlier in the file"));
+            reject(
+                &mut parsed,
+                line_no,
+                format!("timestamp {timestamp} appears earlier in the file"),
+            );
             continue;
         }
         parsed.candles.push(candle);
@@ -163,7 +194,11 @@ pub fn parse_csv(body: &[u8]) -> Result<ParsedCsv, CsvError> {
 pub fn write_csv(candles: &[Candle], out: &mut impl std::io::Write) -> std::io::Result<()> {
     writeln!(out, "timestamp,open,high,low,close,volume")?;
     for c in candles {
-        writeln!(out, "{},{},{},{},{},{}", c.timestamp, c.open, c.high, c.low, c.close, c.volume)?;
+        writeln!(
+            out,
+            "{},{},{},{},{},{}",
+            c.timestamp, c.open, c.high, c.low, c.close, c.volume
+        )?;
     }
     Ok(())
 }
@@ -228,9 +263,23 @@ mod tests {
 
     #[test]
     fn header_any_order_and_missing_columns() {
-        let parsed = parse_csv(b"close,open,high,low,volume,timestamp\n2,1,3,0.5,7,60000\n").unwrap();
-        assert_eq!(parsed.candles[0], Candle { timestamp: 60_000, open: 1.0, close: 2.0, high: 3.0, low: 0.5, volume: 7.0 });
-        assert_eq!(parse_csv(b"timestamp,open\n").unwrap_err(), CsvError::BadHeader("high,low,close,volume".into()));
+        let parsed =
+            parse_csv(b"close,open,high,low,volume,timestamp\n2,1,3,0.5,7,60000\n").unwrap();
+        assert_eq!(
+            parsed.candles[0],
+            Candle {
+                timestamp: 60_000,
+                open: 1.0,
+                close: 2.0,
+                high: 3.0,
+                low: 0.5,
+                volume: 7.0
+            }
+        );
+        assert_eq!(
+            parse_csv(b"timestamp,open\n").unwrap_err(),
+            CsvError::BadHeader("high,low,close,volume".into())
+        );
         assert_eq!(parse_csv(b"\n\n").unwrap_err(), CsvError::Empty);
     }
 

@@ -16,7 +16,11 @@ pub struct ErrorBody {
 
 impl ErrorBody {
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { code: code.into(), message: message.into(), details: serde_json::Value::Null }
+        Self {
+            code: code.into(),
+            message: message.into(),
+            details: serde_json::Value::Null,
+        }
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> Self {

@@ -66,11 +66,12 @@ pub fn is_valid_strategy_name(name: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 64
         && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_')
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
 }
 
-pub const STRATEGY_NAME_RULE: &str =
-    "strategy names must match ^[A-Za-z_][A-Za-z0-9_]{0,63}$ (letters, digits, underscore; no path separators)";
+pub const STRATEGY_NAME_RULE: &str = "strategy names must match ^[A-Za-z_][A-Za-z0-9_]{0,63}$ (letters, digits, underscore; no path separators)";
 
 #[cfg(test)]
 mod tests {

@@ -38,7 +38,9 @@ impl Queue {
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Queue(e.to_string()))?;
-        SqliteStorage::setup(&pool).await.map_err(|e| StoreError::Queue(e.to_string()))?;
+        SqliteStorage::setup(&pool)
+            .await
+            .map_err(|e| StoreError::Queue(e.to_string()))?;
         Ok(Self { pool })
     }
 
@@ -58,7 +60,10 @@ impl Queue {
             .max_attempts(1)
             .build();
         let mut storage = self.storage(job.kind);
-        storage.push_task(task).await.map_err(|e| StoreError::Queue(e.to_string()))
+        storage
+            .push_task(task)
+            .await
+            .map_err(|e| StoreError::Queue(e.to_string()))
     }
 
     /// Withdraws a job nobody has claimed yet; false if a worker already holds it.

@@ -122,8 +122,7 @@ const UPSERT_CHUNK: usize = 3_000;
 impl Store {
     /// Opens (creating if needed) `store.db` in `data_dir` and applies migrations.
     pub async fn open(data_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
         let url = format!("sqlite://{}", data_dir.join("store.db").display());
         Self::connect(&url).await
     }
@@ -135,7 +134,10 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("../migrations").run(&pool).await?;
         Ok(Self { pool })
     }
@@ -171,11 +173,15 @@ impl Store {
             let record = self.get_job(job.id).await?.expect("row just inserted");
             return Ok(Inserted::Created(record));
         }
-        let key = job.idempotency_key.expect("only the idempotency key can conflict");
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?")))
-            .bind(key)
-            .fetch_one(&self.pool)
-            .await?;
+        let key = job
+            .idempotency_key
+            .expect("only the idempotency key can conflict");
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?"
+        )))
+        .bind(key)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(Inserted::Existing(job_from_row(&row)?))
     }
 
@@ -189,10 +195,12 @@ impl Store {
     }
 
     pub async fn get_job(&self, id: &str) -> Result<Option<JobRecord>> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?")))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(job_from_row).transpose()
     }
 
@@ -207,7 +215,9 @@ impl Store {
         if let Some(before) = &filter.before {
             query.push(" AND id < ").push_bind(before.clone());
         }
-        query.push(" ORDER BY id DESC LIMIT ").push_bind(filter.limit);
+        query
+            .push(" ORDER BY id DESC LIMIT ")
+            .push_bind(filter.limit);
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(job_from_row).collect()
     }
@@ -257,7 +267,11 @@ impl Store {
     ) -> Result<bool> {
         debug_assert!(status.is_terminal());
         let now = now_ms();
-        let progress = if status == JobStatus::Succeeded { 1.0 } else { 0.0 };
+        let progress = if status == JobStatus::Succeeded {
+            1.0
+        } else {
+            0.0
+        };
         let done = sqlx::query(
             "UPDATE jobs SET status = ?, error = ?, summary = ?, finished_at = ?, updated_at = ?, \
              stage = NULL, progress = CASE WHEN ? = 1.0 THEN 1.0 ELSE progress END \
@@ -309,10 +323,11 @@ impl Store {
     }
 
     pub async fn cancel_requested(&self, id: &str) -> Result<bool> {
-        let flag: Option<i64> = sqlx::query_scalar("SELECT cancel_requested FROM jobs WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let flag: Option<i64> =
+            sqlx::query_scalar("SELECT cancel_requested FROM jobs WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(flag.unwrap_or(0) != 0)
     }
 
@@ -381,7 +396,12 @@ impl Store {
     // ---- candles ------------------------------------------------------------
 
     /// Idempotent upsert of 1m candles, counting inserted, changed and unchanged rows.
-    pub async fn upsert_candles(&self, exchange: &str, symbol: &str, candles: &[Candle]) -> Result<UpsertCounts> {
+    pub async fn upsert_candles(
+        &self,
+        exchange: &str,
+        symbol: &str,
+        candles: &[Candle],
+    ) -> Result<UpsertCounts> {
         let mut counts = UpsertCounts::default();
         if candles.is_empty() {
             return Ok(counts);
@@ -394,8 +414,12 @@ impl Store {
             let count_range = "SELECT COUNT(*) FROM candles WHERE exchange = ? AND symbol = ? \
                                AND timeframe = '1m' AND timestamp BETWEEN ? AND ?";
             let before: i64 = sqlx::query_scalar(count_range)
-                .bind(exchange).bind(symbol).bind(lo).bind(hi)
-                .fetch_one(&mut *tx).await?;
+                .bind(exchange)
+                .bind(symbol)
+                .bind(lo)
+                .bind(hi)
+                .fetch_one(&mut *tx)
+                .await?;
             let mut query = QueryBuilder::new(
                 "INSERT INTO candles (exchange, symbol, timeframe, timestamp, open, close, high, low, volume) ",
             );
@@ -420,20 +444,33 @@ impl Store {
             );
             let affected = query.build().execute(&mut *tx).await?.rows_affected();
             let after: i64 = sqlx::query_scalar(count_range)
-                .bind(exchange).bind(symbol).bind(lo).bind(hi)
-                .fetch_one(&mut *tx).await?;
+                .bind(exchange)
+                .bind(symbol)
+                .bind(lo)
+                .bind(hi)
+                .fetch_one(&mut *tx)
+                .await?;
             let inserted = (after - before) as u64;
             counts.inserted += inserted;
             counts.updated += affected - inserted;
             counts.unchanged += chunk.len() as u64 - affected;
         }
-        let first = candles.iter().map(|c| c.timestamp).min().expect("non-empty");
-        let last = candles.iter().map(|c| c.timestamp).max().expect("non-empty");
+        let first = candles
+            .iter()
+            .map(|c| c.timestamp)
+            .min()
+            .expect("non-empty");
+        let last = candles
+            .iter()
+            .map(|c| c.timestamp)
+            .max()
+            .expect("non-empty");
         sqlx::query(
             "INSERT INTO candle_series (exchange, symbol, timeframe, first_ts, last_ts, row_count, updated_at) \
              VALUES (?, ?, '1m', ?, ?, ?, ?) ON CONFLICT (exchange, symbol, timeframe) DO UPDATE SET \
              first_ts = MIN(first_ts, excluded.first_ts), last_ts = MAX(last_ts, excluded.last_ts), \
-             row_count = row_count + excluded.row_count, updated_at = excluded.updated_at",
+             row_count = row_count + excluded.row_count, version = version + 1, \
+             updated_at = excluded.updated_at",
         )
         .bind(exchange)
         .bind(symbol)
@@ -469,7 +506,24 @@ impl Store {
             .collect()
     }
 
-    pub async fn count_candles(&self, exchange: &str, symbol: &str, start: i64, end: i64) -> Result<i64> {
+    /// The series' write counter: changes whenever any of its rows change.
+    pub async fn series_version(&self, exchange: &str, symbol: &str) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT version FROM candle_series WHERE exchange = ? AND symbol = ? AND timeframe = '1m'",
+        )
+        .bind(exchange)
+        .bind(symbol)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn count_candles(
+        &self,
+        exchange: &str,
+        symbol: &str,
+        start: i64,
+        end: i64,
+    ) -> Result<i64> {
         Ok(sqlx::query_scalar(
             "SELECT COUNT(*) FROM candles WHERE exchange = ? AND symbol = ? AND timeframe = '1m' \
              AND timestamp >= ? AND timestamp < ?",
@@ -483,7 +537,13 @@ impl Store {
     }
 
     /// Missing minutes of `[start, end)`, as half-open runs.
-    pub async fn gaps(&self, exchange: &str, symbol: &str, start: i64, end: i64) -> Result<Vec<Gap>> {
+    pub async fn gaps(
+        &self,
+        exchange: &str,
+        symbol: &str,
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Gap>> {
         let expected = (end - start) / MINUTE_MS;
         if self.count_candles(exchange, symbol, start, end).await? == expected {
             return Ok(Vec::new());
@@ -514,7 +574,11 @@ impl Store {
         let mut gaps = Vec::new();
         let push = |gaps: &mut Vec<Gap>, s: i64, e: i64| {
             if e > s {
-                gaps.push(Gap { start: s, end: e, minutes: (e - s) / MINUTE_MS });
+                gaps.push(Gap {
+                    start: s,
+                    end: e,
+                    minutes: (e - s) / MINUTE_MS,
+                });
             }
         };
         match first_present {
@@ -537,7 +601,13 @@ impl Store {
     /// This is the hot path of every backtest (a year is 525,600 rows), so it
     /// steps a prepared statement on the raw connection instead of streaming rows
     /// through sqlx's per-row channel, which is several times slower.
-    pub async fn load_candles(&self, exchange: &str, symbol: &str, start: i64, end: i64) -> Result<Vec<f64>> {
+    pub async fn load_candles(
+        &self,
+        exchange: &str,
+        symbol: &str,
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<f64>> {
         let expected = ((end - start) / MINUTE_MS).max(0) as usize;
         let mut conn = self.pool.acquire().await?;
         let mut handle = conn.lock_handle().await?;
@@ -579,9 +649,16 @@ mod raw {
                 return Err(error(db, "prepare"));
             }
             let bind_text = |index: c_int, text: &str| {
-                ffi::sqlite3_bind_text(stmt, index, text.as_ptr().cast(), text.len() as c_int, ffi::SQLITE_TRANSIENT())
+                ffi::sqlite3_bind_text(
+                    stmt,
+                    index,
+                    text.as_ptr().cast(),
+                    text.len() as c_int,
+                    ffi::SQLITE_TRANSIENT(),
+                )
             };
-            let bound = bind_text(1, exchange) | bind_text(2, symbol)
+            let bound = bind_text(1, exchange)
+                | bind_text(2, symbol)
                 | ffi::sqlite3_bind_int64(stmt, 3, start)
                 | ffi::sqlite3_bind_int64(stmt, 4, end);
             let result = if bound != ffi::SQLITE_OK {
@@ -619,7 +696,9 @@ fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<JobRecord> {
     let error: Option<String> = row.try_get("error")?;
     let summary: Option<String> = row.try_get("summary")?;
     let corrupt = |what: &str, value: &str| {
-        StoreError::Database(sqlx::Error::Decode(format!("unknown job {what} '{value}'").into()))
+        StoreError::Database(sqlx::Error::Decode(
+            format!("unknown job {what} '{value}'").into(),
+        ))
     };
     Ok(JobRecord {
         id: row.try_get("id")?,

@@ -46,7 +46,12 @@ pub fn parse_candle_timestamp(value: &str) -> Result<i64, String> {
     if let Ok(instant) = DateTime::parse_from_rfc3339(value) {
         return Ok(instant.timestamp_millis());
     }
-    for format in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+    for format in [
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(naive) = chrono::NaiveDateTime::parse_from_str(value, format) {
             return Ok(naive.and_utc().timestamp_millis());
         }
@@ -63,15 +68,27 @@ mod tests {
     #[test]
     fn days_floor_to_midnight() {
         assert_eq!(parse_day("2024-01-02").unwrap(), 1_704_153_600_000);
-        assert_eq!(parse_day("2024-01-02T13:45:00Z").unwrap(), 1_704_153_600_000);
+        assert_eq!(
+            parse_day("2024-01-02T13:45:00Z").unwrap(),
+            1_704_153_600_000
+        );
         assert!(parse_day("02/01/2024").is_err());
     }
 
     #[test]
     fn candle_timestamps() {
-        assert_eq!(parse_candle_timestamp("1704153600000").unwrap(), 1_704_153_600_000);
-        assert_eq!(parse_candle_timestamp("2024-01-02T00:01:00Z").unwrap(), 1_704_153_660_000);
-        assert_eq!(parse_candle_timestamp("2024-01-02 00:01:00").unwrap(), 1_704_153_660_000);
+        assert_eq!(
+            parse_candle_timestamp("1704153600000").unwrap(),
+            1_704_153_600_000
+        );
+        assert_eq!(
+            parse_candle_timestamp("2024-01-02T00:01:00Z").unwrap(),
+            1_704_153_660_000
+        );
+        assert_eq!(
+            parse_candle_timestamp("2024-01-02 00:01:00").unwrap(),
+            1_704_153_660_000
+        );
         assert!(parse_candle_timestamp("yesterday").is_err());
     }
 }

@@ -14,24 +14,38 @@ pub const EXCHANGE: &str = "Binance Perpetual Futures";
 pub const SYMBOL: &str = "BTC-USDT";
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// The cargo target profile directory holding the built binaries.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test exe path");
-    exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>")
+        .to_path_buf()
 }
 
 pub fn bin(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
-    assert!(path.exists(), "{} is not built; run `make test` (it builds the binaries first)", path.display());
+    assert!(
+        path.exists(),
+        "{} is not built; run `make test` (it builds the binaries first)",
+        path.display()
+    );
     path
 }
 
 pub fn venv_python() -> PathBuf {
     let path = repo_root().join(".venv/bin/python");
-    assert!(path.exists(), "{} is missing; run ops/python-env.sh", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing; run ops/python-env.sh",
+        path.display()
+    );
     path
 }
 
@@ -46,7 +60,13 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { runners: 1, job_timeout_secs: 120, kill_grace_secs: 2, fixtures: &[], start_worker: true }
+        Self {
+            runners: 1,
+            job_timeout_secs: 120,
+            kill_grace_secs: 2,
+            fixtures: &[],
+            start_worker: true,
+        }
     }
 }
 
@@ -66,7 +86,10 @@ impl TestApp {
         let strategies = dir.path().join("strategies");
         copy_dir(&repo_root().join("strategies"), &strategies);
         for name in options.fixtures {
-            copy_dir(&repo_root().join("tests/fixtures/strategies").join(name), &strategies.join(name));
+            copy_dir(
+                &repo_root().join("tests/fixtures/strategies").join(name),
+                &strategies.join(name),
+            );
         }
         let config = ApiConfig {
             addr: "127.0.0.1:0".into(),
@@ -108,19 +131,31 @@ impl TestApp {
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("JESSE_MCP_DATA_DIR", self.data_dir().display().to_string()),
-            ("JESSE_MCP_STRATEGIES_DIR", self.strategies_dir().display().to_string()),
+            (
+                "JESSE_MCP_STRATEGIES_DIR",
+                self.strategies_dir().display().to_string(),
+            ),
             ("JESSE_MCP_PYTHON", venv_python().display().to_string()),
             ("JESSE_MCP_WORKERS", self.options.runners.to_string()),
-            ("JESSE_MCP_JOB_TIMEOUT_SECS", self.options.job_timeout_secs.to_string()),
-            ("JESSE_MCP_KILL_GRACE_SECS", self.options.kill_grace_secs.to_string()),
+            (
+                "JESSE_MCP_JOB_TIMEOUT_SECS",
+                self.options.job_timeout_secs.to_string(),
+            ),
+            (
+                "JESSE_MCP_KILL_GRACE_SECS",
+                self.options.kill_grace_secs.to_string(),
+            ),
             ("JESSE_MCP_POLL_MS", "100".into()),
-            ("RUST_LOG", "info,sqlx=warn,apalis=warn".into()),
+            ("RUST_LOG", "info,sqlx=warn,apalis=warn,rmcp=warn".into()),
         ]
     }
 
     pub fn start_worker(&mut self) {
         let mut command = Command::new(bin("jesse-mcp-worker"));
-        command.envs(self.env()).stdin(Stdio::null()).kill_on_drop(true);
+        command
+            .envs(self.env())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
         self.workers.push(command.spawn().expect("spawn worker"));
     }
 
@@ -134,7 +169,13 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
-        let response = self.client.post(self.url(path)).json(body).send().await.expect("POST");
+        let response = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
         decode(response).await
     }
 
@@ -151,7 +192,10 @@ impl TestApp {
     }
 
     pub async fn import_csv(&self, csv: &[u8]) -> Value {
-        let path = format!("/v1/candles/csv?exchange={}&symbol={SYMBOL}", EXCHANGE.replace(' ', "%20"));
+        let path = format!(
+            "/v1/candles/csv?exchange={}&symbol={SYMBOL}",
+            EXCHANGE.replace(' ', "%20")
+        );
         let (status, body) = self.post_raw(&path, "text/csv", csv.to_vec()).await;
         assert_eq!(status, 200, "csv import failed: {body}");
         body
@@ -169,10 +213,16 @@ impl TestApp {
         loop {
             let (status, job) = self.get(&format!("/v1/jobs/{job_id}")).await;
             assert_eq!(status, 200, "{job}");
-            if matches!(job["status"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
+            if matches!(
+                job["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            ) {
                 return job;
             }
-            assert!(Instant::now() < deadline, "job {job_id} did not finish within {timeout:?}: {job}");
+            assert!(
+                Instant::now() < deadline,
+                "job {job_id} did not finish within {timeout:?}: {job}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -185,7 +235,10 @@ impl TestApp {
             if job["status"] == status {
                 return job;
             }
-            assert!(Instant::now() < deadline, "job {job_id} never became {status}: {job}");
+            assert!(
+                Instant::now() < deadline,
+                "job {job_id} never became {status}: {job}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -204,6 +257,15 @@ impl Drop for TestApp {
         }
         for worker in &mut self.workers {
             let _ = worker.start_kill();
+        }
+        if std::thread::panicking() {
+            for i in 0..self.workers.len() {
+                let log = self.dir.path().join(format!("worker-{i}.log"));
+                eprintln!(
+                    "---- worker-{i}.log ----\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
         }
     }
 }
@@ -263,7 +325,11 @@ pub async fn reference_backtest(spec: &Value) -> Value {
         .output()
         .await
         .expect("run reference backtest");
-    assert!(output.status.success(), "reference backtest failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "reference backtest failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let last = stdout.lines().last().expect("reference output");
     serde_json::from_str(last).expect("reference JSON")
@@ -271,14 +337,21 @@ pub async fn reference_backtest(spec: &Value) -> Value {
 
 /// Asserts two metric objects are identical: same keys, bit-identical numbers.
 pub fn assert_metrics_identical(service: &Value, reference: &Value) {
-    let (a, b) = (service.as_object().expect("metrics object"), reference.as_object().expect("metrics object"));
+    let (a, b) = (
+        service.as_object().expect("metrics object"),
+        reference.as_object().expect("metrics object"),
+    );
     let keys_a: Vec<_> = a.keys().collect();
     let keys_b: Vec<_> = b.keys().collect();
     assert_eq!(keys_a, keys_b, "metric names differ");
     for (key, value) in a {
         let other = &b[key];
         match (value.as_f64(), other.as_f64()) {
-            (Some(x), Some(y)) => assert_eq!(x.to_bits(), y.to_bits(), "metric {key}: service {x} vs Jesse {y}"),
+            (Some(x), Some(y)) => assert_eq!(
+                x.to_bits(),
+                y.to_bits(),
+                "metric {key}: service {x} vs Jesse {y}"
+            ),
             _ => assert_eq!(value, other, "metric {key}"),
         }
     }

@@ -20,7 +20,11 @@ fn object(value: Value) -> rmcp::model::JsonObject {
     value.as_object().expect("object").clone()
 }
 
-async fn call(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>, tool: &str, args: Value) -> rmcp::model::CallToolResult {
+async fn call(
+    client: &rmcp::service::RunningService<rmcp::RoleClient, ()>,
+    tool: &str,
+    args: Value,
+) -> rmcp::model::CallToolResult {
     client
         .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(object(args)))
         .await
@@ -28,27 +32,47 @@ async fn call(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>, tool
 }
 
 /// Submits through an MCP client and waits with job_wait; returns the result.
-async fn mcp_backtest(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>, body: &Value) -> Value {
+async fn mcp_backtest(
+    client: &rmcp::service::RunningService<rmcp::RoleClient, ()>,
+    body: &Value,
+) -> Value {
     let submitted = call(client, "backtest", body.clone()).await;
     assert_eq!(submitted.is_error, Some(false), "{submitted:?}");
-    let job_id = submitted.structured_content.as_ref().expect("structured")["job_id"].as_str().expect("job_id").to_string();
+    let job_id = submitted.structured_content.as_ref().expect("structured")["job_id"]
+        .as_str()
+        .expect("job_id")
+        .to_string();
     let mut job = Value::Null;
     for _ in 0..10 {
-        let waited = call(client, "job_wait", json!({"job_id": job_id, "timeout_seconds": 30})).await;
+        let waited = call(
+            client,
+            "job_wait",
+            json!({"job_id": job_id, "timeout_seconds": 30}),
+        )
+        .await;
         job = waited.structured_content.clone().expect("structured job");
         if job["status"] != "queued" && job["status"] != "running" {
             break;
         }
     }
     assert_eq!(job["status"], "succeeded", "{job}");
-    let result = call(client, "job_result", json!({"job_id": job_id, "trades_limit": 5})).await;
+    let result = call(
+        client,
+        "job_result",
+        json!({"job_id": job_id, "trades_limit": 5}),
+    )
+    .await;
     assert_eq!(result.is_error, Some(false), "{result:?}");
     result.structured_content.expect("structured result")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_and_mcp_backtests_equal_bare_jesse() {
-    let app = TestApp::spawn(Options { runners: 2, ..Default::default() }).await;
+    let app = TestApp::spawn(Options {
+        runners: 2,
+        ..Default::default()
+    })
+    .await;
     let csv = synthetic_csv("2024-01-01", "2024-03-01", 11);
     let csv_path = app.dir.path().join("candles.csv");
     std::fs::write(&csv_path, &csv).unwrap();
@@ -82,22 +106,40 @@ async fn rest_and_mcp_backtests_equal_bare_jesse() {
         "hyperparameters": {"fast": 12, "slow": 40, "risk": 0.5},
     }))
     .await;
-    assert!(reference["metrics"]["total"].as_i64().unwrap() > 5, "the strategy should trade: {reference}");
+    assert!(
+        reference["metrics"]["total"].as_i64().unwrap() > 5,
+        "the strategy should trade: {reference}"
+    );
     assert_metrics_identical(&rest["metrics"], &reference["metrics"]);
     assert_eq!(rest["trades_total"], reference["trades"]);
-    assert_eq!(rest["trades"].as_array().unwrap().len(), reference["trades"].as_u64().unwrap() as usize);
+    assert_eq!(
+        rest["trades"].as_array().unwrap().len(),
+        reference["trades"].as_u64().unwrap() as usize
+    );
 
     // Provenance: what ran, on what.
     let source = std::fs::read(app.strategies_dir().join("SmaCross/__init__.py")).unwrap();
     let provenance = &rest["provenance"];
     assert_eq!(provenance["jesse_version"], "3.5.3");
-    assert_eq!(provenance["strategies"][0]["sha256"], hex::encode(sha2::Sha256::digest(&source)));
+    assert_eq!(
+        provenance["strategies"][0]["sha256"],
+        hex::encode(sha2::Sha256::digest(&source))
+    );
     let fingerprint = &provenance["candles"][format!("{EXCHANGE}-{SYMBOL}")];
     assert_eq!(fingerprint["rows"], (END_MS - START_MS) / 60_000 + 240 * 60);
     assert_eq!(fingerprint["first"], "2024-01-05T00:00:00.000Z");
     assert_eq!(fingerprint["last"], "2024-02-24T23:59:00.000Z");
-    for key in ["queue_wait_ms", "candle_load_ms", "jesse_ms", "result_write_ms"] {
-        assert!(rest["timings"][key].is_number(), "timing {key} missing: {}", rest["timings"]);
+    for key in [
+        "queue_wait_ms",
+        "candle_load_ms",
+        "jesse_ms",
+        "result_write_ms",
+    ] {
+        assert!(
+            rest["timings"][key].is_number(),
+            "timing {key} missing: {}",
+            rest["timings"]
+        );
     }
 
     // MCP over streamable HTTP.
@@ -105,30 +147,57 @@ async fn rest_and_mcp_backtests_equal_bare_jesse() {
     let client = ().serve(transport).await.expect("MCP HTTP client");
     let tools = client.list_all_tools().await.expect("list tools");
     let names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
-    for expected in ["backtest", "job_get", "job_wait", "job_result", "job_list", "job_cancel", "candles_available"] {
-        assert!(names.contains(&expected.to_string()), "tool {expected} missing from {names:?}");
+    for expected in [
+        "backtest",
+        "job_get",
+        "job_wait",
+        "job_result",
+        "job_list",
+        "job_cancel",
+        "candles_available",
+    ] {
+        assert!(
+            names.contains(&expected.to_string()),
+            "tool {expected} missing from {names:?}"
+        );
     }
     let job_get = tools.iter().find(|t| t.name == "job_get").unwrap();
-    assert_eq!(job_get.annotations.as_ref().and_then(|a| a.read_only_hint), Some(true));
+    assert_eq!(
+        job_get.annotations.as_ref().and_then(|a| a.read_only_hint),
+        Some(true)
+    );
     assert!(job_get.output_schema.is_some(), "structured output schema");
     let via_http = mcp_backtest(&client, &body).await;
     assert_metrics_identical(&via_http["metrics"], &reference["metrics"]);
-    assert_eq!(via_http["trades"].as_array().unwrap().len(), 5, "trades are paged");
+    assert_eq!(
+        via_http["trades"].as_array().unwrap().len(),
+        5,
+        "trades are paged"
+    );
     let available = call(&client, "candles_available", json!({})).await;
-    assert_eq!(available.structured_content.unwrap()["series"][0]["rows"], 60 * 24 * 60);
+    assert_eq!(
+        available.structured_content.unwrap()["series"][0]["rows"],
+        60 * 24 * 60
+    );
     client.cancel().await.ok();
 
     // MCP over stdio: the real binary, as an MCP client would launch it.
     let command = tokio::process::Command::new(bin("jesse-mcp-api")).configure(|c| {
         c.arg("mcp-stdio").envs(app.env());
     });
-    let client = ().serve(TokioChildProcess::new(command).expect("spawn stdio server")).await.expect("MCP stdio client");
+    let client =
+        ().serve(TokioChildProcess::new(command).expect("spawn stdio server"))
+            .await
+            .expect("MCP stdio client");
     let via_stdio = mcp_backtest(&client, &body).await;
     assert_metrics_identical(&via_stdio["metrics"], &reference["metrics"]);
     let bad = call(&client, "backtest", json!({"strategy": "Nope", "exchange": EXCHANGE, "symbol": SYMBOL, "timeframe": "1h", "start_date": START, "end_date": END})).await;
     assert_eq!(bad.is_error, Some(true));
     let text = bad.content[0].as_text().expect("text").text.clone();
-    assert!(text.contains("unknown_strategy") && text.contains("SmaCross"), "{text}");
+    assert!(
+        text.contains("unknown_strategy") && text.contains("SmaCross"),
+        "{text}"
+    );
     client.cancel().await.ok();
 }
 
@@ -151,7 +220,11 @@ async fn fifteen_minute_backtest_with_fast_mode_equals_bare_jesse() {
     let job = app.wait(&job_id, Duration::from_secs(180)).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     let (_, result) = app.get(&format!("/v1/jobs/{job_id}/result")).await;
-    assert!(result["equity_curve"].is_array() || result["equity_curve"].is_object(), "equity curve: {}", result["equity_curve"]);
+    assert!(
+        result["equity_curve"].is_array() || result["equity_curve"].is_object(),
+        "equity curve: {}",
+        result["equity_curve"]
+    );
     assert!(result.get("trades").is_none(), "trades were not asked for");
 
     let reference = reference_backtest(&json!({
@@ -165,6 +238,12 @@ async fn fifteen_minute_backtest_with_fast_mode_equals_bare_jesse() {
     .await;
     assert_metrics_identical(&result["metrics"], &reference["metrics"]);
     // NaN/inf metrics arrive as null, never as invalid JSON.
-    let nulls: Vec<_> = result["metrics"].as_object().unwrap().iter().filter(|(_, v)| v.is_null()).map(|(k, _)| k.clone()).collect();
+    let nulls: Vec<_> = result["metrics"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| v.is_null())
+        .map(|(k, _)| k.clone())
+        .collect();
     println!("metrics that were NaN/inf in Jesse: {nulls:?}");
 }

@@ -11,26 +11,41 @@ const LONG: Duration = Duration::from_secs(120);
 
 async fn app_with_candles(options: Options) -> TestApp {
     let app = TestApp::spawn(options).await;
-    app.import_csv(&synthetic_csv("2024-01-01", "2024-02-15", 3)).await;
+    app.import_csv(&synthetic_csv("2024-01-01", "2024-02-15", 3))
+        .await;
     app
 }
 
 async fn assert_next_job_succeeds(app: &TestApp) {
-    let job_id = app.submit(&backtest_body("SmaCross", "1h", "2024-01-20", "2024-02-10")).await;
+    let job_id = app
+        .submit(&backtest_body("SmaCross", "1h", "2024-01-20", "2024-02-10"))
+        .await;
     let job = app.wait(&job_id, LONG).await;
-    assert_eq!(job["status"], "succeeded", "the worker must serve the next job: {job}");
+    assert_eq!(
+        job["status"], "succeeded",
+        "the worker must serve the next job: {job}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raising_strategy_fails_with_type_message_and_line_and_runner_survives() {
-    let app = app_with_candles(Options { fixtures: &["Raiser"], ..Default::default() }).await;
-    let job_id = app.submit(&backtest_body("Raiser", "1h", "2024-01-20", "2024-02-10")).await;
+    let app = app_with_candles(Options {
+        fixtures: &["Raiser"],
+        ..Default::default()
+    })
+    .await;
+    let job_id = app
+        .submit(&backtest_body("Raiser", "1h", "2024-01-20", "2024-02-10"))
+        .await;
     let job = app.wait(&job_id, LONG).await;
     assert_eq!(job["status"], "failed", "{job}");
     let error = &job["error"];
     assert_eq!(error["code"], "strategy_error");
     let message = error["message"].as_str().unwrap();
-    assert!(message.contains("ZeroDivisionError") && message.contains("line 13"), "{message}");
+    assert!(
+        message.contains("ZeroDivisionError") && message.contains("line 13"),
+        "{message}"
+    );
     assert_eq!(error["details"]["location"]["line"], 13);
     assert_eq!(error["details"]["location"]["function"], "broken_ratio");
     assert_eq!(job["attempts"], 1, "a strategy error is not retried");
@@ -50,24 +65,47 @@ async fn undeclared_hyperparameter_fails_clearly() {
     assert_eq!(job["status"], "failed");
     assert_eq!(job["error"]["code"], "invalid_hyperparameters");
     let message = job["error"]["message"].as_str().unwrap();
-    assert!(message.contains("fastest") && message.contains("fast, risk, slow"), "{message}");
+    assert!(
+        message.contains("fastest") && message.contains("fast, risk, slow"),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runaway_strategy_is_stopped_by_the_timeout_and_the_worker_carries_on() {
-    let app = app_with_candles(Options { fixtures: &["Runaway"], job_timeout_secs: 4, kill_grace_secs: 1, ..Default::default() }).await;
-    let job_id = app.submit(&backtest_body("Runaway", "1h", "2024-01-20", "2024-02-10")).await;
+    let app = app_with_candles(Options {
+        fixtures: &["Runaway"],
+        job_timeout_secs: 4,
+        kill_grace_secs: 1,
+        ..Default::default()
+    })
+    .await;
+    let job_id = app
+        .submit(&backtest_body("Runaway", "1h", "2024-01-20", "2024-02-10"))
+        .await;
     let job = app.wait(&job_id, LONG).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["error"]["code"], "timed_out");
-    assert!(job["error"]["message"].as_str().unwrap().contains("timed out after 4 s"), "{job}");
+    assert!(
+        job["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 4 s"),
+        "{job}"
+    );
     assert_next_job_succeeds(&app).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_strategy_that_kills_its_runner_fails_after_bounded_attempts() {
-    let app = app_with_candles(Options { fixtures: &["Crasher"], ..Default::default() }).await;
-    let job_id = app.submit(&backtest_body("Crasher", "1h", "2024-01-20", "2024-02-10")).await;
+    let app = app_with_candles(Options {
+        fixtures: &["Crasher"],
+        ..Default::default()
+    })
+    .await;
+    let job_id = app
+        .submit(&backtest_body("Crasher", "1h", "2024-01-20", "2024-02-10"))
+        .await;
     let job = app.wait(&job_id, Duration::from_secs(240)).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["error"]["code"], "runner_crashed");
@@ -79,17 +117,32 @@ async fn a_strategy_that_kills_its_runner_fails_after_bounded_attempts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_queued_and_running_jobs() {
-    let app = app_with_candles(Options { fixtures: &["Sleeper"], ..Default::default() }).await;
+    let app = app_with_candles(Options {
+        fixtures: &["Sleeper"],
+        ..Default::default()
+    })
+    .await;
     // One runner: the sleeper occupies it, so the next job stays queued.
-    let slow = app.submit(&backtest_body("Sleeper", "1h", "2024-01-20", "2024-02-10")).await;
+    let slow = app
+        .submit(&backtest_body("Sleeper", "1h", "2024-01-20", "2024-02-10"))
+        .await;
     app.wait_for_status(&slow, "running", LONG).await;
-    let queued = app.submit(&backtest_body("SmaCross", "1h", "2024-01-20", "2024-02-10")).await;
+    let queued = app
+        .submit(&backtest_body("SmaCross", "1h", "2024-01-20", "2024-02-10"))
+        .await;
 
-    let (status, job) = app.post_json(&format!("/v1/jobs/{queued}/cancel"), &json!({})).await;
+    let (status, job) = app
+        .post_json(&format!("/v1/jobs/{queued}/cancel"), &json!({}))
+        .await;
     assert_eq!(status, 200, "{job}");
-    assert_eq!(job["status"], "cancelled", "a queued job is cancelled at once");
+    assert_eq!(
+        job["status"], "cancelled",
+        "a queued job is cancelled at once"
+    );
 
-    let (status, job) = app.post_json(&format!("/v1/jobs/{slow}/cancel"), &json!({})).await;
+    let (status, job) = app
+        .post_json(&format!("/v1/jobs/{slow}/cancel"), &json!({}))
+        .await;
     assert_eq!(status, 200, "{job}");
     assert_eq!(job["cancel_requested"], true);
     let job = app.wait(&slow, Duration::from_secs(30)).await;
@@ -99,8 +152,13 @@ async fn cancelling_queued_and_running_jobs() {
     assert_next_job_succeeds(&app).await;
     let (_, job) = app.get(&format!("/v1/jobs/{queued}")).await;
     assert_eq!(job["status"], "cancelled");
-    assert!(job["started_at"].is_null(), "a cancelled queued job must never start: {job}");
+    assert!(
+        job["started_at"].is_null(),
+        "a cancelled queued job must never start: {job}"
+    );
 
-    let (status, body) = app.post_json(&format!("/v1/jobs/{queued}/cancel"), &json!({})).await;
+    let (status, body) = app
+        .post_json(&format!("/v1/jobs/{queued}/cancel"), &json!({}))
+        .await;
     assert_eq!(status, 200, "cancelling twice is harmless: {body}");
 }

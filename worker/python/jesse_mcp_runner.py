@@ -15,6 +15,7 @@ import json
 import math
 import os
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -81,14 +82,21 @@ def _load_strategy(name, path, source):
         raise
     cls = getattr(module, name, None)
     if not isinstance(cls, type):
+        sys.modules.pop(module_name, None)
         raise StrategyLoadError(f"{path} does not define a class named {name}")
     return cls
+
+
+def _unload(classes):
+    """Drops the run's strategy modules so nothing of one job lingers into the next."""
+    for cls in classes.values():
+        sys.modules.pop(cls.__module__, None)
 
 
 def _clean(value):
     """Makes a Jesse result JSON-safe: numpy scalars to Python, NaN/inf to None."""
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {_text(str(k)): _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
     if isinstance(value, np.ndarray):
@@ -100,9 +108,14 @@ def _clean(value):
     if isinstance(value, (float, np.floating)):
         value = float(value)
         return value if math.isfinite(value) else None
-    if value is None or isinstance(value, str):
+    if value is None:
         return value
-    return str(value)
+    return _text(value if isinstance(value, str) else str(value))
+
+
+def _text(value):
+    """A string JSON can carry: lone surrogates (from undecodable bytes) become U+FFFD."""
+    return value.encode("utf-8", "replace").decode("utf-8") if isinstance(value, str) else value
 
 
 def _error(kind, exc, strategy_paths):
@@ -121,9 +134,9 @@ def _error(kind, exc, strategy_paths):
         "error": {
             "kind": kind,
             "type": type(exc).__name__,
-            "message": str(exc),
-            "location": location,
-            "traceback": "".join(traceback.format_exception(exc))[-8000:],
+            "message": _text(str(exc)),
+            "location": _clean(location),
+            "traceback": _text("".join(traceback.format_exception(exc))[-8000:]),
         },
     }
 
@@ -135,6 +148,7 @@ def run_backtest(request_json, candles, warmup_candles):
     strategies: {name: {path, source}}, hyperparameters, fast_mode, generate_equity_curve}.
     ``candles`` / ``warmup_candles``: {"<exchange>-<symbol>": {exchange, symbol, candles: ndarray}}.
     """
+    started = time.perf_counter()
     request = json.loads(request_json)
     sources = request["strategies"]
     strategy_paths = {spec["path"] for spec in sources.values()}
@@ -143,6 +157,13 @@ def run_backtest(request_json, candles, warmup_candles):
     except Exception as exc:  # noqa: BLE001 - any load failure is the strategy's
         return json.dumps(_error("strategy_load", exc, strategy_paths))
 
+    try:
+        return _run_loaded(request, classes, candles, warmup_candles, strategy_paths, started)
+    finally:
+        _unload(classes)
+
+
+def _run_loaded(request, classes, candles, warmup_candles, strategy_paths, started):
     try:
         hyperparameters = _merge_hyperparameters(classes, request.get("hyperparameters"))
     except HyperparameterError as exc:
@@ -158,6 +179,7 @@ def run_backtest(request_json, candles, warmup_candles):
     data_routes = [
         {"exchange": exchange, "symbol": r["symbol"], "timeframe": r["timeframe"]} for r in request["data_routes"]
     ]
+    backtest_started = time.perf_counter()
     try:
         result = research.backtest(
             request["config"],
@@ -172,6 +194,7 @@ def run_backtest(request_json, candles, warmup_candles):
     except Exception as exc:  # noqa: BLE001 - reported to the user with its location
         return json.dumps(_error("strategy_runtime", exc, strategy_paths))
 
+    backtest_finished = time.perf_counter()
     out = {
         "ok": True,
         "jesse_version": JESSE_VERSION,
@@ -180,4 +203,9 @@ def run_backtest(request_json, candles, warmup_candles):
     }
     if "equity_curve" in result:
         out["equity_curve"] = _clean(result["equity_curve"])
+    out["timings"] = {
+        "strategy_load_ms": (backtest_started - started) * 1e3,
+        "jesse_backtest_ms": (backtest_finished - backtest_started) * 1e3,
+        "result_convert_ms": (time.perf_counter() - backtest_finished) * 1e3,
+    }
     return json.dumps(out, allow_nan=False)

@@ -25,9 +25,16 @@ pub struct WorkerConfig {
     /// Attempts per job when runners die under it (crashes, not strategy errors).
     #[arg(long, env = "JESSE_MCP_MAX_ATTEMPTS", default_value_t = 3)]
     pub max_attempts: i64,
+    /// On SIGTERM, how long running jobs may take to finish before they are
+    /// abandoned (they are picked up again when a worker next starts).
+    #[arg(long, env = "JESSE_MCP_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
     /// How often an idle worker looks for new jobs, in milliseconds.
-    #[arg(long, env = "JESSE_MCP_POLL_MS", default_value_t = 200)]
+    #[arg(long, env = "JESSE_MCP_POLL_MS", default_value_t = 25)]
     pub poll_ms: u64,
+    /// Memory for recently loaded candle ranges (a year of 1m candles is about 25 MB).
+    #[arg(long, env = "JESSE_MCP_CANDLE_CACHE_MB", default_value_t = 512)]
+    pub candle_cache_mb: usize,
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "JESSE_MCP_LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,
@@ -35,8 +42,10 @@ pub struct WorkerConfig {
 
 impl WorkerConfig {
     pub fn runner_count(&self) -> usize {
-        self.runners
-            .filter(|n| *n > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        self.runners.filter(|n| *n > 0).unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
     }
 }

@@ -14,12 +14,14 @@ use jesse_mcp_core::time::{MINUTE_MS, now_ms, to_rfc3339};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::candle_cache::CandleCache;
 use crate::config::WorkerConfig;
 use crate::pool::{Pool, RunError};
 use crate::protocol::{RunRequest, SeriesHeader};
 
 pub struct Executor {
     pub store: Store,
+    pub candles: CandleCache,
     pub pool: Arc<Pool>,
     pub config: WorkerConfig,
 }
@@ -37,12 +39,19 @@ impl Executor {
         let mut last_loss = String::new();
         loop {
             let Some(job) = self.store.start_attempt(job_id).await? else {
-                tracing::info!(job.id = job_id, "job is no longer runnable (cancelled or finished); skipping");
+                tracing::info!(
+                    job.id = job_id,
+                    "job is no longer runnable (cancelled or finished); skipping"
+                );
                 return Ok(());
             };
             if job.attempts > self.config.max_attempts {
                 // Redelivered after the worker itself died under it, too often.
-                let reason = if last_loss.is_empty() { "the worker process stopped while running it" } else { &last_loss };
+                let reason = if last_loss.is_empty() {
+                    "the worker process stopped while running it"
+                } else {
+                    &last_loss
+                };
                 self.give_up(job_id, job.attempts - 1, reason).await?;
                 return Ok(());
             }
@@ -50,8 +59,12 @@ impl Executor {
             let plan: BacktestPlan = match serde_json::from_value(job.params.clone()) {
                 Ok(plan) => plan,
                 Err(e) => {
-                    let error = ErrorBody::new("invalid_job", format!("stored job parameters are unreadable: {e}"));
-                    self.store.finish_job(job_id, JobStatus::Failed, Some(&error), None).await?;
+                    let error = ErrorBody::new(
+                        "invalid_job",
+                        format!("stored job parameters are unreadable: {e}"),
+                    );
+                    self.finish(job_id, JobStatus::Failed, Some(&error), None)
+                        .await?;
                     return Ok(());
                 }
             };
@@ -61,27 +74,47 @@ impl Executor {
             match outcome {
                 Ok(Outcome::Succeeded(result, summary)) => {
                     let write_started = Instant::now();
-                    self.store.save_backtest_result(&result).await?;
+                    persist("saving the result", || {
+                        self.store.save_backtest_result(&result)
+                    })
+                    .await?;
                     let mut timings = result.timings;
                     timings["result_write_ms"] = json!(write_started.elapsed().as_secs_f64() * 1e3);
                     self.store.set_result_timings(job_id, &timings).await?;
-                    self.store.finish_job(job_id, JobStatus::Succeeded, None, Some(&summary)).await?;
-                    tracing::info!(job.id = job_id, duration_ms = elapsed_ms, "backtest succeeded");
+                    self.finish(job_id, JobStatus::Succeeded, None, Some(&summary))
+                        .await?;
+                    tracing::info!(
+                        job.id = job_id,
+                        duration_ms = elapsed_ms,
+                        "backtest succeeded"
+                    );
                     return Ok(());
                 }
                 Ok(Outcome::Failed(error)) => {
-                    tracing::info!(job.id = job_id, code = error.code, message = error.message, "backtest failed");
-                    self.store.finish_job(job_id, JobStatus::Failed, Some(&error), None).await?;
+                    tracing::info!(
+                        job.id = job_id,
+                        code = error.code,
+                        message = error.message,
+                        "backtest failed"
+                    );
+                    self.finish(job_id, JobStatus::Failed, Some(&error), None)
+                        .await?;
                     return Ok(());
                 }
                 Ok(Outcome::Cancelled) => {
                     let error = ErrorBody::new("cancelled", "cancelled by request while running");
-                    self.store.finish_job(job_id, JobStatus::Cancelled, Some(&error), None).await?;
+                    self.finish(job_id, JobStatus::Cancelled, Some(&error), None)
+                        .await?;
                     tracing::info!(job.id = job_id, "backtest cancelled");
                     return Ok(());
                 }
                 Ok(Outcome::RunnerLost(reason)) => {
-                    tracing::warn!(job.id = job_id, attempt = job.attempts, reason, "runner lost under job");
+                    tracing::warn!(
+                        job.id = job_id,
+                        attempt = job.attempts,
+                        reason,
+                        "runner lost under job"
+                    );
                     if job.attempts >= self.config.max_attempts {
                         self.give_up(job_id, job.attempts, &reason).await?;
                         return Ok(());
@@ -90,25 +123,49 @@ impl Executor {
                 }
                 Err(e) => {
                     tracing::error!(job.id = job_id, error = %format!("{e:#}"), "internal error running job");
-                    let error = ErrorBody::new("internal", "the worker hit an internal error; see its log");
-                    self.store.finish_job(job_id, JobStatus::Failed, Some(&error), None).await?;
+                    let error =
+                        ErrorBody::new("internal", "the worker hit an internal error; see its log");
+                    self.finish(job_id, JobStatus::Failed, Some(&error), None)
+                        .await?;
                     return Ok(());
                 }
             }
         }
     }
 
+    /// Records a job's outcome, retrying while the store is briefly unavailable.
+    async fn finish(
+        &self,
+        job_id: &str,
+        status: JobStatus,
+        error: Option<&ErrorBody>,
+        summary: Option<&Value>,
+    ) -> anyhow::Result<bool> {
+        persist("recording the outcome", || {
+            self.store.finish_job(job_id, status, error, summary)
+        })
+        .await
+    }
+
     async fn give_up(&self, job_id: &str, attempts: i64, reason: &str) -> anyhow::Result<()> {
         let error = ErrorBody::new(
             "runner_crashed",
-            format!("the runner process died under this job on all {attempts} attempts; last reason: {reason}"),
+            format!(
+                "the runner process died under this job on all {attempts} attempts; last reason: {reason}"
+            ),
         );
         tracing::warn!(job.id = job_id, attempts, reason, "giving up on job");
-        self.store.finish_job(job_id, JobStatus::Failed, Some(&error), None).await?;
+        self.finish(job_id, JobStatus::Failed, Some(&error), None)
+            .await?;
         Ok(())
     }
 
-    async fn attempt(&self, job_id: &str, plan: &BacktestPlan, queue_wait_ms: i64) -> anyhow::Result<Outcome> {
+    async fn attempt(
+        &self,
+        job_id: &str,
+        plan: &BacktestPlan,
+        queue_wait_ms: i64,
+    ) -> anyhow::Result<Outcome> {
         // Strategy sources are read and hashed once; exactly these bytes run.
         let mut strategies = serde_json::Map::new();
         let mut provenance = Vec::new();
@@ -119,7 +176,10 @@ impl Executor {
                 Err(e) => {
                     return Ok(Outcome::Failed(ErrorBody::new(
                         "unknown_strategy",
-                        format!("strategy '{name}' could not be read from {}: {e}", path.display()),
+                        format!(
+                            "strategy '{name}' could not be read from {}: {e}",
+                            path.display()
+                        ),
                     )));
                 }
             };
@@ -129,15 +189,26 @@ impl Executor {
             provenance.push(json!({"name": name, "sha256": sha256}));
         }
 
-        self.store.set_progress(job_id, 0.05, "loading candles").await?;
+        self.store
+            .set_progress(job_id, 0.05, "loading candles")
+            .await?;
         let load_started = Instant::now();
         let mut series = Vec::new();
-        let mut buffers = Vec::new();
+        let mut loaded = Vec::new();
         let mut fingerprints = serde_json::Map::new();
         for symbol in &plan.symbols {
-            let trading = self.store.load_candles(&plan.exchange, symbol, plan.start_ms, plan.end_ms).await?;
-            let warmup = self.store.load_candles(&plan.exchange, symbol, plan.load_start_ms(), plan.start_ms).await?;
-            let (rows, warmup_rows) = (trading.len() / 6, warmup.len() / 6);
+            let data = self
+                .candles
+                .load(
+                    &self.store,
+                    &plan.exchange,
+                    symbol,
+                    plan.load_start_ms(),
+                    plan.start_ms,
+                    plan.end_ms,
+                )
+                .await?;
+            let (rows, warmup_rows) = (data.trading.len() / 6, data.warmup.len() / 6);
             let expected = ((plan.end_ms - plan.start_ms) / MINUTE_MS) as usize;
             if rows != expected || warmup_rows as i64 != plan.warmup_minutes {
                 return Ok(Outcome::Failed(ErrorBody::new(
@@ -148,14 +219,18 @@ impl Executor {
                     ),
                 )));
             }
-            let all = if warmup_rows > 0 { &warmup } else { &trading };
+            let first = if warmup_rows > 0 {
+                data.warmup[0]
+            } else {
+                data.trading[0]
+            };
             fingerprints.insert(
                 format!("{}-{symbol}", plan.exchange),
                 json!({
                     "rows": rows + warmup_rows,
-                    "first": to_rfc3339(all[0] as i64),
-                    "last": to_rfc3339(trading[trading.len() - 6] as i64),
-                    "sha256": candle_digest(&warmup, &trading),
+                    "first": to_rfc3339(first as i64),
+                    "last": to_rfc3339(data.trading[data.trading.len() - 6] as i64),
+                    "sha256": data.sha256,
                 }),
             );
             series.push(SeriesHeader {
@@ -165,8 +240,7 @@ impl Executor {
                 rows,
                 warmup_rows,
             });
-            buffers.push(trading);
-            buffers.push(warmup);
+            loaded.push(data);
         }
         let candle_load_ms = load_started.elapsed().as_secs_f64() * 1e3;
 
@@ -180,15 +254,29 @@ impl Executor {
             "generate_equity_curve": plan.include_equity_curve,
         })
         .to_string();
-        let request = RunRequest { request_json, series };
-        let payload: Vec<&[f64]> = buffers.iter().map(Vec::as_slice).collect();
+        let request = RunRequest {
+            request_json,
+            series,
+        };
+        let payload: Vec<&[f64]> = loaded
+            .iter()
+            .flat_map(|d| [d.trading.as_slice(), d.warmup.as_slice()])
+            .collect();
 
-        self.store.set_progress(job_id, 0.15, "running Jesse").await?;
+        self.store
+            .set_progress(job_id, 0.15, "running Jesse")
+            .await?;
         let mut runner = self.pool.checkout().await?;
         let deadline = Instant::now() + Duration::from_secs(self.config.job_timeout_secs);
         let run_started = Instant::now();
         let response = runner
-            .run(self.pool.spec(), &request, &payload, deadline, self.cancel_requested(job_id))
+            .run(
+                self.pool.spec(),
+                &request,
+                &payload,
+                deadline,
+                self.cancel_requested(job_id),
+            )
             .await;
         let run_ms = run_started.elapsed().as_secs_f64() * 1e3;
         let jesse_version = runner.jesse_version.clone();
@@ -205,22 +293,39 @@ impl Executor {
             Err(RunError::TimedOut) => {
                 return Ok(Outcome::Failed(ErrorBody::new(
                     "timed_out",
-                    format!("timed out after {} s (JESSE_MCP_JOB_TIMEOUT_SECS)", self.config.job_timeout_secs),
+                    format!(
+                        "timed out after {} s (JESSE_MCP_JOB_TIMEOUT_SECS)",
+                        self.config.job_timeout_secs
+                    ),
                 )));
             }
             Err(RunError::Cancelled) => return Ok(Outcome::Cancelled),
+            Err(RunError::BadResponse(reason)) => {
+                return Ok(Outcome::Failed(ErrorBody::new(
+                    "invalid_result",
+                    format!("the backtest ran but its result could not be used: {reason}"),
+                )));
+            }
             Err(RunError::Lost(reason)) => {
-                return Ok(Outcome::RunnerLost(lost_reason.map_or(reason.clone(), |r| format!("{r} ({reason})"))));
+                return Ok(Outcome::RunnerLost(
+                    lost_reason.map_or(reason.clone(), |r| format!("{r} ({reason})")),
+                ));
             }
         };
         let mut result = response.result;
         if result["ok"] != json!(true) {
             return Ok(Outcome::Failed(python_error(&result["error"])));
         }
-        self.store.set_progress(job_id, 0.95, "writing result").await?;
+        self.store
+            .set_progress(job_id, 0.95, "writing result")
+            .await?;
         let metrics = result["metrics"].take();
         let summary = summary_of(&metrics);
         let mut timings = response.timings;
+        if let (Some(all), Some(python)) = (timings.as_object_mut(), result["timings"].as_object())
+        {
+            all.extend(python.clone());
+        }
         timings["queue_wait_ms"] = json!(queue_wait_ms);
         timings["candle_load_ms"] = json!(candle_load_ms);
         timings["runner_roundtrip_ms"] = json!(run_ms);
@@ -228,8 +333,13 @@ impl Executor {
             job_id: job_id.to_string(),
             metrics,
             trades: Some(result["trades"].take()),
-            equity_curve: plan.include_equity_curve.then(|| result["equity_curve"].take()),
-            jesse_version: result["jesse_version"].as_str().map(str::to_string).unwrap_or(jesse_version),
+            equity_curve: plan
+                .include_equity_curve
+                .then(|| result["equity_curve"].take()),
+            jesse_version: result["jesse_version"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or(jesse_version),
             strategies: Value::Array(provenance),
             candles: Value::Object(fingerprints),
             timings,
@@ -239,13 +349,11 @@ impl Executor {
     }
 
     /// Resolves once the job's cancel flag is set in the store (checked every 250 ms).
-    fn cancel_requested<'a>(&'a self, job_id: &'a str) -> impl std::future::Future<Output = ()> + 'a {
-        async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                if self.store.cancel_requested(job_id).await.unwrap_or(false) {
-                    return;
-                }
+    async fn cancel_requested(&self, job_id: &str) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if self.store.cancel_requested(job_id).await.unwrap_or(false) {
+                return;
             }
         }
     }
@@ -264,7 +372,11 @@ fn python_error(error: &Value) -> ErrorBody {
         "invalid_hyperparameters" => "invalid_hyperparameters",
         _ => "runner_error",
     };
-    let mut text = if kind == "invalid_hyperparameters" { message.to_string() } else { format!("{type_name}: {message}") };
+    let mut text = if kind == "invalid_hyperparameters" {
+        message.to_string()
+    } else {
+        format!("{type_name}: {message}")
+    };
     if let (Some(file), Some(line)) = (location["file"].as_str(), location["line"].as_i64()) {
         let file_name = Path::new(file)
             .parent()
@@ -287,7 +399,14 @@ fn python_error(error: &Value) -> ErrorBody {
 
 fn summary_of(metrics: &Value) -> Value {
     let mut summary = serde_json::Map::new();
-    for key in ["total", "net_profit_percentage", "win_rate", "max_drawdown", "sharpe_ratio", "finishing_balance"] {
+    for key in [
+        "total",
+        "net_profit_percentage",
+        "win_rate",
+        "max_drawdown",
+        "sharpe_ratio",
+        "finishing_balance",
+    ] {
         if let Some(value) = metrics.get(key) {
             summary.insert(key.to_string(), value.clone());
         }
@@ -295,10 +414,25 @@ fn summary_of(metrics: &Value) -> Value {
     Value::Object(summary)
 }
 
-/// sha256 over the raw f64 bytes of warm-up then trading rows: the exact input Jesse saw.
-fn candle_digest(warmup: &[f64], trading: &[f64]) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(bytemuck::cast_slice::<f64, u8>(warmup));
-    hasher.update(bytemuck::cast_slice::<f64, u8>(trading));
-    hex::encode(hasher.finalize())
+/// Runs a store write until it succeeds or two minutes pass: an outcome that
+/// was computed must not be lost to a store that is locked for a moment (for
+/// example by a large candle import).
+async fn persist<T, F, Fut>(what: &str, mut write: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, jesse_mcp_core::StoreError>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match write().await {
+            Ok(value) => return Ok(value),
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(error = %e, "{what} failed; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(what.to_string())),
+        }
+    }
 }

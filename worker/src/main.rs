@@ -3,8 +3,10 @@
 //! started by the worker itself), so Python is initialised on a process's main
 //! thread before any async runtime exists.
 
+mod candle_cache;
 mod config;
 mod execute;
+mod poll;
 mod pool;
 mod protocol;
 mod runner;
@@ -15,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use apalis::prelude::*;
+use apalis_core::backend::ext::poll_strategy::PollWith;
 use clap::{Parser, Subcommand};
 use jesse_mcp_core::jobs::{JobKind, QueuedJob};
 use jesse_mcp_core::queue::Queue;
@@ -25,7 +28,11 @@ use crate::execute::Executor;
 use crate::pool::{Pool, RunnerSpec};
 
 #[derive(Parser)]
-#[command(name = "jesse-mcp-worker", version, about = "Runs jesse-mcp jobs in warm Jesse runner processes")]
+#[command(
+    name = "jesse-mcp-worker",
+    version,
+    about = "Runs jesse-mcp jobs in warm Jesse runner processes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -60,7 +67,9 @@ fn main() -> anyhow::Result<()> {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,apalis=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -69,8 +78,12 @@ fn init_logging(format: &str) {
 }
 
 async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
-    let store = Store::open(&config.data_dir).await.context("opening the store")?;
-    let queue = Queue::open(&config.data_dir).await.context("opening the queue")?;
+    let store = Store::open(&config.data_dir)
+        .await
+        .context("opening the store")?;
+    let queue = Queue::open(&config.data_dir)
+        .await
+        .context("opening the queue")?;
     let size = config.runner_count();
     let python = std::path::absolute(&config.python)?;
     let spec = RunnerSpec {
@@ -82,7 +95,13 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     };
     tracing::info!(runners = size, strategies = %config.strategies_dir.display(), "starting runners");
     let pool = Pool::start(spec, size).await?;
-    let executor = Arc::new(Executor { store, pool: pool.clone(), config: config.clone() });
+    let candles = candle_cache::CandleCache::new(config.candle_cache_mb * 1024 * 1024);
+    let executor = Arc::new(Executor {
+        store,
+        candles,
+        pool: pool.clone(),
+        config: config.clone(),
+    });
 
     let storage = queue.storage(JobKind::Backtest);
     let poll = Duration::from_millis(config.poll_ms);
@@ -91,11 +110,12 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     let monitor = Monitor::new()
         .register(move |_| {
             WorkerBuilder::new(name.clone())
-                .backend(storage.clone().poll_with_interval(poll))
+                .backend(PollWith::new(storage.clone(), poll::Every::new(poll)))
                 .data(handler_executor.clone())
                 .concurrency(size)
                 .build(run_job)
         })
+        .shutdown_timeout(Duration::from_secs(config.shutdown_grace_secs))
         .run_with_signal(shutdown_signal());
     tracing::info!("worker ready; waiting for jobs");
     monitor.await.context("worker monitor failed")?;

@@ -42,8 +42,11 @@ pub enum RunError {
     TimedOut,
     /// Cancelled by request; same handling as a timeout.
     Cancelled,
-    /// The runner process died or broke the protocol; it has been replaced.
+    /// The runner process died or broke the protocol; it must be replaced.
     Lost(String),
+    /// The runner answered with something unusable (too large, not JSON); the
+    /// job fails, it is not retried.
+    BadResponse(String),
 }
 
 /// What a finished run returned: the runner's timings and Python's JSON answer.
@@ -66,26 +69,44 @@ impl Runner {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
+            // Its own process group: a Ctrl-C or service-manager signal aimed at the
+            // worker must not interrupt running jobs; the worker stops runners itself.
+            .process_group(0)
             .spawn()
             .with_context(|| format!("starting runner {}", spec.exe.display()))?;
         let stdin = BufWriter::with_capacity(1 << 20, child.stdin.take().expect("piped"));
         let mut stdout = child.stdout.take().expect("piped");
-        let ready = tokio::time::timeout(spec.startup_timeout, read_frame(&mut stdout))
-            .await
-            .context("runner did not become ready in time")?
-            .context("runner exited during start-up")?;
-        let ready: Ready = serde_json::from_slice(&ready).context("runner sent a malformed ready frame")?;
+        let ready = match tokio::time::timeout(spec.startup_timeout, read_frame(&mut stdout)).await
+        {
+            Err(_) => bail!(
+                "runner did not become ready within {:?}",
+                spec.startup_timeout
+            ),
+            Ok(Err(_)) => bail!("runner exited during start-up; see its log above"),
+            Ok(Ok(frame)) => frame,
+        };
+        let ready: Ready =
+            serde_json::from_slice(&ready).context("runner sent a malformed ready frame")?;
         if !ready.ok {
-            bail!("runner failed to start: {}", ready.error.unwrap_or_default());
+            bail!(
+                "runner failed to start: {}",
+                ready.error.unwrap_or_default()
+            );
         }
         let jesse_version = ready.jesse_version.unwrap_or_default();
         tracing::info!(slot, pid = child.id(), jesse_version, "runner ready");
-        Ok(Runner { child, stdin, stdout, slot, jesse_version })
+        Ok(Runner {
+            child,
+            stdin,
+            stdout,
+            slot,
+            jesse_version,
+        })
     }
 
     /// Runs one request. On timeout or cancellation the runner is interrupted; if
-    /// it does not answer within the grace period it is killed, and `Err` tells the
-    /// caller to replace it (`needs_respawn`).
+    /// it does not answer within the grace period it is killed, and the pool
+    /// replaces it at check-in.
     pub async fn run(
         &mut self,
         spec: &RunnerSpec,
@@ -95,29 +116,42 @@ impl Runner {
         cancelled: impl std::future::Future<Output = ()>,
     ) -> Result<RunResponse, RunError> {
         let exchange = async {
-            let header = serde_json::to_vec(request).map_err(|e| RunError::Lost(e.to_string()))?;
+            let header =
+                serde_json::to_vec(request).map_err(|e| RunError::BadResponse(e.to_string()))?;
             let lost = |e: std::io::Error| RunError::Lost(format!("runner pipe broke: {e}"));
-            self.stdin.write_all(&(header.len() as u32).to_le_bytes()).await.map_err(lost)?;
+            self.stdin
+                .write_all(&(header.len() as u32).to_le_bytes())
+                .await
+                .map_err(lost)?;
             self.stdin.write_all(&header).await.map_err(lost)?;
             for part in payload {
-                self.stdin.write_all(bytemuck::cast_slice(part)).await.map_err(lost)?;
+                self.stdin
+                    .write_all(bytemuck::cast_slice(part))
+                    .await
+                    .map_err(lost)?;
             }
             self.stdin.flush().await.map_err(lost)?;
-            read_frame(&mut self.stdout).await.map_err(lost)
+            Ok::<_, RunError>(read_frame(&mut self.stdout).await)
         };
+        // `biased`: an answer that is already there wins over a deadline or cancel
+        // that became ready at the same moment.
         let stop = tokio::select! {
-            frame = exchange => return self.decode(frame?).await,
+            biased;
+            frame = exchange => {
+                return match frame? {
+                    Ok(frame) => decode(frame),
+                    Err(FrameError::TooLarge(len)) => {
+                        self.kill().await;
+                        Err(RunError::BadResponse(format!("the result is too large ({len} bytes)")))
+                    }
+                    Err(FrameError::Io(e)) => Err(RunError::Lost(format!("runner pipe broke: {e}"))),
+                };
+            }
             _ = tokio::time::sleep_until(deadline.into()) => RunError::TimedOut,
             _ = cancelled => RunError::Cancelled,
         };
         self.interrupt(spec).await;
         Err(stop)
-    }
-
-    async fn decode(&mut self, frame: Vec<u8>) -> Result<RunResponse, RunError> {
-        let mut value: Value = serde_json::from_slice(&frame)
-            .map_err(|e| RunError::Lost(format!("runner sent malformed JSON: {e}")))?;
-        Ok(RunResponse { timings: value["timings"].take(), result: value["result"].take() })
     }
 
     /// SIGINT, then wait for the interrupted job's answer; SIGKILL after the grace period.
@@ -130,10 +164,14 @@ impl Runner {
             Ok(Ok(_)) => tracing::info!(slot = self.slot, "runner stopped the job on SIGINT"),
             _ => {
                 tracing::warn!(slot = self.slot, "runner ignored SIGINT; killing it");
-                let _ = self.child.start_kill();
-                let _ = self.child.wait().await;
+                self.kill().await;
             }
         }
+    }
+
+    async fn kill(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
     }
 
     /// True when the process is gone (killed, crashed) and must be replaced.
@@ -156,7 +194,10 @@ impl Runner {
 
     pub async fn shutdown(mut self) {
         drop(self.stdin);
-        if tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .is_err()
+        {
             let _ = self.child.start_kill();
             let _ = self.child.wait().await;
         }
@@ -172,13 +213,28 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
     }
 }
 
-async fn read_frame(input: &mut ChildStdout) -> std::io::Result<Vec<u8>> {
-    let len = input.read_u32_le().await? as usize;
+enum FrameError {
+    Io(std::io::Error),
+    TooLarge(usize),
+}
+
+fn decode(frame: Vec<u8>) -> Result<RunResponse, RunError> {
+    let mut value: Value = serde_json::from_slice(&frame).map_err(|e| {
+        RunError::BadResponse(format!("the runner's answer is not valid JSON: {e}"))
+    })?;
+    Ok(RunResponse {
+        timings: value["timings"].take(),
+        result: value["result"].take(),
+    })
+}
+
+async fn read_frame(input: &mut ChildStdout) -> Result<Vec<u8>, FrameError> {
+    let len = input.read_u32_le().await.map_err(FrameError::Io)? as usize;
     if len > MAX_FRAME {
-        return Err(std::io::Error::other(format!("frame of {len} bytes exceeds the limit")));
+        return Err(FrameError::TooLarge(len));
     }
     let mut body = vec![0u8; len];
-    input.read_exact(&mut body).await?;
+    input.read_exact(&mut body).await.map_err(FrameError::Io)?;
     Ok(body)
 }
 
@@ -192,7 +248,8 @@ pub struct Pool {
 
 impl Pool {
     pub async fn start(spec: RunnerSpec, size: usize) -> anyhow::Result<Arc<Pool>> {
-        let runners = futures::future::try_join_all((0..size).map(|slot| Runner::spawn(&spec, slot))).await?;
+        let runners =
+            futures::future::try_join_all((0..size).map(|slot| Runner::spawn(&spec, slot))).await?;
         Ok(Arc::new(Pool {
             spec,
             idle: Mutex::new(runners),
@@ -218,23 +275,36 @@ impl Pool {
         }
     }
 
-    /// Returns a runner; a dead one is replaced by a fresh process first.
-    pub async fn checkin(&self, mut runner: Runner) {
-        if runner.is_dead() {
-            let slot = runner.slot;
-            self.restarts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            runner = loop {
-                match Runner::spawn(&self.spec, slot).await {
+    /// Returns a runner. A dead one is replaced in the background, so the job's
+    /// outcome is recorded without waiting for a fresh interpreter.
+    pub async fn checkin(self: &Arc<Self>, mut runner: Runner) {
+        if !runner.is_dead() {
+            self.idle.lock().await.push(runner);
+            self.permits.add_permits(1);
+            return;
+        }
+        self.restarts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pool = Arc::clone(self);
+        let slot = runner.slot;
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_secs(1);
+            let fresh = loop {
+                if pool.permits.is_closed() {
+                    return;
+                }
+                match Runner::spawn(&pool.spec, slot).await {
                     Ok(fresh) => break fresh,
                     Err(e) => {
-                        tracing::error!(slot, error = %format!("{e:#}"), "respawning runner failed; retrying");
-                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        tracing::error!(slot, error = %format!("{e:#}"), "respawning runner failed; retrying in {backoff:?}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
                     }
                 }
             };
-        }
-        self.idle.lock().await.push(runner);
-        self.permits.add_permits(1);
+            pool.idle.lock().await.push(fresh);
+            pool.permits.add_permits(1);
+        });
     }
 
     pub async fn shutdown(&self) {

@@ -53,7 +53,9 @@ pub fn read_frame(input: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
     }
     let len = u32::from_le_bytes(len) as usize;
     if len > MAX_FRAME {
-        return Err(std::io::Error::other(format!("frame of {len} bytes exceeds the limit")));
+        return Err(std::io::Error::other(format!(
+            "frame of {len} bytes exceeds the limit"
+        )));
     }
     let mut body = vec![0u8; len];
     input.read_exact(&mut body)?;

@@ -34,6 +34,14 @@ pub struct RunnerArgs {
 }
 
 pub fn main(args: RunnerArgs) -> anyhow::Result<()> {
+    // Die with the worker: an orphaned runner could spin in a runaway strategy forever.
+    // SAFETY: prctl/getppid have no memory-safety preconditions.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() == 1 {
+            bail!("the worker that started this runner is gone");
+        }
+    }
     std::fs::create_dir_all(&args.scratch)
         .with_context(|| format!("creating runner scratch dir {}", args.scratch.display()))?;
     std::env::set_current_dir(&args.scratch)?;
@@ -45,7 +53,11 @@ pub fn main(args: RunnerArgs) -> anyhow::Result<()> {
     let module = match init_python(&args.python).and_then(|()| load_module()) {
         Ok(module) => module,
         Err(e) => {
-            let ready = Ready { ok: false, jesse_version: None, error: Some(format!("{e:#}")) };
+            let ready = Ready {
+                ok: false,
+                jesse_version: None,
+                error: Some(format!("{e:#}")),
+            };
             write_frame(&mut out, &serde_json::to_vec(&ready)?)?;
             return Err(e);
         }
@@ -54,7 +66,11 @@ pub fn main(args: RunnerArgs) -> anyhow::Result<()> {
         module.bind(py).getattr("JESSE_VERSION")?.extract()
     })
     .map_err(|e| anyhow::anyhow!("reading jesse version: {e}"))?;
-    let ready = Ready { ok: true, jesse_version: Some(version), error: None };
+    let ready = Ready {
+        ok: true,
+        jesse_version: Some(version),
+        error: None,
+    };
     write_frame(&mut out, &serde_json::to_vec(&ready)?)?;
 
     while let Some(frame) = read_frame(&mut input)? {
@@ -92,7 +108,10 @@ fn run_one(
     let candles = PyDict::new(py);
     let warmup = PyDict::new(py);
     for (header, trading, warm) in series {
-        for (target, values, rows) in [(&candles, trading, header.rows), (&warmup, warm, header.warmup_rows)] {
+        for (target, values, rows) in [
+            (&candles, trading, header.rows),
+            (&warmup, warm, header.warmup_rows),
+        ] {
             if rows == 0 {
                 continue;
             }
@@ -131,7 +150,8 @@ fn interrupted_or_crashed(py: Python<'_>, error: &PyErr) -> String {
 
 fn load_module() -> anyhow::Result<Py<PyModule>> {
     Python::attach(|py| {
-        PyModule::from_code(py, RUNNER_PY, c"jesse_mcp_runner.py", c"jesse_mcp_runner").map(Bound::unbind)
+        PyModule::from_code(py, RUNNER_PY, c"jesse_mcp_runner.py", c"jesse_mcp_runner")
+            .map(Bound::unbind)
     })
     .map_err(|e| anyhow::anyhow!("importing jesse_mcp_runner (and jesse.research) failed: {e}"))
 }
@@ -146,7 +166,10 @@ fn protocol_stdout() -> anyhow::Result<File> {
             bail!("dup(stdout) failed: {}", std::io::Error::last_os_error());
         }
         if libc::dup2(2, 1) < 0 {
-            bail!("dup2(stderr, stdout) failed: {}", std::io::Error::last_os_error());
+            bail!(
+                "dup2(stderr, stdout) failed: {}",
+                std::io::Error::last_os_error()
+            );
         }
         Ok(File::from_raw_fd(copy))
     }
@@ -174,7 +197,8 @@ fn init_python(venv_python: &Path) -> anyhow::Result<()> {
         (*config).install_signal_handlers = 1;
         (*config).parse_argv = 0;
         (*config).write_bytecode = 1;
-        let status = ffi::PyConfig_SetBytesString(config, &raw mut (*config).executable, exe.as_ptr());
+        let status =
+            ffi::PyConfig_SetBytesString(config, &raw mut (*config).executable, exe.as_ptr());
         if ffi::PyStatus_Exception(status) != 0 {
             ffi::PyConfig_Clear(config);
             bail!("configuring Python: {}", status_message(status));
@@ -200,4 +224,3 @@ fn status_message(status: ffi::PyStatus) -> String {
     };
     format!("{}: {}", text(status.func), text(status.err_msg))
 }
-

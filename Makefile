@@ -1,0 +1,40 @@
+# jesse-mcp: `make run` serves the API with local workers; `make test` runs the suite.
+SHELL := /bin/bash
+CACHE_DIR ?= $(HOME)/.cache/jesse-mcp
+export CARGO_TARGET_DIR ?= $(CACHE_DIR)/target
+export JESSE_MCP_CACHE_DIR ?= $(CACHE_DIR)
+
+.PHONY: run test bench venv build release lint fmt clean-data
+
+## run: bootstrap what is missing, build, serve on 127.0.0.1:8080 with local workers
+run: release
+	@ops/run.sh
+
+## test: the whole suite (unit + end-to-end with real Jesse), plus fmt and clippy
+test:
+	@ops/test.sh
+
+## bench: service vs bare Jesse on a year of 1m candles; writes docs/BENCHMARKS.md
+bench: release
+	@ops/bench.sh
+
+## venv: the cached Python venv with the pinned Jesse
+venv:
+	@ops/python-env.sh >/dev/null
+
+build: venv
+	cargo build --workspace --bins
+
+release: venv
+	cargo build --release --workspace --bins
+
+lint: venv
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+## clean-data: delete the local store and queue (data/)
+clean-data:
+	rm -rf data

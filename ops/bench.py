@@ -1,0 +1,193 @@
+"""`make bench`: jesse-mcp against bare Jesse, in one run, on the same candles.
+
+Starts a real API and worker (release build) on a scratch data directory with a
+year of synthetic 1m candles, then for each timeframe runs the same backtest
+bare (jesse.research.backtest on in-memory numpy arrays, warm interpreter) and
+through the service (REST submit to stored result), and prints the ratio and the
+service's own breakdown. Writes the figures to docs/BENCHMARKS.md.
+
+Usage: python ops/bench.py BIN_DIR  (run by ops/bench.sh with the venv's python)
+"""
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = sys.argv[1]
+EXCHANGE, SYMBOL = "Binance Perpetual Futures", "BTC-USDT"
+START, END = "2023-01-11", "2024-01-01"  # 240 warm-up hours before START are stored too
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+TIMEFRAMES = os.environ.get("BENCH_TIMEFRAMES", "1h,15m").split(",")
+
+
+def ms(day):
+    return int(dt.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc).timestamp() * 1000)
+
+
+def http(method, url, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req) as resp:
+        return json.loads(resp.read())
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="jesse-mcp-bench-")
+    data = os.path.join(work, "data")
+    csv = os.path.join(work, "year.csv")
+    port = free_port()
+    env = dict(os.environ, JESSE_MCP_DATA_DIR=data, JESSE_MCP_STRATEGIES_DIR=os.path.join(ROOT, "strategies"),
+               JESSE_MCP_PYTHON=sys.executable, JESSE_MCP_WORKERS="1", JESSE_MCP_ADDR=f"127.0.0.1:{port}",
+               RUST_LOG="warn")
+    api = os.path.join(BIN, "jesse-mcp-api")
+    subprocess.run([api, "candles", "synth", "--start", "2023-01-01", "--end", "2024-01-01", "--csv", csv],
+                   env=env, check=True, capture_output=True)
+    started = time.perf_counter()
+    out = subprocess.run([api, "candles", "import-csv", "--exchange", EXCHANGE, "--symbol", SYMBOL, csv],
+                         env=env, check=True, capture_output=True)
+    import_s = time.perf_counter() - started
+    rows = json.loads(out.stdout)["inserted"]
+
+    procs = [subprocess.Popen([os.path.join(BIN, "jesse-mcp-worker")], env=env),
+             subprocess.Popen([api, "serve"], env=env, stdout=subprocess.DEVNULL)]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                http("GET", base + "/health")
+                break
+            except OSError:
+                time.sleep(0.05)
+        results = {tf: bench_timeframe(base, csv, tf) for tf in TIMEFRAMES}
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+    report(results, rows, import_s)
+
+
+def bench_timeframe(base, csv, timeframe):
+    body = {"strategy": "SmaCross", "exchange": EXCHANGE, "symbol": SYMBOL, "timeframe": timeframe,
+            "start_date": START, "end_date": END}
+    bare = bare_jesse(csv, timeframe)
+    service, breakdowns, metrics = [], [], None
+    for i in range(REPEATS + 1):  # the first run warms the runner, like bare's warm-up
+        submitted = time.time()
+        job = http("POST", base + "/v1/backtests", body)["job_id"]
+        while True:
+            state = http("GET", f"{base}/v1/jobs/{job}")
+            if state["status"] in ("succeeded", "failed", "cancelled"):
+                break
+            time.sleep(0.01)
+        assert state["status"] == "succeeded", state
+        finished = dt.datetime.fromisoformat(state["finished_at"].replace("Z", "+00:00")).timestamp()
+        result = http("GET", f"{base}/v1/jobs/{job}/result")
+        if i > 0:
+            service.append(finished - submitted)
+            breakdowns.append(result["timings"])
+        metrics = result["metrics"]
+    assert metrics == bare["metrics"], "service and bare Jesse disagree"
+    median = lambda key: statistics.median(b[key] for b in breakdowns)
+    return {
+        "bare_s": bare["median_s"],
+        "service_s": statistics.median(service),
+        "ratio": statistics.median(service) / bare["median_s"],
+        "queue_wait_ms": median("queue_wait_ms"),
+        "candle_load_ms": median("candle_load_ms"),
+        "runner_receive_ms": median("runner_receive_ms"),
+        "jesse_ms": median("jesse_ms"),
+        "jesse_backtest_ms": median("jesse_backtest_ms"),
+        "result_convert_ms": median("result_convert_ms"),
+        "result_write_ms": median("result_write_ms"),
+        "trades": metrics.get("total"),
+    }
+
+
+def bare_jesse(csv, timeframe):
+    """Bare Jesse in a fresh interpreter: numpy arrays in memory, one warm-up run."""
+    script = r'''
+import importlib.util, json, math, os, statistics, sys, tempfile, time
+import numpy as np
+os.chdir(tempfile.mkdtemp())
+import jesse.research as research
+csv, timeframe, strategy_path, start_ms, end_ms, repeats, exchange, symbol = sys.argv[1:9]
+rows = np.loadtxt(csv, delimiter=",", skiprows=1)[:, [0, 1, 4, 2, 3, 5]].copy()
+start_ms, end_ms = int(start_ms), int(end_ms)
+minutes = {"1h": 60, "15m": 15, "5m": 5, "4h": 240}[timeframe]
+warm = rows[(rows[:, 0] >= start_ms - 240 * minutes * 60000) & (rows[:, 0] < start_ms)]
+trade = rows[(rows[:, 0] >= start_ms) & (rows[:, 0] < end_ms)]
+spec = importlib.util.spec_from_file_location("SmaCross", strategy_path)
+module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
+key = f"{exchange}-{symbol}"
+entry = lambda a: {key: {"exchange": exchange, "symbol": symbol, "candles": a}}
+config = {"starting_balance": 10000, "fee": 0.001, "type": "futures", "futures_leverage": 1,
+          "futures_leverage_mode": "cross", "exchange": exchange, "warm_up_candles": 240}
+routes = [{"exchange": exchange, "strategy": module.SmaCross, "symbol": symbol, "timeframe": timeframe}]
+times = []
+for i in range(int(repeats) + 1):
+    t = time.perf_counter()
+    r = research.backtest(config, routes, [], entry(trade), warmup_candles=entry(warm))
+    if i:
+        times.append(time.perf_counter() - t)
+clean = lambda v: None if isinstance(v, float) and not math.isfinite(v) else (float(v) if isinstance(v, (float, np.floating)) else (int(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else v))
+print(json.dumps({"median_s": statistics.median(times), "metrics": {k: clean(v) for k, v in r["metrics"].items()}}))
+'''
+    out = subprocess.run([sys.executable, "-c", script, csv, timeframe, os.path.join(ROOT, "strategies/SmaCross/__init__.py"),
+                          str(ms(START)), str(ms(END)), str(REPEATS), EXCHANGE, SYMBOL], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def report(results, rows, import_s):
+    lines = []
+    lines.append(f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
+                 f"{os.cpu_count()} cores; median of {REPEATS} runs after one warm-up; SmaCross over {START}..{END} "
+                 f"(one year of 1m candles incl. warm-up, {rows} rows), 1 runner.")
+    lines.append("")
+    lines.append("| timeframe | bare Jesse (s) | service, submit → stored result (s) | ratio | target |")
+    lines.append("|---|---|---|---|---|")
+    for tf, r in results.items():
+        target = "≤ 1.05" if tf == "1h" else "—"
+        lines.append(f"| {tf} | {r['bare_s']:.3f} | {r['service_s']:.3f} | **{r['ratio']:.3f}** | {target} |")
+    lines.append("")
+    lines.append("Service breakdown (median ms):")
+    lines.append("")
+    lines.append("| timeframe | queue wait | candle load from store | transfer into runner | research.backtest | result conversion | result write |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for tf, r in results.items():
+        lines.append(f"| {tf} | {r['queue_wait_ms']:.1f} | {r['candle_load_ms']:.1f} | {r['runner_receive_ms']:.1f} | "
+                     f"{r['jesse_backtest_ms']:.1f} | {r['result_convert_ms']:.1f} | {r['result_write_ms']:.1f} |")
+    first = next(iter(results.values()))
+    load = first["candle_load_ms"] + first["runner_receive_ms"]
+    lines.append("")
+    lines.append(f"A year of 1m candles from the SQLite store into the runner: **{load:.1f} ms** "
+                 f"(load {first['candle_load_ms']:.1f} + transfer {first['runner_receive_ms']:.1f}; target ≤ 150 ms).")
+    lines.append(f"CSV import of {rows} rows through the CLI (parse + upsert): {import_s:.2f} s "
+                 f"({rows / import_s:,.0f} rows/s).")
+    text = "\n".join(lines)
+    print(text)
+    path = os.path.join(ROOT, "docs/BENCHMARKS.md")
+    header = "# Benchmarks\n\n`make bench` writes this file. Ratios compare the service with bare Jesse measured in the same run.\n\n## Backtest: service vs bare Jesse\n\n"
+    with open(path, "w") as f:
+        f.write(header + text + "\n")
+
+
+if __name__ == "__main__":
+    main()
