@@ -3,7 +3,7 @@
 //! Entries are keyed by the series' write counter, so any write to the series
 //! makes them unreachable; memory is bounded by bytes, least recently used first.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use jesse_mcp_core::store::Store;
 use sha2::{Digest, Sha256};
@@ -12,11 +12,22 @@ use sha2::{Digest, Sha256};
 pub struct SeriesData {
     pub warmup: Vec<f64>,
     pub trading: Vec<f64>,
-    /// sha256 over the raw f64 bytes of warm-up then trading rows.
-    pub sha256: String,
+    sha256: OnceLock<String>,
 }
 
 impl SeriesData {
+    /// sha256 over the raw f64 bytes of warm-up then trading rows: the exact
+    /// input Jesse saw. Computed once per cached range, off the critical path:
+    /// the worker hashes while Jesse runs.
+    pub fn sha256(&self) -> &str {
+        self.sha256.get_or_init(|| {
+            let mut hasher = Sha256::new();
+            hasher.update(bytemuck::cast_slice::<f64, u8>(&self.warmup));
+            hasher.update(bytemuck::cast_slice::<f64, u8>(&self.trading));
+            hex::encode(hasher.finalize())
+        })
+    }
+
     fn bytes(&self) -> usize {
         (self.warmup.len() + self.trading.len()) * 8
     }
@@ -84,16 +95,10 @@ impl CandleCache {
             .load_candles(exchange, symbol, warmup_start, start)
             .await?;
         let trading = store.load_candles(exchange, symbol, start, end).await?;
-        let sha256 = tokio::task::block_in_place(|| {
-            let mut hasher = Sha256::new();
-            hasher.update(bytemuck::cast_slice::<f64, u8>(&warmup));
-            hasher.update(bytemuck::cast_slice::<f64, u8>(&trading));
-            hex::encode(hasher.finalize())
-        });
         let data = Arc::new(SeriesData {
             warmup,
             trading,
-            sha256,
+            sha256: OnceLock::new(),
         });
         if data.bytes() <= self.capacity_bytes {
             let mut entries = self.entries.lock().expect("cache lock");

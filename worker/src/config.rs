@@ -30,7 +30,7 @@ pub struct WorkerConfig {
     #[arg(long, env = "JESSE_MCP_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
     /// How often an idle worker looks for new jobs, in milliseconds.
-    #[arg(long, env = "JESSE_MCP_POLL_MS", default_value_t = 25)]
+    #[arg(long, env = "JESSE_MCP_POLL_MS", default_value_t = 10)]
     pub poll_ms: u64,
     /// Memory for recently loaded candle ranges (a year of 1m candles is about 25 MB).
     #[arg(long, env = "JESSE_MCP_CANDLE_CACHE_MB", default_value_t = 512)]

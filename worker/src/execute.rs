@@ -230,7 +230,7 @@ impl Executor {
                     "rows": rows + warmup_rows,
                     "first": to_rfc3339(first as i64),
                     "last": to_rfc3339(data.trading[data.trading.len() - 6] as i64),
-                    "sha256": data.sha256,
+                    "sha256": null, // hashed while Jesse runs, filled in below
                 }),
             );
             series.push(SeriesHeader {
@@ -268,6 +268,15 @@ impl Executor {
             .await?;
         let mut runner = self.pool.checkout().await?;
         let deadline = Instant::now() + Duration::from_secs(self.config.job_timeout_secs);
+        let hashing = {
+            let loaded = loaded.clone();
+            tokio::task::spawn_blocking(move || {
+                loaded
+                    .iter()
+                    .map(|d| d.sha256().to_string())
+                    .collect::<Vec<_>>()
+            })
+        };
         let run_started = Instant::now();
         let response = runner
             .run(
@@ -312,6 +321,10 @@ impl Executor {
                 ));
             }
         };
+        let digests = hashing.await?;
+        for (symbol, digest) in plan.symbols.iter().zip(digests) {
+            fingerprints[&format!("{}-{symbol}", plan.exchange)]["sha256"] = json!(digest);
+        }
         let mut result = response.result;
         if result["ok"] != json!(true) {
             return Ok(Outcome::Failed(python_error(&result["error"])));

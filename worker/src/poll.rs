@@ -20,7 +20,10 @@ pub struct Every {
 
 impl Every {
     pub fn new(period: Duration) -> Self {
-        Self { period, sleep: Box::pin(tokio::time::sleep(period)) }
+        Self {
+            period,
+            sleep: Box::pin(tokio::time::sleep(period)),
+        }
     }
 }
 
