@@ -21,8 +21,9 @@ bin="$CARGO_TARGET_DIR/release"
 worker=$!
 "$bin/jesse-mcp-api" serve &
 api=$!
+requested=0
 stop() { kill -TERM "$api" "$worker" 2>/dev/null || true; wait "$api" "$worker" 2>/dev/null || true; }
-trap stop TERM INT
+trap 'requested=1; stop' TERM INT
 
 base="http://$JESSE_MCP_ADDR"
 for _ in $(seq 1 100); do curl -sf "$base/health" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -49,4 +50,7 @@ set +e
 wait -n "$api" "$worker"
 status=$?
 stop
-exit $status
+# A requested stop is a clean exit; otherwise one process died on its own.
+[ "$requested" = 1 ] && exit 0
+echo "jesse-mcp: a process exited unexpectedly (status $status); stopped the other" >&2
+exit "$status"
