@@ -14,3 +14,17 @@ pub mod store;
 pub mod time;
 
 pub use error::{ErrorBody, StoreError};
+
+/// Serialises creating and migrating the SQLite files of a data directory across
+/// processes (API, workers and CLI may start together on a fresh directory, and
+/// SQLite migrations take no lock of their own). Held until the file drops.
+pub fn init_lock(data_dir: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::create_dir_all(data_dir)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(data_dir.join(".init.lock"))?;
+    file.lock()?;
+    Ok(file)
+}

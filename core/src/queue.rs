@@ -27,7 +27,7 @@ pub struct Queue {
 
 impl Queue {
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Queue(e.to_string()))?;
+        let _init = crate::init_lock(data_dir).map_err(|e| StoreError::Queue(e.to_string()))?;
         let url = format!("sqlite://{}", data_dir.join("queue.db").display());
         let options = SqliteConnectOptions::from_str(&url)
             .map_err(|e| StoreError::Queue(e.to_string()))?

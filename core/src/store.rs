@@ -122,7 +122,8 @@ const UPSERT_CHUNK: usize = 3_000;
 impl Store {
     /// Opens (creating if needed) `store.db` in `data_dir` and applies migrations.
     pub async fn open(data_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        let _init =
+            crate::init_lock(data_dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
         let url = format!("sqlite://{}", data_dir.join("store.db").display());
         Self::connect(&url).await
     }
@@ -409,7 +410,9 @@ impl Store {
         if candles.is_empty() {
             return Ok(counts);
         }
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: this transaction reads (counts) before it writes; a deferred one
+        // cannot upgrade after another process commits (SQLITE_BUSY_SNAPSHOT).
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for chunk in candles.chunks(UPSERT_CHUNK) {
             let (lo, hi) = chunk.iter().fold((i64::MAX, i64::MIN), |(lo, hi), c| {
                 (lo.min(c.timestamp), hi.max(c.timestamp))
