@@ -9,6 +9,8 @@ pub mod mcp;
 pub mod openapi;
 pub mod rest;
 pub mod service;
+pub mod strategies;
+pub mod strategy_static;
 
 pub use app::Application;
 pub use config::ApiConfig;

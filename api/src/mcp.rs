@@ -7,20 +7,32 @@ use std::time::Duration;
 use jesse_mcp_core::jobs::BacktestRequest;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{Implementation, ProgressNotificationParam, ServerCapabilities, ServerConfig};
-use rmcp::service::RequestContext;
-use rmcp::{Json, RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use rmcp::model::{
+    Implementation, ListResourcesResult, PaginatedRequestParams, ProgressNotificationParam,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
+    ResourceContents, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::{ErrorData, Json, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
-use crate::service::{JobAccepted, JobList, JobView, ResultQuery, ResultView, SeriesList, Service};
+use crate::rest::ValidateBody;
+use crate::service::{
+    JobAccepted, JobList, JobView, ResultQuery, ResultView, SeriesList, Service, StrategyDeleted,
+    StrategyList, StrategyView, StrategyWritten, ValidationReport,
+};
+
+const STRATEGY_URI: &str = "jesse://strategies/";
 
 const INSTRUCTIONS: &str = "jesse-mcp runs real Jesse backtests as jobs. Flow: (1) candles_available to see which \
 exchange/symbol ranges are stored; (2) backtest to submit: it returns a job_id at once; (3) job_wait with that \
 job_id (repeat while the status is queued or running; each call waits at most 50 s) or poll job_get; (4) when the \
 status is succeeded, job_result for metrics (and trades/equity curve if requested). A failed job carries an error \
-with the reason (for strategy errors: exception type, message and line). Dates are YYYY-MM-DD UTC; end_date is exclusive.";
+with the reason (for strategy errors: exception type, message and line). Dates are YYYY-MM-DD UTC; end_date is exclusive. \
+Strategies: strategy_list / strategy_read, then strategy_validate (deep=true to smoke-test) before strategy_write; \
+each strategy is also the resource jesse://strategies/<name>.";
 
 #[derive(Clone)]
 pub struct JesseMcp {
@@ -75,6 +87,31 @@ pub struct JobListArgs {
     /// `next_cursor` from the previous page.
     #[serde(default)]
     pub cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct StrategyNameArgs {
+    /// Strategy name: letters, digits and underscore, e.g. `SmaCross` (the folder `<name>/__init__.py`).
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct StrategyWriteArgs {
+    /// Strategy name; the file must define `class <name>(Strategy)`.
+    pub name: String,
+    /// The complete Python source of `<name>/__init__.py`.
+    pub code: String,
+    /// The sha256 you read (strategy_read); the write fails if the file changed since.
+    #[serde(default)]
+    pub if_match: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct StrategyDeleteArgs {
+    pub name: String,
+    /// The sha256 you read; the delete fails if the file changed since.
+    #[serde(default)]
+    pub if_match: Option<String>,
 }
 
 /// What `backtest` returns: the job to poll, and how.
@@ -262,13 +299,186 @@ impl JesseMcp {
             .map(Json)
             .map_err(tool_error)
     }
+
+    #[tool(
+        description = "List the strategies (folders <name>/__init__.py): name, hyperparameters (name, type, min, \
+        max, step, options, default), sha256, modified_at, valid, errors and the latest deep validation.",
+        annotations(
+            title = "List strategies",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn strategy_list(&self) -> Result<Json<StrategyList>, String> {
+        self.service
+            .list_strategies()
+            .await
+            .map(Json)
+            .map_err(tool_error)
+    }
+
+    #[tool(
+        description = "Read a strategy's source (`code`) and metadata. Pass its sha256 as if_match to strategy_write \
+        to avoid overwriting someone else's edit.",
+        annotations(
+            title = "Read strategy",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn strategy_read(
+        &self,
+        Parameters(args): Parameters<StrategyNameArgs>,
+    ) -> Result<Json<StrategyView>, String> {
+        self.service
+            .get_strategy(&args.name)
+            .await
+            .map(Json)
+            .map_err(tool_error)
+    }
+
+    #[tool(
+        description = "Create or replace a strategy. The code must define `class <name>(Strategy)` with should_long \
+        and go_long; it is checked statically first (syntax errors come back with line and column and nothing is \
+        written), then a deep validation job (import, hyperparameters, smoke backtest) is started: see \
+        deep_validation.job_id (job_wait) or strategy_list for its verdict.",
+        annotations(
+            title = "Write strategy",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn strategy_write(
+        &self,
+        Parameters(args): Parameters<StrategyWriteArgs>,
+    ) -> Result<Json<StrategyWritten>, String> {
+        self.service
+            .put_strategy(&args.name, args.code, args.if_match)
+            .await
+            .map(Json)
+            .map_err(tool_error)
+    }
+
+    #[tool(
+        description = "Validate strategy code without saving it. Static checks always (syntax with line/column, the \
+        Strategy subclass, required methods, hyperparameters schema); with deep=true also imports it and runs a \
+        short smoke backtest in a runner, reporting runtime errors with their line (takes a few seconds).",
+        annotations(
+            title = "Validate strategy",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn strategy_validate(
+        &self,
+        Parameters(args): Parameters<ValidateBody>,
+    ) -> Result<Json<ValidationReport>, String> {
+        self.service
+            .validate_strategy(args.name.as_deref(), &args.code, args.deep)
+            .await
+            .map(Json)
+            .map_err(tool_error)
+    }
+
+    #[tool(
+        description = "Delete a strategy's folder. Results of past backtests keep their copy of the source.",
+        annotations(
+            title = "Delete strategy",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn strategy_delete(
+        &self,
+        Parameters(args): Parameters<StrategyDeleteArgs>,
+    ) -> Result<Json<StrategyDeleted>, String> {
+        self.service
+            .delete_strategy(&args.name, args.if_match)
+            .await
+            .map(Json)
+            .map_err(tool_error)
+    }
 }
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for JesseMcp {
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        // Tell this client when strategies are created or deleted, for as long as it is connected.
+        let mut changes = self.service.subscribe_strategy_changes();
+        let peer = context.peer.clone();
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            // A lagged receiver still means "changed"; only a closed channel ends it.
+            while let Ok(()) | Err(RecvError::Lagged(_)) = changes.recv().await {
+                if peer.notify_resource_list_changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let list = self
+            .service
+            .list_strategies()
+            .await
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        let resources = list
+            .strategies
+            .into_iter()
+            .map(|s| {
+                Resource::new(format!("{STRATEGY_URI}{}", s.name), s.name.clone())
+                    .with_mime_type("text/x-python")
+                    .with_description(format!(
+                        "Jesse strategy {} (sha256 {}, valid: {})",
+                        s.name, s.sha256, s.valid
+                    ))
+            })
+            .collect();
+        Ok(ListResourcesResult::with_all_items(resources))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let Some(name) = request.uri.strip_prefix(STRATEGY_URI) else {
+            return Err(ErrorData::resource_not_found(
+                format!(
+                    "unknown resource {}; strategies are {STRATEGY_URI}<name>",
+                    request.uri
+                ),
+                None,
+            ));
+        };
+        let view = self
+            .service
+            .get_strategy(name)
+            .await
+            .map_err(|e| ErrorData::resource_not_found(e.body.message, None))?;
+        let contents =
+            ResourceContents::text(view.code, request.uri.clone()).with_mime_type("text/x-python");
+        Ok(ReadResourceResult::new(vec![contents]).into())
+    }
+
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("jesse-mcp", env!("CARGO_PKG_VERSION")))
-            .with_instructions(INSTRUCTIONS)
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .enable_resources_list_changed()
+                .build(),
+        )
+        .with_server_info(Implementation::new("jesse-mcp", env!("CARGO_PKG_VERSION")))
+        .with_instructions(INSTRUCTIONS)
     }
 }

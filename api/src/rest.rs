@@ -33,6 +33,12 @@ pub fn router(service: Service) -> Router {
             "/v1/candles/csv",
             post(import_csv).layer(DefaultBodyLimit::max(CSV_BODY_LIMIT)),
         )
+        .route("/v1/strategies", get(list_strategies))
+        .route("/v1/strategies/validate", post(validate_strategy))
+        .route(
+            "/v1/strategies/{name}",
+            get(get_strategy).put(put_strategy).delete(delete_strategy),
+        )
         .route("/v1/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -227,6 +233,92 @@ async fn import_csv(
         }
     })?;
     Ok(Json(service.import_csv(&exchange, &symbol, &body).await?).into_response())
+}
+
+async fn list_strategies(State(service): State<Service>) -> Result<Response, ApiError> {
+    Ok(Json(service.list_strategies().await?).into_response())
+}
+
+fn etag(sha256: &str) -> [(axum::http::HeaderName, String); 1] {
+    [(axum::http::header::ETAG, format!("\"{sha256}\""))]
+}
+
+fn if_match(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    headers
+        .get(axum::http::header::IF_MATCH)
+        .map(|v| {
+            v.to_str().map(str::to_string).map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_if_match",
+                    "If-Match must be the strategy's sha256 (its ETag)",
+                )
+            })
+        })
+        .transpose()
+}
+
+async fn get_strategy(
+    State(service): State<Service>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let view = service.get_strategy(&name).await?;
+    Ok((etag(&view.strategy.sha256), Json(view)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StrategyBody {
+    code: String,
+}
+
+async fn put_strategy(
+    State(service): State<Service>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<StrategyBody>,
+) -> Result<Response, ApiError> {
+    let written = service
+        .put_strategy(&name, body.code, if_match(&headers)?)
+        .await?;
+    let status = if written.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, etag(&written.strategy.sha256), Json(written)).into_response())
+}
+
+async fn delete_strategy(
+    State(service): State<Service>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    Ok(Json(service.delete_strategy(&name, if_match(&headers)?).await?).into_response())
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateBody {
+    /// The strategy name the code is meant for (its class must be named so).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Python source of the strategy.
+    pub code: String,
+    /// Also import and smoke-test it in a runner (a few seconds).
+    #[serde(default)]
+    pub deep: bool,
+}
+
+async fn validate_strategy(
+    State(service): State<Service>,
+    ApiJson(body): ApiJson<ValidateBody>,
+) -> Result<Response, ApiError> {
+    Ok(Json(
+        service
+            .validate_strategy(body.name.as_deref(), &body.code, body.deep)
+            .await?,
+    )
+    .into_response())
 }
 
 async fn openapi() -> Response {

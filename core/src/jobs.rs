@@ -11,14 +11,17 @@ use serde_json::{Map, Value};
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
     Backtest,
+    /// Deep validation of a strategy source in a runner.
+    StrategyValidation,
 }
 
 impl JobKind {
-    pub const ALL: &[JobKind] = &[JobKind::Backtest];
+    pub const ALL: &[JobKind] = &[JobKind::Backtest, JobKind::StrategyValidation];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Backtest => "backtest",
+            JobKind::StrategyValidation => "strategy_validation",
         }
     }
 
@@ -190,6 +193,16 @@ pub struct BacktestPlan {
     pub fast_mode: bool,
     pub include_trades: bool,
     pub include_equity_curve: bool,
+    /// The strategies' sources as validated at submit: the job runs exactly these,
+    /// whatever happens to the files meanwhile.
+    pub strategies: Vec<StrategySource>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StrategySource {
+    pub name: String,
+    pub sha256: String,
+    pub source: String,
 }
 
 impl BacktestPlan {
@@ -204,4 +217,13 @@ impl BacktestPlan {
         names.dedup();
         names
     }
+}
+
+/// A strategy source to validate deeply: the exact text, so what is checked is
+/// what was submitted even if the file changes meanwhile.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ValidationPlan {
+    pub name: String,
+    pub sha256: String,
+    pub source: String,
 }

@@ -81,6 +81,18 @@ impl Queue {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Whether the queue holds a task for this job (in any state).
+    pub async fn contains(&self, kind: JobKind, job_id: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM Jobs WHERE id = ? AND job_type = ?")
+                .bind(job_id)
+                .bind(queue_name(kind))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| StoreError::Queue(e.to_string()))?;
+        Ok(found.is_some())
+    }
+
     /// Jobs waiting to be claimed, per queue.
     pub async fn depth(&self, kind: JobKind) -> Result<i64, StoreError> {
         sqlx::query_scalar("SELECT COUNT(*) FROM Jobs WHERE job_type = ? AND status = 'Pending'")

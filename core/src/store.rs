@@ -371,6 +371,58 @@ impl Store {
         Ok(())
     }
 
+    /// Stores a deep validation report (replacing a re-run's).
+    pub async fn save_validation(
+        &self,
+        job_id: &str,
+        strategy: &str,
+        sha256: &str,
+        report: &Value,
+    ) -> Result<()> {
+        let valid = report["valid"].as_bool().unwrap_or(false);
+        sqlx::query(
+            "INSERT INTO strategy_validations (job_id, strategy, sha256, valid, report, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET valid = excluded.valid, \
+             report = excluded.report, created_at = excluded.created_at",
+        )
+        .bind(job_id)
+        .bind(strategy)
+        .bind(sha256)
+        .bind(valid)
+        .bind(serde_json::to_string(report)?)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The newest deep validation of this exact source: `(job_id, report)`.
+    pub async fn latest_validation(
+        &self,
+        strategy: &str,
+        sha256: &str,
+    ) -> Result<Option<(String, Value)>> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT job_id, report FROM strategy_validations WHERE strategy = ? AND sha256 = ? \
+             ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(strategy)
+        .bind(sha256)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|(id, report)| Ok((id, serde_json::from_str(&report)?)))
+            .transpose()
+    }
+
+    pub async fn get_validation(&self, job_id: &str) -> Result<Option<Value>> {
+        let report: Option<String> =
+            sqlx::query_scalar("SELECT report FROM strategy_validations WHERE job_id = ?")
+                .bind(job_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(report.map(|r| serde_json::from_str(&r)).transpose()?)
+    }
+
     pub async fn get_backtest_result(&self, job_id: &str) -> Result<Option<BacktestResultRecord>> {
         let row = sqlx::query(
             "SELECT job_id, metrics, trades, equity_curve, jesse_version, strategies, candles, \

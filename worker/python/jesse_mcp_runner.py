@@ -40,8 +40,17 @@ def _declared_hyperparameters(cls):
     # hyperparameters() is an instance method that, by Jesse's convention, does
     # not use instance state; calling it without __init__ avoids touching Jesse's
     # global stores outside a run.
-    declared = cls.hyperparameters(cls.__new__(cls)) or []
+    declared = _call_hyperparameters(cls)
     return {hp["name"]: hp.get("default") for hp in declared}
+
+
+def _call_hyperparameters(cls):
+    """hyperparameters() is an instance method that, by Jesse's convention, uses no
+    instance state; calling it on a stand-in avoids __init__ (and Jesse's global
+    stores) and works even for a class that cannot be instantiated."""
+    import types
+
+    return cls.hyperparameters(types.SimpleNamespace()) or []
 
 
 def _merge_hyperparameters(classes, overrides):
@@ -209,3 +218,116 @@ def _run_loaded(request, classes, candles, warmup_candles, strategy_paths, start
         "result_convert_ms": (time.perf_counter() - backtest_finished) * 1e3,
     }
     return json.dumps(out, allow_nan=False)
+
+
+_HP_TYPES = {int: "int", float: "float", bool: "bool", str: "str",
+             "int": "int", "float": "float", "bool": "bool", "str": "str", "categorical": "categorical"}
+
+
+def _check_hyperparameters(declared, problems):
+    """Checks a hyperparameters() list the way Jesse will use it; returns it JSON-ready."""
+    if not isinstance(declared, (list, tuple)):
+        problems.append("hyperparameters() must return a list of dicts")
+        return []
+    seen, out = set(), []
+    for index, hp in enumerate(declared):
+        where = f"hyperparameters()[{index}]"
+        if not isinstance(hp, dict):
+            problems.append(f"{where} is not a dict")
+            continue
+        name = hp.get("name")
+        if not isinstance(name, str) or not name:
+            problems.append(f"{where} has no string 'name'")
+            continue
+        where = f"hyperparameter '{name}'"
+        if name in seen:
+            problems.append(f"{where} is declared twice")
+        seen.add(name)
+        kind = _HP_TYPES.get(hp.get("type"))
+        if kind is None:
+            problems.append(f"{where} has unknown type {hp.get('type')!r}; use int, float, bool, str or 'categorical'")
+        default = hp.get("default")
+        if "default" not in hp:
+            problems.append(f"{where} has no default")
+        if kind in ("int", "float"):
+            low, high = hp.get("min"), hp.get("max")
+            if not isinstance(low, (int, float)) or not isinstance(high, (int, float)):
+                problems.append(f"{where} needs numeric min and max")
+            elif not low < high:
+                problems.append(f"{where} has min {low} not below max {high}")
+            elif isinstance(default, (int, float)) and not low <= default <= high:
+                problems.append(f"{where} default {default} is outside [{low}, {high}]")
+        if kind == "categorical":
+            options = hp.get("options")
+            if not isinstance(options, (list, tuple)) or not options:
+                problems.append(f"{where} needs a non-empty options list")
+            elif default not in options:
+                problems.append(f"{where} default {default!r} is not among its options")
+        out.append(_clean({"name": name, "type": kind, "min": hp.get("min"), "max": hp.get("max"),
+                           "step": hp.get("step"), "options": hp.get("options"), "default": default}))
+    return out
+
+
+def validate_strategy(request_json, candles, warmup_candles):
+    """Deep validation in this runner: import in isolation, subclass and instantiate,
+    hyperparameter schema, then a short smoke backtest on the synthetic candles given.
+    Every problem comes back with the line in the strategy file when there is one."""
+    from jesse.strategies import Strategy
+
+    request = json.loads(request_json)
+    name, path, source = request["name"], request["path"], request["source"]
+    errors, warnings, hyperparameters, smoke = [], [], None, None
+
+    def report(message, exc=None, line=None, column=None):
+        if exc is not None:
+            location = _error("x", exc, {path})["error"]["location"]
+            if location:
+                line = location["line"]
+        errors.append({"line": line, "column": column, "message": _text(message)})
+
+    classes = {}
+    try:
+        classes[name] = _load_strategy(name, path, source)
+    except SyntaxError as exc:
+        report(f"syntax error: {exc.msg}", line=exc.lineno, column=exc.offset)
+    except StrategyLoadError as exc:
+        report(str(exc))
+    except Exception as exc:  # noqa: BLE001 - whatever importing raises is the strategy's
+        report(f"importing the strategy raised {type(exc).__name__}: {exc}", exc)
+    try:
+        cls = classes.get(name)
+        if cls is not None and not issubclass(cls, Strategy):
+            report(f"class {name} does not derive from jesse.strategies.Strategy")
+            cls = None
+        if cls is not None:
+            try:
+                cls()
+            except TypeError as exc:
+                report(f"{name} cannot be instantiated: {exc} (Jesse requires should_long and go_long)", exc)
+            except Exception as exc:  # noqa: BLE001
+                report(f"{name}() raised {type(exc).__name__}: {exc}", exc)
+            problems = []
+            try:
+                hyperparameters = _check_hyperparameters(_call_hyperparameters(cls), problems)
+            except AttributeError as exc:
+                warnings.append({"line": None, "column": None, "message": _text(
+                    f"hyperparameters() uses instance state ({exc}); it is exercised by the smoke backtest only")})
+            except Exception as exc:  # noqa: BLE001
+                report(f"hyperparameters() raised {type(exc).__name__}: {exc}", exc)
+            for problem in problems:
+                report(problem)
+        if cls is not None and not errors:
+            exchange = request["config"]["exchange"]
+            route = {"exchange": exchange, "strategy": cls, "symbol": request["symbol"], "timeframe": request["timeframe"]}
+            try:
+                result = research.backtest(request["config"], [route], [], candles, warmup_candles=warmup_candles or None)
+                smoke = {"timeframe": request["timeframe"], "trades": int(result["metrics"].get("total", 0) or 0)}
+                if smoke["trades"] == 0:
+                    warnings.append({"line": None, "column": None,
+                                     "message": "the smoke backtest on synthetic candles opened no trade"})
+            except Exception as exc:  # noqa: BLE001
+                report(f"the smoke backtest raised {type(exc).__name__}: {exc}", exc)
+    finally:
+        _unload(classes)
+    return json.dumps({"ok": True, "valid": not errors, "errors": errors, "warnings": warnings,
+                       "hyperparameters": hyperparameters, "smoke": smoke}, allow_nan=False)

@@ -8,16 +8,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jesse_mcp_core::ErrorBody;
-use jesse_mcp_core::jobs::{BacktestPlan, JobStatus};
+use jesse_mcp_core::jobs::{BacktestPlan, JobKind, JobStatus, ValidationPlan};
 use jesse_mcp_core::store::{BacktestResultRecord, Store};
 use jesse_mcp_core::time::{MINUTE_MS, now_ms, to_rfc3339};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+
+use jesse_mcp_core::candles::{Candle, synthetic};
 
 use crate::candle_cache::CandleCache;
 use crate::config::WorkerConfig;
 use crate::pool::{Pool, RunError};
 use crate::protocol::{RunRequest, SeriesHeader};
+
+/// Deep validation is a smoke test: it must be short.
+const VALIDATION_TIMEOUT_SECS: u64 = 60;
 
 pub struct Executor {
     pub store: Store,
@@ -29,6 +33,8 @@ pub struct Executor {
 /// How an attempt ended, before it is written to the store.
 enum Outcome {
     Succeeded(Box<BacktestResultRecord>, Value),
+    /// A deep validation ran; the report says whether the strategy is valid.
+    Validated(ValidationPlan, Value),
     Failed(ErrorBody),
     Cancelled,
     RunnerLost(String),
@@ -56,20 +62,27 @@ impl Executor {
                 return Ok(());
             }
             let started = Instant::now();
-            let plan: BacktestPlan = match serde_json::from_value(job.params.clone()) {
-                Ok(plan) => plan,
-                Err(e) => {
-                    let error = ErrorBody::new(
-                        "invalid_job",
-                        format!("stored job parameters are unreadable: {e}"),
-                    );
-                    self.finish(job_id, JobStatus::Failed, Some(&error), None)
-                        .await?;
-                    return Ok(());
+            let queue_wait_ms = (job.started_at.unwrap_or(job.created_at) - job.created_at).max(0);
+            let unreadable = |e: serde_json::Error| {
+                Ok(Outcome::Failed(ErrorBody::new(
+                    "invalid_job",
+                    format!("stored job parameters are unreadable: {e}"),
+                )))
+            };
+            let outcome = match job.kind {
+                JobKind::Backtest => {
+                    match serde_json::from_value::<BacktestPlan>(job.params.clone()) {
+                        Ok(plan) => self.attempt(job_id, &plan, queue_wait_ms).await,
+                        Err(e) => unreadable(e),
+                    }
+                }
+                JobKind::StrategyValidation => {
+                    match serde_json::from_value::<ValidationPlan>(job.params.clone()) {
+                        Ok(plan) => self.validate(&plan).await,
+                        Err(e) => unreadable(e),
+                    }
                 }
             };
-            let queue_wait_ms = (job.started_at.unwrap_or(job.created_at) - job.created_at).max(0);
-            let outcome = self.attempt(job_id, &plan, queue_wait_ms).await;
             let elapsed_ms = started.elapsed().as_millis() as u64;
             match outcome {
                 Ok(Outcome::Succeeded(result, summary)) => {
@@ -88,6 +101,19 @@ impl Executor {
                         duration_ms = elapsed_ms,
                         "backtest succeeded"
                     );
+                    return Ok(());
+                }
+                Ok(Outcome::Validated(plan, report)) => {
+                    persist("saving the validation", || {
+                        self.store
+                            .save_validation(job_id, &plan.name, &plan.sha256, &report)
+                    })
+                    .await?;
+                    let summary = json!({"strategy": plan.name, "sha256": plan.sha256, "valid": report["valid"],
+                                         "errors": report["errors"].as_array().map_or(0, Vec::len)});
+                    self.finish(job_id, JobStatus::Succeeded, None, Some(&summary))
+                        .await?;
+                    tracing::info!(job.id = job_id, strategy = plan.name, valid = %report["valid"], "strategy validated");
                     return Ok(());
                 }
                 Ok(Outcome::Failed(error)) => {
@@ -169,24 +195,21 @@ impl Executor {
         // Strategy sources are read and hashed once; exactly these bytes run.
         let mut strategies = serde_json::Map::new();
         let mut provenance = Vec::new();
-        for name in plan.strategy_names() {
-            let path = self.config.strategies_dir.join(&name).join("__init__.py");
-            let source = match std::fs::read_to_string(&path) {
-                Ok(source) => source,
-                Err(e) => {
-                    return Ok(Outcome::Failed(ErrorBody::new(
-                        "unknown_strategy",
-                        format!(
-                            "strategy '{name}' could not be read from {}: {e}",
-                            path.display()
-                        ),
-                    )));
-                }
-            };
-            let sha256 = hex::encode(Sha256::digest(source.as_bytes()));
-            let absolute = std::path::absolute(&path).unwrap_or(path.clone());
-            strategies.insert(name.clone(), json!({"path": absolute, "source": source}));
-            provenance.push(json!({"name": name, "sha256": sha256}));
+        // The sources pinned at submit run, whatever happened to the files since.
+        for pinned in &plan.strategies {
+            let path = self
+                .config
+                .strategies_dir
+                .join(&pinned.name)
+                .join("__init__.py");
+            let absolute = std::path::absolute(&path).unwrap_or(path);
+            strategies.insert(
+                pinned.name.clone(),
+                json!({"path": absolute, "source": pinned.source}),
+            );
+            provenance.push(
+                json!({"name": pinned.name, "sha256": pinned.sha256, "source": pinned.source}),
+            );
         }
 
         self.store
@@ -255,6 +278,7 @@ impl Executor {
         })
         .to_string();
         let request = RunRequest {
+            entry: "run_backtest".into(),
             request_json,
             series,
         };
@@ -359,6 +383,85 @@ impl Executor {
             created_at: now_ms(),
         };
         Ok(Outcome::Succeeded(Box::new(record), summary))
+    }
+
+    /// Deep validation: the exact source, imported and smoke-tested in a runner on
+    /// synthetic candles (15m, 240 warm-up candles, three days), bounded in time.
+    async fn validate(&self, plan: &ValidationPlan) -> anyhow::Result<Outcome> {
+        const DAY: i64 = 86_400_000;
+        let start = 1_672_531_200_000; // 2023-01-01; the candles are synthetic anyway
+        let warmup_start = start - 240 * 15 * MINUTE_MS;
+        let flat = |candles: Vec<Candle>| -> Vec<f64> {
+            candles
+                .iter()
+                .flat_map(|c| [c.timestamp as f64, c.open, c.close, c.high, c.low, c.volume])
+                .collect()
+        };
+        let warmup = flat(synthetic(warmup_start, start, 40_000.0, 7));
+        let trading = flat(synthetic(start, start + 3 * DAY, 40_000.0, 8));
+        let exchange = "Binance Perpetual Futures";
+        let path = std::path::absolute(
+            self.config
+                .strategies_dir
+                .join(&plan.name)
+                .join("__init__.py"),
+        )?;
+        let request_json = json!({
+            "name": plan.name, "path": path, "source": plan.source,
+            "symbol": "BTC-USDT", "timeframe": "15m",
+            "config": {"starting_balance": 10_000, "fee": 0.001, "type": "futures", "futures_leverage": 1,
+                       "futures_leverage_mode": "cross", "exchange": exchange, "warm_up_candles": 240},
+        })
+        .to_string();
+        let series = vec![SeriesHeader {
+            key: format!("{exchange}-BTC-USDT"),
+            exchange: exchange.into(),
+            symbol: "BTC-USDT".into(),
+            rows: trading.len() / 6,
+            warmup_rows: warmup.len() / 6,
+        }];
+        let request = RunRequest {
+            entry: "validate_strategy".into(),
+            request_json,
+            series,
+        };
+        let mut runner = self.pool.checkout().await?;
+        let timeout =
+            Duration::from_secs(self.config.job_timeout_secs.min(VALIDATION_TIMEOUT_SECS));
+        let response = runner
+            .run(
+                self.pool.spec(),
+                &request,
+                &[&trading, &warmup],
+                Instant::now() + timeout,
+                std::future::pending(),
+            )
+            .await;
+        let lost = match &response {
+            Err(RunError::Lost(_)) => Some(runner.reap().await),
+            _ => None,
+        };
+        self.pool.checkin(runner).await;
+        let mut report = match response {
+            Ok(response) => response.result,
+            Err(RunError::TimedOut) => {
+                json!({"ok": true, "valid": false, "warnings": [], "hyperparameters": null,
+                "errors": [{"line": null, "column": null,
+                            "message": format!("validation did not finish within {} s (a loop that never returns?)", timeout.as_secs())}]})
+            }
+            Err(RunError::Lost(reason)) => return Ok(Outcome::RunnerLost(lost.unwrap_or(reason))),
+            Err(RunError::BadResponse(reason)) => {
+                return Ok(Outcome::Failed(ErrorBody::new("invalid_result", reason)));
+            }
+            Err(RunError::Cancelled) => return Ok(Outcome::Cancelled),
+        };
+        if report["ok"] != json!(true) {
+            return Ok(Outcome::Failed(python_error(&report["error"])));
+        }
+        if let Some(object) = report.as_object_mut() {
+            object.remove("ok");
+        }
+        Ok(Outcome::Validated(plan.clone(), report))
     }
 
     /// Resolves once the job's cancel flag is set in the store (checked every 250 ms).

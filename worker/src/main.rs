@@ -103,18 +103,23 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         config: config.clone(),
     });
 
-    let storage = queue.storage(JobKind::Backtest);
     let poll = Duration::from_millis(config.poll_ms);
-    let name = format!("backtest-{}", ulid::Ulid::generate());
-    let handler_executor = executor.clone();
-    let monitor = Monitor::new()
-        .register(move |_| {
+    // One apalis worker per job kind, all sharing the runner pool: a kind's
+    // concurrency is the pool size, and the pool's permits bound the total.
+    let mut monitor = Monitor::new();
+    for kind in JobKind::ALL.iter().copied() {
+        let storage = queue.storage(kind);
+        let name = format!("{}-{}", kind.as_str(), ulid::Ulid::generate());
+        let executor = executor.clone();
+        monitor = monitor.register(move |_| {
             WorkerBuilder::new(name.clone())
                 .backend(PollWith::new(storage.clone(), poll::Every::new(poll)))
-                .data(handler_executor.clone())
+                .data(executor.clone())
                 .concurrency(size)
                 .build(run_job)
-        })
+        });
+    }
+    let monitor = monitor
         .shutdown_timeout(Duration::from_secs(config.shutdown_grace_secs))
         .run_with_signal(shutdown_signal());
     tracing::info!("worker ready; waiting for jobs");

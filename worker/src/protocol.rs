@@ -31,7 +31,9 @@ pub struct SeriesHeader {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RunRequest {
-    /// Passed to `jesse_mcp_runner.run_backtest` as is.
+    /// The `jesse_mcp_runner` function to call: `run_backtest` or `validate_strategy`.
+    pub entry: String,
+    /// Passed to that function as is.
     pub request_json: String,
     pub series: Vec<SeriesHeader>,
 }

@@ -83,7 +83,9 @@ pub fn main(args: RunnerArgs) -> anyhow::Result<()> {
             series.push((header, trading, warmup));
         }
         let received_ms = started.elapsed().as_secs_f64() * 1e3;
-        let response = Python::attach(|py| run_one(py, &module, &request.request_json, series));
+        let response = Python::attach(|py| {
+            run_one(py, &module, &request.entry, &request.request_json, series)
+        });
         let jesse_ms = started.elapsed().as_secs_f64() * 1e3 - received_ms;
         let body = match response {
             Ok(json) => json,
@@ -100,6 +102,7 @@ pub fn main(args: RunnerArgs) -> anyhow::Result<()> {
 fn run_one(
     py: Python<'_>,
     module: &Py<PyModule>,
+    entry: &str,
     request_json: &str,
     series: Vec<(&crate::protocol::SeriesHeader, Vec<f64>, Vec<f64>)>,
 ) -> PyResult<String> {
@@ -127,7 +130,7 @@ fn run_one(
     }
     module
         .bind(py)
-        .getattr("run_backtest")?
+        .getattr(entry)?
         .call1((request_json, candles, warmup))?
         .extract()
 }

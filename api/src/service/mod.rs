@@ -12,7 +12,7 @@ use jesse_mcp_core::jesse::{
     is_valid_strategy_name, timeframe_minutes,
 };
 use jesse_mcp_core::jobs::{
-    BacktestPlan, BacktestRequest, JobKind, JobStatus, QueuedJob, RouteSpec,
+    BacktestPlan, BacktestRequest, JobKind, JobStatus, QueuedJob, RouteSpec, StrategySource,
 };
 use jesse_mcp_core::queue::Queue;
 use jesse_mcp_core::store::{
@@ -24,6 +24,13 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
+use crate::strategies::StrategyDir;
+
+mod strategies;
+pub use strategies::{
+    DeepValidation, StrategyDeleted, StrategyList, StrategySummary, StrategyView, StrategyWritten,
+    ValidationReport,
+};
 
 pub const MAX_WAIT_SECS: u64 = 50;
 
@@ -36,6 +43,9 @@ struct Inner {
     store: Store,
     queue: Queue,
     strategies_dir: PathBuf,
+    strategies: StrategyDir,
+    /// Tells MCP sessions that the set of strategies changed.
+    strategy_set_changed: tokio::sync::broadcast::Sender<()>,
 }
 
 /// The answer to a submit: the job to poll.
@@ -181,11 +191,14 @@ pub struct SeriesList {
 
 impl Service {
     pub fn new(store: Store, queue: Queue, strategies_dir: PathBuf) -> Self {
+        let (strategy_set_changed, _) = tokio::sync::broadcast::channel(16);
         Self {
             inner: Arc::new(Inner {
                 store,
                 queue,
+                strategies: StrategyDir::new(strategies_dir.clone()),
                 strategies_dir,
+                strategy_set_changed,
             }),
         }
     }
@@ -219,13 +232,24 @@ impl Service {
         }
         let plan = self.plan_backtest(&request).await?;
         let params = serde_json::to_value(&plan).expect("plans serialize");
+        self.enqueue(JobKind::Backtest, params, idempotency_key)
+            .await
+    }
+
+    /// Records a job and puts it on its kind's queue; answers once both happened.
+    async fn enqueue(
+        &self,
+        kind: JobKind,
+        params: Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<JobAccepted, ApiError> {
         let id = ulid::Ulid::generate().to_string();
         let inserted = self
             .inner
             .store
             .insert_job(NewJob {
                 id: &id,
-                kind: JobKind::Backtest,
+                kind,
                 params: &params,
                 idempotency_key,
             })
@@ -235,9 +259,22 @@ impl Service {
                 if job.params != params {
                     return Err(ApiError::conflict(
                         "idempotency_key_reused",
-                        "this Idempotency-Key was already used for a different backtest; use a new key",
+                        "this Idempotency-Key was already used for a different request; use a new key",
                     )
                     .with_details(json!({"job_id": job.id})));
+                }
+                // A job recorded by a submit that died before enqueueing: enqueue it now,
+                // so a retry with the same key never returns a job that cannot run.
+                if job.status == JobStatus::Queued
+                    && !self.inner.queue.contains(job.kind, &job.id).await?
+                {
+                    self.inner
+                        .queue
+                        .push(&QueuedJob {
+                            job_id: job.id.clone(),
+                            kind: job.kind,
+                        })
+                        .await?;
                 }
                 return Ok(accepted(job, false));
             }
@@ -248,7 +285,7 @@ impl Service {
             .queue
             .push(&QueuedJob {
                 job_id: id.clone(),
-                kind: JobKind::Backtest,
+                kind,
             })
             .await
         {
@@ -258,7 +295,7 @@ impl Service {
                 "the queue is not accepting jobs right now; retry shortly",
             ));
         }
-        tracing::info!(job.id = id, job.kind = "backtest", "job queued");
+        tracing::info!(job.id = id, job.kind = kind.as_str(), "job queued");
         Ok(accepted(job, true))
     }
 
@@ -304,8 +341,12 @@ impl Service {
         let data_routes = request.data_routes.clone().unwrap_or_default();
         let mut max_minutes = 1;
         let mut seen = std::collections::HashSet::new();
+        let mut sources: Vec<StrategySource> = Vec::new();
         for route in &routes {
-            self.check_strategy(&route.strategy)?;
+            if !sources.iter().any(|s| s.name == route.strategy) {
+                sources
+                    .push(self.check_strategy(&route.strategy, request.hyperparameters.as_ref())?);
+            }
             check_symbol(&route.symbol)?;
             max_minutes = max_minutes.max(check_timeframe(&route.timeframe)?);
             if !seen.insert(route.symbol.clone()) {
@@ -441,10 +482,15 @@ impl Service {
             fast_mode: request.fast_mode,
             include_trades: request.include_trades,
             include_equity_curve: request.include_equity_curve,
+            strategies: sources,
         })
     }
 
-    fn check_strategy(&self, name: &str) -> Result<(), ApiError> {
+    fn check_strategy(
+        &self,
+        name: &str,
+        hyperparameters: Option<&serde_json::Map<String, Value>>,
+    ) -> Result<StrategySource, ApiError> {
         if !is_valid_strategy_name(name) {
             return Err(ApiError::invalid(
                 "invalid_strategy_name",
@@ -460,20 +506,11 @@ impl Service {
             )
             .with_details(json!({"field": "strategy", "available": self.strategy_names()})));
         }
-        Ok(())
+        self.check_strategy_source(name, hyperparameters)
     }
 
     fn strategy_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.inner.strategies_dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.path().join("__init__.py").is_file())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| is_valid_strategy_name(n))
-            .collect();
-        names.sort();
-        names
+        self.inner.strategies.names().unwrap_or_default()
     }
 
     // ---- jobs ---------------------------------------------------------------

@@ -1,0 +1,382 @@
+//! Strategy management: list, read, write, validate, delete. Static checks run
+//! here (never executing code); deep checks are short jobs in a runner. The
+//! newest deep report of a source is looked up by its sha256, so an edit never
+//! inherits an old verdict.
+
+use std::time::Duration;
+
+use jesse_mcp_core::jobs::{JobKind, JobStatus, StrategySource, ValidationPlan};
+use jesse_mcp_core::time::to_rfc3339;
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::Service;
+use crate::error::ApiError;
+use crate::strategies::{StrategyFile, check_name, check_size, sha256_hex};
+use crate::strategy_static::{Diagnostic, Hyperparameter, StaticReport, validate_static};
+
+/// How long `validate` with `deep: true` waits for the runner before answering
+/// with the job to poll instead.
+const DEEP_WAIT: Duration = Duration::from_secs(45);
+
+/// The outcome (or progress) of a deep validation job.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct DeepValidation {
+    pub job_id: String,
+    pub status: JobStatus,
+    /// Set once the validation ran.
+    pub valid: Option<bool>,
+    /// `{line, column, message}`; line is null when the problem has no place in the file.
+    pub errors: Vec<Value>,
+    pub warnings: Vec<Value>,
+    /// What the smoke backtest did (timeframe, trades), when it ran.
+    pub smoke: Option<Value>,
+    /// What `hyperparameters()` returned when run.
+    pub hyperparameters: Option<Value>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct StrategySummary {
+    pub name: String,
+    /// From `hyperparameters()` when it is a literal list (null otherwise; the deep
+    /// validation then reports what it returns).
+    pub hyperparameters: Option<Vec<Hyperparameter>>,
+    pub sha256: String,
+    pub modified_at: String,
+    /// Static checks pass and no deep validation of this exact source failed.
+    pub valid: bool,
+    pub errors: Vec<Diagnostic>,
+    pub warnings: Vec<Diagnostic>,
+    /// The newest deep validation of this exact source, if any.
+    pub deep_validation: Option<DeepValidation>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct StrategyList {
+    pub strategies: Vec<StrategySummary>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct StrategyView {
+    #[serde(flatten)]
+    pub strategy: StrategySummary,
+    /// The source of `<name>/__init__.py`.
+    pub code: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct StrategyWritten {
+    #[serde(flatten)]
+    pub strategy: StrategySummary,
+    /// True when the strategy did not exist before.
+    pub created: bool,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ValidationReport {
+    pub valid: bool,
+    pub errors: Vec<Diagnostic>,
+    pub warnings: Vec<Diagnostic>,
+    pub hyperparameters: Option<Vec<Hyperparameter>>,
+    /// Present when `deep` was asked for and the static checks passed.
+    pub deep: Option<DeepValidation>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct StrategyDeleted {
+    pub name: String,
+    pub deleted: bool,
+}
+
+fn invalid_source(report: &StaticReport) -> ApiError {
+    let first = report.errors.first().map_or_else(String::new, |d| {
+        format!(" line {}, column {}: {}", d.line, d.column, d.message)
+    });
+    ApiError::invalid(
+        "invalid_strategy",
+        format!(
+            "the strategy does not pass validation ({} error(s)); first at{first}",
+            report.errors.len()
+        ),
+    )
+    .with_details(json!({"errors": report.errors, "warnings": report.warnings}))
+}
+
+fn deep_from_report(job_id: String, report: &Value) -> DeepValidation {
+    let list = |key: &str| report[key].as_array().cloned().unwrap_or_default();
+    DeepValidation {
+        job_id,
+        status: JobStatus::Succeeded,
+        valid: report["valid"].as_bool(),
+        errors: list("errors"),
+        warnings: list("warnings"),
+        smoke: report.get("smoke").filter(|s| !s.is_null()).cloned(),
+        hyperparameters: report
+            .get("hyperparameters")
+            .filter(|s| !s.is_null())
+            .cloned(),
+    }
+}
+
+impl Service {
+    fn strategy_not_found(&self, name: &str) -> ApiError {
+        ApiError::not_found(
+            "strategy_not_found",
+            format!(
+                "no strategy named '{name}' (expected {name}/__init__.py in the strategies directory)"
+            ),
+        )
+    }
+
+    async fn summarize(
+        &self,
+        file: &StrategyFile,
+        deep: Option<DeepValidation>,
+    ) -> Result<StrategySummary, ApiError> {
+        let report = validate_static(Some(&file.name), &file.source);
+        let deep = match deep {
+            Some(deep) => Some(deep),
+            None => self
+                .inner
+                .store
+                .latest_validation(&file.name, &file.sha256)
+                .await?
+                .map(|(job_id, report)| deep_from_report(job_id, &report)),
+        };
+        Ok(StrategySummary {
+            name: file.name.clone(),
+            hyperparameters: report.hyperparameters.clone(),
+            sha256: file.sha256.clone(),
+            modified_at: to_rfc3339(file.modified_at),
+            valid: report.valid && deep.as_ref().and_then(|d| d.valid) != Some(false),
+            errors: report.errors,
+            warnings: report.warnings,
+            deep_validation: deep,
+        })
+    }
+
+    pub async fn list_strategies(&self) -> Result<StrategyList, ApiError> {
+        let mut strategies = Vec::new();
+        for name in self.inner.strategies.names()? {
+            if let Some(file) = self.inner.strategies.read(&name)? {
+                strategies.push(self.summarize(&file, None).await?);
+            }
+        }
+        Ok(StrategyList { strategies })
+    }
+
+    pub async fn get_strategy(&self, name: &str) -> Result<StrategyView, ApiError> {
+        let file = self
+            .inner
+            .strategies
+            .read(name)?
+            .ok_or_else(|| self.strategy_not_found(name))?;
+        let strategy = self.summarize(&file, None).await?;
+        Ok(StrategyView {
+            strategy,
+            code: file.source,
+        })
+    }
+
+    /// Creates or replaces a strategy after static validation, then starts a deep
+    /// validation of what was written.
+    pub async fn put_strategy(
+        &self,
+        name: &str,
+        code: String,
+        if_match: Option<String>,
+    ) -> Result<StrategyWritten, ApiError> {
+        check_name(name)?;
+        check_size(&code)?;
+        let report = validate_static(Some(name), &code);
+        if !report.valid {
+            return Err(invalid_source(&report));
+        }
+        let dir = self.inner.strategies.clone();
+        let owned = name.to_string();
+        let (file, created) =
+            tokio::task::spawn_blocking(move || dir.write(&owned, &code, if_match.as_deref()))
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "strategy write task failed");
+                    ApiError::new(
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "internal error; see the service log",
+                    )
+                })??;
+        tracing::info!(
+            strategy = name,
+            sha256 = file.sha256,
+            created,
+            "strategy written"
+        );
+        if created {
+            let _ = self.inner.strategy_set_changed.send(());
+        }
+        let deep = self.enqueue_validation(&file.name, &file.source).await?;
+        Ok(StrategyWritten {
+            strategy: self.summarize(&file, Some(deep)).await?,
+            created,
+        })
+    }
+
+    pub async fn delete_strategy(
+        &self,
+        name: &str,
+        if_match: Option<String>,
+    ) -> Result<StrategyDeleted, ApiError> {
+        check_name(name)?;
+        let dir = self.inner.strategies.clone();
+        let owned = name.to_string();
+        let deleted = tokio::task::spawn_blocking(move || dir.delete(&owned, if_match.as_deref()))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "strategy delete task failed");
+                ApiError::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the service log",
+                )
+            })??;
+        if !deleted {
+            return Err(self.strategy_not_found(name));
+        }
+        tracing::info!(strategy = name, "strategy deleted");
+        let _ = self.inner.strategy_set_changed.send(());
+        Ok(StrategyDeleted {
+            name: name.to_string(),
+            deleted,
+        })
+    }
+
+    /// Static validation, and with `deep` a bounded run in a runner.
+    pub async fn validate_strategy(
+        &self,
+        name: Option<&str>,
+        code: &str,
+        deep: bool,
+    ) -> Result<ValidationReport, ApiError> {
+        if let Some(name) = name {
+            check_name(name)?;
+        }
+        check_size(code)?;
+        let report = validate_static(name, code);
+        let deep = if deep && report.valid {
+            let class = report
+                .class_name
+                .clone()
+                .expect("a valid report names its class");
+            let queued = self
+                .enqueue_validation(name.unwrap_or(&class), code)
+                .await?;
+            Some(self.await_validation(queued).await?)
+        } else {
+            None
+        };
+        Ok(ValidationReport {
+            valid: report.valid && deep.as_ref().and_then(|d| d.valid) != Some(false),
+            errors: report.errors,
+            warnings: report.warnings,
+            hyperparameters: report.hyperparameters,
+            deep,
+        })
+    }
+
+    async fn enqueue_validation(
+        &self,
+        name: &str,
+        source: &str,
+    ) -> Result<DeepValidation, ApiError> {
+        let plan = ValidationPlan {
+            name: name.to_string(),
+            sha256: sha256_hex(source),
+            source: source.to_string(),
+        };
+        let accepted = self
+            .enqueue(
+                JobKind::StrategyValidation,
+                serde_json::to_value(&plan).expect("plans serialize"),
+                None,
+            )
+            .await?;
+        Ok(DeepValidation {
+            job_id: accepted.job_id,
+            status: accepted.status,
+            valid: None,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            smoke: None,
+            hyperparameters: None,
+        })
+    }
+
+    async fn await_validation(&self, queued: DeepValidation) -> Result<DeepValidation, ApiError> {
+        let job = self
+            .wait_job(&queued.job_id, DEEP_WAIT, |_, _| async {})
+            .await?;
+        if job.status == JobStatus::Succeeded
+            && let Some(report) = self.inner.store.get_validation(&job.job_id).await?
+        {
+            return Ok(deep_from_report(job.job_id, &report));
+        }
+        let errors = job
+            .error
+            .map(|e| vec![json!({"line": null, "column": null, "message": e.message})])
+            .unwrap_or_default();
+        Ok(DeepValidation {
+            status: job.status,
+            errors,
+            ..queued
+        })
+    }
+
+    /// Static checks of a backtest's strategy before it is queued: broken code and
+    /// unknown hyperparameter names are answered at submit, not after a worker ran.
+    pub(super) fn check_strategy_source(
+        &self,
+        name: &str,
+        hyperparameters: Option<&serde_json::Map<String, Value>>,
+    ) -> Result<StrategySource, ApiError> {
+        let file = self.inner.strategies.read(name)?.ok_or_else(|| {
+            ApiError::invalid(
+                "unknown_strategy",
+                format!("strategy '{name}' does not exist"),
+            )
+        })?;
+        let report = validate_static(Some(name), &file.source);
+        if !report.valid {
+            return Err(invalid_source(&report)
+                .with_details(json!({"strategy": name, "errors": report.errors})));
+        }
+        if let (Some(overrides), Some(declared)) =
+            (hyperparameters, report.hyperparameters.as_ref())
+        {
+            let unknown: Vec<&String> = overrides
+                .keys()
+                .filter(|k| !declared.iter().any(|h| &h.name == *k))
+                .collect();
+            if !unknown.is_empty() {
+                let names: Vec<&str> = declared.iter().map(|h| h.name.as_str()).collect();
+                return Err(ApiError::invalid(
+                    "unknown_hyperparameter",
+                    format!(
+                        "{name} does not declare hyperparameter(s) {unknown:?}; declared: {}",
+                        names.join(", ")
+                    ),
+                )
+                .with_details(json!({"field": "hyperparameters", "declared": names})));
+            }
+        }
+        Ok(StrategySource {
+            name: file.name,
+            sha256: file.sha256,
+            source: file.source,
+        })
+    }
+
+    pub fn subscribe_strategy_changes(&self) -> tokio::sync::broadcast::Receiver<()> {
+        self.inner.strategy_set_changed.subscribe()
+    }
+}
