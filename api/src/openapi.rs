@@ -6,7 +6,11 @@ use jesse_mcp_core::jobs::BacktestRequest;
 use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
 
-use crate::service::{CsvImportReport, JobAccepted, JobList, JobView, ResultView, SeriesList};
+use crate::rest::ValidateBody;
+use crate::service::{
+    CsvImportReport, JobAccepted, JobList, JobView, ResultView, SeriesList, StrategyDeleted,
+    StrategyList, StrategyView, StrategyWritten, ValidationReport,
+};
 
 pub fn document() -> Value {
     let mut generator = SchemaSettings::openapi3().into_generator();
@@ -18,6 +22,12 @@ pub fn document() -> Value {
     let csv = generator.subschema_for::<CsvImportReport>().to_value();
     let series = generator.subschema_for::<SeriesList>().to_value();
     let error = generator.subschema_for::<ErrorBody>().to_value();
+    let strategies = generator.subschema_for::<StrategyList>().to_value();
+    let strategy = generator.subschema_for::<StrategyView>().to_value();
+    let written = generator.subschema_for::<StrategyWritten>().to_value();
+    let deleted = generator.subschema_for::<StrategyDeleted>().to_value();
+    let validate = generator.subschema_for::<ValidateBody>().to_value();
+    let report = generator.subschema_for::<ValidationReport>().to_value();
     let components = Value::Object(generator.take_definitions(true).into_iter().collect());
 
     let envelope = json!({"type": "object", "properties": {"error": error}, "required": ["error"]});
@@ -60,8 +70,25 @@ pub fn document() -> Value {
                 "requestBody": {"required": true, "content": {"text/csv": {"schema": {"type": "string"}, "example": "timestamp,open,high,low,close,volume\n1704067200000,42000,42100,41950,42050,12.5\n"}}},
                 "responses": {"200": ok("counts", &csv), "413": err("body too large"), "422": err("bad header, exchange or symbol")}
             }},
+            "/v1/strategies": {"get": {"summary": "Strategies with hyperparameters, sha256, validity and the latest deep validation", "responses": {"200": ok("strategies", &strategies)}}},
+            "/v1/strategies/validate": {"post": {
+                "summary": "Validate code without saving it (static; with deep=true also import and smoke-test in a runner)",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": validate}}},
+                "responses": {"200": ok("report: valid, errors [{line, column, message}], warnings, hyperparameters, deep", &report), "413": err("source over 256 KiB"), "422": err("invalid name")}
+            }},
+            "/v1/strategies/{name}": {
+                "get": {"summary": "Source and metadata (ETag: the sha256)", "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                        "responses": {"200": ok("the strategy", &strategy), "404": err("no such strategy"), "422": err("unsafe name or path")}},
+                "put": {"summary": "Create or replace (static validation first; then a deep validation job). If-Match: the sha256 you read",
+                        "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}, {"name": "If-Match", "in": "header", "required": false, "schema": {"type": "string"}}],
+                        "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]}}}},
+                        "responses": {"200": ok("replaced", &written), "201": ok("created", &written), "412": err("changed since read (If-Match)"), "413": err("source over 256 KiB"), "422": err("does not validate, or unsafe name")}},
+                "delete": {"summary": "Delete the strategy folder (past results keep their copy of the source)",
+                           "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}, {"name": "If-Match", "in": "header", "required": false, "schema": {"type": "string"}}],
+                           "responses": {"200": ok("deleted", &deleted), "404": err("no such strategy"), "412": err("changed since read")}}
+            },
             "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
-            "/mcp": {"post": {"summary": "MCP streamable HTTP endpoint (tools: backtest, job_get, job_wait, job_result, job_list, job_cancel, candles_available)", "responses": {"200": {"description": "MCP"}}}}
+            "/mcp": {"post": {"summary": "MCP streamable HTTP endpoint (tools: backtest, job_get, job_wait, job_result, job_list, job_cancel, candles_available, strategy_list, strategy_read, strategy_write, strategy_validate, strategy_delete; resources jesse://strategies/{name})", "responses": {"200": {"description": "MCP"}}}}
         },
         "components": {"schemas": components}
     })

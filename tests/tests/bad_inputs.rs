@@ -295,6 +295,7 @@ async fn idempotency_key_returns_the_same_job() {
     let (status, doc) = app.get("/v1/openapi.json").await;
     assert_eq!(status, 200);
     assert!(doc["paths"]["/v1/backtests"]["post"].is_object());
+    assert!(doc["paths"]["/v1/strategies/{name}"]["put"].is_object());
     assert!(
         doc["components"]["schemas"]["BacktestRequest"].is_object(),
         "{}",

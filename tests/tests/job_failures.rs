@@ -57,13 +57,24 @@ async fn raising_strategy_fails_with_type_message_and_line_and_runner_survives()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undeclared_hyperparameter_is_refused_at_submit() {
-    let app = app_with_candles(Options { start_worker: false, ..Default::default() }).await;
+    let app = app_with_candles(Options {
+        start_worker: false,
+        ..Default::default()
+    })
+    .await;
     let mut body = backtest_body("SmaCross", "1h", "2024-01-20", "2024-02-10");
     body["hyperparameters"] = json!({"fastest": 3});
     let (status, answer) = app.post_json("/v1/backtests", &body).await;
-    assert_eq!((status, answer["error"]["code"].as_str()), (422, Some("unknown_hyperparameter")), "{answer}");
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("unknown_hyperparameter")),
+        "{answer}"
+    );
     let message = answer["error"]["message"].as_str().unwrap();
-    assert!(message.contains("fastest") && message.contains("fast, slow, risk"), "{message}");
+    assert!(
+        message.contains("fastest") && message.contains("fast, slow, risk"),
+        "{message}"
+    );
     assert_eq!(app.job_count().await, 0);
 }
 
