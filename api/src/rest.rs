@@ -33,6 +33,13 @@ pub fn router(service: Service) -> Router {
             "/v1/candles/csv",
             post(import_csv).layer(DefaultBodyLimit::max(CSV_BODY_LIMIT)),
         )
+        .route("/v1/candles/imports", post(submit_import))
+        .route(
+            "/v1/candles/{exchange}/{symbol}",
+            axum::routing::delete(delete_series),
+        )
+        .route("/v1/candles/{exchange}/{symbol}/gaps", get(gap_report))
+        .route("/v1/candles/{exchange}/{symbol}/csv", get(export_csv))
         .route("/v1/strategies", get(list_strategies))
         .route("/v1/strategies/validate", post(validate_strategy))
         .route(
@@ -233,6 +240,80 @@ async fn import_csv(
         }
     })?;
     Ok(Json(service.import_csv(&exchange, &symbol, &body).await?).into_response())
+}
+
+async fn submit_import(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<crate::service::ImportRequest>,
+) -> Result<Response, ApiError> {
+    let key = match headers.get("idempotency-key") {
+        Some(value) => Some(value.to_str().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "the Idempotency-Key header must be visible ASCII",
+            )
+        })?),
+        None => None,
+    };
+    if key.is_some_and(|k| k.is_empty() || k.len() > 200) {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "the Idempotency-Key header must be 1 to 200 characters",
+        ));
+    }
+    let accepted = service.submit_import(request, key).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
+}
+
+#[derive(Deserialize)]
+struct RangeQuery {
+    start_date: Option<String>,
+    end_date: Option<String>,
+}
+
+async fn gap_report(
+    State(service): State<Service>,
+    Path((exchange, symbol)): Path<(String, String)>,
+    ApiQuery(q): ApiQuery<RangeQuery>,
+) -> Result<Response, ApiError> {
+    let report = service
+        .gap_report(
+            &exchange,
+            &symbol,
+            q.start_date.as_deref(),
+            q.end_date.as_deref(),
+        )
+        .await?;
+    Ok(Json(report).into_response())
+}
+
+async fn export_csv(
+    State(service): State<Service>,
+    Path((exchange, symbol)): Path<(String, String)>,
+    ApiQuery(q): ApiQuery<RangeQuery>,
+) -> Result<Response, ApiError> {
+    let chunks = service
+        .export_csv(
+            &exchange,
+            &symbol,
+            q.start_date.as_deref(),
+            q.end_date.as_deref(),
+        )
+        .await?;
+    let stream = futures::stream::iter(chunks.into_iter().map(Ok::<_, std::convert::Infallible>));
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "text/csv")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+async fn delete_series(
+    State(service): State<Service>,
+    Path((exchange, symbol)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    Ok(Json(service.delete_series(&exchange, &symbol).await?).into_response())
 }
 
 async fn list_strategies(State(service): State<Service>) -> Result<Response, ApiError> {

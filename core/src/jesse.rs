@@ -27,6 +27,40 @@ pub const BACKTESTING_EXCHANGES: &[&str] = &[
     "Massive Stocks",
 ];
 
+/// Sources Jesse 3.5.3 can import candles from (`import_candles_mode.drivers`);
+/// a superset of the backtesting exchanges (testnets and some venues are import-only).
+pub const IMPORT_EXCHANGES: &[&str] = &[
+    "Apex Omni Perpetual",
+    "Apex Omni Perpetual Testnet",
+    "Binance Perpetual Futures",
+    "Binance Perpetual Futures Testnet",
+    "Binance Spot",
+    "Binance US Spot",
+    "Bitfinex Spot",
+    "Bybit Spot",
+    "Bybit Spot Testnet",
+    "Bybit USDC Perpetual",
+    "Bybit USDC Perpetual Testnet",
+    "Bybit USDT Perpetual",
+    "Bybit USDT Perpetual Testnet",
+    "Coinbase Spot",
+    "Gate Spot",
+    "Gate USDT Perpetual",
+    "Hyperliquid Perpetual",
+    "Hyperliquid Perpetual Testnet",
+    "Kraken Pro Futures",
+    "Kraken Pro Futures Testnet",
+    "Kraken Pro Spot",
+    "KuCoin Spot",
+    "KuCoin USDT Perpetual",
+    "Lighter Perpetual",
+    "Lighter Perpetual Testnet",
+];
+
+pub fn is_import_exchange(exchange: &str) -> bool {
+    IMPORT_EXCHANGES.contains(&exchange)
+}
+
 /// Timeframes Jesse 3.5.3 accepts, with their length in minutes.
 pub const TIMEFRAMES: &[(&str, i64)] = &[
     ("1m", 1),

@@ -13,15 +13,22 @@ pub enum JobKind {
     Backtest,
     /// Deep validation of a strategy source in a runner.
     StrategyValidation,
+    /// Fetching 1m candles from an exchange through Jesse's import drivers.
+    CandleImport,
 }
 
 impl JobKind {
-    pub const ALL: &[JobKind] = &[JobKind::Backtest, JobKind::StrategyValidation];
+    pub const ALL: &[JobKind] = &[
+        JobKind::Backtest,
+        JobKind::StrategyValidation,
+        JobKind::CandleImport,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Backtest => "backtest",
             JobKind::StrategyValidation => "strategy_validation",
+            JobKind::CandleImport => "candle_import",
         }
     }
 
@@ -226,4 +233,14 @@ pub struct ValidationPlan {
     pub name: String,
     pub sha256: String,
     pub source: String,
+}
+
+/// A candle import: `[start_ms, end_ms)` of one series; only minutes not yet
+/// stored are fetched.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImportPlan {
+    pub exchange: String,
+    pub symbol: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
 }

@@ -542,6 +542,28 @@ impl Store {
         Ok(counts)
     }
 
+    /// Deletes a series (all its 1m rows and its summary); returns the rows removed.
+    pub async fn delete_series(&self, exchange: &str, symbol: &str) -> Result<u64> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let removed = sqlx::query(
+            "DELETE FROM candles WHERE exchange = ? AND symbol = ? AND timeframe = '1m'",
+        )
+        .bind(exchange)
+        .bind(symbol)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "DELETE FROM candle_series WHERE exchange = ? AND symbol = ? AND timeframe = '1m'",
+        )
+        .bind(exchange)
+        .bind(symbol)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(removed)
+    }
+
     /// Stored series, answered from the summary table (never scans candles).
     pub async fn list_series(&self) -> Result<Vec<SeriesSummary>> {
         let rows = sqlx::query(

@@ -2,6 +2,8 @@
 //! processes with real Jesse runners, over a fresh data directory per test.
 //! Nothing is mocked; tests wait on job completion with deadlines, never sleeps.
 
+pub mod fake_exchange;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -56,6 +58,8 @@ pub struct Options {
     /// Fixture strategies to add beside the repository's examples.
     pub fixtures: &'static [&'static str],
     pub start_worker: bool,
+    /// JESSE_MCP_EXCHANGE_ENDPOINTS for the worker.
+    pub exchange_endpoints: Option<String>,
 }
 
 impl Default for Options {
@@ -66,6 +70,7 @@ impl Default for Options {
             kill_grace_secs: 2,
             fixtures: &[],
             start_worker: true,
+            exchange_endpoints: None,
         }
     }
 }
@@ -147,6 +152,10 @@ impl TestApp {
             ),
             ("JESSE_MCP_POLL_MS", "100".into()),
             ("RUST_LOG", "info,sqlx=warn,apalis=warn,rmcp=warn".into()),
+            (
+                "JESSE_MCP_EXCHANGE_ENDPOINTS",
+                self.options.exchange_endpoints.clone().unwrap_or_default(),
+            ),
         ]
     }
 

@@ -331,3 +331,63 @@ def validate_strategy(request_json, candles, warmup_candles):
         _unload(classes)
     return json.dumps({"ok": True, "valid": not errors, "errors": errors, "warnings": warnings,
                        "hyperparameters": hyperparameters, "smoke": smoke}, allow_nan=False)
+
+
+_drivers = {}
+
+
+def _driver(exchange, endpoint):
+    """Jesse's own import driver for an exchange, with its base URL replaced when
+    the operator configured a mirror, proxy or test server. Kept per runner so
+    its HTTP session (and connection) is reused across pages."""
+    key = (exchange, endpoint)
+    if key not in _drivers:
+        from jesse.modes.import_candles_mode.drivers import drivers
+
+        driver = drivers[exchange]()
+        if endpoint:
+            driver.endpoint = endpoint
+            # Drivers mount their retry adapters for https only; a plain-http mirror gets the same.
+            session = getattr(driver, "session", None)
+            if session is not None and "https://" in session.adapters:
+                session.mount("http://", session.adapters["https://"])
+        _drivers[key] = driver
+    return _drivers[key]
+
+
+def _classify(exc):
+    """Sorts a driver exception into what the worker can act on."""
+    import re
+
+    text = _text(str(exc))
+    name = type(exc).__name__
+    lowered = text.lower()
+    if "429" in text or "418" in text or "ratelimit" in name.lower() or "rate limit" in lowered:
+        match = re.search(r"wait (\d+(?:\.\d+)?) seconds", text)
+        return {"kind": "rate_limited", "retry_after": float(match.group(1)) if match else None, "message": text}
+    if name in ("SymbolNotFound", "InvalidSymbol", "ProviderSymbolNotFoundError") or "invalid symbol" in lowered \
+            or "check the symbol" in lowered or "symbol invalid" in lowered:
+        return {"kind": "unknown_symbol", "message": text}
+    if name in ("ConnectionError", "ExchangeInMaintenance", "ProviderUnavailableError", "Timeout", "ReadTimeout",
+                "ConnectTimeout", "RetryError", "MaxRetryError") or "ERROR: 5" in text:
+        return {"kind": "unavailable", "message": f"{name}: {text}"}
+    return {"kind": "error", "message": f"{name}: {text}"}
+
+
+def fetch_candles(request_json, candles, warmup_candles):
+    """One exchange call: `op` "first" (listing minute) or "page" (1m candles from `start`).
+    Answers rows as [timestamp, open, close, high, low, volume]; errors are classified,
+    not raised, so the worker decides about retries."""
+    request = json.loads(request_json)
+    try:
+        driver = _driver(request["exchange"], request.get("endpoint"))
+        pace = {"sleep": driver.sleep_time, "page_size": driver.count}
+        if request["op"] == "first":
+            first = driver.get_starting_time(request["symbol"])
+            return json.dumps({"ok": True, "first": None if first is None else int(first), **pace})
+        rows = driver.fetch(request["symbol"], int(request["start"]), "1m") or []
+        out = [[int(c["timestamp"]), float(c["open"]), float(c["close"]), float(c["high"]), float(c["low"]),
+                float(c["volume"])] for c in rows]
+        return json.dumps({"ok": True, "rows": out, **pace}, allow_nan=False)
+    except Exception as exc:  # noqa: BLE001 - classified for the worker
+        return json.dumps({"ok": True, "fetch_error": _classify(exc)})

@@ -35,6 +35,10 @@ pub struct WorkerConfig {
     /// Memory for recently loaded candle ranges (a year of 1m candles is about 25 MB).
     #[arg(long, env = "JESSE_MCP_CANDLE_CACHE_MB", default_value_t = 512)]
     pub candle_cache_mb: usize,
+    /// Per-exchange base URLs replacing the drivers' own, as JSON, e.g.
+    /// `{"Binance Spot": "http://mirror.local/api"}` (mirrors, proxies, test servers).
+    #[arg(long, env = "JESSE_MCP_EXCHANGE_ENDPOINTS")]
+    pub exchange_endpoints: Option<String>,
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "JESSE_MCP_LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,
@@ -47,5 +51,17 @@ impl WorkerConfig {
                 .map(|n| n.get())
                 .unwrap_or(1)
         })
+    }
+}
+
+impl WorkerConfig {
+    /// `JESSE_MCP_EXCHANGE_ENDPOINTS` parsed: exchange name → base URL.
+    pub fn exchange_endpoints(&self) -> anyhow::Result<std::collections::HashMap<String, String>> {
+        match self.exchange_endpoints.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            None => Ok(Default::default()),
+            Some(text) => serde_json::from_str(text).map_err(|e| {
+                anyhow::anyhow!("JESSE_MCP_EXCHANGE_ENDPOINTS must be a JSON object of exchange name to base URL: {e}")
+            }),
+        }
     }
 }

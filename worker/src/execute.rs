@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jesse_mcp_core::ErrorBody;
-use jesse_mcp_core::jobs::{BacktestPlan, JobKind, JobStatus, ValidationPlan};
+use jesse_mcp_core::jobs::{BacktestPlan, ImportPlan, JobKind, JobStatus, ValidationPlan};
 use jesse_mcp_core::store::{BacktestResultRecord, Store};
 use jesse_mcp_core::time::{MINUTE_MS, now_ms, to_rfc3339};
 use serde_json::{Value, json};
@@ -24,6 +24,7 @@ use crate::protocol::{RunRequest, SeriesHeader};
 const VALIDATION_TIMEOUT_SECS: u64 = 60;
 
 pub struct Executor {
+    pub pacer: crate::import::Pacer,
     pub store: Store,
     pub candles: CandleCache,
     pub pool: Arc<Pool>,
@@ -31,10 +32,12 @@ pub struct Executor {
 }
 
 /// How an attempt ended, before it is written to the store.
-enum Outcome {
+pub(crate) enum Outcome {
     Succeeded(Box<BacktestResultRecord>, Value),
     /// A deep validation ran; the report says whether the strategy is valid.
     Validated(ValidationPlan, Value),
+    /// A candle import finished; the report holds counts and the gap report.
+    Imported(Value),
     Failed(ErrorBody),
     Cancelled,
     RunnerLost(String),
@@ -76,6 +79,12 @@ impl Executor {
                         Err(e) => unreadable(e),
                     }
                 }
+                JobKind::CandleImport => {
+                    match serde_json::from_value::<ImportPlan>(job.params.clone()) {
+                        Ok(plan) => self.import(job_id, &plan).await,
+                        Err(e) => unreadable(e),
+                    }
+                }
                 JobKind::StrategyValidation => {
                     match serde_json::from_value::<ValidationPlan>(job.params.clone()) {
                         Ok(plan) => self.validate(&plan).await,
@@ -114,6 +123,12 @@ impl Executor {
                     self.finish(job_id, JobStatus::Succeeded, None, Some(&summary))
                         .await?;
                     tracing::info!(job.id = job_id, strategy = plan.name, valid = %report["valid"], "strategy validated");
+                    return Ok(());
+                }
+                Ok(Outcome::Imported(report)) => {
+                    self.finish(job_id, JobStatus::Succeeded, None, Some(&report))
+                        .await?;
+                    tracing::info!(job.id = job_id, inserted = %report["inserted"], coverage_pct = %report["coverage_pct"], "candle import finished");
                     return Ok(());
                 }
                 Ok(Outcome::Failed(error)) => {

@@ -6,6 +6,7 @@
 mod candle_cache;
 mod config;
 mod execute;
+mod import;
 mod poll;
 mod pool;
 mod protocol;
@@ -96,7 +97,11 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     tracing::info!(runners = size, strategies = %config.strategies_dir.display(), "starting runners");
     let pool = Pool::start(spec, size).await?;
     let candles = candle_cache::CandleCache::new(config.candle_cache_mb * 1024 * 1024);
+    config
+        .exchange_endpoints()
+        .context("JESSE_MCP_EXCHANGE_ENDPOINTS")?;
     let executor = Arc::new(Executor {
+        pacer: Default::default(),
         store,
         candles,
         pool: pool.clone(),

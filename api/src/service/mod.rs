@@ -26,7 +26,9 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 use crate::strategies::StrategyDir;
 
+mod candles;
 mod strategies;
+pub use candles::{GapReport, ImportRequest};
 pub use strategies::{
     DeepValidation, StrategyDeleted, StrategyList, StrategySummary, StrategyView, StrategyWritten,
     ValidationReport,

@@ -1,0 +1,197 @@
+//! Candle data beyond CSV: import jobs through Jesse's drivers, gap reports,
+//! CSV export and deletion of a series.
+
+use jesse_mcp_core::jesse::{IMPORT_EXCHANGES, is_import_exchange};
+use jesse_mcp_core::jobs::{ImportPlan, JobKind};
+use jesse_mcp_core::store::Gap;
+use jesse_mcp_core::time::{MINUTE_MS, now_ms, parse_day, to_rfc3339};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{JobAccepted, Service, check_symbol};
+use crate::error::ApiError;
+
+/// `POST /v1/candles/imports` and MCP `candles_import`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRequest {
+    /// An exchange Jesse can import from, e.g. `Binance Perpetual Futures`, `Bybit USDT Perpetual`.
+    pub exchange: String,
+    /// Symbol in Jesse's form, e.g. `BTC-USDT`.
+    pub symbol: String,
+    /// First day to import (YYYY-MM-DD, UTC); earlier than the listing is fine.
+    pub start_date: String,
+    /// Day to stop before (exclusive); default: now.
+    #[serde(default)]
+    pub end_date: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct GapReport {
+    pub exchange: String,
+    pub symbol: String,
+    /// Range examined, ms since the epoch, half-open.
+    pub start: i64,
+    pub end: i64,
+    /// Missing runs: `start` is the first missing minute, `end` the first present minute after it.
+    pub gaps: Vec<Gap>,
+    pub missing_minutes: i64,
+    pub coverage_pct: f64,
+}
+
+fn exchange_error(exchange: &str) -> ApiError {
+    ApiError::invalid(
+        "unsupported_exchange",
+        format!("Jesse cannot import candles from '{exchange}'; use one of the listed names"),
+    )
+    .with_details(json!({"field": "exchange", "supported": IMPORT_EXCHANGES}))
+}
+
+impl Service {
+    pub async fn submit_import(
+        &self,
+        request: ImportRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<JobAccepted, ApiError> {
+        if !is_import_exchange(&request.exchange) {
+            return Err(exchange_error(&request.exchange));
+        }
+        check_symbol(&request.symbol)?;
+        let start_ms = parse_day(&request.start_date)
+            .map_err(|m| ApiError::invalid("invalid_date", format!("start_date: {m}")))?;
+        let now = now_ms() - now_ms().rem_euclid(MINUTE_MS);
+        let end_ms = match &request.end_date {
+            Some(day) => parse_day(day)
+                .map_err(|m| ApiError::invalid("invalid_date", format!("end_date: {m}")))?
+                .min(now),
+            None => now,
+        };
+        if start_ms >= end_ms {
+            return Err(ApiError::invalid(
+                "invalid_date_range",
+                format!(
+                    "start_date ({}) must be before end_date (exclusive; default now) and not in the future",
+                    request.start_date
+                ),
+            ));
+        }
+        let plan = ImportPlan {
+            exchange: request.exchange,
+            symbol: request.symbol,
+            start_ms,
+            end_ms,
+        };
+        self.enqueue(
+            JobKind::CandleImport,
+            serde_json::to_value(&plan).expect("plans serialize"),
+            idempotency_key,
+        )
+        .await
+    }
+
+    pub async fn gap_report(
+        &self,
+        exchange: &str,
+        symbol: &str,
+        start: Option<&str>,
+        end: Option<&str>,
+    ) -> Result<GapReport, ApiError> {
+        check_symbol(symbol)?;
+        let series = self.inner.store.list_series().await?;
+        let stored = series
+            .iter()
+            .find(|s| s.exchange == exchange && s.symbol == symbol);
+        let start_ms = match start {
+            Some(day) => parse_day(day)
+                .map_err(|m| ApiError::invalid("invalid_date", format!("start_date: {m}")))?,
+            None => stored
+                .map(|s| s.first)
+                .ok_or_else(|| self.series_not_found(exchange, symbol))?,
+        };
+        let end_ms = match end {
+            Some(day) => parse_day(day)
+                .map_err(|m| ApiError::invalid("invalid_date", format!("end_date: {m}")))?,
+            None => stored
+                .map(|s| s.last + MINUTE_MS)
+                .ok_or_else(|| self.series_not_found(exchange, symbol))?,
+        };
+        if start_ms >= end_ms {
+            return Err(ApiError::invalid(
+                "invalid_date_range",
+                "start_date must be before end_date (exclusive)",
+            ));
+        }
+        let gaps = self
+            .inner
+            .store
+            .gaps(exchange, symbol, start_ms, end_ms)
+            .await?;
+        let total = (end_ms - start_ms) / MINUTE_MS;
+        let missing_minutes: i64 = gaps.iter().map(|g| g.minutes).sum();
+        Ok(GapReport {
+            exchange: exchange.to_string(),
+            symbol: symbol.to_string(),
+            start: start_ms,
+            end: end_ms,
+            coverage_pct: 100.0 * (total - missing_minutes) as f64 / total as f64,
+            missing_minutes,
+            gaps,
+        })
+    }
+
+    fn series_not_found(&self, exchange: &str, symbol: &str) -> ApiError {
+        ApiError::not_found(
+            "series_not_found",
+            format!("no candles stored for {exchange} {symbol}; import some first"),
+        )
+    }
+
+    /// The rows of `[start, end)` as CSV in the import format, a month per chunk.
+    pub async fn export_csv(
+        &self,
+        exchange: &str,
+        symbol: &str,
+        start: Option<&str>,
+        end: Option<&str>,
+    ) -> Result<Vec<String>, ApiError> {
+        let report = self.gap_report(exchange, symbol, start, end).await?;
+        let mut chunks = vec!["timestamp,open,high,low,close,volume\n".to_string()];
+        let mut from = report.start;
+        while from < report.end {
+            let to = (from + 31 * 1440 * MINUTE_MS).min(report.end);
+            let rows = self
+                .inner
+                .store
+                .load_candles(exchange, symbol, from, to)
+                .await?;
+            let mut chunk = String::with_capacity(rows.len() * 10);
+            for r in rows.chunks_exact(6) {
+                // Stored as Jesse's [ts, open, close, high, low, volume]; written as the import header says.
+                chunk.push_str(&format!(
+                    "{},{},{},{},{},{}\n",
+                    r[0] as i64, r[1], r[3], r[4], r[2], r[5]
+                ));
+            }
+            chunks.push(chunk);
+            from = to;
+        }
+        Ok(chunks)
+    }
+
+    pub async fn delete_series(
+        &self,
+        exchange: &str,
+        symbol: &str,
+    ) -> Result<serde_json::Value, ApiError> {
+        check_symbol(symbol)?;
+        let removed = self.inner.store.delete_series(exchange, symbol).await?;
+        if removed == 0 {
+            return Err(self.series_not_found(exchange, symbol));
+        }
+        tracing::info!(exchange, symbol, removed, "candle series deleted");
+        Ok(
+            json!({"exchange": exchange, "symbol": symbol, "deleted_rows": removed, "deleted_at": to_rfc3339(now_ms())}),
+        )
+    }
+}

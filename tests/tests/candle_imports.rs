@@ -1,0 +1,172 @@
+//! Candle imports through Jesse's own drivers against a fake exchange on
+//! 127.0.0.1 (real Binance and Bybit wire formats): pagination, a 429 with a
+//! retry hint and a 5xx in the middle, unknown symbols, ranges without data,
+//! re-runs that fetch nothing twice; then gap reports, CSV export and delete.
+
+use std::time::Duration;
+
+use jesse_mcp_tests::fake_exchange::{Failure, FakeExchange};
+use jesse_mcp_tests::*;
+use serde_json::{Value, json};
+
+const DAY: i64 = 86_400_000;
+const JAN_1: i64 = 1_704_067_200_000;
+
+async fn app_with(exchange: &FakeExchange) -> TestApp {
+    let endpoints = json!({
+        "Binance Spot": format!("{}/api", exchange.base),
+        "Binance Perpetual Futures": format!("{}/fapi", exchange.base),
+        "Bybit USDT Perpetual": exchange.base,
+    });
+    TestApp::spawn(Options {
+        exchange_endpoints: Some(endpoints.to_string()),
+        ..Default::default()
+    })
+    .await
+}
+
+async fn import(app: &TestApp, body: Value) -> Value {
+    let (status, answer) = app.post_json("/v1/candles/imports", &body).await;
+    assert_eq!(status, 202, "{answer}");
+    app.wait(answer["job_id"].as_str().unwrap(), Duration::from_secs(120))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binance_spot_import_paginates_survives_429_and_5xx_and_never_duplicates() {
+    let exchange = FakeExchange::start(&[("BTCUSDT", JAN_1, JAN_1 + 2 * DAY)]).await;
+    exchange.fail_request(
+        2,
+        Failure::RateLimited {
+            retry_after_secs: 1,
+        },
+    );
+    exchange.fail_request(4, Failure::ServerError);
+    let app = app_with(&exchange).await;
+
+    let request = json!({"exchange": "Binance Spot", "symbol": "BTC-USDT", "start_date": "2023-12-30", "end_date": "2024-01-04"});
+    let job = import(&app, request.clone()).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["kind"], "candle_import");
+    let report = &job["summary"];
+    assert_eq!(report["inserted"], 2880, "{report}");
+    assert_eq!(report["listing_start"], JAN_1);
+    assert!(
+        exchange.requests() >= 6,
+        "the 429 and the 503 were retried: {} requests",
+        exchange.requests()
+    );
+    let gaps = report["gaps"].as_array().unwrap();
+    assert_eq!(gaps.len(), 2, "{report}");
+    assert_eq!(
+        (gaps[0]["start"].as_i64(), gaps[0]["end"].as_i64()),
+        (Some(JAN_1 - 2 * DAY), Some(JAN_1))
+    );
+    assert_eq!(
+        (gaps[1]["start"].as_i64(), gaps[1]["end"].as_i64()),
+        (Some(JAN_1 + 2 * DAY), Some(JAN_1 + 3 * DAY))
+    );
+    assert_eq!(report["coverage_pct"], 40.0);
+
+    // Exactly the exchange's numbers were stored.
+    let csv = app
+        .client
+        .get(app.url(
+            "/v1/candles/Binance%20Spot/BTC-USDT/csv?start_date=2024-01-01&end_date=2024-01-03",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.status().as_u16(), 200);
+    let mut expected = Vec::new();
+    jesse_mcp_core::candles::write_csv(&exchange.candles("BTCUSDT"), &mut expected).unwrap();
+    assert_eq!(
+        csv.text().await.unwrap(),
+        String::from_utf8(expected).unwrap()
+    );
+
+    // A re-run fetches only what is missing and duplicates nothing.
+    let before = exchange.requests();
+    let again = import(&app, request).await;
+    assert_eq!(again["summary"]["inserted"], 0, "{again}");
+    assert!(
+        exchange.requests() - before <= 2,
+        "a re-run must not page through stored data"
+    );
+    let (_, listing) = app.get("/v1/candles").await;
+    assert_eq!(listing["series"][0]["rows"], 2880);
+
+    let (status, gaps) = app
+        .get("/v1/candles/Binance%20Spot/BTC-USDT/gaps?start_date=2023-12-31&end_date=2024-01-04")
+        .await;
+    assert_eq!(status, 200, "{gaps}");
+    assert_eq!(gaps["missing_minutes"], 2 * 1440);
+    assert_eq!(gaps["gaps"][0]["start"], JAN_1 - DAY);
+    assert_eq!(
+        gaps["gaps"][0]["end"], JAN_1,
+        "end is the first present minute"
+    );
+
+    let deleted = app
+        .client
+        .delete(app.url("/v1/candles/Binance%20Spot/BTC-USDT"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 200);
+    let (_, listing) = app.get("/v1/candles").await;
+    assert_eq!(listing["series"].as_array().unwrap().len(), 0);
+    let (status, _) = app.get("/v1/candles/Binance%20Spot/BTC-USDT/gaps").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_symbols_and_empty_ranges_are_clear() {
+    let exchange = FakeExchange::start(&[("ETHUSDT", JAN_1 + 31 * DAY, JAN_1 + 32 * DAY)]).await;
+    let app = app_with(&exchange).await;
+
+    let job = import(&app, json!({"exchange": "Binance Perpetual Futures", "symbol": "NOPE-USDT", "start_date": "2024-01-01", "end_date": "2024-01-02"})).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "unknown_symbol");
+    assert!(
+        job["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("NOPE-USDT"),
+        "{job}"
+    );
+
+    // Bybit: before the listing there is nothing; the job says so instead of failing.
+    let job = import(&app, json!({"exchange": "Bybit USDT Perpetual", "symbol": "ETH-USDT", "start_date": "2024-01-20", "end_date": "2024-01-21"})).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["summary"]["inserted"], 0);
+    assert_eq!(job["summary"]["coverage_pct"], 0.0);
+
+    // And the listed day arrives in Bybit's 200-row pages, newest-first lists reversed.
+    let job = import(&app, json!({"exchange": "Bybit USDT Perpetual", "symbol": "ETH-USDT", "start_date": "2024-02-01", "end_date": "2024-02-02"})).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["summary"]["inserted"], 1440);
+    assert_eq!(job["summary"]["coverage_pct"], 100.0);
+    assert!(job["summary"]["pages"].as_u64().unwrap() >= 8);
+
+    let (status, answer) = app
+        .post_json(
+            "/v1/candles/imports",
+            &json!({"exchange": "Mt Gox", "symbol": "BTC-USD", "start_date": "2024-01-01"}),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("unsupported_exchange"))
+    );
+    let (status, answer) = app
+        .post_json(
+            "/v1/candles/imports",
+            &json!({"exchange": "Binance Spot", "symbol": "BTC-USDT", "start_date": "2999-01-01"}),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("invalid_date_range"))
+    );
+}
