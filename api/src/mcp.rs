@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::ApiError;
 use crate::rest::ValidateBody;
 use crate::service::{
-    JobAccepted, JobList, JobView, ResultQuery, ResultView, SeriesList, Service, StrategyDeleted,
-    StrategyList, StrategyView, StrategyWritten, ValidationReport,
+    GapReport, ImportRequest, JobAccepted, JobList, JobView, ResultQuery, ResultView, SeriesList,
+    Service, StrategyDeleted, StrategyList, StrategyView, StrategyWritten, ValidationReport,
 };
 
 const STRATEGY_URI: &str = "jesse://strategies/";
@@ -87,6 +87,20 @@ pub struct JobListArgs {
     /// `next_cursor` from the previous page.
     #[serde(default)]
     pub cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct SeriesArgs {
+    /// Exchange name as Jesse spells it, e.g. `Binance Perpetual Futures`.
+    pub exchange: String,
+    /// Symbol, e.g. `BTC-USDT`.
+    pub symbol: String,
+    /// First day of the range (YYYY-MM-DD); default: the first stored minute.
+    #[serde(default)]
+    pub start_date: Option<String>,
+    /// Day the range ends before (exclusive); default: after the last stored minute.
+    #[serde(default)]
+    pub end_date: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -297,6 +311,76 @@ impl JesseMcp {
             .list_series()
             .await
             .map(Json)
+            .map_err(tool_error)
+    }
+
+    #[tool(
+        description = "Import 1m candles from an exchange with Jesse's own drivers (Binance, Bybit, Coinbase, \
+        Bitfinex, Gate, Hyperliquid, Apex, KuCoin, Kraken...). Answers at once with a job_id; poll with job_wait. \
+        Only minutes not stored yet are fetched; the finished job's summary holds counts and the gap report.",
+        annotations(
+            title = "Import candles",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = true
+        )
+    )]
+    async fn candles_import(
+        &self,
+        Parameters(request): Parameters<ImportRequest>,
+    ) -> Result<Json<Submitted>, String> {
+        let job = self
+            .service
+            .submit_import(request, None)
+            .await
+            .map_err(tool_error)?;
+        let next = format!(
+            "call job_wait with job_id {} until it is succeeded; its summary has the gap report",
+            job.job_id
+        );
+        Ok(Json(Submitted { job, next }))
+    }
+
+    #[tool(
+        description = "Gap report of a stored series: missing runs as {start, end, minutes} (start = first missing \
+        minute, end = first present minute after it, ms since the epoch), missing minutes and coverage percent.",
+        annotations(title = "Candle gaps", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn candles_gaps(
+        &self,
+        Parameters(args): Parameters<SeriesArgs>,
+    ) -> Result<Json<GapReport>, String> {
+        self.service
+            .gap_report(
+                &args.exchange,
+                &args.symbol,
+                args.start_date.as_deref(),
+                args.end_date.as_deref(),
+            )
+            .await
+            .map(Json)
+            .map_err(tool_error)
+    }
+
+    #[tool(
+        description = "Delete every stored 1m candle of one series (exchange + symbol).",
+        annotations(
+            title = "Delete candles",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn candles_delete(
+        &self,
+        Parameters(args): Parameters<SeriesArgs>,
+    ) -> Result<String, String> {
+        self.service
+            .delete_series(&args.exchange, &args.symbol)
+            .await
+            .map(|v| v.to_string())
             .map_err(tool_error)
     }
 
