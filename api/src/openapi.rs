@@ -70,6 +70,15 @@ pub fn document() -> Value {
                 "requestBody": {"required": true, "content": {"text/csv": {"schema": {"type": "string"}, "example": "timestamp,open,high,low,close,volume\n1704067200000,42000,42100,41950,42050,12.5\n"}}},
                 "responses": {"200": ok("counts", &csv), "413": err("body too large"), "422": err("bad header, exchange or symbol")}
             }},
+            "/v1/candles/imports": {"post": {
+                "summary": "Import 1m candles with Jesse's drivers (job kind candle_import; only missing minutes are fetched)",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["exchange", "symbol", "start_date"],
+                    "properties": {"exchange": {"type": "string"}, "symbol": {"type": "string"}, "start_date": {"type": "string"}, "end_date": {"type": "string"}}}}}},
+                "responses": {"202": ok("queued", &accepted), "422": err("unsupported exchange, bad symbol or dates")}
+            }},
+            "/v1/candles/{exchange}/{symbol}": {"delete": {"summary": "Delete a stored series", "responses": {"200": {"description": "deleted rows"}, "404": err("no such series")}}},
+            "/v1/candles/{exchange}/{symbol}/gaps": {"get": {"summary": "Gap report: [{start, end, minutes}] half-open, missing_minutes, coverage_pct", "responses": {"200": {"description": "gap report"}, "404": err("no such series")}}},
+            "/v1/candles/{exchange}/{symbol}/csv": {"get": {"summary": "Export the rows as CSV (import format)", "responses": {"200": {"description": "text/csv"}, "404": err("no such series")}}},
             "/v1/strategies": {"get": {"summary": "Strategies with hyperparameters, sha256, validity and the latest deep validation", "responses": {"200": ok("strategies", &strategies)}}},
             "/v1/strategies/validate": {"post": {
                 "summary": "Validate code without saving it (static; with deep=true also import and smoke-test in a runner)",
