@@ -159,11 +159,19 @@ impl TestApp {
         ]
     }
 
+    /// Starts a worker process; its log goes to `worker-N.log` in the test's
+    /// directory and is printed if the test fails.
     pub fn start_worker(&mut self) {
+        let log = self
+            .dir
+            .path()
+            .join(format!("worker-{}.log", self.workers.len()));
+        let file = std::fs::File::create(&log).expect("worker log");
         let mut command = Command::new(bin("jesse-mcp-worker"));
         command
             .envs(self.env())
             .stdin(Stdio::null())
+            .stderr(file)
             .kill_on_drop(true);
         self.workers.push(command.spawn().expect("spawn worker"));
     }

@@ -90,13 +90,14 @@ impl Service {
         .await
     }
 
-    pub async fn gap_report(
+    /// A stored series' range from optional days: defaults to its first and last minute.
+    async fn resolve_range(
         &self,
         exchange: &str,
         symbol: &str,
         start: Option<&str>,
         end: Option<&str>,
-    ) -> Result<GapReport, ApiError> {
+    ) -> Result<(i64, i64), ApiError> {
         check_symbol(symbol)?;
         let series = self.inner.store.list_series().await?;
         let stored = series
@@ -122,6 +123,17 @@ impl Service {
                 "start_date must be before end_date (exclusive)",
             ));
         }
+        Ok((start_ms, end_ms))
+    }
+
+    pub async fn gap_report(
+        &self,
+        exchange: &str,
+        symbol: &str,
+        start: Option<&str>,
+        end: Option<&str>,
+    ) -> Result<GapReport, ApiError> {
+        let (start_ms, end_ms) = self.resolve_range(exchange, symbol, start, end).await?;
         let gaps = self
             .inner
             .store
@@ -155,11 +167,10 @@ impl Service {
         start: Option<&str>,
         end: Option<&str>,
     ) -> Result<Vec<String>, ApiError> {
-        let report = self.gap_report(exchange, symbol, start, end).await?;
+        let (mut from, end_ms) = self.resolve_range(exchange, symbol, start, end).await?;
         let mut chunks = vec!["timestamp,open,high,low,close,volume\n".to_string()];
-        let mut from = report.start;
-        while from < report.end {
-            let to = (from + 31 * 1440 * MINUTE_MS).min(report.end);
+        while from < end_ms {
+            let to = (from + 31 * 1440 * MINUTE_MS).min(end_ms);
             let rows = self
                 .inner
                 .store
