@@ -104,6 +104,8 @@ pub struct SeriesSummary {
     /// Last stored minute, ms since the epoch.
     pub last: i64,
     pub rows: i64,
+    /// When an import job last finished for this series, ms since the epoch.
+    pub last_import_at: Option<i64>,
 }
 
 /// A half-open run of missing minutes: `start` is the first missing minute and
@@ -542,6 +544,17 @@ impl Store {
         Ok(counts)
     }
 
+    /// Records that an import of the series just finished.
+    pub async fn mark_imported(&self, exchange: &str, symbol: &str) -> Result<()> {
+        sqlx::query("UPDATE candle_series SET last_import_at = ? WHERE exchange = ? AND symbol = ? AND timeframe = '1m'")
+            .bind(now_ms())
+            .bind(exchange)
+            .bind(symbol)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Deletes a series (all its 1m rows and its summary); returns the rows removed.
     pub async fn delete_series(&self, exchange: &str, symbol: &str) -> Result<u64> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -567,7 +580,7 @@ impl Store {
     /// Stored series, answered from the summary table (never scans candles).
     pub async fn list_series(&self) -> Result<Vec<SeriesSummary>> {
         let rows = sqlx::query(
-            "SELECT exchange, symbol, timeframe, first_ts, last_ts, row_count FROM candle_series \
+            "SELECT exchange, symbol, timeframe, first_ts, last_ts, row_count, last_import_at FROM candle_series \
              ORDER BY exchange, symbol, timeframe",
         )
         .fetch_all(&self.pool)
@@ -581,6 +594,7 @@ impl Store {
                     first: row.try_get("first_ts")?,
                     last: row.try_get("last_ts")?,
                     rows: row.try_get("row_count")?,
+                    last_import_at: row.try_get("last_import_at")?,
                 })
             })
             .collect()

@@ -95,6 +95,10 @@ async fn binance_spot_import_paginates_survives_429_and_5xx_and_never_duplicates
     );
     let (_, listing) = app.get("/v1/candles").await;
     assert_eq!(listing["series"][0]["rows"], 2880);
+    assert!(
+        listing["series"][0]["last_import_at"].is_string(),
+        "{listing}"
+    );
 
     let (status, gaps) = app
         .get("/v1/candles/Binance%20Spot/BTC-USDT/gaps?start_date=2023-12-31&end_date=2024-01-04")

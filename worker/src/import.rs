@@ -188,6 +188,9 @@ impl Executor {
                     .await?;
             }
         }
+        self.store
+            .mark_imported(&plan.exchange, &plan.symbol)
+            .await?;
         let gaps = self
             .store
             .gaps(&plan.exchange, &plan.symbol, plan.start_ms, plan.end_ms)

@@ -184,6 +184,8 @@ pub struct SeriesView {
     pub rows: i64,
     /// Minutes between first and last that are not stored.
     pub missing_minutes: i64,
+    /// When an import job last finished for this series (null if only CSV-imported).
+    pub last_import_at: Option<String>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -798,6 +800,7 @@ impl Service {
                     first: s.first,
                     last: s.last,
                     rows: s.rows,
+                    last_import_at: s.last_import_at.map(to_rfc3339),
                 })
                 .collect(),
         })
