@@ -655,55 +655,17 @@ impl Store {
         {
             return Ok(Vec::new());
         }
-        let expected = (end - start) / MINUTE_MS;
-        if self.count_candles(exchange, symbol, start, end).await? == expected {
-            return Ok(Vec::new());
-        }
-        // Each present minute followed by a jump of more than one minute starts a gap.
-        let rows = sqlx::query(
-            "SELECT timestamp, next FROM (SELECT timestamp, LEAD(timestamp) OVER (ORDER BY timestamp) AS next \
-             FROM candles WHERE exchange = ? AND symbol = ? AND timeframe = '1m' \
-             AND timestamp >= ? AND timestamp < ?) WHERE next IS NULL OR next - timestamp > ?",
-        )
-        .bind(exchange)
-        .bind(symbol)
-        .bind(start)
-        .bind(end)
-        .bind(MINUTE_MS)
-        .fetch_all(&self.pool)
-        .await?;
-        let first_present: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(timestamp) FROM candles WHERE exchange = ? AND symbol = ? AND timeframe = '1m' \
-             AND timestamp >= ? AND timestamp < ?",
-        )
-        .bind(exchange)
-        .bind(symbol)
-        .bind(start)
-        .bind(end)
-        .fetch_one(&self.pool)
-        .await?;
-        let mut gaps = Vec::new();
-        let push = |gaps: &mut Vec<Gap>, s: i64, e: i64| {
-            if e > s {
-                gaps.push(Gap {
-                    start: s,
-                    end: e,
-                    minutes: (e - s) / MINUTE_MS,
-                });
-            }
+        // Otherwise one ordered scan of the timestamps (primary-key order) on the raw
+        // connection; a year takes tens of milliseconds, unlike a window query.
+        let mut conn = self.pool.acquire().await?;
+        let mut handle = conn.lock_handle().await?;
+        let db = handle.as_raw_handle().as_ptr();
+        let scan = || raw::gaps(db, exchange, symbol, start, end);
+        let gaps = match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(scan),
+            _ => scan(),
         };
-        match first_present {
-            None => push(&mut gaps, start, end),
-            Some(first) => {
-                push(&mut gaps, start, first);
-                for row in &rows {
-                    let ts: i64 = row.try_get("timestamp")?;
-                    let next: Option<i64> = row.try_get("next")?;
-                    push(&mut gaps, ts + MINUTE_MS, next.unwrap_or(end));
-                }
-            }
-        }
-        Ok(gaps)
+        gaps.map_err(|message| StoreError::Database(sqlx::Error::Protocol(message)))
     }
 
     /// Loads `[start, end)` of a series as a flat row-major `[N × 6]` buffer in
@@ -734,6 +696,7 @@ impl Store {
 
 mod raw {
     //! The one place the store talks to SQLite's C API directly.
+    use super::{Gap, MINUTE_MS};
     use libsqlite3_sys as ffi;
     use std::ffi::{CStr, c_int};
 
@@ -791,6 +754,73 @@ mod raw {
             ffi::sqlite3_finalize(stmt);
             result.map(|()| out)
         }
+    }
+
+    const TIMESTAMPS: &CStr = c"SELECT timestamp FROM candles \
+        WHERE exchange = ?1 AND symbol = ?2 AND timeframe = '1m' AND timestamp >= ?3 AND timestamp < ?4 \
+        ORDER BY timestamp";
+
+    /// Half-open runs of missing minutes in `[start, end)`.
+    pub fn gaps(
+        db: *mut ffi::sqlite3,
+        exchange: &str,
+        symbol: &str,
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Gap>, String> {
+        let mut gaps = Vec::new();
+        let mut expected = start;
+        let mut push = |from: i64, to: i64| {
+            if to > from {
+                gaps.push(Gap {
+                    start: from,
+                    end: to,
+                    minutes: (to - from) / MINUTE_MS,
+                });
+            }
+        };
+        // SAFETY: as in `load_candles`: exclusive use of a live connection, statement
+        // finalized on every path, text bound with SQLITE_TRANSIENT.
+        unsafe {
+            let mut stmt = std::ptr::null_mut();
+            if ffi::sqlite3_prepare_v2(db, TIMESTAMPS.as_ptr(), -1, &mut stmt, std::ptr::null_mut())
+                != ffi::SQLITE_OK
+            {
+                return Err(error(db, "prepare"));
+            }
+            let bind_text = |index: c_int, text: &str| {
+                ffi::sqlite3_bind_text(
+                    stmt,
+                    index,
+                    text.as_ptr().cast(),
+                    text.len() as c_int,
+                    ffi::SQLITE_TRANSIENT(),
+                )
+            };
+            let bound = bind_text(1, exchange)
+                | bind_text(2, symbol)
+                | ffi::sqlite3_bind_int64(stmt, 3, start)
+                | ffi::sqlite3_bind_int64(stmt, 4, end);
+            let result = if bound != ffi::SQLITE_OK {
+                Err(error(db, "bind"))
+            } else {
+                loop {
+                    match ffi::sqlite3_step(stmt) {
+                        ffi::SQLITE_ROW => {
+                            let ts = ffi::sqlite3_column_int64(stmt, 0);
+                            push(expected, ts);
+                            expected = ts + MINUTE_MS;
+                        }
+                        ffi::SQLITE_DONE => break Ok(()),
+                        _ => break Err(error(db, "step")),
+                    }
+                }
+            };
+            ffi::sqlite3_finalize(stmt);
+            result?;
+        }
+        push(expected, end);
+        Ok(gaps)
     }
 
     unsafe fn error(db: *mut ffi::sqlite3, step: &str) -> String {
