@@ -48,6 +48,11 @@ impl Application {
                     .with_cancellation_token(shutdown.child_token()),
             )
         };
+        spawn_scheduler(
+            service.clone(),
+            config.scheduler_tick_ms,
+            shutdown.child_token(),
+        );
         let router = crate::rest::router(service)
             .nest_service("/mcp", mcp_service)
             .layer(tower_http::trace::TraceLayer::new_for_http());
@@ -86,4 +91,22 @@ impl Application {
             .await
             .context("serving HTTP")
     }
+}
+
+/// Runs scheduler ticks until shutdown; only the lease holder among API instances acts.
+fn spawn_scheduler(service: Service, tick_ms: u64, stop: CancellationToken) {
+    let holder = format!("api-{}", ulid::Ulid::generate());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(tick_ms.max(50)));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    if let Err(e) = service.scheduler_tick(&holder).await {
+                        tracing::warn!(error = %e, "scheduler tick failed");
+                    }
+                }
+            }
+        }
+    });
 }

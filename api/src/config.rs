@@ -21,6 +21,9 @@ pub struct ApiConfig {
         default_value = "localhost,127.0.0.1,::1"
     )]
     pub allowed_hosts: Vec<String>,
+    /// How often the scheduler checks for due top-ups, in milliseconds.
+    #[arg(long, env = "JESSE_MCP_SCHEDULER_TICK_MS", default_value_t = 5000)]
+    pub scheduler_tick_ms: u64,
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "JESSE_MCP_LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,

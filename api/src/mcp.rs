@@ -20,8 +20,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::ApiError;
 use crate::rest::ValidateBody;
 use crate::service::{
-    GapReport, ImportRequest, JobAccepted, JobList, JobView, ResultQuery, ResultView, SeriesList,
-    Service, StrategyDeleted, StrategyList, StrategyView, StrategyWritten, ValidationReport,
+    GapReport, ImportRequest, JobAccepted, JobList, JobView, ResultQuery, ResultView, ScheduleList,
+    SchedulesBody, SeriesList, Service, StrategyDeleted, StrategyList, StrategyView,
+    StrategyWritten, ValidationReport,
 };
 
 const STRATEGY_URI: &str = "jesse://strategies/";
@@ -381,6 +382,45 @@ impl JesseMcp {
             .delete_series(&args.exchange, &args.symbol)
             .await
             .map(|v| v.to_string())
+            .map_err(tool_error)
+    }
+
+    #[tool(
+        description = "List the scheduled candle top-ups: series, cron (UTC), next run, last run.",
+        annotations(
+            title = "List schedules",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn schedule_list(&self) -> Result<Json<ScheduleList>, String> {
+        self.service
+            .list_schedules()
+            .await
+            .map(Json)
+            .map_err(tool_error)
+    }
+
+    #[tool(
+        description = "Replace the list of series kept current by scheduled imports: [{exchange, symbol, cron?, \
+        start_date?}]; cron is UTC, 5 or 6 fields, default 02:30 daily. Each run is an ordinary candle_import job \
+        (one per series and day), visible with job_list.",
+        annotations(
+            title = "Set schedules",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn schedule_set(
+        &self,
+        Parameters(body): Parameters<SchedulesBody>,
+    ) -> Result<Json<ScheduleList>, String> {
+        self.service
+            .put_schedules(body)
+            .await
+            .map(Json)
             .map_err(tool_error)
     }
 

@@ -40,6 +40,7 @@ pub fn router(service: Service) -> Router {
         )
         .route("/v1/candles/{exchange}/{symbol}/gaps", get(gap_report))
         .route("/v1/candles/{exchange}/{symbol}/csv", get(export_csv))
+        .route("/v1/schedules", get(list_schedules).put(put_schedules))
         .route("/v1/strategies", get(list_strategies))
         .route("/v1/strategies/validate", post(validate_strategy))
         .route(
@@ -314,6 +315,17 @@ async fn delete_series(
     Path((exchange, symbol)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     Ok(Json(service.delete_series(&exchange, &symbol).await?).into_response())
+}
+
+async fn list_schedules(State(service): State<Service>) -> Result<Response, ApiError> {
+    Ok(Json(service.list_schedules().await?).into_response())
+}
+
+async fn put_schedules(
+    State(service): State<Service>,
+    ApiJson(body): ApiJson<crate::service::SchedulesBody>,
+) -> Result<Response, ApiError> {
+    Ok(Json(service.put_schedules(body).await?).into_response())
 }
 
 async fn list_strategies(State(service): State<Service>) -> Result<Response, ApiError> {

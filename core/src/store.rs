@@ -108,6 +108,17 @@ pub struct SeriesSummary {
     pub last_import_at: Option<i64>,
 }
 
+/// A series kept current by scheduled imports.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ScheduleRecord {
+    pub exchange: String,
+    pub symbol: String,
+    pub cron: String,
+    pub start_date: Option<String>,
+    pub created_at: i64,
+    pub last_fired_at: Option<i64>,
+}
+
 /// A half-open run of missing minutes: `start` is the first missing minute and
 /// `end` the first minute after it that is present (or the end of the range).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
@@ -553,6 +564,86 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    // ---- schedules ----------------------------------------------------------
+
+    pub async fn list_schedules(&self) -> Result<Vec<ScheduleRecord>> {
+        let rows: Vec<(String, String, String, Option<String>, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT exchange, symbol, cron, start_date, created_at, last_fired_at FROM schedules ORDER BY exchange, symbol",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(exchange, symbol, cron, start_date, created_at, last_fired_at)| ScheduleRecord {
+                    exchange,
+                    symbol,
+                    cron,
+                    start_date,
+                    created_at,
+                    last_fired_at,
+                },
+            )
+            .collect())
+    }
+
+    /// Replaces the whole schedule list; series kept keep their last tick.
+    pub async fn replace_schedules(&self, schedules: &[ScheduleRecord]) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let existing: Vec<(String, String, Option<i64>, i64)> =
+            sqlx::query_as("SELECT exchange, symbol, last_fired_at, created_at FROM schedules")
+                .fetch_all(&mut *tx)
+                .await?;
+        sqlx::query("DELETE FROM schedules")
+            .execute(&mut *tx)
+            .await?;
+        for schedule in schedules {
+            let previous = existing
+                .iter()
+                .find(|(e, s, _, _)| *e == schedule.exchange && *s == schedule.symbol);
+            sqlx::query(
+                "INSERT INTO schedules (exchange, symbol, cron, start_date, created_at, last_fired_at) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&schedule.exchange)
+            .bind(&schedule.symbol)
+            .bind(&schedule.cron)
+            .bind(&schedule.start_date)
+            .bind(previous.map_or(schedule.created_at, |p| p.3))
+            .bind(previous.and_then(|p| p.2))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn mark_fired(&self, exchange: &str, symbol: &str, at: i64) -> Result<()> {
+        sqlx::query("UPDATE schedules SET last_fired_at = ? WHERE exchange = ? AND symbol = ?")
+            .bind(at)
+            .bind(exchange)
+            .bind(symbol)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes or renews a named lease for `ttl_ms`; true if `holder` now holds it.
+    pub async fn try_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET \
+             holder = excluded.holder, expires_at = excluded.expires_at \
+             WHERE leases.holder = excluded.holder OR leases.expires_at < ?",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now + ttl_ms)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Deletes a series (all its 1m rows and its summary); returns the rows removed.

@@ -102,6 +102,7 @@ impl TestApp {
             strategies_dir: strategies,
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             log_format: "pretty".into(),
+            scheduler_tick_ms: 200,
         };
         let app = Application::build(&config).await.expect("build app");
         let port = app.port();

@@ -174,3 +174,79 @@ async fn unknown_symbols_and_empty_ranges_are_clear() {
         (422, Some("invalid_date_range"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_fire_once_per_series_and_day_across_instances_and_survive_restarts() {
+    let exchange = FakeExchange::start(&[("BTCUSDT", JAN_1, JAN_1 + 2 * DAY)]).await;
+    let app = app_with(&exchange).await;
+    // A second API instance on the same store and queue: both run the scheduler loop.
+    let config = jesse_mcp_api::ApiConfig {
+        addr: "127.0.0.1:0".into(),
+        data_dir: app.data_dir(),
+        strategies_dir: app.strategies_dir(),
+        allowed_hosts: vec!["127.0.0.1".into()],
+        log_format: "pretty".into(),
+        scheduler_tick_ms: 100,
+    };
+    let second = jesse_mcp_api::Application::build(&config).await.unwrap();
+    let (stop_second, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(second.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+
+    let (status, answer) = app.client.put(app.url("/v1/schedules")).json(&json!({"schedules": [{"exchange": "Binance Spot", "symbol": "BTC-USDT", "cron": "nonsense"}]})).send().await.map(|r| (r.status().as_u16(), r)).unwrap();
+    assert_eq!(status, 422, "{:?}", answer.text().await);
+    let (status, listed) = {
+        let r = app.client.put(app.url("/v1/schedules"))
+            .json(&json!({"schedules": [{"exchange": "Binance Spot", "symbol": "BTC-USDT", "cron": "* * * * * *", "start_date": "2024-01-01"}]}))
+            .send().await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(status, 200, "{listed}");
+    assert!(listed["schedules"][0]["next_run_at"].is_string());
+
+    // The cron fires every second on both instances, for several seconds: one job for today.
+    let mut job = Value::Null;
+    for _ in 0..100 {
+        let (_, jobs) = app.get("/v1/jobs?kind=candle_import").await;
+        if let Some(first) = jobs["jobs"].as_array().and_then(|j| j.first()) {
+            job = first.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let job_id = job["job_id"]
+        .as_str()
+        .expect("a scheduled import job appeared")
+        .to_string();
+    let finished = app.wait(&job_id, Duration::from_secs(60)).await;
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+    assert_eq!(finished["summary"]["inserted"], 2880);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, jobs) = app.get("/v1/jobs?kind=candle_import").await;
+    assert_eq!(
+        jobs["jobs"].as_array().unwrap().len(),
+        1,
+        "exactly one run per series and day: {jobs}"
+    );
+
+    // The schedule is stored, not held in memory: a new instance sees it.
+    let _ = stop_second.send(());
+    let third = jesse_mcp_api::Application::build(&config).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", third.port());
+    tokio::spawn(third.run_until_stopped(std::future::pending()));
+    let listed: Value = app
+        .client
+        .get(format!("{base}/v1/schedules"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["schedules"][0]["symbol"], "BTC-USDT");
+    assert!(
+        listed["schedules"][0]["last_fired_at"].is_string(),
+        "{listed}"
+    );
+}

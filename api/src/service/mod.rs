@@ -27,8 +27,10 @@ use crate::error::ApiError;
 use crate::strategies::StrategyDir;
 
 mod candles;
+mod schedules;
 mod strategies;
 pub use candles::{GapReport, ImportRequest};
+pub use schedules::{ScheduleList, SchedulesBody};
 pub use strategies::{
     DeepValidation, StrategyDeleted, StrategyList, StrategySummary, StrategyView, StrategyWritten,
     ValidationReport,
