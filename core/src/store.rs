@@ -109,7 +109,7 @@ pub struct SeriesSummary {
 }
 
 /// A series kept current by scheduled imports.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
 pub struct ScheduleRecord {
     pub exchange: String,
     pub symbol: String,
@@ -569,24 +569,11 @@ impl Store {
     // ---- schedules ----------------------------------------------------------
 
     pub async fn list_schedules(&self) -> Result<Vec<ScheduleRecord>> {
-        let rows: Vec<(String, String, String, Option<String>, i64, Option<i64>)> = sqlx::query_as(
+        Ok(sqlx::query_as::<_, ScheduleRecord>(
             "SELECT exchange, symbol, cron, start_date, created_at, last_fired_at FROM schedules ORDER BY exchange, symbol",
         )
         .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(exchange, symbol, cron, start_date, created_at, last_fired_at)| ScheduleRecord {
-                    exchange,
-                    symbol,
-                    cron,
-                    start_date,
-                    created_at,
-                    last_fired_at,
-                },
-            )
-            .collect())
+        .await?)
     }
 
     /// Replaces the whole schedule list; series kept keep their last tick.
