@@ -178,6 +178,10 @@ pub struct BacktestRequest {
     /// Extra candle feeds for the strategies.
     #[serde(default)]
     pub data_routes: Option<Vec<DataRouteSpec>>,
+    /// Run even if stored candles have gaps in the range (Jesse replays the minutes
+    /// it has); the gap report is attached to the result. Default: refuse with 422.
+    #[serde(default)]
+    pub allow_gaps: bool,
 }
 
 /// A validated backtest, stored as the job's params and executed by the worker.
@@ -203,6 +207,9 @@ pub struct BacktestPlan {
     /// The strategies' sources as validated at submit: the job runs exactly these,
     /// whatever happens to the files meanwhile.
     pub strategies: Vec<StrategySource>,
+    /// With `allow_gaps`: the missing runs per series at submit (null otherwise).
+    #[serde(default)]
+    pub gap_report: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -106,6 +106,8 @@ pub struct SeriesSummary {
     pub rows: i64,
     /// When an import job last finished for this series, ms since the epoch.
     pub last_import_at: Option<i64>,
+    /// Runs of missing minutes between first and last (as of the last write).
+    pub gaps: i64,
 }
 
 /// A series kept current by scheduled imports.
@@ -555,6 +557,34 @@ impl Store {
         Ok(counts)
     }
 
+    /// Recounts the series' gaps between its first and last row into the summary.
+    pub async fn refresh_gap_count(&self, exchange: &str, symbol: &str) -> Result<i64> {
+        let Some((first, last, rows)) = sqlx::query_as::<_, (i64, i64, i64)>(
+            "SELECT first_ts, last_ts, row_count FROM candle_series WHERE exchange = ? AND symbol = ? AND timeframe = '1m'",
+        )
+        .bind(exchange)
+        .bind(symbol)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(0);
+        };
+        let count = if rows == (last - first) / MINUTE_MS + 1 {
+            0
+        } else {
+            self.gaps(exchange, symbol, first, last + MINUTE_MS)
+                .await?
+                .len() as i64
+        };
+        sqlx::query("UPDATE candle_series SET gap_count = ? WHERE exchange = ? AND symbol = ? AND timeframe = '1m'")
+            .bind(count)
+            .bind(exchange)
+            .bind(symbol)
+            .execute(&self.pool)
+            .await?;
+        Ok(count)
+    }
+
     /// Records that an import of the series just finished.
     pub async fn mark_imported(&self, exchange: &str, symbol: &str) -> Result<()> {
         sqlx::query("UPDATE candle_series SET last_import_at = ? WHERE exchange = ? AND symbol = ? AND timeframe = '1m'")
@@ -658,7 +688,7 @@ impl Store {
     /// Stored series, answered from the summary table (never scans candles).
     pub async fn list_series(&self) -> Result<Vec<SeriesSummary>> {
         let rows = sqlx::query(
-            "SELECT exchange, symbol, timeframe, first_ts, last_ts, row_count, last_import_at FROM candle_series \
+            "SELECT exchange, symbol, timeframe, first_ts, last_ts, row_count, last_import_at, gap_count FROM candle_series \
              ORDER BY exchange, symbol, timeframe",
         )
         .fetch_all(&self.pool)
@@ -673,6 +703,7 @@ impl Store {
                     last: row.try_get("last_ts")?,
                     rows: row.try_get("row_count")?,
                     last_import_at: row.try_get("last_import_at")?,
+                    gaps: row.try_get("gap_count")?,
                 })
             })
             .collect()

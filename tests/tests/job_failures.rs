@@ -169,3 +169,41 @@ async fn cancelling_queued_and_running_jobs() {
         .await;
     assert_eq!(status, 200, "cancelling twice is harmless: {body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gaps_are_refused_unless_allowed_and_then_reported_with_the_result() {
+    let app = TestApp::spawn(Options::default()).await;
+    // 2024-01-01 .. 2024-02-15 with one missing hour on 2024-01-25 from 10:00.
+    let hole_start = 1_706_176_800_000i64;
+    let csv = String::from_utf8(synthetic_csv("2024-01-01", "2024-02-15", 3)).unwrap();
+    let kept: Vec<&str> = csv
+        .lines()
+        .filter(|line| {
+            let ts: i64 = line.split(',').next().unwrap().parse().unwrap_or(0);
+            !(hole_start..hole_start + 3_600_000).contains(&ts)
+        })
+        .collect();
+    app.import_csv((kept.join("\n") + "\n").as_bytes()).await;
+    let (_, listing) = app.get("/v1/candles").await;
+    assert_eq!(listing["series"][0]["gaps"], 1, "{listing}");
+    assert_eq!(listing["series"][0]["missing_minutes"], 60);
+
+    let mut body = backtest_body("SmaCross", "1h", "2024-01-20", "2024-02-10");
+    let (status, answer) = app.post_json("/v1/backtests", &body).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("missing_candles")),
+        "{answer}"
+    );
+    assert_eq!(answer["error"]["details"]["gaps"][0]["start"], hole_start);
+
+    body["allow_gaps"] = json!(true);
+    let job_id = app.submit(&body).await;
+    let job = app.wait(&job_id, LONG).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let (_, result) = app.get(&format!("/v1/jobs/{job_id}/result")).await;
+    let report = &result["gaps"][format!("{EXCHANGE}-{SYMBOL}")];
+    assert_eq!(report["missing_minutes"], 60, "{result}");
+    assert_eq!(report["gaps"][0]["end"], hole_start + 3_600_000);
+    assert!(result["metrics"]["total"].is_number());
+}

@@ -191,6 +191,9 @@ impl Executor {
         self.store
             .mark_imported(&plan.exchange, &plan.symbol)
             .await?;
+        self.store
+            .refresh_gap_count(&plan.exchange, &plan.symbol)
+            .await?;
         let gaps = self
             .store
             .gaps(&plan.exchange, &plan.symbol, plan.start_ms, plan.end_ms)

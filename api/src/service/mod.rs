@@ -155,6 +155,9 @@ pub struct ResultView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub equity_curve: Option<Value>,
     pub provenance: Value,
+    /// With `allow_gaps`: the missing runs of each series the backtest ran over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gaps: Option<Value>,
     /// Where the time went, in milliseconds.
     pub timings: Value,
 }
@@ -186,6 +189,8 @@ pub struct SeriesView {
     pub rows: i64,
     /// Minutes between first and last that are not stored.
     pub missing_minutes: i64,
+    /// Runs of missing minutes between first and last (details: the gaps endpoint).
+    pub gaps: i64,
     /// When an import job last finished for this series (null if only CSV-imported).
     pub last_import_at: Option<String>,
 }
@@ -444,13 +449,17 @@ impl Service {
         symbols.sort();
         symbols.dedup();
         let load_start = start_ms - warmup_minutes * MINUTE_MS;
+        let mut gap_report = serde_json::Map::new();
         for symbol in &symbols {
             let gaps = self
                 .inner
                 .store
                 .gaps(&request.exchange, symbol, load_start, end_ms)
                 .await?;
-            if !gaps.is_empty() {
+            if gaps.is_empty() {
+                continue;
+            }
+            if !request.allow_gaps {
                 return Err(missing_candles(
                     &request.exchange,
                     symbol,
@@ -460,6 +469,25 @@ impl Service {
                     &gaps,
                 ));
             }
+            let trading = self
+                .inner
+                .store
+                .count_candles(&request.exchange, symbol, start_ms, end_ms)
+                .await?;
+            let warm = self
+                .inner
+                .store
+                .count_candles(&request.exchange, symbol, load_start, start_ms)
+                .await?;
+            if trading == 0 || (warmup_minutes > 0 && warm == 0) {
+                return Err(missing_candles(&request.exchange, symbol, load_start, start_ms, end_ms, &gaps)
+                    .with_details(json!({"reason": "allow_gaps still needs candles in the trading range and in the warm-up"})));
+            }
+            let missing: i64 = gaps.iter().map(|g| g.minutes).sum();
+            gap_report.insert(
+                format!("{}-{symbol}", request.exchange),
+                json!({"gaps": gaps, "missing_minutes": missing, "start": load_start, "end": end_ms}),
+            );
         }
 
         let leverage = if request.leverage.fract() == 0.0 {
@@ -489,6 +517,7 @@ impl Service {
             include_trades: request.include_trades,
             include_equity_curve: request.include_equity_curve,
             strategies: sources,
+            gap_report: (!gap_report.is_empty()).then_some(Value::Object(gap_report)),
         })
     }
 
@@ -736,6 +765,7 @@ impl Service {
                 "candles": result.candles,
                 "params": job.params,
             }),
+            gaps: plan.as_ref().and_then(|p| p.gap_report.clone()),
             timings: result.timings,
         })
     }
@@ -767,6 +797,9 @@ impl Service {
             .store
             .upsert_candles(exchange, symbol, &parsed.candles)
             .await?;
+        if counts.inserted > 0 {
+            self.inner.store.refresh_gap_count(exchange, symbol).await?;
+        }
         tracing::info!(
             exchange,
             symbol,
@@ -803,6 +836,7 @@ impl Service {
                     last: s.last,
                     rows: s.rows,
                     last_import_at: s.last_import_at.map(to_rfc3339),
+                    gaps: s.gaps,
                 })
                 .collect(),
         })
