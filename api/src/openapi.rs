@@ -79,6 +79,10 @@ pub fn document() -> Value {
             "/v1/candles/{exchange}/{symbol}": {"delete": {"summary": "Delete a stored series", "responses": {"200": {"description": "deleted rows"}, "404": err("no such series")}}},
             "/v1/candles/{exchange}/{symbol}/gaps": {"get": {"summary": "Gap report: [{start, end, minutes}] half-open, missing_minutes, coverage_pct", "responses": {"200": {"description": "gap report"}, "404": err("no such series")}}},
             "/v1/candles/{exchange}/{symbol}/csv": {"get": {"summary": "Export the rows as CSV (import format)", "responses": {"200": {"description": "text/csv"}, "404": err("no such series")}}},
+            "/v1/schedules": {
+                "get": {"summary": "Series kept current by scheduled imports (cron UTC, next and last run)", "responses": {"200": {"description": "schedules"}}},
+                "put": {"summary": "Replace the schedule list: {schedules: [{exchange, symbol, cron?, start_date?}]}", "responses": {"200": {"description": "schedules"}, "422": err("bad exchange, symbol, cron or date")}}
+            },
             "/v1/strategies": {"get": {"summary": "Strategies with hyperparameters, sha256, validity and the latest deep validation", "responses": {"200": ok("strategies", &strategies)}}},
             "/v1/strategies/validate": {"post": {
                 "summary": "Validate code without saving it (static; with deep=true also import and smoke-test in a runner)",
