@@ -12,9 +12,8 @@ export JESSE_MCP_STRATEGIES_DIR="${JESSE_MCP_STRATEGIES_DIR:-$root/strategies}"
 export JESSE_MCP_WORKERS="${JESSE_MCP_WORKERS:-1}"
 export JESSE_MCP_PYTHON="${JESSE_MCP_PYTHON:-$(ops/python-env.sh 2>&2)}"
 bin="$CARGO_TARGET_DIR/release"
-if [ ! -x "$bin/jesse-mcp-api" ] || [ ! -x "$bin/jesse-mcp-worker" ]; then
-  cargo build --release --workspace --bins >&2
-fi
+# Incremental (a no-op when nothing changed); stdout stays reserved for MCP.
+cargo build --release --workspace --bins --quiet >&2
 worker=""
 if [ "${JESSE_MCP_STDIO_WORKER:-1}" != "0" ]; then
   "$bin/jesse-mcp-worker" >&2 &

@@ -13,7 +13,8 @@ export JESSE_MCP_STRATEGIES_DIR="${JESSE_MCP_STRATEGIES_DIR:-$root/strategies}"
 export JESSE_MCP_WORKERS="${JESSE_MCP_WORKERS:-$(nproc)}"
 export JESSE_MCP_PYTHON="${JESSE_MCP_PYTHON:-$(ops/python-env.sh)}"
 bin="$CARGO_TARGET_DIR/release"
-[ -x "$bin/jesse-mcp-api" ] && [ -x "$bin/jesse-mcp-worker" ] || cargo build --release --workspace --bins
+# Incremental: a no-op when nothing changed, a rebuild after a pull.
+cargo build --release --workspace --bins --quiet
 
 "$bin/jesse-mcp-api" candles synth --if-empty --start 2023-01-01 --end 2024-01-01 >/dev/null
 
