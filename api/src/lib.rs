@@ -6,6 +6,7 @@ pub mod app;
 pub mod config;
 pub mod error;
 pub mod mcp;
+pub mod metrics;
 pub mod openapi;
 pub mod rest;
 pub mod service;

@@ -23,6 +23,8 @@ pub const CSV_BODY_LIMIT: usize = 512 * 1024 * 1024;
 pub fn router(service: Service) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .route("/v1/backtests", post(submit_backtest))
         .route("/v1/jobs", get(list_jobs))
         .route("/v1/jobs/{id}", get(get_job))
@@ -133,6 +135,22 @@ async fn health(State(service): State<Service>) -> Response {
         Ok(body) => Json(body).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+async fn ready(State(service): State<Service>) -> Result<Response, ApiError> {
+    Ok(Json(service.ready().await?).into_response())
+}
+
+async fn metrics(State(service): State<Service>) -> Result<Response, ApiError> {
+    let text = crate::metrics::render(&service).await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn submit_backtest(

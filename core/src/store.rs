@@ -596,6 +596,44 @@ impl Store {
         Ok(())
     }
 
+    // ---- metrics ------------------------------------------------------------
+
+    pub async fn add_to_counter(&self, name: &str, delta: i64) -> Result<()> {
+        sqlx::query("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value")
+            .bind(name)
+            .bind(delta)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn counters(&self) -> Result<Vec<(String, i64)>> {
+        Ok(
+            sqlx::query_as("SELECT name, value FROM counters ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// `(kind, status, count)` over all jobs.
+    pub async fn job_counts(&self) -> Result<Vec<(String, String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT kind, status, COUNT(*) FROM jobs GROUP BY kind, status ORDER BY kind, status",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// `(kind, seconds)` of every finished job that ran.
+    pub async fn job_durations(&self) -> Result<Vec<(String, f64)>> {
+        Ok(sqlx::query_as(
+            "SELECT kind, (finished_at - started_at) / 1000.0 FROM jobs \
+             WHERE finished_at IS NOT NULL AND started_at IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     // ---- schedules ----------------------------------------------------------
 
     pub async fn list_schedules(&self) -> Result<Vec<ScheduleRecord>> {

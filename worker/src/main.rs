@@ -127,6 +127,25 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     let monitor = monitor
         .shutdown_timeout(Duration::from_secs(config.shutdown_grace_secs))
         .run_with_signal(shutdown_signal());
+    // Runner restarts are reported through the store, for the API's /metrics.
+    {
+        let (pool, store) = (pool.clone(), executor.store.clone());
+        tokio::spawn(async move {
+            let mut reported = 0;
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let now = pool.restarts.load(std::sync::atomic::Ordering::Relaxed);
+                if now > reported
+                    && store
+                        .add_to_counter("runner_restarts", (now - reported) as i64)
+                        .await
+                        .is_ok()
+                {
+                    reported = now;
+                }
+            }
+        });
+    }
     tracing::info!("worker ready; waiting for jobs");
     monitor.await.context("worker monitor failed")?;
     tracing::info!("shutting down runners");

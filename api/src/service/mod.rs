@@ -218,6 +218,27 @@ impl Service {
         &self.inner.store
     }
 
+    pub async fn queue_depth(&self, kind: JobKind) -> Result<i64, ApiError> {
+        Ok(self.inner.queue.depth(kind).await?)
+    }
+
+    /// Ready to take work: the store and the queue both answer.
+    pub async fn ready(&self) -> Result<Value, ApiError> {
+        self.inner.store.ping().await.map_err(|e| {
+            tracing::error!(error = %e, "readiness: store unreachable");
+            ApiError::unavailable("the store is unreachable")
+        })?;
+        self.inner
+            .queue
+            .depth(JobKind::Backtest)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "readiness: queue unreachable");
+                ApiError::unavailable("the queue is unreachable")
+            })?;
+        Ok(json!({"ready": true}))
+    }
+
     pub async fn health(&self) -> Result<Value, ApiError> {
         self.inner.store.ping().await?;
         let depth = self.inner.queue.depth(JobKind::Backtest).await?;
