@@ -45,6 +45,14 @@ impl Application {
                 Arc::new(LocalSessionManager::default()),
                 StreamableHttpServerConfig::default()
                     .with_allowed_hosts(config.allowed_hosts.clone())
+                    .with_allowed_origins(
+                        config
+                            .allowed_origins
+                            .iter()
+                            .filter(|o| !o.is_empty())
+                            .cloned()
+                            .collect::<Vec<_>>(),
+                    )
                     .with_cancellation_token(shutdown.child_token()),
             )
         };
@@ -53,12 +61,23 @@ impl Application {
             config.scheduler_tick_ms,
             shutdown.child_token(),
         );
+        let tokens = crate::auth::Tokens::parse(&config.tokens)?;
         let router = crate::rest::router(service)
             .nest_service("/mcp", mcp_service)
+            .layer(axum::middleware::from_fn_with_state(
+                tokens.clone(),
+                crate::auth::require_token,
+            ))
             .layer(tower_http::trace::TraceLayer::new_for_http());
         let listener = TcpListener::bind(&config.addr)
             .await
             .with_context(|| format!("binding {} (JESSE_MCP_ADDR)", config.addr))?;
+        let bound = listener.local_addr()?;
+        if !bound.ip().is_loopback() && !tokens.enabled() {
+            anyhow::bail!(
+                "refusing to listen on {bound} without tokens: set JESSE_MCP_TOKENS (token=scopes) or bind to 127.0.0.1"
+            );
+        }
         Ok(Self {
             listener,
             router,

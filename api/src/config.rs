@@ -21,6 +21,23 @@ pub struct ApiConfig {
         default_value = "localhost,127.0.0.1,::1"
     )]
     pub allowed_hosts: Vec<String>,
+    /// Bearer tokens and their scopes: `token=read+run,othertoken=admin` (scopes: read,
+    /// run, strategies:write, admin). Required to listen on a non-loopback address.
+    #[arg(
+        long,
+        env = "JESSE_MCP_TOKENS",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub tokens: String,
+    /// Origins the MCP endpoint accepts (comma-separated; empty: not checked).
+    #[arg(
+        long,
+        env = "JESSE_MCP_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub allowed_origins: Vec<String>,
     /// How often the scheduler checks for due top-ups, in milliseconds.
     #[arg(long, env = "JESSE_MCP_SCHEDULER_TICK_MS", default_value_t = 5000)]
     pub scheduler_tick_ms: u64,

@@ -3,6 +3,7 @@
 //! never links Python (the worker does that).
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod mcp;

@@ -17,6 +17,7 @@ use rmcp::{ErrorData, Json, RoleServer, ServerHandler, tool, tool_handler, tool_
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{Granted, Scope, forbidden};
 use crate::error::ApiError;
 use crate::rest::ValidateBody;
 use crate::service::{
@@ -142,6 +143,19 @@ fn tool_error(error: ApiError) -> String {
     error.envelope().to_string()
 }
 
+/// Over HTTP with tokens configured, a tool that changes something needs its
+/// scope; stdio (a local process its user started) carries no token.
+fn require(ctx: &RequestContext<RoleServer>, scope: Scope) -> Result<(), String> {
+    let granted = ctx
+        .extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Granted>());
+    match granted {
+        Some(granted) if !granted.allows(scope) => Err(tool_error(forbidden(scope))),
+        _ => Ok(()),
+    }
+}
+
 #[tool_router]
 impl JesseMcp {
     pub fn new(service: Service) -> Self {
@@ -167,7 +181,9 @@ impl JesseMcp {
     async fn backtest(
         &self,
         Parameters(request): Parameters<BacktestRequest>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<Json<Submitted>, String> {
+        require(&ctx, Scope::Run)?;
         let job = self
             .service
             .submit_backtest(request, None)
@@ -290,7 +306,9 @@ impl JesseMcp {
     async fn job_cancel(
         &self,
         Parameters(args): Parameters<JobIdArgs>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<Json<JobView>, String> {
+        require(&ctx, Scope::Run)?;
         self.service
             .cancel_job(&args.job_id)
             .await
@@ -330,7 +348,9 @@ impl JesseMcp {
     async fn candles_import(
         &self,
         Parameters(request): Parameters<ImportRequest>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<Json<Submitted>, String> {
+        require(&ctx, Scope::Run)?;
         let job = self
             .service
             .submit_import(request, None)
@@ -377,7 +397,9 @@ impl JesseMcp {
     async fn candles_delete(
         &self,
         Parameters(args): Parameters<SeriesArgs>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<String, String> {
+        require(&ctx, Scope::Admin)?;
         self.service
             .delete_series(&args.exchange, &args.symbol)
             .await
@@ -416,7 +438,9 @@ impl JesseMcp {
     async fn schedule_set(
         &self,
         Parameters(body): Parameters<SchedulesBody>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<Json<ScheduleList>, String> {
+        require(&ctx, Scope::Admin)?;
         self.service
             .put_schedules(body)
             .await
@@ -477,7 +501,9 @@ impl JesseMcp {
     async fn strategy_write(
         &self,
         Parameters(args): Parameters<StrategyWriteArgs>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<Json<StrategyWritten>, String> {
+        require(&ctx, Scope::StrategiesWrite)?;
         self.service
             .put_strategy(&args.name, args.code, args.if_match)
             .await
@@ -498,7 +524,9 @@ impl JesseMcp {
     async fn strategy_validate(
         &self,
         Parameters(args): Parameters<ValidateBody>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<Json<ValidationReport>, String> {
+        require(&ctx, Scope::Run)?;
         self.service
             .validate_strategy(args.name.as_deref(), &args.code, args.deep)
             .await
@@ -519,7 +547,9 @@ impl JesseMcp {
     async fn strategy_delete(
         &self,
         Parameters(args): Parameters<StrategyDeleteArgs>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<Json<StrategyDeleted>, String> {
+        require(&ctx, Scope::StrategiesWrite)?;
         self.service
             .delete_strategy(&args.name, args.if_match)
             .await

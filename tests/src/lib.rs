@@ -60,6 +60,8 @@ pub struct Options {
     pub start_worker: bool,
     /// JESSE_MCP_EXCHANGE_ENDPOINTS for the worker.
     pub exchange_endpoints: Option<String>,
+    /// JESSE_MCP_TOKENS for the API (empty: no authentication).
+    pub tokens: String,
 }
 
 impl Default for Options {
@@ -71,6 +73,7 @@ impl Default for Options {
             fixtures: &[],
             start_worker: true,
             exchange_endpoints: None,
+            tokens: String::new(),
         }
     }
 }
@@ -103,6 +106,8 @@ impl TestApp {
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             log_format: "pretty".into(),
             scheduler_tick_ms: 200,
+            tokens: options.tokens.clone(),
+            allowed_origins: Vec::new(),
         };
         let app = Application::build(&config).await.expect("build app");
         let port = app.port();
@@ -259,6 +264,19 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    pub async fn job_count_with(&self, token: &str) -> usize {
+        let response = self
+            .client
+            .get(self.url("/v1/jobs?limit=200"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET");
+        let (status, list) = decode(response).await;
+        assert_eq!(status, 200, "{list}");
+        list["jobs"].as_array().map_or(0, Vec::len)
     }
 
     pub async fn job_count(&self) -> usize {

@@ -187,6 +187,8 @@ async fn schedules_fire_once_per_series_and_day_across_instances_and_survive_res
         allowed_hosts: vec!["127.0.0.1".into()],
         log_format: "pretty".into(),
         scheduler_tick_ms: 100,
+        tokens: String::new(),
+        allowed_origins: Vec::new(),
     };
     let second = jesse_mcp_api::Application::build(&config).await.unwrap();
     let (stop_second, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -124,16 +124,33 @@ async fn a_strategy_that_kills_its_runner_fails_after_bounded_attempts() {
     // The deaths show in /metrics (workers report restarts through the store).
     let mut text = String::new();
     for _ in 0..50 {
-        text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        text = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         if text.contains("jesse_mcp_runner_restarts_total 3") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(text.contains("jesse_mcp_runner_restarts_total 3"), "{text}");
-    assert!(text.contains("jesse_mcp_jobs{kind=\"backtest\",status=\"failed\"} 1"), "{text}");
-    assert!(text.contains("jesse_mcp_job_duration_seconds_count{kind=\"backtest\"} 2"), "{text}");
-    assert!(text.contains("jesse_mcp_queue_depth{kind=\"backtest\"} 0"), "{text}");
+    assert!(
+        text.contains("jesse_mcp_jobs{kind=\"backtest\",status=\"failed\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("jesse_mcp_job_duration_seconds_count{kind=\"backtest\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("jesse_mcp_queue_depth{kind=\"backtest\"} 0"),
+        "{text}"
+    );
     let (status, ready) = app.get("/ready").await;
     assert_eq!((status, ready["ready"].as_bool()), (200, Some(true)));
 }
