@@ -50,6 +50,22 @@ impl Queue {
             .with_config(Config::default().queue(queue_name(kind)).batch_size(1))
     }
 
+    /// A worker's storage for one kind, with its heartbeat: a worker missing two
+    /// heartbeats is presumed dead and its claimed tasks are re-enqueued.
+    pub fn storage_with_heartbeat(
+        &self,
+        kind: JobKind,
+        heartbeat: Duration,
+    ) -> SqliteStorage<QueuedJob> {
+        SqliteStorage::new(&self.pool).with_config(
+            Config::default()
+                .queue(queue_name(kind))
+                .batch_size(1)
+                .heartbeat_interval(heartbeat)
+                .missed_heartbeats(2),
+        )
+    }
+
     /// Enqueues a job under its own id. One delivery per push: retries after a
     /// runner crash are bounded by the worker against the job's attempt counter.
     pub async fn push(&self, job: &QueuedJob) -> Result<(), StoreError> {

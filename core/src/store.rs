@@ -63,6 +63,16 @@ pub struct JobFilter {
     pub limit: i64,
 }
 
+/// The outcome of trying to claim a job.
+#[derive(Debug)]
+pub enum Claim {
+    Claimed(Box<JobRecord>),
+    /// Cancelled, finished or gone: nothing to run.
+    NotRunnable,
+    /// Another worker holds a live lease on it.
+    HeldElsewhere,
+}
+
 /// What a cancel request did.
 #[derive(Debug)]
 pub enum CancelOutcome {
@@ -241,25 +251,53 @@ impl Store {
         rows.iter().map(job_from_row).collect()
     }
 
-    /// Claims a job for execution: queued → running, counting the attempt.
-    /// Returns `None` when the job is gone or already terminal (e.g. cancelled
-    /// while it waited), in which case the worker must not run it.
-    pub async fn start_attempt(&self, id: &str) -> Result<Option<JobRecord>> {
+    /// Claims a job for `owner`: queued → running, counting the attempt, with a
+    /// lease of `lease_ms`. A running job is taken over only when its lease has
+    /// expired (its owner is presumed dead).
+    pub async fn start_attempt(&self, id: &str, owner: &str, lease_ms: i64) -> Result<Claim> {
         let now = now_ms();
         let done = sqlx::query(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
-             started_at = COALESCE(started_at, ?), updated_at = ?, stage = 'starting' \
-             WHERE id = ? AND status IN ('queued', 'running')",
+             started_at = COALESCE(started_at, ?), updated_at = ?, stage = 'starting', \
+             lease_owner = ?, lease_expires_at = ? \
+             WHERE id = ? AND status IN ('queued', 'running') \
+             AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < ?)",
         )
         .bind(now)
         .bind(now)
+        .bind(owner)
+        .bind(now + lease_ms)
         .bind(id)
+        .bind(owner)
+        .bind(now)
         .execute(&self.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            return Ok(None);
-        }
-        self.get_job(id).await
+        let job = self.get_job(id).await?;
+        Ok(match job {
+            Some(job) if done.rows_affected() == 1 => Claim::Claimed(Box::new(job)),
+            Some(job) if job.status == JobStatus::Running => Claim::HeldElsewhere,
+            _ => Claim::NotRunnable,
+        })
+    }
+
+    /// Extends `owner`'s lease; false when it no longer holds the job.
+    pub async fn renew_lease(&self, id: &str, owner: &str, lease_ms: i64) -> Result<bool> {
+        let done = sqlx::query("UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? AND status = 'running'")
+            .bind(now_ms() + lease_ms)
+            .bind(id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn holds_lease(&self, id: &str, owner: &str) -> Result<bool> {
+        let holder: Option<Option<String>> =
+            sqlx::query_scalar("SELECT lease_owner FROM jobs WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(holder.flatten().is_none_or(|h| h == owner))
     }
 
     pub async fn set_progress(&self, id: &str, progress: f64, stage: &str) -> Result<()> {
@@ -280,6 +318,7 @@ impl Store {
     pub async fn finish_job(
         &self,
         id: &str,
+        owner: Option<&str>,
         status: JobStatus,
         error: Option<&ErrorBody>,
         summary: Option<&Value>,
@@ -294,7 +333,7 @@ impl Store {
         let done = sqlx::query(
             "UPDATE jobs SET status = ?, error = ?, summary = ?, finished_at = ?, updated_at = ?, \
              stage = NULL, progress = CASE WHEN ? = 1.0 THEN 1.0 ELSE progress END \
-             WHERE id = ? AND status IN ('queued', 'running')",
+             WHERE id = ? AND status IN ('queued', 'running') AND (lease_owner IS NULL OR lease_owner = ?)",
         )
         .bind(status.as_str())
         .bind(error.map(serde_json::to_string).transpose()?)
@@ -303,6 +342,7 @@ impl Store {
         .bind(now)
         .bind(progress)
         .bind(id)
+        .bind(owner)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)

@@ -62,6 +62,8 @@ pub struct Options {
     pub exchange_endpoints: Option<String>,
     /// JESSE_MCP_TOKENS for the API (empty: no authentication).
     pub tokens: String,
+    /// JESSE_MCP_HEARTBEAT_SECS for workers (crash tests use short ones).
+    pub heartbeat_secs: u64,
 }
 
 impl Default for Options {
@@ -74,6 +76,7 @@ impl Default for Options {
             start_worker: true,
             exchange_endpoints: None,
             tokens: String::new(),
+            heartbeat_secs: 10,
         }
     }
 }
@@ -157,6 +160,10 @@ impl TestApp {
                 self.options.kill_grace_secs.to_string(),
             ),
             ("JESSE_MCP_POLL_MS", "100".into()),
+            (
+                "JESSE_MCP_HEARTBEAT_SECS",
+                self.options.heartbeat_secs.to_string(),
+            ),
             ("RUST_LOG", "info,sqlx=warn,apalis=warn,rmcp=warn".into()),
             (
                 "JESSE_MCP_EXCHANGE_ENDPOINTS",
@@ -180,6 +187,13 @@ impl TestApp {
             .stderr(file)
             .kill_on_drop(true);
         self.workers.push(command.spawn().expect("spawn worker"));
+    }
+
+    /// Kills worker `index` with SIGKILL (its runners die with it).
+    pub async fn kill_worker(&mut self, index: usize) {
+        let worker = &mut self.workers[index];
+        worker.start_kill().expect("kill worker");
+        let _ = worker.wait().await;
     }
 
     pub fn url(&self, path: &str) -> String {

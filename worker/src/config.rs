@@ -29,6 +29,10 @@ pub struct WorkerConfig {
     /// abandoned (they are picked up again when a worker next starts).
     #[arg(long, env = "JESSE_MCP_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    /// Queue heartbeat: a worker silent for two of these is presumed dead and its
+    /// jobs are handed to others; job leases are renewed at this pace.
+    #[arg(long, env = "JESSE_MCP_HEARTBEAT_SECS", default_value_t = 10)]
+    pub heartbeat_secs: u64,
     /// How often an idle worker looks for new jobs, in milliseconds.
     #[arg(long, env = "JESSE_MCP_POLL_MS", default_value_t = 10)]
     pub poll_ms: u64,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use jesse_mcp_core::ErrorBody;
 use jesse_mcp_core::jobs::{BacktestPlan, ImportPlan, JobKind, JobStatus, ValidationPlan};
-use jesse_mcp_core::store::{BacktestResultRecord, Store};
+use jesse_mcp_core::store::{BacktestResultRecord, Claim, Store};
 use jesse_mcp_core::time::{MINUTE_MS, now_ms, to_rfc3339};
 use serde_json::{Value, json};
 
@@ -23,7 +23,16 @@ use crate::protocol::{RunRequest, SeriesHeader};
 /// Deep validation is a smoke test: it must be short.
 const VALIDATION_TIMEOUT_SECS: u64 = 60;
 
+/// Another worker holds a live lease on the job: try again later.
+#[derive(Debug, thiserror::Error)]
+#[error("another worker holds this job's lease")]
+pub struct HeldElsewhere;
+
 pub struct Executor {
+    /// This worker process, as a lease owner.
+    pub owner: String,
+    /// How often leases are renewed (the queue heartbeat).
+    pub heartbeat: Duration,
     pub pacer: crate::import::Pacer,
     pub store: Store,
     pub candles: CandleCache,
@@ -45,14 +54,61 @@ pub(crate) enum Outcome {
 
 impl Executor {
     pub async fn run_job(&self, job_id: &str) -> anyhow::Result<()> {
+        // Keep the lease alive for as long as this worker works on the job.
+        let keeper = {
+            let (store, id, owner, lease_ms) = (
+                self.store.clone(),
+                job_id.to_string(),
+                self.owner.clone(),
+                self.lease_ms(),
+            );
+            let every = self.heartbeat;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    if let Ok(false) = store.renew_lease(&id, &owner, lease_ms).await {
+                        // Finished, cancelled, or taken over after a stall: stop renewing.
+                        return;
+                    }
+                }
+            })
+        };
+        let outcome = self.run_claimed(job_id).await;
+        keeper.abort();
+        outcome
+    }
+
+    /// How long a claim lasts without renewal: the queue's own orphan timeout.
+    fn lease_ms(&self) -> i64 {
+        (self.heartbeat * 3).as_millis() as i64
+    }
+
+    async fn run_claimed(&self, job_id: &str) -> anyhow::Result<()> {
         let mut last_loss = String::new();
+        let held_since = Instant::now();
         loop {
-            let Some(job) = self.store.start_attempt(job_id).await? else {
-                tracing::info!(
-                    job.id = job_id,
-                    "job is no longer runnable (cancelled or finished); skipping"
-                );
-                return Ok(());
+            let job = match self
+                .store
+                .start_attempt(job_id, &self.owner, self.lease_ms())
+                .await?
+            {
+                Claim::Claimed(job) => *job,
+                // Handed to us because its worker went silent: its lease runs out within
+                // a few heartbeats unless that worker is alive after all.
+                Claim::HeldElsewhere
+                    if held_since.elapsed().as_millis() < 2 * self.lease_ms() as u128 =>
+                {
+                    tokio::time::sleep(self.heartbeat).await;
+                    continue;
+                }
+                Claim::HeldElsewhere => return Err(HeldElsewhere.into()),
+                Claim::NotRunnable => {
+                    tracing::info!(
+                        job.id = job_id,
+                        "job is no longer runnable (cancelled or finished); skipping"
+                    );
+                    return Ok(());
+                }
             };
             if job.attempts > self.config.max_attempts {
                 // Redelivered after the worker itself died under it, too often.
@@ -96,6 +152,13 @@ impl Executor {
             match outcome {
                 Ok(Outcome::Succeeded(result, summary)) => {
                     let write_started = Instant::now();
+                    if !self.store.holds_lease(job_id, &self.owner).await? {
+                        tracing::warn!(
+                            job.id = job_id,
+                            "another worker took this job over; dropping this run's result"
+                        );
+                        return Ok(());
+                    }
                     persist("saving the result", || {
                         self.store.save_backtest_result(&result)
                     })
@@ -183,7 +246,8 @@ impl Executor {
         summary: Option<&Value>,
     ) -> anyhow::Result<bool> {
         persist("recording the outcome", || {
-            self.store.finish_job(job_id, status, error, summary)
+            self.store
+                .finish_job(job_id, Some(&self.owner), status, error, summary)
         })
         .await
     }

@@ -100,7 +100,10 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     config
         .exchange_endpoints()
         .context("JESSE_MCP_EXCHANGE_ENDPOINTS")?;
+    let heartbeat = Duration::from_secs(config.heartbeat_secs.max(1));
     let executor = Arc::new(Executor {
+        owner: format!("worker-{}", ulid::Ulid::generate()),
+        heartbeat,
         pacer: Default::default(),
         store,
         candles,
@@ -113,7 +116,7 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     // concurrency is the pool size, and the pool's permits bound the total.
     let mut monitor = Monitor::new();
     for kind in JobKind::ALL.iter().copied() {
-        let storage = queue.storage(kind);
+        let storage = queue.storage_with_heartbeat(kind, heartbeat);
         let name = format!("{}-{}", kind.as_str(), ulid::Ulid::generate());
         let executor = executor.clone();
         monitor = monitor.register(move |_| {
@@ -160,6 +163,13 @@ async fn run_job(job: QueuedJob, executor: Data<Arc<Executor>>) -> Result<(), Bo
     let handle = tokio::spawn(async move { executor.run_job(&job.job_id).await });
     match handle.await {
         Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) if e.is::<execute::HeldElsewhere>() => {
+            tracing::info!(
+                job.id = id,
+                "job is leased by another worker; asking the queue to retry later"
+            );
+            Err(RetryAfterError::new(e.to_string(), Duration::from_secs(5)).into())
+        }
         Ok(Err(e)) => {
             tracing::error!(job.id = id, error = %format!("{e:#}"), "job failed in the worker");
             Err(AbortError::new(format!("{e:#}")).into())
