@@ -224,13 +224,6 @@ impl BacktestPlan {
     pub fn load_start_ms(&self) -> i64 {
         self.start_ms - self.warmup_minutes * crate::time::MINUTE_MS
     }
-
-    pub fn strategy_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.routes.iter().map(|r| r.strategy.clone()).collect();
-        names.sort();
-        names.dedup();
-        names
-    }
 }
 
 /// A strategy source to validate deeply: the exact text, so what is checked is
