@@ -6,4 +6,5 @@ cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/jesse-mcp/target}"
 python="$(ops/python-env.sh)"
 cargo build --release --workspace --bins --quiet
-exec "$python" ops/bench.py "$CARGO_TARGET_DIR/release"
+"$python" ops/bench.py "$CARGO_TARGET_DIR/release"
+"$python" ops/bench_scale.py "$CARGO_TARGET_DIR/release"
