@@ -4,38 +4,21 @@ workers are busy. Appends its section to docs/BENCHMARKS.md.
 
 Usage: python ops/bench_scale.py BIN_DIR
 """
-import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = sys.argv[1]
-EXCHANGE, SYMBOL = "Binance Perpetual Futures", "BTC-USDT"
+from bench import BIN, EXCHANGE, ROOT, SYMBOL, free_port, http  # noqa: E402 - same directory
+
 BATCH = int(os.environ.get("BENCH_BATCH", "8"))
 
 
-def http(method, url, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req) as resp:
-        return json.loads(resp.read())
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_batch(runners, data, csv_ready):
+def run_batch(runners, data):
     port = free_port()
     env = dict(os.environ, JESSE_MCP_DATA_DIR=data, JESSE_MCP_STRATEGIES_DIR=os.path.join(ROOT, "strategies"),
                JESSE_MCP_PYTHON=sys.executable, JESSE_MCP_WORKERS=str(runners), JESSE_MCP_ADDR=f"127.0.0.1:{port}",
@@ -110,8 +93,8 @@ def main():
     subprocess.run([os.path.join(BIN, "jesse-mcp-api"), "candles", "synth", "--start", "2023-01-01", "--end", "2023-07-01"],
                    env=env, check=True, capture_output=True)
     n = os.cpu_count() or 2
-    one, status1, submit1 = run_batch(1, data, True)
-    many, status_n, submit_n = run_batch(n, data, True)
+    one, status1, submit1 = run_batch(1, data)
+    many, status_n, submit_n = run_batch(n, data)
     speedup = one / many
     lines = ["", "## Scaling (SQLite, one machine)", "",
              f"Batch of {BATCH} SmaCross 1h backtests (2023-01-11..2023-07-01), runners warmed first; "

@@ -900,47 +900,16 @@ mod raw {
         expected: usize,
     ) -> Result<Vec<f64>, String> {
         let mut out = Vec::with_capacity(expected * 6);
-        // SAFETY: `db` is a live connection locked for our exclusive use by the
-        // caller's handle guard; the statement is finalized on every path, and the
-        // bound text is copied by SQLite (SQLITE_TRANSIENT).
-        unsafe {
-            let mut stmt = std::ptr::null_mut();
-            let rc = ffi::sqlite3_prepare_v2(db, SQL.as_ptr(), -1, &mut stmt, std::ptr::null_mut());
-            if rc != ffi::SQLITE_OK {
-                return Err(error(db, "prepare"));
-            }
-            let bind_text = |index: c_int, text: &str| {
-                ffi::sqlite3_bind_text(
-                    stmt,
-                    index,
-                    text.as_ptr().cast(),
-                    text.len() as c_int,
-                    ffi::SQLITE_TRANSIENT(),
-                )
-            };
-            let bound = bind_text(1, exchange)
-                | bind_text(2, symbol)
-                | ffi::sqlite3_bind_int64(stmt, 3, start)
-                | ffi::sqlite3_bind_int64(stmt, 4, end);
-            let result = if bound != ffi::SQLITE_OK {
-                Err(error(db, "bind"))
-            } else {
-                loop {
-                    match ffi::sqlite3_step(stmt) {
-                        ffi::SQLITE_ROW => {
-                            out.push(ffi::sqlite3_column_int64(stmt, 0) as f64);
-                            for column in 1..6 {
-                                out.push(ffi::sqlite3_column_double(stmt, column));
-                            }
-                        }
-                        ffi::SQLITE_DONE => break Ok(()),
-                        _ => break Err(error(db, "step")),
-                    }
+        scan(db, SQL, exchange, symbol, start, end, |stmt| {
+            // SAFETY: `stmt` is positioned on a row of the six-column SELECT.
+            unsafe {
+                out.push(ffi::sqlite3_column_int64(stmt, 0) as f64);
+                for column in 1..6 {
+                    out.push(ffi::sqlite3_column_double(stmt, column));
                 }
-            };
-            ffi::sqlite3_finalize(stmt);
-            result.map(|()| out)
-        }
+            }
+        })?;
+        Ok(out)
     }
 
     const TIMESTAMPS: &CStr = c"SELECT timestamp FROM candles \
@@ -966,11 +935,33 @@ mod raw {
                 });
             }
         };
-        // SAFETY: as in `load_candles`: exclusive use of a live connection, statement
-        // finalized on every path, text bound with SQLITE_TRANSIENT.
+        scan(db, TIMESTAMPS, exchange, symbol, start, end, |stmt| {
+            // SAFETY: `stmt` is positioned on a row of the one-column SELECT.
+            let ts = unsafe { ffi::sqlite3_column_int64(stmt, 0) };
+            push(expected, ts);
+            expected = ts + MINUTE_MS;
+        })?;
+        push(expected, end);
+        Ok(gaps)
+    }
+
+    /// Runs `sql` (parameters: exchange, symbol, start, end) and calls `on_row`
+    /// for every row, in order.
+    fn scan(
+        db: *mut ffi::sqlite3,
+        sql: &CStr,
+        exchange: &str,
+        symbol: &str,
+        start: i64,
+        end: i64,
+        mut on_row: impl FnMut(*mut ffi::sqlite3_stmt),
+    ) -> Result<(), String> {
+        // SAFETY: `db` is a live connection locked for our exclusive use by the
+        // caller's handle guard; the statement is finalized on every path, and the
+        // bound text is copied by SQLite (SQLITE_TRANSIENT).
         unsafe {
             let mut stmt = std::ptr::null_mut();
-            if ffi::sqlite3_prepare_v2(db, TIMESTAMPS.as_ptr(), -1, &mut stmt, std::ptr::null_mut())
+            if ffi::sqlite3_prepare_v2(db, sql.as_ptr(), -1, &mut stmt, std::ptr::null_mut())
                 != ffi::SQLITE_OK
             {
                 return Err(error(db, "prepare"));
@@ -993,21 +984,15 @@ mod raw {
             } else {
                 loop {
                     match ffi::sqlite3_step(stmt) {
-                        ffi::SQLITE_ROW => {
-                            let ts = ffi::sqlite3_column_int64(stmt, 0);
-                            push(expected, ts);
-                            expected = ts + MINUTE_MS;
-                        }
+                        ffi::SQLITE_ROW => on_row(stmt),
                         ffi::SQLITE_DONE => break Ok(()),
                         _ => break Err(error(db, "step")),
                     }
                 }
             };
             ffi::sqlite3_finalize(stmt);
-            result?;
+            result
         }
-        push(expected, end);
-        Ok(gaps)
     }
 
     unsafe fn error(db: *mut ffi::sqlite3, step: &str) -> String {

@@ -46,7 +46,6 @@ pub struct Service {
 struct Inner {
     store: Store,
     queue: Queue,
-    strategies_dir: PathBuf,
     strategies: StrategyDir,
     /// Tells MCP sessions that the set of strategies changed.
     strategy_set_changed: tokio::sync::broadcast::Sender<()>,
@@ -207,8 +206,7 @@ impl Service {
             inner: Arc::new(Inner {
                 store,
                 queue,
-                strategies: StrategyDir::new(strategies_dir.clone()),
-                strategies_dir,
+                strategies: StrategyDir::new(strategies_dir),
                 strategy_set_changed,
             }),
         }
@@ -554,18 +552,10 @@ impl Service {
             )
             .with_details(json!({"field": "strategy"})));
         }
-        let path = self.inner.strategies_dir.join(name).join("__init__.py");
-        if !path.is_file() {
-            return Err(ApiError::invalid(
-                "unknown_strategy",
-                format!("strategy '{name}' does not exist; expected {name}/__init__.py in the strategies directory"),
-            )
-            .with_details(json!({"field": "strategy", "available": self.strategy_names()})));
-        }
         self.check_strategy_source(name, hyperparameters)
     }
 
-    fn strategy_names(&self) -> Vec<String> {
+    pub(super) fn strategy_names(&self) -> Vec<String> {
         self.inner.strategies.names().unwrap_or_default()
     }
 

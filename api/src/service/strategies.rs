@@ -342,8 +342,9 @@ impl Service {
         let file = self.inner.strategies.read(name)?.ok_or_else(|| {
             ApiError::invalid(
                 "unknown_strategy",
-                format!("strategy '{name}' does not exist"),
+                format!("strategy '{name}' does not exist; expected {name}/__init__.py in the strategies directory"),
             )
+            .with_details(json!({"field": "strategy", "available": self.strategy_names()}))
         })?;
         let report = validate_static(Some(name), &file.source);
         if !report.valid {
