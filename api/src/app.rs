@@ -6,8 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use jesse_mcp_core::queue::Queue;
-use jesse_mcp_core::store::Store;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::net::TcpListener;
@@ -25,10 +23,14 @@ pub struct Application {
 
 /// Opens the store and the queue and builds the service both frontends share.
 pub async fn open_service(config: &ApiConfig) -> anyhow::Result<Service> {
-    let store = Store::open(&config.data_dir)
+    let store = config
+        .backends
+        .open_store()
         .await
         .context("opening the store")?;
-    let queue = Queue::open(&config.data_dir)
+    let queue = config
+        .backends
+        .open_queue()
         .await
         .context("opening the queue")?;
     Ok(Service::new(store, queue, config.strategies_dir.clone()))

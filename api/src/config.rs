@@ -2,14 +2,15 @@
 
 use std::path::PathBuf;
 
+use jesse_mcp_core::backends::Backends;
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct ApiConfig {
     /// Address to serve REST and MCP (streamable HTTP at /mcp) on.
     #[arg(long, env = "JESSE_MCP_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: String,
-    /// Directory holding the store (`store.db`) and the queue (`queue.db`).
-    #[arg(long, env = "JESSE_MCP_DATA_DIR", default_value = "data")]
-    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub backends: Backends,
     /// Strategies in Jesse's layout: `<dir>/<Name>/__init__.py`.
     #[arg(long, env = "JESSE_MCP_STRATEGIES_DIR", default_value = "strategies")]
     pub strategies_dir: PathBuf,

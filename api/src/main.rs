@@ -109,7 +109,7 @@ async fn serve(config: ApiConfig) -> anyhow::Result<()> {
     let addr = app.local_addr();
     // Tests and scripts read this line to find the port when binding to :0.
     println!("jesse-mcp-api listening on http://{addr}");
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), strategies = %config.strategies_dir.display(), "serving REST at /v1 and MCP at /mcp");
+    tracing::info!(%addr, data_dir = %config.backends.data_dir.display(), strategies = %config.strategies_dir.display(), "serving REST at /v1 and MCP at /mcp");
     app.run_until_stopped(async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");

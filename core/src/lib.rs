@@ -5,6 +5,7 @@
 //! about the pinned Jesse release (exchanges, timeframes). It never links Python
 //! and never runs strategy code.
 
+pub mod backends;
 pub mod candles;
 pub mod error;
 pub mod jesse;

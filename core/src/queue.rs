@@ -1,16 +1,19 @@
-//! The job queue: apalis on its own SQLite file (`queue.db`) beside the store.
+//! The job queue: apalis on its own SQLite file (`queue.db`, the default) or on
+//! Redis (`JESSE_MCP_QUEUE_URL=redis://...`, for many workers on many hosts).
 //!
-//! Kept apart from `store.db` because apalis runs its own migrations and polls
-//! with short write transactions. The queue carries only `{job_id, kind}`; the
-//! job's definition and status live in the store. Ids are the ULIDs we return
-//! at submit, so a queue row and a job row always share their id.
+//! The queue carries only `{job_id, kind}`; the job's definition and status live
+//! in the store, which stays the authority: a worker claims a job there (with a
+//! lease) before running it, so a task delivered twice never runs twice. Task ids
+//! are the ULIDs we return at submit, so a queue entry and a job share their id.
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
-use apalis_sqlite::{Config, SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteStorage};
+use apalis_redis::{ConnectionManager, RedisStorage};
+use apalis_sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteStorage};
 
 use crate::error::StoreError;
 use crate::jobs::{JobKind, QueuedJob};
@@ -21,49 +24,95 @@ pub fn queue_name(kind: JobKind) -> &'static str {
 }
 
 #[derive(Clone)]
-pub struct Queue {
-    pool: SqlitePool,
+pub enum Queue {
+    Sqlite(SqlitePool),
+    Redis {
+        conn: ConnectionManager,
+        /// Prefix of every key, so deployments (and tests) can share one Redis.
+        namespace: Arc<str>,
+    },
+}
+
+/// One kind's apalis backend, for a worker to consume.
+pub enum KindBackend {
+    Sqlite(SqliteStorage<QueuedJob>),
+    Redis(RedisStorage<QueuedJob>),
+}
+
+fn queue_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Queue(e.to_string())
 }
 
 impl Queue {
-    pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        let _init = crate::init_lock(data_dir).map_err(|e| StoreError::Queue(e.to_string()))?;
-        let url = format!("sqlite://{}", data_dir.join("queue.db").display());
-        let options = SqliteConnectOptions::from_str(&url)
-            .map_err(|e| StoreError::Queue(e.to_string()))?
-            .create_if_missing(true)
-            .busy_timeout(Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(|e| StoreError::Queue(e.to_string()))?;
-        SqliteStorage::setup(&pool)
-            .await
-            .map_err(|e| StoreError::Queue(e.to_string()))?;
-        Ok(Self { pool })
+    /// Opens the queue: Redis when `queue_url` is `redis://...`, else `queue.db`
+    /// in `data_dir` (or the `sqlite:` file the URL names).
+    pub async fn open(
+        data_dir: &Path,
+        queue_url: Option<&str>,
+        namespace: &str,
+    ) -> Result<Self, StoreError> {
+        match queue_url.map(str::trim).filter(|u| !u.is_empty()) {
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                let client = apalis_redis::Client::open(url).map_err(queue_error)?;
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(5)))
+                    .set_response_timeout(Some(Duration::from_secs(10)))
+                    .set_number_of_retries(6);
+                let conn = ConnectionManager::new_with_config(client, config)
+                    .await
+                    .map_err(queue_error)?;
+                Ok(Self::Redis {
+                    conn,
+                    namespace: namespace.into(),
+                })
+            }
+            Some(url) if !url.starts_with("sqlite:") => Err(StoreError::Queue(format!(
+                "unsupported queue URL '{url}': use redis://host:port or sqlite:<path>"
+            ))),
+            url => {
+                let _init = crate::init_lock(data_dir).map_err(queue_error)?;
+                let default = format!("sqlite://{}", data_dir.join("queue.db").display());
+                let options = SqliteConnectOptions::from_str(url.unwrap_or(&default))
+                    .map_err(queue_error)?
+                    .create_if_missing(true)
+                    .busy_timeout(Duration::from_secs(30));
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .connect_with(options)
+                    .await
+                    .map_err(queue_error)?;
+                SqliteStorage::setup(&pool).await.map_err(queue_error)?;
+                Ok(Self::Sqlite(pool))
+            }
+        }
     }
 
-    /// The apalis storage for one kind, for pushing or for a worker to consume.
-    pub fn storage(&self, kind: JobKind) -> SqliteStorage<QueuedJob> {
-        SqliteStorage::new(&self.pool)
-            .with_config(Config::default().queue(queue_name(kind)).batch_size(1))
+    /// `sqlite` or `redis`.
+    pub fn engine(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Redis { .. } => "redis",
+        }
     }
 
-    /// A worker's storage for one kind, with its heartbeat: a worker missing two
+    /// A worker's backend for one kind, with its heartbeat: a worker missing two
     /// heartbeats is presumed dead and its claimed tasks are re-enqueued.
-    pub fn storage_with_heartbeat(
-        &self,
-        kind: JobKind,
-        heartbeat: Duration,
-    ) -> SqliteStorage<QueuedJob> {
-        SqliteStorage::new(&self.pool).with_config(
-            Config::default()
-                .queue(queue_name(kind))
-                .batch_size(1)
-                .heartbeat_interval(heartbeat)
-                .missed_heartbeats(2),
-        )
+    pub fn backend(&self, kind: JobKind, heartbeat: Duration) -> KindBackend {
+        match self {
+            Self::Sqlite(pool) => KindBackend::Sqlite(
+                SqliteStorage::new(pool).with_config(
+                    apalis_sqlite::Config::default()
+                        .queue(queue_name(kind))
+                        .batch_size(1)
+                        .heartbeat_interval(heartbeat)
+                        .missed_heartbeats(2),
+                ),
+            ),
+            Self::Redis { conn, namespace } => KindBackend::Redis(
+                RedisStorage::new(conn.clone())
+                    .with_config(redis_config(namespace, kind, heartbeat)),
+            ),
+        }
     }
 
     /// Enqueues a job under its own id. One delivery per push: retries after a
@@ -75,46 +124,109 @@ impl Queue {
             .task_id(TaskId::from_ulid(id))
             .max_attempts(1)
             .build();
-        let mut storage = self.storage(job.kind);
-        storage
-            .push_task(task)
-            .await
-            .map_err(|e| StoreError::Queue(e.to_string()))
+        match self {
+            Self::Sqlite(pool) => {
+                let mut storage = SqliteStorage::<QueuedJob>::new(pool)
+                    .with_config(apalis_sqlite::Config::default().queue(queue_name(job.kind)));
+                storage.push_task(task).await.map_err(queue_error)
+            }
+            Self::Redis { conn, namespace } => {
+                let mut storage = RedisStorage::<QueuedJob>::new(conn.clone())
+                    .with_config(redis_config(namespace, job.kind, Duration::from_secs(10)));
+                storage.push_task(task).await.map_err(queue_error)
+            }
+        }
     }
 
     /// Withdraws a job nobody has claimed yet; false if a worker already holds it.
     pub async fn withdraw(&self, kind: JobKind, job_id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE Jobs SET status = 'Killed', done_at = strftime('%s','now'), \
-             last_result = '{\"Err\":\"cancelled\"}', lock_by = NULL \
-             WHERE id = ? AND job_type = ? AND status IN ('Pending', 'Failed') AND lock_by IS NULL",
-        )
-        .bind(job_id)
-        .bind(queue_name(kind))
-        .execute(&self.pool)
-        .await
-        .map_err(|e| StoreError::Queue(e.to_string()))?;
-        Ok(done.rows_affected() == 1)
+        match self {
+            Self::Sqlite(pool) => {
+                let done = sqlx::query(
+                    "UPDATE Jobs SET status = 'Killed', done_at = strftime('%s','now'), \
+                     last_result = '{\"Err\":\"cancelled\"}', lock_by = NULL \
+                     WHERE id = ? AND job_type = ? AND status IN ('Pending', 'Failed') AND lock_by IS NULL",
+                )
+                .bind(job_id)
+                .bind(queue_name(kind))
+                .execute(pool)
+                .await
+                .map_err(queue_error)?;
+                Ok(done.rows_affected() == 1)
+            }
+            Self::Redis { conn, namespace } => {
+                let config = redis_config(namespace, kind, Duration::from_secs(10));
+                let removed: i64 = redis::cmd("LREM")
+                    .arg(config.active_jobs_list())
+                    .arg(0)
+                    .arg(job_id)
+                    .query_async(&mut conn.clone())
+                    .await
+                    .map_err(queue_error)?;
+                Ok(removed > 0)
+            }
+        }
     }
 
     /// Whether the queue holds a task for this job (in any state).
     pub async fn contains(&self, kind: JobKind, job_id: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM Jobs WHERE id = ? AND job_type = ?")
-                .bind(job_id)
-                .bind(queue_name(kind))
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| StoreError::Queue(e.to_string()))?;
-        Ok(found.is_some())
+        match self {
+            Self::Sqlite(pool) => {
+                let found: Option<i64> =
+                    sqlx::query_scalar("SELECT 1 FROM Jobs WHERE id = ? AND job_type = ?")
+                        .bind(job_id)
+                        .bind(queue_name(kind))
+                        .fetch_optional(pool)
+                        .await
+                        .map_err(queue_error)?;
+                Ok(found.is_some())
+            }
+            Self::Redis { conn, namespace } => {
+                let config = redis_config(namespace, kind, Duration::from_secs(10));
+                redis::cmd("HEXISTS")
+                    .arg(config.job_data_hash())
+                    .arg(job_id)
+                    .query_async(&mut conn.clone())
+                    .await
+                    .map_err(queue_error)
+            }
+        }
     }
 
     /// Jobs waiting to be claimed, per queue.
     pub async fn depth(&self, kind: JobKind) -> Result<i64, StoreError> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM Jobs WHERE job_type = ? AND status = 'Pending'")
+        match self {
+            Self::Sqlite(pool) => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM Jobs WHERE job_type = ? AND status = 'Pending'",
+            )
             .bind(queue_name(kind))
-            .fetch_one(&self.pool)
+            .fetch_one(pool)
             .await
-            .map_err(|e| StoreError::Queue(e.to_string()))
+            .map_err(queue_error),
+            Self::Redis { conn, namespace } => {
+                let config = redis_config(namespace, kind, Duration::from_secs(10));
+                let (active, scheduled): (i64, i64) = redis::pipe()
+                    .cmd("LLEN")
+                    .arg(config.active_jobs_list())
+                    .cmd("ZCARD")
+                    .arg(config.scheduled_jobs_set())
+                    .query_async(&mut conn.clone())
+                    .await
+                    .map_err(queue_error)?;
+                Ok(active + scheduled)
+            }
+        }
     }
+}
+
+/// One kind's Redis queue: one task per fetch (jobs are long), results not kept
+/// (the store has them), liveness from the heartbeat like the SQLite queue.
+fn redis_config(namespace: &str, kind: JobKind, heartbeat: Duration) -> apalis_redis::Config {
+    apalis_redis::Config::default()
+        .queue(format!("{namespace}:{}", queue_name(kind)))
+        .batch_size(1)
+        .heartbeat_interval(heartbeat)
+        .missed_heartbeats(2)
+        .persist_results(false)
+        .emit_events(false)
 }

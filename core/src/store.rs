@@ -1,6 +1,8 @@
 //! The results store: jobs, backtest results and 1m candles, in SQLite under the
-//! data directory. Owns every SQL statement of the service; callers see typed
-//! records only. The schema changes only through `migrations/`.
+//! data directory (the default) or in Postgres (`JESSE_MCP_DATABASE_URL`). Owns
+//! every SQL statement of the service; callers see typed records only. The
+//! schema changes only through `migrations/sqlite` and `migrations/postgres`,
+//! which describe the same tables.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -8,8 +10,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, QueryBuilder, Row, SqlitePool};
+use sqlx::{AssertSqlSafe, QueryBuilder, SqlitePool};
 
 use crate::candles::Candle;
 use crate::error::{ErrorBody, StoreError};
@@ -20,7 +23,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    db: Db,
 }
 
 /// A job as the store knows it.
@@ -144,39 +147,155 @@ const JOB_COLUMNS: &str = "id, kind, status, params, progress, stage, attempts, 
                            error, summary, created_at, started_at, finished_at";
 const UPSERT_CHUNK: usize = 3_000;
 
+/// The database behind the store. Every statement is written once, in SQL both
+/// engines accept (`$n` parameters, `ON CONFLICT`, `IS DISTINCT FROM`), and runs
+/// on either through [`on_db!`]; only the candle scans take an engine's fast path.
+#[derive(Clone, Debug)]
+enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the store's pool, whichever engine it is.
+macro_rules! on_db {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.db {
+            Db::Sqlite($pool) => $body,
+            Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Runs `$body` in a write transaction bound to `$tx`, committed when the body
+/// succeeds. On SQLite it is IMMEDIATE: a transaction that reads before it
+/// writes cannot upgrade after another process commits (SQLITE_BUSY_SNAPSHOT).
+macro_rules! in_tx {
+    ($store:expr, $tx:ident => $body:block) => {
+        match &$store.db {
+            Db::Sqlite(pool) => {
+                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+            Db::Postgres(pool) => {
+                let mut $tx = pool.begin().await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+        }
+    };
+}
+
+/// A `jobs` row as both engines return it.
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: String,
+    kind: String,
+    status: String,
+    params: String,
+    progress: f64,
+    stage: Option<String>,
+    attempts: i64,
+    cancel_requested: i64,
+    error: Option<String>,
+    summary: Option<String>,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ResultRow {
+    job_id: String,
+    metrics: String,
+    trades: Option<String>,
+    equity_curve: Option<String>,
+    jesse_version: String,
+    strategies: String,
+    candles: String,
+    timings: String,
+    created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct SeriesRow {
+    exchange: String,
+    symbol: String,
+    timeframe: String,
+    first_ts: i64,
+    last_ts: i64,
+    row_count: i64,
+    last_import_at: Option<i64>,
+    gap_count: i64,
+}
+
 impl Store {
-    /// Opens (creating if needed) `store.db` in `data_dir` and applies migrations.
-    pub async fn open(data_dir: &Path) -> Result<Self> {
-        let _init =
-            crate::init_lock(data_dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
-        let url = format!("sqlite://{}", data_dir.join("store.db").display());
-        Self::connect(&url).await
+    /// Opens the store: `database_url` (`sqlite:...` or `postgres://...`) when
+    /// given, else `store.db` in `data_dir`; applies migrations either way.
+    pub async fn open(data_dir: &Path, database_url: Option<&str>) -> Result<Self> {
+        match database_url {
+            Some(url) if !url.starts_with("sqlite:") => Self::connect(url).await,
+            url => {
+                let _init = crate::init_lock(data_dir)
+                    .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+                let default = format!("sqlite://{}", data_dir.join("store.db").display());
+                Self::connect(url.unwrap_or(&default)).await
+            }
+        }
     }
 
+    /// Connects to `url` and applies migrations. Postgres migrations take an
+    /// advisory lock, so many processes may start against one database at once.
     pub async fn connect(url: &str) -> Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(true)
-            // Range scans of candles read pages through a memory map instead of
-            // copying each one out of the OS cache (about a third faster for a year).
-            .pragma("mmap_size", "4294967296");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("../migrations").run(&pool).await?;
-        Ok(Self { pool })
+        let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await?;
+            sqlx::migrate!("../migrations/postgres").run(&pool).await?;
+            Db::Postgres(pool)
+        } else if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(30))
+                .foreign_keys(true)
+                // Range scans of candles read pages through a memory map instead of
+                // copying each one out of the OS cache (about a third faster for a year).
+                .pragma("mmap_size", "4294967296");
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(options)
+                .await?;
+            sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
+            Db::Sqlite(pool)
+        } else {
+            return Err(StoreError::Database(sqlx::Error::Configuration(
+                format!(
+                    "unsupported database URL '{}': use sqlite:<path> or postgres://...",
+                    redact(url)
+                )
+                .into(),
+            )));
+        };
+        Ok(Self { db })
     }
 
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// `sqlite` or `postgres`.
+    pub fn engine(&self) -> &'static str {
+        match self.db {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
     }
 
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        on_db!(self, pool => sqlx::query("SELECT 1").execute(pool).await?.rows_affected());
         Ok(())
     }
 
@@ -186,9 +305,9 @@ impl Store {
     pub async fn insert_job(&self, job: NewJob<'_>) -> Result<Inserted> {
         let now = now_ms();
         let params = serde_json::to_string(job.params)?;
-        let done = sqlx::query(
+        let done = on_db!(self, pool => sqlx::query(
             "INSERT INTO jobs (id, kind, status, params, created_at, updated_at, idempotency_key) \
-             VALUES (?, ?, 'queued', ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
+             VALUES ($1, $2, 'queued', $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING",
         )
         .bind(job.id)
         .bind(job.kind.as_str())
@@ -196,59 +315,89 @@ impl Store {
         .bind(now)
         .bind(now)
         .bind(job.idempotency_key)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 1 {
+        .execute(pool)
+        .await?
+        .rows_affected());
+        if done == 1 {
             let record = self.get_job(job.id).await?.expect("row just inserted");
             return Ok(Inserted::Created(record));
         }
         let key = job
             .idempotency_key
             .expect("only the idempotency key can conflict");
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?"
-        )))
-        .bind(key)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(Inserted::Existing(job_from_row(&row)?))
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = $1");
+        let row: JobRow = on_db!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str()))
+            .bind(key)
+            .fetch_one(pool)
+            .await?);
+        Ok(Inserted::Existing(row.try_into()?))
     }
 
     /// Removes a job that never reached the queue (its push failed).
     pub async fn delete_unqueued_job(&self, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM jobs WHERE id = ? AND status = 'queued'")
+        on_db!(self, pool => sqlx::query("DELETE FROM jobs WHERE id = $1 AND status = 'queued'")
             .bind(id)
-            .execute(&self.pool)
-            .await?;
+            .execute(pool)
+            .await?
+            .rows_affected());
         Ok(())
     }
 
     pub async fn get_job(&self, id: &str) -> Result<Option<JobRecord>> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(job_from_row).transpose()
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
+        let row: Option<JobRow> = on_db!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str()))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?);
+        row.map(JobRecord::try_from).transpose()
     }
 
     pub async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>> {
-        let mut query = QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1"));
-        if let Some(kind) = filter.kind {
-            query.push(" AND kind = ").push_bind(kind.as_str());
-        }
-        if let Some(status) = filter.status {
-            query.push(" AND status = ").push_bind(status.as_str());
-        }
-        if let Some(before) = &filter.before {
-            query.push(" AND id < ").push_bind(before.clone());
-        }
-        query
-            .push(" ORDER BY id DESC LIMIT ")
-            .push_bind(filter.limit);
-        let rows = query.build().fetch_all(&self.pool).await?;
-        rows.iter().map(job_from_row).collect()
+        let rows: Vec<JobRow> = on_db!(self, pool => {
+            let mut query =
+                QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1"));
+            if let Some(kind) = filter.kind {
+                query.push(" AND kind = ").push_bind(kind.as_str());
+            }
+            if let Some(status) = filter.status {
+                query.push(" AND status = ").push_bind(status.as_str());
+            }
+            if let Some(before) = &filter.before {
+                query.push(" AND id < ").push_bind(before.clone());
+            }
+            query
+                .push(" ORDER BY id DESC LIMIT ")
+                .push_bind(filter.limit);
+            query.build_query_as().fetch_all(pool).await?
+        });
+        rows.into_iter().map(JobRecord::try_from).collect()
+    }
+
+    /// Queued jobs last touched before `before_ms`, oldest first: candidates for
+    /// re-enqueueing when their queue entry was lost.
+    pub async fn stale_queued_jobs(&self, before_ms: i64, limit: i64) -> Result<Vec<JobRecord>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'queued' AND updated_at < $1 \
+             ORDER BY id LIMIT $2"
+        );
+        let rows: Vec<JobRow> = on_db!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str()))
+            .bind(before_ms)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(JobRecord::try_from).collect()
+    }
+
+    /// Marks a queued job as looked at (by the re-enqueue sweep), so it is not
+    /// picked again until it is stale once more.
+    pub async fn touch_job(&self, id: &str) -> Result<()> {
+        on_db!(self, pool => sqlx::query("UPDATE jobs SET updated_at = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(())
     }
 
     /// Claims a job for `owner`: queued → running, counting the attempt, with a
@@ -256,12 +405,12 @@ impl Store {
     /// expired (its owner is presumed dead).
     pub async fn start_attempt(&self, id: &str, owner: &str, lease_ms: i64) -> Result<Claim> {
         let now = now_ms();
-        let done = sqlx::query(
+        let done = on_db!(self, pool => sqlx::query(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
-             started_at = COALESCE(started_at, ?), updated_at = ?, stage = 'starting', \
-             lease_owner = ?, lease_expires_at = ? \
-             WHERE id = ? AND status IN ('queued', 'running') \
-             AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < ?)",
+             started_at = COALESCE(started_at, $1), updated_at = $2, stage = 'starting', \
+             lease_owner = $3, lease_expires_at = $4 \
+             WHERE id = $5 AND status IN ('queued', 'running') \
+             AND (lease_owner IS NULL OR lease_owner = $6 OR lease_expires_at < $7)",
         )
         .bind(now)
         .bind(now)
@@ -270,11 +419,12 @@ impl Store {
         .bind(id)
         .bind(owner)
         .bind(now)
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await?
+        .rows_affected());
         let job = self.get_job(id).await?;
         Ok(match job {
-            Some(job) if done.rows_affected() == 1 => Claim::Claimed(Box::new(job)),
+            Some(job) if done == 1 => Claim::Claimed(Box::new(job)),
             Some(job) if job.status == JobStatus::Running => Claim::HeldElsewhere,
             _ => Claim::NotRunnable,
         })
@@ -282,34 +432,55 @@ impl Store {
 
     /// Extends `owner`'s lease; false when it no longer holds the job.
     pub async fn renew_lease(&self, id: &str, owner: &str, lease_ms: i64) -> Result<bool> {
-        let done = sqlx::query("UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? AND status = 'running'")
-            .bind(now_ms() + lease_ms)
-            .bind(id)
-            .bind(owner)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        let done = on_db!(self, pool => sqlx::query(
+            "UPDATE jobs SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3 AND status = 'running'",
+        )
+        .bind(now_ms() + lease_ms)
+        .bind(id)
+        .bind(owner)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done == 1)
+    }
+
+    /// Gives a running job back: `owner` drops its lease and the job is queued
+    /// again (its attempt is not counted), for any worker to claim at once.
+    pub async fn release_job(&self, id: &str, owner: &str) -> Result<bool> {
+        let done = on_db!(self, pool => sqlx::query(
+            "UPDATE jobs SET status = 'queued', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, \
+             lease_owner = NULL, lease_expires_at = NULL, stage = NULL, progress = 0, updated_at = $1 \
+             WHERE id = $2 AND lease_owner = $3 AND status = 'running'",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .bind(owner)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done == 1)
     }
 
     pub async fn holds_lease(&self, id: &str, owner: &str) -> Result<bool> {
-        let holder: Option<Option<String>> =
-            sqlx::query_scalar("SELECT lease_owner FROM jobs WHERE id = ?")
+        let holder: Option<Option<String>> = on_db!(self, pool =>
+            sqlx::query_scalar("SELECT lease_owner FROM jobs WHERE id = $1")
                 .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+                .fetch_optional(pool)
+                .await?);
         Ok(holder.flatten().is_none_or(|h| h == owner))
     }
 
     pub async fn set_progress(&self, id: &str, progress: f64, stage: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE jobs SET progress = ?, stage = ?, updated_at = ? WHERE id = ? AND status = 'running'",
+        on_db!(self, pool => sqlx::query(
+            "UPDATE jobs SET progress = $1, stage = $2, updated_at = $3 WHERE id = $4 AND status = 'running'",
         )
         .bind(progress)
         .bind(stage)
         .bind(now_ms())
         .bind(id)
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await?
+        .rows_affected());
         Ok(())
     }
 
@@ -325,53 +496,54 @@ impl Store {
     ) -> Result<bool> {
         debug_assert!(status.is_terminal());
         let now = now_ms();
-        let progress = if status == JobStatus::Succeeded {
-            1.0
-        } else {
-            0.0
-        };
-        let done = sqlx::query(
-            "UPDATE jobs SET status = ?, error = ?, summary = ?, finished_at = ?, updated_at = ?, \
-             stage = NULL, progress = CASE WHEN ? = 1.0 THEN 1.0 ELSE progress END \
-             WHERE id = ? AND status IN ('queued', 'running') AND (lease_owner IS NULL OR lease_owner = ?)",
+        let succeeded = i64::from(status == JobStatus::Succeeded);
+        let error = error.map(serde_json::to_string).transpose()?;
+        let summary = summary.map(serde_json::to_string).transpose()?;
+        let done = on_db!(self, pool => sqlx::query(
+            "UPDATE jobs SET status = $1, error = $2, summary = $3, finished_at = $4, updated_at = $5, \
+             stage = NULL, progress = CASE WHEN $6 = 1 THEN 1.0 ELSE progress END \
+             WHERE id = $7 AND status IN ('queued', 'running') AND (lease_owner IS NULL OR lease_owner = $8)",
         )
         .bind(status.as_str())
-        .bind(error.map(serde_json::to_string).transpose()?)
-        .bind(summary.map(serde_json::to_string).transpose()?)
+        .bind(&error)
+        .bind(&summary)
         .bind(now)
         .bind(now)
-        .bind(progress)
+        .bind(succeeded)
         .bind(id)
         .bind(owner)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done == 1)
     }
 
     /// Cancels a queued job at once, or flags a running one for its worker.
     pub async fn request_cancel(&self, id: &str) -> Result<Option<CancelOutcome>> {
         let now = now_ms();
         let error = serde_json::to_string(&ErrorBody::new("cancelled", "cancelled by request"))?;
-        let queued = sqlx::query(
-            "UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ?, error = ? \
-             WHERE id = ? AND status = 'queued'",
+        let queued = on_db!(self, pool => sqlx::query(
+            "UPDATE jobs SET status = 'cancelled', finished_at = $1, updated_at = $2, error = $3 \
+             WHERE id = $4 AND status = 'queued'",
         )
         .bind(now)
         .bind(now)
         .bind(&error)
         .bind(id)
-        .execute(&self.pool)
-        .await?;
-        if queued.rows_affected() == 1 {
+        .execute(pool)
+        .await?
+        .rows_affected());
+        if queued == 1 {
             return Ok(self.get_job(id).await?.map(CancelOutcome::Cancelled));
         }
-        sqlx::query(
-            "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ? AND status = 'running'",
+        on_db!(self, pool => sqlx::query(
+            "UPDATE jobs SET cancel_requested = 1, updated_at = $1 WHERE id = $2 AND status = 'running'",
         )
         .bind(now)
         .bind(id)
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await?
+        .rows_affected());
         Ok(self.get_job(id).await?.map(|job| {
             if job.status.is_terminal() {
                 CancelOutcome::AlreadyFinished(job)
@@ -382,11 +554,11 @@ impl Store {
     }
 
     pub async fn cancel_requested(&self, id: &str) -> Result<bool> {
-        let flag: Option<i64> =
-            sqlx::query_scalar("SELECT cancel_requested FROM jobs WHERE id = ?")
+        let flag: Option<i64> = on_db!(self, pool =>
+            sqlx::query_scalar("SELECT cancel_requested FROM jobs WHERE id = $1")
                 .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+                .fetch_optional(pool)
+                .await?);
         Ok(flag.unwrap_or(0) != 0)
     }
 
@@ -394,36 +566,62 @@ impl Store {
 
     /// Stores a backtest's result. Re-running a job replaces its row, never duplicates it.
     pub async fn save_backtest_result(&self, result: &BacktestResultRecord) -> Result<()> {
-        sqlx::query(
+        let metrics = serde_json::to_string(&result.metrics)?;
+        let trades = result
+            .trades
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()?;
+        let equity = result
+            .equity_curve
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()?;
+        let strategies = serde_json::to_string(&result.strategies)?;
+        let candles = serde_json::to_string(&result.candles)?;
+        let timings = serde_json::to_string(&result.timings)?;
+        on_db!(self, pool => sqlx::query(
             "INSERT INTO backtest_results (job_id, metrics, trades, equity_curve, jesse_version, \
-             strategies, candles, timings, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             strategies, candles, timings, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (job_id) DO UPDATE SET metrics = excluded.metrics, trades = excluded.trades, \
              equity_curve = excluded.equity_curve, jesse_version = excluded.jesse_version, \
              strategies = excluded.strategies, candles = excluded.candles, timings = excluded.timings, \
              created_at = excluded.created_at",
         )
         .bind(&result.job_id)
-        .bind(serde_json::to_string(&result.metrics)?)
-        .bind(result.trades.as_ref().map(serde_json::to_string).transpose()?)
-        .bind(result.equity_curve.as_ref().map(serde_json::to_string).transpose()?)
+        .bind(&metrics)
+        .bind(&trades)
+        .bind(&equity)
         .bind(&result.jesse_version)
-        .bind(serde_json::to_string(&result.strategies)?)
-        .bind(serde_json::to_string(&result.candles)?)
-        .bind(serde_json::to_string(&result.timings)?)
+        .bind(&strategies)
+        .bind(&candles)
+        .bind(&timings)
         .bind(result.created_at)
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await?
+        .rows_affected());
         Ok(())
     }
 
     /// Records how long the result write itself took (known only after it).
     pub async fn set_result_timings(&self, job_id: &str, timings: &Value) -> Result<()> {
-        sqlx::query("UPDATE backtest_results SET timings = ? WHERE job_id = ?")
-            .bind(serde_json::to_string(timings)?)
+        let timings = serde_json::to_string(timings)?;
+        on_db!(self, pool => sqlx::query("UPDATE backtest_results SET timings = $1 WHERE job_id = $2")
+            .bind(&timings)
             .bind(job_id)
-            .execute(&self.pool)
-            .await?;
+            .execute(pool)
+            .await?
+            .rows_affected());
         Ok(())
+    }
+
+    /// How many result rows a job has (0 or 1; re-runs replace, never add).
+    pub async fn count_results(&self, job_id: &str) -> Result<i64> {
+        Ok(on_db!(self, pool =>
+            sqlx::query_scalar("SELECT COUNT(*) FROM backtest_results WHERE job_id = $1")
+                .bind(job_id)
+                .fetch_one(pool)
+                .await?))
     }
 
     /// Stores a deep validation report (replacing a re-run's).
@@ -434,20 +632,22 @@ impl Store {
         sha256: &str,
         report: &Value,
     ) -> Result<()> {
-        let valid = report["valid"].as_bool().unwrap_or(false);
-        sqlx::query(
+        let valid = i64::from(report["valid"].as_bool().unwrap_or(false));
+        let report = serde_json::to_string(report)?;
+        on_db!(self, pool => sqlx::query(
             "INSERT INTO strategy_validations (job_id, strategy, sha256, valid, report, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET valid = excluded.valid, \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (job_id) DO UPDATE SET valid = excluded.valid, \
              report = excluded.report, created_at = excluded.created_at",
         )
         .bind(job_id)
         .bind(strategy)
         .bind(sha256)
         .bind(valid)
-        .bind(serde_json::to_string(report)?)
+        .bind(&report)
         .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await?
+        .rows_affected());
         Ok(())
     }
 
@@ -457,50 +657,48 @@ impl Store {
         strategy: &str,
         sha256: &str,
     ) -> Result<Option<(String, Value)>> {
-        let row: Option<(String, String)> = sqlx::query_as(
-            "SELECT job_id, report FROM strategy_validations WHERE strategy = ? AND sha256 = ? \
+        let row: Option<(String, String)> = on_db!(self, pool => sqlx::query_as(
+            "SELECT job_id, report FROM strategy_validations WHERE strategy = $1 AND sha256 = $2 \
              ORDER BY created_at DESC LIMIT 1",
         )
         .bind(strategy)
         .bind(sha256)
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_optional(pool)
+        .await?);
         row.map(|(id, report)| Ok((id, serde_json::from_str(&report)?)))
             .transpose()
     }
 
     pub async fn get_validation(&self, job_id: &str) -> Result<Option<Value>> {
-        let report: Option<String> =
-            sqlx::query_scalar("SELECT report FROM strategy_validations WHERE job_id = ?")
+        let report: Option<String> = on_db!(self, pool =>
+            sqlx::query_scalar("SELECT report FROM strategy_validations WHERE job_id = $1")
                 .bind(job_id)
-                .fetch_optional(&self.pool)
-                .await?;
+                .fetch_optional(pool)
+                .await?);
         Ok(report.map(|r| serde_json::from_str(&r)).transpose()?)
     }
 
     pub async fn get_backtest_result(&self, job_id: &str) -> Result<Option<BacktestResultRecord>> {
-        let row = sqlx::query(
+        let row: Option<ResultRow> = on_db!(self, pool => sqlx::query_as(
             "SELECT job_id, metrics, trades, equity_curve, jesse_version, strategies, candles, \
-             timings, created_at FROM backtest_results WHERE job_id = ?",
+             timings, created_at FROM backtest_results WHERE job_id = $1",
         )
         .bind(job_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_optional(pool)
+        .await?);
         let Some(row) = row else { return Ok(None) };
-        let json = |name: &str| -> Result<Option<Value>> {
-            let text: Option<String> = row.try_get(name)?;
-            Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
-        };
+        let json = |text: &str| serde_json::from_str::<Value>(text);
+        let optional = |text: Option<&String>| text.map(|t| json(t)).transpose();
         Ok(Some(BacktestResultRecord {
-            job_id: row.try_get("job_id")?,
-            metrics: json("metrics")?.unwrap_or(Value::Null),
-            trades: json("trades")?,
-            equity_curve: json("equity_curve")?,
-            jesse_version: row.try_get("jesse_version")?,
-            strategies: json("strategies")?.unwrap_or(Value::Null),
-            candles: json("candles")?.unwrap_or(Value::Null),
-            timings: json("timings")?.unwrap_or(Value::Null),
-            created_at: row.try_get("created_at")?,
+            metrics: json(&row.metrics)?,
+            trades: optional(row.trades.as_ref())?,
+            equity_curve: optional(row.equity_curve.as_ref())?,
+            strategies: json(&row.strategies)?,
+            candles: json(&row.candles)?,
+            timings: json(&row.timings)?,
+            job_id: row.job_id,
+            jesse_version: row.jesse_version,
+            created_at: row.created_at,
         }))
     }
 
@@ -517,57 +715,6 @@ impl Store {
         if candles.is_empty() {
             return Ok(counts);
         }
-        // IMMEDIATE: this transaction reads (counts) before it writes; a deferred one
-        // cannot upgrade after another process commits (SQLITE_BUSY_SNAPSHOT).
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for chunk in candles.chunks(UPSERT_CHUNK) {
-            let (lo, hi) = chunk.iter().fold((i64::MAX, i64::MIN), |(lo, hi), c| {
-                (lo.min(c.timestamp), hi.max(c.timestamp))
-            });
-            let count_range = "SELECT COUNT(*) FROM candles WHERE exchange = ? AND symbol = ? \
-                               AND timeframe = '1m' AND timestamp BETWEEN ? AND ?";
-            let before: i64 = sqlx::query_scalar(count_range)
-                .bind(exchange)
-                .bind(symbol)
-                .bind(lo)
-                .bind(hi)
-                .fetch_one(&mut *tx)
-                .await?;
-            let mut query = QueryBuilder::new(
-                "INSERT INTO candles (exchange, symbol, timeframe, timestamp, open, close, high, low, volume) ",
-            );
-            query.push_values(chunk, |mut row, c| {
-                row.push_bind(exchange)
-                    .push_bind(symbol)
-                    .push_bind("1m")
-                    .push_bind(c.timestamp)
-                    .push_bind(c.open)
-                    .push_bind(c.close)
-                    .push_bind(c.high)
-                    .push_bind(c.low)
-                    .push_bind(c.volume);
-            });
-            query.push(
-                " ON CONFLICT (exchange, symbol, timeframe, timestamp) DO UPDATE SET \
-                 open = excluded.open, close = excluded.close, high = excluded.high, \
-                 low = excluded.low, volume = excluded.volume \
-                 WHERE candles.open IS NOT excluded.open OR candles.close IS NOT excluded.close \
-                 OR candles.high IS NOT excluded.high OR candles.low IS NOT excluded.low \
-                 OR candles.volume IS NOT excluded.volume",
-            );
-            let affected = query.build().execute(&mut *tx).await?.rows_affected();
-            let after: i64 = sqlx::query_scalar(count_range)
-                .bind(exchange)
-                .bind(symbol)
-                .bind(lo)
-                .bind(hi)
-                .fetch_one(&mut *tx)
-                .await?;
-            let inserted = (after - before) as u64;
-            counts.inserted += inserted;
-            counts.updated += affected - inserted;
-            counts.unchanged += chunk.len() as u64 - affected;
-        }
         let first = candles
             .iter()
             .map(|c| c.timestamp)
@@ -578,35 +725,82 @@ impl Store {
             .map(|c| c.timestamp)
             .max()
             .expect("non-empty");
-        sqlx::query(
-            "INSERT INTO candle_series (exchange, symbol, timeframe, first_ts, last_ts, row_count, updated_at) \
-             VALUES (?, ?, '1m', ?, ?, ?, ?) ON CONFLICT (exchange, symbol, timeframe) DO UPDATE SET \
-             first_ts = MIN(first_ts, excluded.first_ts), last_ts = MAX(last_ts, excluded.last_ts), \
-             row_count = row_count + excluded.row_count, version = version + 1, \
-             updated_at = excluded.updated_at",
-        )
-        .bind(exchange)
-        .bind(symbol)
-        .bind(first)
-        .bind(last)
-        .bind(counts.inserted as i64)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        in_tx!(self, tx => {
+            for chunk in candles.chunks(UPSERT_CHUNK) {
+                let (lo, hi) = chunk.iter().fold((i64::MAX, i64::MIN), |(lo, hi), c| {
+                    (lo.min(c.timestamp), hi.max(c.timestamp))
+                });
+                let count_range = "SELECT COUNT(*) FROM candles WHERE exchange = $1 AND symbol = $2 \
+                                   AND timeframe = '1m' AND timestamp BETWEEN $3 AND $4";
+                let before: i64 = sqlx::query_scalar(count_range)
+                    .bind(exchange)
+                    .bind(symbol)
+                    .bind(lo)
+                    .bind(hi)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let mut query = QueryBuilder::new(
+                    "INSERT INTO candles (exchange, symbol, timeframe, timestamp, open, close, high, low, volume) ",
+                );
+                query.push_values(chunk, |mut row, c| {
+                    row.push_bind(exchange)
+                        .push_bind(symbol)
+                        .push_bind("1m")
+                        .push_bind(c.timestamp)
+                        .push_bind(c.open)
+                        .push_bind(c.close)
+                        .push_bind(c.high)
+                        .push_bind(c.low)
+                        .push_bind(c.volume);
+                });
+                query.push(
+                    " ON CONFLICT (exchange, symbol, timeframe, timestamp) DO UPDATE SET \
+                     open = excluded.open, close = excluded.close, high = excluded.high, \
+                     low = excluded.low, volume = excluded.volume \
+                     WHERE candles.open IS DISTINCT FROM excluded.open \
+                     OR candles.close IS DISTINCT FROM excluded.close \
+                     OR candles.high IS DISTINCT FROM excluded.high \
+                     OR candles.low IS DISTINCT FROM excluded.low \
+                     OR candles.volume IS DISTINCT FROM excluded.volume",
+                );
+                let affected = query.build().execute(&mut *tx).await?.rows_affected();
+                let after: i64 = sqlx::query_scalar(count_range)
+                    .bind(exchange)
+                    .bind(symbol)
+                    .bind(lo)
+                    .bind(hi)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let inserted = (after - before) as u64;
+                counts.inserted += inserted;
+                counts.updated += affected - inserted;
+                counts.unchanged += chunk.len() as u64 - affected;
+            }
+            sqlx::query(
+                "INSERT INTO candle_series (exchange, symbol, timeframe, first_ts, last_ts, row_count, updated_at) \
+                 VALUES ($1, $2, '1m', $3, $4, $5, $6) ON CONFLICT (exchange, symbol, timeframe) DO UPDATE SET \
+                 first_ts = CASE WHEN excluded.first_ts < candle_series.first_ts \
+                                 THEN excluded.first_ts ELSE candle_series.first_ts END, \
+                 last_ts = CASE WHEN excluded.last_ts > candle_series.last_ts \
+                                THEN excluded.last_ts ELSE candle_series.last_ts END, \
+                 row_count = candle_series.row_count + excluded.row_count, \
+                 version = candle_series.version + 1, updated_at = excluded.updated_at",
+            )
+            .bind(exchange)
+            .bind(symbol)
+            .bind(first)
+            .bind(last)
+            .bind(counts.inserted as i64)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        });
         Ok(counts)
     }
 
     /// Recounts the series' gaps between its first and last row into the summary.
     pub async fn refresh_gap_count(&self, exchange: &str, symbol: &str) -> Result<i64> {
-        let Some((first, last, rows)) = sqlx::query_as::<_, (i64, i64, i64)>(
-            "SELECT first_ts, last_ts, row_count FROM candle_series WHERE exchange = ? AND symbol = ? AND timeframe = '1m'",
-        )
-        .bind(exchange)
-        .bind(symbol)
-        .fetch_optional(&self.pool)
-        .await?
-        else {
+        let Some((first, last, rows)) = self.series_bounds(exchange, symbol).await? else {
             return Ok(0);
         };
         let count = if rows == (last - first) / MINUTE_MS + 1 {
@@ -616,186 +810,211 @@ impl Store {
                 .await?
                 .len() as i64
         };
-        sqlx::query("UPDATE candle_series SET gap_count = ? WHERE exchange = ? AND symbol = ? AND timeframe = '1m'")
-            .bind(count)
-            .bind(exchange)
-            .bind(symbol)
-            .execute(&self.pool)
-            .await?;
+        on_db!(self, pool => sqlx::query(
+            "UPDATE candle_series SET gap_count = $1 WHERE exchange = $2 AND symbol = $3 AND timeframe = '1m'",
+        )
+        .bind(count)
+        .bind(exchange)
+        .bind(symbol)
+        .execute(pool)
+        .await?
+        .rows_affected());
         Ok(count)
+    }
+
+    /// `(first, last, rows)` of a series, from its summary row.
+    async fn series_bounds(&self, exchange: &str, symbol: &str) -> Result<Option<(i64, i64, i64)>> {
+        Ok(on_db!(self, pool => sqlx::query_as(
+            "SELECT first_ts, last_ts, row_count FROM candle_series \
+             WHERE exchange = $1 AND symbol = $2 AND timeframe = '1m'",
+        )
+        .bind(exchange)
+        .bind(symbol)
+        .fetch_optional(pool)
+        .await?))
     }
 
     /// Records that an import of the series just finished.
     pub async fn mark_imported(&self, exchange: &str, symbol: &str) -> Result<()> {
-        sqlx::query("UPDATE candle_series SET last_import_at = ? WHERE exchange = ? AND symbol = ? AND timeframe = '1m'")
-            .bind(now_ms())
-            .bind(exchange)
-            .bind(symbol)
-            .execute(&self.pool)
-            .await?;
+        on_db!(self, pool => sqlx::query(
+            "UPDATE candle_series SET last_import_at = $1 WHERE exchange = $2 AND symbol = $3 AND timeframe = '1m'",
+        )
+        .bind(now_ms())
+        .bind(exchange)
+        .bind(symbol)
+        .execute(pool)
+        .await?
+        .rows_affected());
         Ok(())
     }
 
     // ---- metrics ------------------------------------------------------------
 
     pub async fn add_to_counter(&self, name: &str, delta: i64) -> Result<()> {
-        sqlx::query("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value")
-            .bind(name)
-            .bind(delta)
-            .execute(&self.pool)
-            .await?;
+        on_db!(self, pool => sqlx::query(
+            "INSERT INTO counters (name, value) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
+        )
+        .bind(name)
+        .bind(delta)
+        .execute(pool)
+        .await?
+        .rows_affected());
         Ok(())
     }
 
     pub async fn counters(&self) -> Result<Vec<(String, i64)>> {
-        Ok(
+        Ok(on_db!(self, pool =>
             sqlx::query_as("SELECT name, value FROM counters ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?,
-        )
+                .fetch_all(pool)
+                .await?))
     }
 
     /// `(kind, status, count)` over all jobs.
     pub async fn job_counts(&self) -> Result<Vec<(String, String, i64)>> {
-        Ok(sqlx::query_as(
+        Ok(on_db!(self, pool => sqlx::query_as(
             "SELECT kind, status, COUNT(*) FROM jobs GROUP BY kind, status ORDER BY kind, status",
         )
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(pool)
+        .await?))
     }
 
     /// `(kind, seconds)` of every finished job that ran.
     pub async fn job_durations(&self) -> Result<Vec<(String, f64)>> {
-        Ok(sqlx::query_as(
-            "SELECT kind, (finished_at - started_at) / 1000.0 FROM jobs \
+        Ok(on_db!(self, pool => sqlx::query_as(
+            "SELECT kind, CAST(finished_at - started_at AS DOUBLE PRECISION) / 1000.0 FROM jobs \
              WHERE finished_at IS NOT NULL AND started_at IS NOT NULL",
         )
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(pool)
+        .await?))
     }
 
     // ---- schedules ----------------------------------------------------------
 
     pub async fn list_schedules(&self) -> Result<Vec<ScheduleRecord>> {
-        Ok(sqlx::query_as::<_, ScheduleRecord>(
-            "SELECT exchange, symbol, cron, start_date, created_at, last_fired_at FROM schedules ORDER BY exchange, symbol",
+        Ok(on_db!(self, pool => sqlx::query_as(
+            "SELECT exchange, symbol, cron, start_date, created_at, last_fired_at FROM schedules \
+             ORDER BY exchange, symbol",
         )
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(pool)
+        .await?))
     }
 
     /// Replaces the whole schedule list; series kept keep their last tick.
     pub async fn replace_schedules(&self, schedules: &[ScheduleRecord]) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let existing: Vec<(String, String, Option<i64>, i64)> =
-            sqlx::query_as("SELECT exchange, symbol, last_fired_at, created_at FROM schedules")
-                .fetch_all(&mut *tx)
+        in_tx!(self, tx => {
+            let existing: Vec<(String, String, Option<i64>, i64)> =
+                sqlx::query_as("SELECT exchange, symbol, last_fired_at, created_at FROM schedules")
+                    .fetch_all(&mut *tx)
+                    .await?;
+            sqlx::query("DELETE FROM schedules").execute(&mut *tx).await?;
+            for schedule in schedules {
+                let previous = existing
+                    .iter()
+                    .find(|(e, s, _, _)| *e == schedule.exchange && *s == schedule.symbol);
+                sqlx::query(
+                    "INSERT INTO schedules (exchange, symbol, cron, start_date, created_at, last_fired_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&schedule.exchange)
+                .bind(&schedule.symbol)
+                .bind(&schedule.cron)
+                .bind(&schedule.start_date)
+                .bind(previous.map_or(schedule.created_at, |p| p.3))
+                .bind(previous.and_then(|p| p.2))
+                .execute(&mut *tx)
                 .await?;
-        sqlx::query("DELETE FROM schedules")
-            .execute(&mut *tx)
-            .await?;
-        for schedule in schedules {
-            let previous = existing
-                .iter()
-                .find(|(e, s, _, _)| *e == schedule.exchange && *s == schedule.symbol);
-            sqlx::query(
-                "INSERT INTO schedules (exchange, symbol, cron, start_date, created_at, last_fired_at) VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&schedule.exchange)
-            .bind(&schedule.symbol)
-            .bind(&schedule.cron)
-            .bind(&schedule.start_date)
-            .bind(previous.map_or(schedule.created_at, |p| p.3))
-            .bind(previous.and_then(|p| p.2))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+            }
+        });
         Ok(())
     }
 
     pub async fn mark_fired(&self, exchange: &str, symbol: &str, at: i64) -> Result<()> {
-        sqlx::query("UPDATE schedules SET last_fired_at = ? WHERE exchange = ? AND symbol = ?")
-            .bind(at)
-            .bind(exchange)
-            .bind(symbol)
-            .execute(&self.pool)
-            .await?;
+        on_db!(self, pool => sqlx::query(
+            "UPDATE schedules SET last_fired_at = $1 WHERE exchange = $2 AND symbol = $3",
+        )
+        .bind(at)
+        .bind(exchange)
+        .bind(symbol)
+        .execute(pool)
+        .await?
+        .rows_affected());
         Ok(())
     }
 
     /// Takes or renews a named lease for `ttl_ms`; true if `holder` now holds it.
     pub async fn try_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool> {
         let now = now_ms();
-        let done = sqlx::query(
-            "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET \
+        let done = on_db!(self, pool => sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET \
              holder = excluded.holder, expires_at = excluded.expires_at \
-             WHERE leases.holder = excluded.holder OR leases.expires_at < ?",
+             WHERE leases.holder = excluded.holder OR leases.expires_at < $4",
         )
         .bind(name)
         .bind(holder)
         .bind(now + ttl_ms)
         .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done == 1)
     }
 
     /// Deletes a series (all its 1m rows and its summary); returns the rows removed.
     pub async fn delete_series(&self, exchange: &str, symbol: &str) -> Result<u64> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let removed = sqlx::query(
-            "DELETE FROM candles WHERE exchange = ? AND symbol = ? AND timeframe = '1m'",
-        )
-        .bind(exchange)
-        .bind(symbol)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        sqlx::query(
-            "DELETE FROM candle_series WHERE exchange = ? AND symbol = ? AND timeframe = '1m'",
-        )
-        .bind(exchange)
-        .bind(symbol)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let removed = in_tx!(self, tx => {
+            let removed = sqlx::query(
+                "DELETE FROM candles WHERE exchange = $1 AND symbol = $2 AND timeframe = '1m'",
+            )
+            .bind(exchange)
+            .bind(symbol)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query(
+                "DELETE FROM candle_series WHERE exchange = $1 AND symbol = $2 AND timeframe = '1m'",
+            )
+            .bind(exchange)
+            .bind(symbol)
+            .execute(&mut *tx)
+            .await?;
+            removed
+        });
         Ok(removed)
     }
 
     /// Stored series, answered from the summary table (never scans candles).
     pub async fn list_series(&self) -> Result<Vec<SeriesSummary>> {
-        let rows = sqlx::query(
-            "SELECT exchange, symbol, timeframe, first_ts, last_ts, row_count, last_import_at, gap_count FROM candle_series \
-             ORDER BY exchange, symbol, timeframe",
+        let rows: Vec<SeriesRow> = on_db!(self, pool => sqlx::query_as(
+            "SELECT exchange, symbol, timeframe, first_ts, last_ts, row_count, last_import_at, gap_count \
+             FROM candle_series ORDER BY exchange, symbol, timeframe",
         )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(SeriesSummary {
-                    exchange: row.try_get("exchange")?,
-                    symbol: row.try_get("symbol")?,
-                    timeframe: row.try_get("timeframe")?,
-                    first: row.try_get("first_ts")?,
-                    last: row.try_get("last_ts")?,
-                    rows: row.try_get("row_count")?,
-                    last_import_at: row.try_get("last_import_at")?,
-                    gaps: row.try_get("gap_count")?,
-                })
+        .fetch_all(pool)
+        .await?);
+        Ok(rows
+            .into_iter()
+            .map(|row| SeriesSummary {
+                exchange: row.exchange,
+                symbol: row.symbol,
+                timeframe: row.timeframe,
+                first: row.first_ts,
+                last: row.last_ts,
+                rows: row.row_count,
+                last_import_at: row.last_import_at,
+                gaps: row.gap_count,
             })
-            .collect()
+            .collect())
     }
 
     /// The series' write counter: changes whenever any of its rows change.
     pub async fn series_version(&self, exchange: &str, symbol: &str) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar(
-            "SELECT version FROM candle_series WHERE exchange = ? AND symbol = ? AND timeframe = '1m'",
+        Ok(on_db!(self, pool => sqlx::query_scalar(
+            "SELECT version FROM candle_series WHERE exchange = $1 AND symbol = $2 AND timeframe = '1m'",
         )
         .bind(exchange)
         .bind(symbol)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(pool)
+        .await?))
     }
 
     pub async fn count_candles(
@@ -805,16 +1024,16 @@ impl Store {
         start: i64,
         end: i64,
     ) -> Result<i64> {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM candles WHERE exchange = ? AND symbol = ? AND timeframe = '1m' \
-             AND timestamp >= ? AND timestamp < ?",
+        Ok(on_db!(self, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM candles WHERE exchange = $1 AND symbol = $2 AND timeframe = '1m' \
+             AND timestamp >= $3 AND timestamp < $4",
         )
         .bind(exchange)
         .bind(symbol)
         .bind(start)
         .bind(end)
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_one(pool)
+        .await?))
     }
 
     /// Missing minutes of `[start, end)`, as half-open runs.
@@ -827,40 +1046,39 @@ impl Store {
     ) -> Result<Vec<Gap>> {
         // A series with no missing minute between its first and last row covers any
         // range inside those bounds: answer from the summary without touching candles.
-        let summary: Option<(i64, i64, i64)> = sqlx::query_as(
-            "SELECT first_ts, last_ts, row_count FROM candle_series \
-             WHERE exchange = ? AND symbol = ? AND timeframe = '1m'",
-        )
-        .bind(exchange)
-        .bind(symbol)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some((first, last, rows)) = summary
+        if let Some((first, last, rows)) = self.series_bounds(exchange, symbol).await?
             && rows == (last - first) / MINUTE_MS + 1
             && first <= start
             && end - MINUTE_MS <= last
         {
             return Ok(Vec::new());
         }
-        // Otherwise one ordered scan of the timestamps (primary-key order) on the raw
-        // connection; a year takes tens of milliseconds, unlike a window query.
-        let mut conn = self.pool.acquire().await?;
-        let mut handle = conn.lock_handle().await?;
-        let db = handle.as_raw_handle().as_ptr();
-        let scan = || raw::gaps(db, exchange, symbol, start, end);
-        let gaps = match tokio::runtime::Handle::current().runtime_flavor() {
-            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(scan),
-            _ => scan(),
-        };
-        gaps.map_err(|message| StoreError::Database(sqlx::Error::Protocol(message)))
+        // Otherwise one ordered scan of the timestamps (primary-key order); a year
+        // takes tens of milliseconds, unlike a window query.
+        let mut scan = GapScan::new(start);
+        match &self.db {
+            Db::Sqlite(pool) => {
+                let mut conn = pool.acquire().await?;
+                let mut handle = conn.lock_handle().await?;
+                let db = handle.as_raw_handle().as_ptr();
+                blocking(|| raw::timestamps(db, exchange, symbol, start, end, |ts| scan.push(ts)))
+                    .map_err(|message| StoreError::Database(sqlx::Error::Protocol(message)))?;
+            }
+            Db::Postgres(pool) => {
+                let sql = pg::range_copy("timestamp::float8", exchange, symbol, start, end);
+                let mut conn = pool.acquire().await?;
+                pg::copy_rows(&mut conn, &sql, 1, |fields| scan.push(fields[0] as i64)).await?;
+            }
+        }
+        Ok(scan.finish(end))
     }
 
     /// Loads `[start, end)` of a series as a flat row-major `[N × 6]` buffer in
     /// Jesse's column order, ready to become a numpy array without conversion.
     ///
     /// This is the hot path of every backtest (a year is 525,600 rows), so it
-    /// steps a prepared statement on the raw connection instead of streaming rows
-    /// through sqlx's per-row channel, which is several times slower.
+    /// bypasses sqlx's per-row decoding: on SQLite it steps a prepared statement
+    /// on the raw connection, on Postgres it reads a binary COPY.
     pub async fn load_candles(
         &self,
         exchange: &str,
@@ -869,21 +1087,204 @@ impl Store {
         end: i64,
     ) -> Result<Vec<f64>> {
         let expected = ((end - start) / MINUTE_MS).max(0) as usize;
-        let mut conn = self.pool.acquire().await?;
-        let mut handle = conn.lock_handle().await?;
-        let db = handle.as_raw_handle().as_ptr();
-        let read = || raw::load_candles(db, exchange, symbol, start, end, expected);
-        let loaded = match tokio::runtime::Handle::current().runtime_flavor() {
-            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(read),
-            _ => read(),
+        let mut out = Vec::with_capacity(expected * 6);
+        match &self.db {
+            Db::Sqlite(pool) => {
+                let mut conn = pool.acquire().await?;
+                let mut handle = conn.lock_handle().await?;
+                let db = handle.as_raw_handle().as_ptr();
+                blocking(|| raw::load_candles(db, exchange, symbol, start, end, &mut out))
+                    .map_err(|message| StoreError::Database(sqlx::Error::Protocol(message)))?;
+            }
+            Db::Postgres(pool) => {
+                let sql = pg::range_copy(
+                    "timestamp::float8, open, close, high, low, volume",
+                    exchange,
+                    symbol,
+                    start,
+                    end,
+                );
+                let mut conn = pool.acquire().await?;
+                pg::copy_rows(&mut conn, &sql, 6, |fields| out.extend_from_slice(fields)).await?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Runs a blocking scan without stalling other tasks of a multi-threaded runtime.
+fn blocking<T>(scan: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(scan),
+        _ => scan(),
+    }
+}
+
+/// Turns an ordered run of present minutes into half-open runs of missing ones.
+struct GapScan {
+    expected: i64,
+    gaps: Vec<Gap>,
+}
+
+impl GapScan {
+    fn new(start: i64) -> Self {
+        Self {
+            expected: start,
+            gaps: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, ts: i64) {
+        self.missing_until(ts);
+        self.expected = ts + MINUTE_MS;
+    }
+
+    fn missing_until(&mut self, to: i64) {
+        if to > self.expected {
+            self.gaps.push(Gap {
+                start: self.expected,
+                end: to,
+                minutes: (to - self.expected) / MINUTE_MS,
+            });
+        }
+    }
+
+    fn finish(mut self, end: i64) -> Vec<Gap> {
+        self.missing_until(end);
+        self.gaps
+    }
+}
+
+/// Hides the password of a database URL for error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl TryFrom<JobRow> for JobRecord {
+    type Error = StoreError;
+
+    fn try_from(row: JobRow) -> Result<Self> {
+        let corrupt = |what: &str, value: &str| {
+            StoreError::Database(sqlx::Error::Decode(
+                format!("unknown job {what} '{value}'").into(),
+            ))
         };
-        loaded.map_err(|message| StoreError::Database(sqlx::Error::Protocol(message)))
+        Ok(JobRecord {
+            kind: JobKind::parse(&row.kind).ok_or_else(|| corrupt("kind", &row.kind))?,
+            status: JobStatus::parse(&row.status).ok_or_else(|| corrupt("status", &row.status))?,
+            params: serde_json::from_str(&row.params)?,
+            progress: row.progress,
+            stage: row.stage,
+            attempts: row.attempts,
+            cancel_requested: row.cancel_requested != 0,
+            error: row.error.map(|e| serde_json::from_str(&e)).transpose()?,
+            summary: row.summary.map(|s| serde_json::from_str(&s)).transpose()?,
+            created_at: row.created_at,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            id: row.id,
+        })
+    }
+}
+
+mod pg {
+    //! Postgres' fast path for candle scans: a binary COPY, decoded in place.
+    use sqlx::postgres::PgConnection;
+
+    use super::{Result, StoreError};
+
+    /// `COPY (SELECT <columns> ... ORDER BY timestamp) TO STDOUT` for a range of
+    /// a series. COPY takes no bind parameters, so the two names are quoted as
+    /// SQL literals (standard_conforming_strings is on since Postgres 9.1).
+    pub fn range_copy(columns: &str, exchange: &str, symbol: &str, start: i64, end: i64) -> String {
+        format!(
+            "COPY (SELECT {columns} FROM candles WHERE exchange = {} AND symbol = {} \
+             AND timeframe = '1m' AND timestamp >= {start} AND timestamp < {end} \
+             ORDER BY timestamp) TO STDOUT (FORMAT binary)",
+            literal(exchange),
+            literal(symbol)
+        )
+    }
+
+    fn literal(text: &str) -> String {
+        format!("'{}'", text.replace('\'', "''"))
+    }
+
+    /// Streams a binary COPY of `width` float8 columns, calling `on_row` with
+    /// each row's values in order. (Timestamps in ms are exact as float8.)
+    pub async fn copy_rows(
+        conn: &mut PgConnection,
+        sql: &str,
+        width: usize,
+        mut on_row: impl FnMut(&[f64]),
+    ) -> Result<()> {
+        use futures::TryStreamExt;
+        let mut stream = conn.copy_out_raw(sql).await?;
+        let mut buf: Vec<u8> = Vec::new();
+        let mut pos = 0;
+        let mut header_done = false;
+        let mut row = vec![0.0; width];
+        while let Some(chunk) = stream.try_next().await? {
+            buf.drain(..pos);
+            pos = 0;
+            buf.extend_from_slice(&chunk);
+            if !header_done {
+                // "PGCOPY\n\xff\r\n\0", flags (i32), extension length (i32) + extension.
+                if buf.len() < 19 {
+                    continue;
+                }
+                let ext = i32::from_be_bytes(buf[15..19].try_into().expect("4 bytes")) as usize;
+                if buf.len() < 19 + ext {
+                    continue;
+                }
+                pos = 19 + ext;
+                header_done = true;
+            }
+            let row_len = 2 + width * 12;
+            while buf.len() - pos >= 2 {
+                let fields = i16::from_be_bytes([buf[pos], buf[pos + 1]]);
+                if fields == -1 {
+                    // The trailer; the stream still has to be read to its end,
+                    // or the connection goes back to the pool mid-protocol.
+                    pos = buf.len();
+                    break;
+                }
+                if fields as usize != width {
+                    return Err(corrupt(format!(
+                        "COPY row has {fields} fields, expected {width}"
+                    )));
+                }
+                if buf.len() - pos < row_len {
+                    break;
+                }
+                let mut at = pos + 2;
+                for value in row.iter_mut() {
+                    let len = i32::from_be_bytes(buf[at..at + 4].try_into().expect("4 bytes"));
+                    if len != 8 {
+                        return Err(corrupt(format!("COPY field of {len} bytes, expected 8")));
+                    }
+                    *value = f64::from_be_bytes(buf[at + 4..at + 12].try_into().expect("8 bytes"));
+                    at += 12;
+                }
+                on_row(&row);
+                pos += row_len;
+            }
+        }
+        Ok(())
+    }
+
+    fn corrupt(message: String) -> StoreError {
+        StoreError::Database(sqlx::Error::Protocol(message))
     }
 }
 
 mod raw {
     //! The one place the store talks to SQLite's C API directly.
-    use super::{Gap, MINUTE_MS};
     use libsqlite3_sys as ffi;
     use std::ffi::{CStr, c_int};
 
@@ -897,9 +1298,8 @@ mod raw {
         symbol: &str,
         start: i64,
         end: i64,
-        expected: usize,
-    ) -> Result<Vec<f64>, String> {
-        let mut out = Vec::with_capacity(expected * 6);
+        out: &mut Vec<f64>,
+    ) -> Result<(), String> {
         scan(db, SQL, exchange, symbol, start, end, |stmt| {
             // SAFETY: `stmt` is positioned on a row of the six-column SELECT.
             unsafe {
@@ -908,41 +1308,26 @@ mod raw {
                     out.push(ffi::sqlite3_column_double(stmt, column));
                 }
             }
-        })?;
-        Ok(out)
+        })
     }
 
     const TIMESTAMPS: &CStr = c"SELECT timestamp FROM candles \
         WHERE exchange = ?1 AND symbol = ?2 AND timeframe = '1m' AND timestamp >= ?3 AND timestamp < ?4 \
         ORDER BY timestamp";
 
-    /// Half-open runs of missing minutes in `[start, end)`.
-    pub fn gaps(
+    /// Calls `on_timestamp` for every stored minute of `[start, end)`, in order.
+    pub fn timestamps(
         db: *mut ffi::sqlite3,
         exchange: &str,
         symbol: &str,
         start: i64,
         end: i64,
-    ) -> Result<Vec<Gap>, String> {
-        let mut gaps = Vec::new();
-        let mut expected = start;
-        let mut push = |from: i64, to: i64| {
-            if to > from {
-                gaps.push(Gap {
-                    start: from,
-                    end: to,
-                    minutes: (to - from) / MINUTE_MS,
-                });
-            }
-        };
+        mut on_timestamp: impl FnMut(i64),
+    ) -> Result<(), String> {
         scan(db, TIMESTAMPS, exchange, symbol, start, end, |stmt| {
             // SAFETY: `stmt` is positioned on a row of the one-column SELECT.
-            let ts = unsafe { ffi::sqlite3_column_int64(stmt, 0) };
-            push(expected, ts);
-            expected = ts + MINUTE_MS;
-        })?;
-        push(expected, end);
-        Ok(gaps)
+            on_timestamp(unsafe { ffi::sqlite3_column_int64(stmt, 0) });
+        })
     }
 
     /// Runs `sql` (parameters: exchange, symbol, start, end) and calls `on_row`
@@ -1000,32 +1385,4 @@ mod raw {
         let message = unsafe { CStr::from_ptr(ffi::sqlite3_errmsg(db)) };
         format!("loading candles ({step}): {}", message.to_string_lossy())
     }
-}
-
-fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<JobRecord> {
-    let kind: String = row.try_get("kind")?;
-    let status: String = row.try_get("status")?;
-    let params: String = row.try_get("params")?;
-    let error: Option<String> = row.try_get("error")?;
-    let summary: Option<String> = row.try_get("summary")?;
-    let corrupt = |what: &str, value: &str| {
-        StoreError::Database(sqlx::Error::Decode(
-            format!("unknown job {what} '{value}'").into(),
-        ))
-    };
-    Ok(JobRecord {
-        id: row.try_get("id")?,
-        kind: JobKind::parse(&kind).ok_or_else(|| corrupt("kind", &kind))?,
-        status: JobStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
-        params: serde_json::from_str(&params)?,
-        progress: row.try_get("progress")?,
-        stage: row.try_get("stage")?,
-        attempts: row.try_get("attempts")?,
-        cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
-        error: error.map(|e| serde_json::from_str(&e)).transpose()?,
-        summary: summary.map(|s| serde_json::from_str(&s)).transpose()?,
-        created_at: row.try_get("created_at")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-    })
 }

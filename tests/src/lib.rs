@@ -2,6 +2,7 @@
 //! processes with real Jesse runners, over a fresh data directory per test.
 //! Nothing is mocked; tests wait on job completion with deadlines, never sleeps.
 
+pub mod backends;
 pub mod fake_exchange;
 
 use std::path::{Path, PathBuf};
@@ -64,6 +65,35 @@ pub struct Options {
     pub tokens: String,
     /// JESSE_MCP_HEARTBEAT_SECS for workers (crash tests use short ones).
     pub heartbeat_secs: u64,
+    /// JESSE_MCP_DATABASE_URL (None: SQLite in the test's data directory).
+    pub database_url: Option<String>,
+    /// JESSE_MCP_QUEUE_URL (None: SQLite in the test's data directory).
+    pub queue_url: Option<String>,
+    /// JESSE_MCP_QUEUE_NAMESPACE, fresh per test so tests can share one Redis.
+    pub queue_namespace: String,
+    /// JESSE_MCP_SHUTDOWN_GRACE_SECS for workers.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Options {
+    /// Where this app's store and queue live.
+    pub fn backends(&self, data_dir: &Path) -> jesse_mcp_core::backends::Backends {
+        jesse_mcp_core::backends::Backends {
+            data_dir: data_dir.to_path_buf(),
+            database_url: self.database_url.clone(),
+            queue_url: self.queue_url.clone(),
+            queue_namespace: self.queue_namespace.clone(),
+        }
+    }
+
+    /// Postgres (a fresh database) and Redis (a fresh namespace): distributed mode.
+    pub async fn distributed() -> Self {
+        Self {
+            database_url: Some(backends::fresh_postgres().await),
+            queue_url: Some(backends::redis_url()),
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for Options {
@@ -77,6 +107,10 @@ impl Default for Options {
             exchange_endpoints: None,
             tokens: String::new(),
             heartbeat_secs: 10,
+            database_url: None,
+            queue_url: None,
+            queue_namespace: backends::fresh_namespace(),
+            shutdown_grace_secs: 10,
         }
     }
 }
@@ -104,7 +138,7 @@ impl TestApp {
         }
         let config = ApiConfig {
             addr: "127.0.0.1:0".into(),
-            data_dir: dir.path().join("data"),
+            backends: options.backends(&dir.path().join("data")),
             strategies_dir: strategies,
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             log_format: "pretty".into(),
@@ -165,6 +199,22 @@ impl TestApp {
                 self.options.heartbeat_secs.to_string(),
             ),
             ("RUST_LOG", "info,sqlx=warn,apalis=warn,rmcp=warn".into()),
+            (
+                "JESSE_MCP_DATABASE_URL",
+                self.options.database_url.clone().unwrap_or_default(),
+            ),
+            (
+                "JESSE_MCP_QUEUE_URL",
+                self.options.queue_url.clone().unwrap_or_default(),
+            ),
+            (
+                "JESSE_MCP_QUEUE_NAMESPACE",
+                self.options.queue_namespace.clone(),
+            ),
+            (
+                "JESSE_MCP_SHUTDOWN_GRACE_SECS",
+                self.options.shutdown_grace_secs.to_string(),
+            ),
             (
                 "JESSE_MCP_EXCHANGE_ENDPOINTS",
                 self.options.exchange_endpoints.clone().unwrap_or_default(),

@@ -174,7 +174,7 @@ async fn no_public_listening_without_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = jesse_mcp_api::ApiConfig {
         addr: "0.0.0.0:0".into(),
-        data_dir: dir.path().join("data"),
+        backends: jesse_mcp_tests::Options::default().backends(&dir.path().join("data")),
         strategies_dir: dir.path().join("strategies"),
         allowed_hosts: vec!["localhost".into()],
         log_format: "pretty".into(),

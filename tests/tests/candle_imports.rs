@@ -182,7 +182,7 @@ async fn schedules_fire_once_per_series_and_day_across_instances_and_survive_res
     // A second API instance on the same store and queue: both run the scheduler loop.
     let config = jesse_mcp_api::ApiConfig {
         addr: "127.0.0.1:0".into(),
-        data_dir: app.data_dir(),
+        backends: app.options.backends(&app.data_dir()),
         strategies_dir: app.strategies_dir(),
         allowed_hosts: vec!["127.0.0.1".into()],
         log_format: "pretty".into(),

@@ -21,8 +21,7 @@ use apalis::prelude::*;
 use apalis_core::backend::ext::poll_strategy::PollWith;
 use clap::{Parser, Subcommand};
 use jesse_mcp_core::jobs::{JobKind, QueuedJob};
-use jesse_mcp_core::queue::Queue;
-use jesse_mcp_core::store::Store;
+use jesse_mcp_core::queue::KindBackend;
 
 use crate::config::WorkerConfig;
 use crate::execute::Executor;
@@ -79,10 +78,14 @@ fn init_logging(format: &str) {
 }
 
 async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
-    let store = Store::open(&config.data_dir)
+    let store = config
+        .backends
+        .open_store()
         .await
         .context("opening the store")?;
-    let queue = Queue::open(&config.data_dir)
+    let queue = config
+        .backends
+        .open_queue()
         .await
         .context("opening the queue")?;
     let size = config.runner_count();
@@ -90,7 +93,7 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     let spec = RunnerSpec {
         exe: std::env::current_exe()?,
         python,
-        scratch_root: std::path::absolute(config.data_dir.join("runners"))?,
+        scratch_root: std::path::absolute(config.backends.data_dir.join("runners"))?,
         startup_timeout: Duration::from_secs(120),
         grace: Duration::from_secs(config.kill_grace_secs),
     };
@@ -116,16 +119,25 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     // concurrency is the pool size, and the pool's permits bound the total.
     let mut monitor = Monitor::new();
     for kind in JobKind::ALL.iter().copied() {
-        let storage = queue.storage_with_heartbeat(kind, heartbeat);
         let name = format!("{}-{}", kind.as_str(), ulid::Ulid::generate());
         let executor = executor.clone();
-        monitor = monitor.register(move |_| {
-            WorkerBuilder::new(name.clone())
-                .backend(PollWith::new(storage.clone(), poll::Every::new(poll)))
-                .data(executor.clone())
-                .concurrency(size)
-                .build(run_job)
-        });
+        // The same worker over either backend; each polls at `poll` when idle.
+        monitor = match queue.backend(kind, heartbeat) {
+            KindBackend::Sqlite(storage) => monitor.register(move |_| {
+                WorkerBuilder::new(name.clone())
+                    .backend(PollWith::new(storage.clone(), poll::Every::new(poll)))
+                    .data(executor.clone())
+                    .concurrency(size)
+                    .build(run_job)
+            }),
+            KindBackend::Redis(storage) => monitor.register(move |_| {
+                WorkerBuilder::new(name.clone())
+                    .backend(PollWith::new(storage.clone(), poll::Every::new(poll)))
+                    .data(executor.clone())
+                    .concurrency(size)
+                    .build(run_job)
+            }),
+        };
     }
     let monitor = monitor
         .shutdown_timeout(Duration::from_secs(config.shutdown_grace_secs))

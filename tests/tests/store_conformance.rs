@@ -1,0 +1,684 @@
+//! The store conformance suite: every test runs against SQLite (a fresh file)
+//! and Postgres (a fresh database on the machine's server), through the same
+//! `Store` API, and must see the same answers.
+
+use std::time::Duration;
+
+use jesse_mcp_core::candles::{Candle, synthetic};
+use jesse_mcp_core::error::ErrorBody;
+use jesse_mcp_core::jobs::{JobKind, JobStatus};
+use jesse_mcp_core::store::{
+    BacktestResultRecord, CancelOutcome, Claim, Gap, Inserted, JobFilter, NewJob, ScheduleRecord,
+    Store, UpsertCounts,
+};
+use jesse_mcp_core::time::{DAY_MS, MINUTE_MS, parse_day};
+use jesse_mcp_tests::backends::fresh_postgres;
+use serde_json::json;
+
+/// A store and whatever must live as long as it (the SQLite file's directory).
+struct Fixture {
+    store: Store,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn sqlite() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), None)
+        .await
+        .expect("open SQLite store");
+    assert_eq!(store.engine(), "sqlite");
+    Fixture {
+        store,
+        _dir: Some(dir),
+    }
+}
+
+async fn postgres() -> Fixture {
+    let url = fresh_postgres().await;
+    let dir = std::env::temp_dir();
+    let store = Store::open(&dir, Some(&url))
+        .await
+        .expect("open Postgres store");
+    assert_eq!(store.engine(), "postgres");
+    Fixture { store, _dir: None }
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(&super::sqlite().await.store).await;
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(&super::postgres().await.store).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    jobs_insert_get_list_and_idempotency,
+    claims_leases_and_outcomes,
+    an_expired_lease_is_taken_over,
+    cancel_queued_running_and_finished,
+    released_jobs_are_queued_again,
+    results_are_replaced_never_duplicated,
+    candles_upsert_load_and_summaries,
+    gaps_are_half_open_runs,
+    schedules_leases_counters_validations,
+);
+
+fn new_id() -> String {
+    ulid::Ulid::generate().to_string()
+}
+
+async fn insert(store: &Store, key: Option<&str>, params: serde_json::Value) -> Inserted {
+    let id = new_id();
+    store
+        .insert_job(NewJob {
+            id: &id,
+            kind: JobKind::Backtest,
+            params: &params,
+            idempotency_key: key,
+        })
+        .await
+        .expect("insert job")
+}
+
+fn created(inserted: Inserted) -> jesse_mcp_core::store::JobRecord {
+    match inserted {
+        Inserted::Created(job) => job,
+        Inserted::Existing(job) => panic!("expected a new job, got existing {}", job.id),
+    }
+}
+
+async fn jobs_insert_get_list_and_idempotency(store: &Store) {
+    let first = created(insert(store, Some("key-1"), json!({"n": 1})).await);
+    assert_eq!(first.status, JobStatus::Queued);
+    assert_eq!(first.params, json!({"n": 1}));
+    assert_eq!(first.attempts, 0);
+    assert!(!first.cancel_requested);
+
+    match insert(store, Some("key-1"), json!({"n": 2})).await {
+        Inserted::Existing(job) => {
+            assert_eq!(job.id, first.id);
+            assert_eq!(job.params, json!({"n": 1}), "the first request is kept");
+        }
+        Inserted::Created(job) => panic!("idempotency key ignored: new job {}", job.id),
+    }
+    let second = created(insert(store, None, json!({"n": 3})).await);
+    let third = created(insert(store, None, json!({"n": 4})).await);
+
+    let all = store
+        .list_jobs(&JobFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<_> = all.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, [&third.id, &second.id, &first.id], "newest first");
+
+    let page = store
+        .list_jobs(&JobFilter {
+            before: Some(third.id.clone()),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].id, second.id);
+
+    store
+        .finish_job(
+            &second.id,
+            None,
+            JobStatus::Succeeded,
+            None,
+            Some(&json!({"x": 1})),
+        )
+        .await
+        .unwrap();
+    let done = store
+        .list_jobs(&JobFilter {
+            status: Some(JobStatus::Succeeded),
+            kind: Some(JobKind::Backtest),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].summary, Some(json!({"x": 1})));
+    assert_eq!(done[0].progress, 1.0);
+    assert!(
+        store
+            .get_job("01ARZ3NDEKTSV4RRFFQ69G5FAV")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let counts = store.job_counts().await.unwrap();
+    assert!(
+        counts.contains(&("backtest".into(), "queued".into(), 2)),
+        "{counts:?}"
+    );
+    assert!(
+        counts.contains(&("backtest".into(), "succeeded".into(), 1)),
+        "{counts:?}"
+    );
+}
+
+async fn claims_leases_and_outcomes(store: &Store) {
+    let job = created(insert(store, None, json!({})).await);
+    let claimed = match store
+        .start_attempt(&job.id, "worker-a", 60_000)
+        .await
+        .unwrap()
+    {
+        Claim::Claimed(job) => job,
+        other => panic!("expected a claim, got {other:?}"),
+    };
+    assert_eq!(claimed.status, JobStatus::Running);
+    assert_eq!(claimed.attempts, 1);
+    assert!(matches!(
+        store
+            .start_attempt(&job.id, "worker-b", 60_000)
+            .await
+            .unwrap(),
+        Claim::HeldElsewhere
+    ));
+    assert!(store.holds_lease(&job.id, "worker-a").await.unwrap());
+    assert!(!store.holds_lease(&job.id, "worker-b").await.unwrap());
+    assert!(
+        store
+            .renew_lease(&job.id, "worker-a", 60_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .renew_lease(&job.id, "worker-b", 60_000)
+            .await
+            .unwrap()
+    );
+
+    store
+        .set_progress(&job.id, 0.5, "running the backtest")
+        .await
+        .unwrap();
+    let running = store.get_job(&job.id).await.unwrap().unwrap();
+    assert_eq!(running.progress, 0.5);
+    assert_eq!(running.stage.as_deref(), Some("running the backtest"));
+
+    let error = ErrorBody::new("strategy_error", "boom");
+    assert!(
+        !store
+            .finish_job(
+                &job.id,
+                Some("worker-b"),
+                JobStatus::Failed,
+                Some(&error),
+                None
+            )
+            .await
+            .unwrap(),
+        "a worker without the lease cannot record an outcome"
+    );
+    assert!(
+        store
+            .finish_job(
+                &job.id,
+                Some("worker-a"),
+                JobStatus::Failed,
+                Some(&error),
+                None
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finish_job(&job.id, Some("worker-a"), JobStatus::Succeeded, None, None)
+            .await
+            .unwrap(),
+        "a terminal job keeps its first outcome"
+    );
+    let failed = store.get_job(&job.id).await.unwrap().unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(failed.error, Some(error));
+    assert!(failed.finished_at.is_some() && failed.started_at.is_some());
+    assert!(matches!(
+        store
+            .start_attempt(&job.id, "worker-a", 60_000)
+            .await
+            .unwrap(),
+        Claim::NotRunnable
+    ));
+    let durations = store.job_durations().await.unwrap();
+    assert_eq!(durations.len(), 1);
+    assert!(durations[0].1 >= 0.0);
+}
+
+async fn an_expired_lease_is_taken_over(store: &Store) {
+    let job = created(insert(store, None, json!({})).await);
+    assert!(matches!(
+        store
+            .start_attempt(&job.id, "dead-worker", 1)
+            .await
+            .unwrap(),
+        Claim::Claimed(_)
+    ));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let taken = match store
+        .start_attempt(&job.id, "live-worker", 60_000)
+        .await
+        .unwrap()
+    {
+        Claim::Claimed(job) => job,
+        other => panic!("an expired lease must be taken over, got {other:?}"),
+    };
+    assert_eq!(taken.attempts, 2);
+    assert!(!store.holds_lease(&job.id, "dead-worker").await.unwrap());
+    assert!(
+        !store
+            .finish_job(
+                &job.id,
+                Some("dead-worker"),
+                JobStatus::Succeeded,
+                None,
+                None
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .finish_job(
+                &job.id,
+                Some("live-worker"),
+                JobStatus::Succeeded,
+                None,
+                None
+            )
+            .await
+            .unwrap()
+    );
+}
+
+async fn cancel_queued_running_and_finished(store: &Store) {
+    let queued = created(insert(store, None, json!({})).await);
+    match store.request_cancel(&queued.id).await.unwrap() {
+        Some(CancelOutcome::Cancelled(job)) => assert_eq!(job.status, JobStatus::Cancelled),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        store.start_attempt(&queued.id, "w", 60_000).await.unwrap(),
+        Claim::NotRunnable
+    ));
+
+    let running = created(insert(store, None, json!({})).await);
+    store.start_attempt(&running.id, "w", 60_000).await.unwrap();
+    match store.request_cancel(&running.id).await.unwrap() {
+        Some(CancelOutcome::Requested(job)) => assert!(job.cancel_requested),
+        other => panic!("{other:?}"),
+    }
+    assert!(store.cancel_requested(&running.id).await.unwrap());
+    store
+        .finish_job(&running.id, Some("w"), JobStatus::Succeeded, None, None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.request_cancel(&running.id).await.unwrap(),
+        Some(CancelOutcome::AlreadyFinished(_))
+    ));
+    assert!(store.request_cancel(&new_id()).await.unwrap().is_none());
+}
+
+async fn released_jobs_are_queued_again(store: &Store) {
+    let job = created(insert(store, None, json!({})).await);
+    store.start_attempt(&job.id, "w", 60_000).await.unwrap();
+    assert!(!store.release_job(&job.id, "other").await.unwrap());
+    assert!(store.release_job(&job.id, "w").await.unwrap());
+    let back = store.get_job(&job.id).await.unwrap().unwrap();
+    assert_eq!(back.status, JobStatus::Queued);
+    assert_eq!(back.attempts, 0, "a released attempt is not counted");
+    assert!(matches!(
+        store
+            .start_attempt(&job.id, "another", 60_000)
+            .await
+            .unwrap(),
+        Claim::Claimed(_)
+    ));
+
+    let stale = created(insert(store, None, json!({})).await);
+    let later = jesse_mcp_core::time::now_ms() + 1_000;
+    let found = store.stale_queued_jobs(later, 10).await.unwrap();
+    assert_eq!(found.iter().map(|j| &j.id).collect::<Vec<_>>(), [&stale.id]);
+    assert!(
+        store
+            .stale_queued_jobs(stale.created_at - 1, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn results_are_replaced_never_duplicated(store: &Store) {
+    let job = created(insert(store, None, json!({})).await);
+    let mut result = BacktestResultRecord {
+        job_id: job.id.clone(),
+        metrics: json!({"net_profit_percentage": 1.5, "sharpe_ratio": null}),
+        trades: Some(json!([{"id": 1}])),
+        equity_curve: None,
+        jesse_version: "3.5.3".into(),
+        strategies: json!([{"name": "SmaCross", "sha256": "ab"}]),
+        candles: json!({"rows": 10}),
+        timings: json!({"backtest_ms": 1.0}),
+        created_at: 1,
+    };
+    store.save_backtest_result(&result).await.unwrap();
+    result.metrics = json!({"net_profit_percentage": 2.5});
+    result.created_at = 2;
+    store.save_backtest_result(&result).await.unwrap();
+    assert_eq!(store.count_results(&job.id).await.unwrap(), 1);
+    store
+        .set_result_timings(&job.id, &json!({"write_ms": 3.0}))
+        .await
+        .unwrap();
+    let stored = store.get_backtest_result(&job.id).await.unwrap().unwrap();
+    assert_eq!(stored.metrics, json!({"net_profit_percentage": 2.5}));
+    assert_eq!(stored.trades, Some(json!([{"id": 1}])));
+    assert_eq!(stored.equity_curve, None);
+    assert_eq!(stored.timings, json!({"write_ms": 3.0}));
+    assert_eq!(stored.created_at, 2);
+    assert!(
+        store
+            .get_backtest_result(&new_id())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+fn day(text: &str) -> i64 {
+    parse_day(text).unwrap()
+}
+
+async fn candles_upsert_load_and_summaries(store: &Store) {
+    let (exchange, symbol) = ("Binance Spot", "ETH-USDT");
+    let start = day("2024-03-01");
+    let candles = synthetic(start, start + 2 * DAY_MS, 3_000.0, 7);
+    let counts = store
+        .upsert_candles(exchange, symbol, &candles)
+        .await
+        .unwrap();
+    assert_eq!(
+        counts,
+        UpsertCounts {
+            inserted: 2880,
+            updated: 0,
+            unchanged: 0
+        }
+    );
+    let again = store
+        .upsert_candles(exchange, symbol, &candles)
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        UpsertCounts {
+            inserted: 0,
+            updated: 0,
+            unchanged: 2880
+        }
+    );
+    let version = store
+        .series_version(exchange, symbol)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let mut changed = candles[100..102].to_vec();
+    changed[0].close += 1.0;
+    let more = synthetic(
+        start + 2 * DAY_MS,
+        start + 2 * DAY_MS + 10 * MINUTE_MS,
+        3_000.0,
+        8,
+    );
+    changed.extend_from_slice(&more);
+    let mixed = store
+        .upsert_candles(exchange, symbol, &changed)
+        .await
+        .unwrap();
+    assert_eq!(
+        mixed,
+        UpsertCounts {
+            inserted: 10,
+            updated: 1,
+            unchanged: 1
+        }
+    );
+    assert!(
+        store
+            .series_version(exchange, symbol)
+            .await
+            .unwrap()
+            .unwrap()
+            > version
+    );
+
+    let series = store.list_series().await.unwrap();
+    assert_eq!(series.len(), 1);
+    assert_eq!(series[0].first, start);
+    assert_eq!(series[0].last, start + 2 * DAY_MS + 9 * MINUTE_MS);
+    assert_eq!(series[0].rows, 2890);
+
+    // Loaded rows are exactly what was written, in Jesse's column order.
+    let loaded = store
+        .load_candles(
+            exchange,
+            symbol,
+            start + 99 * MINUTE_MS,
+            start + 102 * MINUTE_MS,
+        )
+        .await
+        .unwrap();
+    let expect = |c: &Candle| [c.timestamp as f64, c.open, c.close, c.high, c.low, c.volume];
+    let mut wanted = expect(&candles[99]).to_vec();
+    wanted.extend(expect(&changed[0]));
+    wanted.extend(expect(&changed[1]));
+    assert_eq!(loaded.len(), 18);
+    for (got, want) in loaded.iter().zip(&wanted) {
+        assert_eq!(got.to_bits(), want.to_bits(), "{loaded:?} vs {wanted:?}");
+    }
+    let year = store
+        .load_candles(exchange, symbol, start, start + 3 * DAY_MS)
+        .await
+        .unwrap();
+    assert_eq!(year.len(), 2890 * 6);
+    assert_eq!(
+        store
+            .count_candles(exchange, symbol, start, start + DAY_MS)
+            .await
+            .unwrap(),
+        1440
+    );
+    assert!(
+        store
+            .load_candles("Bybit", symbol, start, start + DAY_MS)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert_eq!(store.delete_series(exchange, symbol).await.unwrap(), 2890);
+    assert!(store.list_series().await.unwrap().is_empty());
+    assert!(
+        store
+            .series_version(exchange, symbol)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn gaps_are_half_open_runs(store: &Store) {
+    let (exchange, symbol) = ("Bybit USDT Perpetual", "BTC-USDT");
+    let start = day("2024-01-01");
+    let mut candles = synthetic(start, start + DAY_MS, 40_000.0, 1);
+    // Remove minutes 10..15 and 600 (a 5-minute and a 1-minute gap).
+    candles.retain(|c| {
+        let minute = (c.timestamp - start) / MINUTE_MS;
+        !(10..15).contains(&minute) && minute != 600
+    });
+    store
+        .upsert_candles(exchange, symbol, &candles)
+        .await
+        .unwrap();
+    let gaps = store
+        .gaps(
+            exchange,
+            symbol,
+            start - 2 * MINUTE_MS,
+            start + DAY_MS + MINUTE_MS,
+        )
+        .await
+        .unwrap();
+    let at = |m: i64| start + m * MINUTE_MS;
+    assert_eq!(
+        gaps,
+        [
+            Gap {
+                start: at(-2),
+                end: at(0),
+                minutes: 2
+            },
+            Gap {
+                start: at(10),
+                end: at(15),
+                minutes: 5
+            },
+            Gap {
+                start: at(600),
+                end: at(601),
+                minutes: 1
+            },
+            Gap {
+                start: at(1440),
+                end: at(1441),
+                minutes: 1
+            },
+        ]
+    );
+    assert_eq!(store.refresh_gap_count(exchange, symbol).await.unwrap(), 2);
+    assert_eq!(store.list_series().await.unwrap()[0].gaps, 2);
+    store.mark_imported(exchange, symbol).await.unwrap();
+    assert!(
+        store.list_series().await.unwrap()[0]
+            .last_import_at
+            .is_some()
+    );
+    // A complete range inside the series answers from the summary.
+    assert!(
+        store
+            .gaps(exchange, symbol, at(20), at(500))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn schedules_leases_counters_validations(store: &Store) {
+    let schedule = |symbol: &str, created_at| ScheduleRecord {
+        exchange: "Binance Spot".into(),
+        symbol: symbol.into(),
+        cron: "0 30 2 * * *".into(),
+        start_date: Some("2024-01-01".into()),
+        created_at,
+        last_fired_at: None,
+    };
+    store
+        .replace_schedules(&[schedule("BTC-USDT", 1), schedule("ETH-USDT", 1)])
+        .await
+        .unwrap();
+    store
+        .mark_fired("Binance Spot", "BTC-USDT", 42)
+        .await
+        .unwrap();
+    store
+        .replace_schedules(&[schedule("BTC-USDT", 5), schedule("SOL-USDT", 5)])
+        .await
+        .unwrap();
+    let listed = store.list_schedules().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].symbol, "BTC-USDT");
+    assert_eq!(
+        listed[0].last_fired_at,
+        Some(42),
+        "a kept series keeps its last tick"
+    );
+    assert_eq!(listed[0].created_at, 1);
+    assert_eq!(listed[1].symbol, "SOL-USDT");
+    assert_eq!(listed[1].last_fired_at, None);
+
+    assert!(store.try_lease("scheduler", "api-1", 60_000).await.unwrap());
+    assert!(
+        store.try_lease("scheduler", "api-1", 60_000).await.unwrap(),
+        "renewal"
+    );
+    assert!(!store.try_lease("scheduler", "api-2", 60_000).await.unwrap());
+    assert!(store.try_lease("other", "api-2", 1).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(
+        store.try_lease("other", "api-1", 60_000).await.unwrap(),
+        "expired lease taken"
+    );
+
+    store.add_to_counter("runner_restarts", 2).await.unwrap();
+    store.add_to_counter("runner_restarts", 3).await.unwrap();
+    assert_eq!(
+        store.counters().await.unwrap(),
+        [("runner_restarts".to_string(), 5)]
+    );
+
+    let job = created(insert(store, None, json!({})).await);
+    let report = json!({"valid": true, "errors": []});
+    store
+        .save_validation(&job.id, "SmaCross", "abc", &report)
+        .await
+        .unwrap();
+    store
+        .save_validation(&job.id, "SmaCross", "abc", &json!({"valid": false}))
+        .await
+        .unwrap();
+    let (id, latest) = store
+        .latest_validation("SmaCross", "abc")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(id, job.id);
+    assert_eq!(latest, json!({"valid": false}));
+    assert_eq!(
+        store.get_validation(&job.id).await.unwrap(),
+        Some(json!({"valid": false}))
+    );
+    assert!(
+        store
+            .latest_validation("SmaCross", "other")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
