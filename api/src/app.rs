@@ -61,6 +61,7 @@ impl Application {
         spawn_scheduler(
             service.clone(),
             config.scheduler_tick_ms,
+            config.requeue_after_secs,
             shutdown.child_token(),
         );
         let tokens = crate::auth::Tokens::parse(&config.tokens)?;
@@ -114,8 +115,15 @@ impl Application {
     }
 }
 
-/// Runs scheduler ticks until shutdown; only the lease holder among API instances acts.
-fn spawn_scheduler(service: Service, tick_ms: u64, stop: CancellationToken) {
+/// Runs scheduler ticks (due top-ups, then the lost-job sweep) until shutdown;
+/// only the lease holder among API instances acts.
+fn spawn_scheduler(
+    service: Service,
+    tick_ms: u64,
+    requeue_after_secs: u64,
+    stop: CancellationToken,
+) {
+    let requeue_after_ms = (requeue_after_secs.max(1) * 1000) as i64;
     let holder = format!("api-{}", ulid::Ulid::generate());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(tick_ms.max(50)));
@@ -123,7 +131,7 @@ fn spawn_scheduler(service: Service, tick_ms: u64, stop: CancellationToken) {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {
-                    if let Err(e) = service.scheduler_tick(&holder).await {
+                    if let Err(e) = service.scheduler_tick(&holder, requeue_after_ms).await {
                         tracing::warn!(error = %e, "scheduler tick failed");
                     }
                 }

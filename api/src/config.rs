@@ -42,6 +42,10 @@ pub struct ApiConfig {
     /// How often the scheduler checks for due top-ups, in milliseconds.
     #[arg(long, env = "JESSE_MCP_SCHEDULER_TICK_MS", default_value_t = 5000)]
     pub scheduler_tick_ms: u64,
+    /// A job queued this long is checked against the queue, and enqueued again if
+    /// the queue lost it (a submit cut off mid-way, a queue restarted without data).
+    #[arg(long, env = "JESSE_MCP_REQUEUE_AFTER_SECS", default_value_t = 60)]
+    pub requeue_after_secs: u64,
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "JESSE_MCP_LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,

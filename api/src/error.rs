@@ -55,16 +55,41 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         tracing::error!(error = %error, "store error");
-        let busy = matches!(&error, StoreError::Database(sqlx::Error::PoolTimedOut))
-            || error.to_string().contains("database is locked");
-        if busy {
-            return ApiError::unavailable("the store is busy; retry shortly");
+        if let StoreError::Queue(_) = error {
+            return ApiError::unavailable("the queue is unreachable right now; retry shortly");
+        }
+        if is_transient(&error) {
+            return ApiError::unavailable("the store is busy or restarting; retry shortly");
         }
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "internal error; see the service log",
         )
+    }
+}
+
+/// Errors that pass on their own: a busy SQLite file, a Postgres that is
+/// restarting or unreachable, a connection that broke mid-request.
+pub fn is_transient(error: &StoreError) -> bool {
+    match error {
+        StoreError::Database(
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed,
+        ) => true,
+        StoreError::Database(sqlx::Error::Database(db)) => {
+            let code = db.code().unwrap_or_default();
+            // Postgres: connection exceptions (08), shutting down / cannot connect
+            // now (57P01-57P03); SQLite: locked or busy.
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || db.message().contains("database is locked")
+        }
+        StoreError::Database(sqlx::Error::Protocol(message)) => message.contains("connection"),
+        _ => false,
     }
 }
 

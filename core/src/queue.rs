@@ -156,14 +156,66 @@ impl Queue {
             }
             Self::Redis { conn, namespace } => {
                 let config = redis_config(namespace, kind, Duration::from_secs(10));
-                let removed: i64 = redis::cmd("LREM")
+                // A pushed task waits in the scheduled set until a fetch promotes it
+                // to the active list; it is unclaimed in either.
+                let (active, scheduled): (i64, i64) = redis::pipe()
+                    .atomic()
+                    .cmd("LREM")
                     .arg(config.active_jobs_list())
                     .arg(0)
+                    .arg(job_id)
+                    .cmd("ZREM")
+                    .arg(config.scheduled_jobs_set())
                     .arg(job_id)
                     .query_async(&mut conn.clone())
                     .await
                     .map_err(queue_error)?;
+                let removed = active + scheduled;
                 Ok(removed > 0)
+            }
+        }
+    }
+
+    /// Puts a task that `worker` claimed but will not finish back at the head of
+    /// the waiting line (a worker shutting down hands its running jobs back).
+    pub async fn requeue(
+        &self,
+        kind: JobKind,
+        job_id: &str,
+        worker: &str,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(pool) => {
+                sqlx::query(
+                    "UPDATE Jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL, \
+                     run_at = strftime('%s','now') WHERE id = ? AND job_type = ?",
+                )
+                .bind(job_id)
+                .bind(queue_name(kind))
+                .execute(pool)
+                .await
+                .map_err(queue_error)?;
+                Ok(())
+            }
+            Self::Redis { conn, namespace } => {
+                let config = redis_config(namespace, kind, Duration::from_secs(10));
+                redis::pipe()
+                    .atomic()
+                    .cmd("SREM")
+                    .arg(format!("{}:{worker}", config.inflight_jobs_set()))
+                    .arg(job_id)
+                    .ignore()
+                    .cmd("LPUSH")
+                    .arg(config.active_jobs_list())
+                    .arg(job_id)
+                    .ignore()
+                    .cmd("LPUSH")
+                    .arg(config.signal_list())
+                    .arg(1)
+                    .ignore()
+                    .query_async::<()>(&mut conn.clone())
+                    .await
+                    .map_err(queue_error)
             }
         }
     }

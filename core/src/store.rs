@@ -485,7 +485,8 @@ impl Store {
     }
 
     /// Moves a job to a terminal status. A job that is already terminal keeps
-    /// its first outcome, so a late worker cannot overwrite a cancellation.
+    /// its first outcome, so a late worker cannot overwrite a cancellation; with
+    /// an `owner`, only the current lease holder may record it.
     pub async fn finish_job(
         &self,
         id: &str,
@@ -502,7 +503,8 @@ impl Store {
         let done = on_db!(self, pool => sqlx::query(
             "UPDATE jobs SET status = $1, error = $2, summary = $3, finished_at = $4, updated_at = $5, \
              stage = NULL, progress = CASE WHEN $6 = 1 THEN 1.0 ELSE progress END \
-             WHERE id = $7 AND status IN ('queued', 'running') AND (lease_owner IS NULL OR lease_owner = $8)",
+             WHERE id = $7 AND status IN ('queued', 'running') \
+             AND (CAST($8 AS TEXT) IS NULL OR lease_owner = $8)",
         )
         .bind(status.as_str())
         .bind(&error)

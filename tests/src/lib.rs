@@ -73,6 +73,8 @@ pub struct Options {
     pub queue_namespace: String,
     /// JESSE_MCP_SHUTDOWN_GRACE_SECS for workers.
     pub shutdown_grace_secs: u64,
+    /// JESSE_MCP_REQUEUE_AFTER_SECS for API instances.
+    pub requeue_after_secs: u64,
 }
 
 impl Options {
@@ -111,6 +113,7 @@ impl Default for Options {
             queue_url: None,
             queue_namespace: backends::fresh_namespace(),
             shutdown_grace_secs: 10,
+            requeue_after_secs: 60,
         }
     }
 }
@@ -122,6 +125,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub options: Options,
     workers: Vec<Child>,
+    /// API instances in their own processes, beside the in-process one: `(base URL, process)`.
+    apis: Vec<(String, Child)>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -143,6 +148,7 @@ impl TestApp {
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             log_format: "pretty".into(),
             scheduler_tick_ms: 200,
+            requeue_after_secs: options.requeue_after_secs,
             tokens: options.tokens.clone(),
             allowed_origins: Vec::new(),
         };
@@ -159,6 +165,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             options,
             workers: Vec::new(),
+            apis: Vec::new(),
             shutdown: Some(tx),
         };
         if test_app.options.start_worker {
@@ -212,6 +219,10 @@ impl TestApp {
                 self.options.queue_namespace.clone(),
             ),
             (
+                "JESSE_MCP_REQUEUE_AFTER_SECS",
+                self.options.requeue_after_secs.to_string(),
+            ),
+            (
                 "JESSE_MCP_SHUTDOWN_GRACE_SECS",
                 self.options.shutdown_grace_secs.to_string(),
             ),
@@ -237,6 +248,85 @@ impl TestApp {
             .stderr(file)
             .kill_on_drop(true);
         self.workers.push(command.spawn().expect("spawn worker"));
+    }
+
+    /// Starts a `jesse-mcp-api` process on the same store and queue (another
+    /// "host"); returns its base URL. Its log goes to `api-N.log`.
+    pub async fn start_api(&mut self) -> String {
+        use tokio::io::AsyncBufReadExt;
+        let log = self.dir.path().join(format!("api-{}.log", self.apis.len()));
+        let file = std::fs::File::create(&log).expect("api log");
+        let mut command = Command::new(bin("jesse-mcp-api"));
+        command
+            .envs(self.env())
+            .env("JESSE_MCP_ADDR", "127.0.0.1:0")
+            .env("JESSE_MCP_SCHEDULER_TICK_MS", "200")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(file)
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("spawn api");
+        let stdout = child.stdout.take().expect("api stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the API process did not start within 30 s")
+            .expect("api stdout")
+            .unwrap_or_else(|| {
+                panic!(
+                    "the API process exited: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        let base = line
+            .rsplit_once(' ')
+            .map(|(_, url)| url.to_string())
+            .expect("listening line");
+        self.apis.push((base.clone(), child));
+        base
+    }
+
+    /// Kills API process `index` with SIGKILL.
+    pub async fn kill_api(&mut self, index: usize) {
+        let api = &mut self.apis[index].1;
+        api.start_kill().expect("kill api");
+        let _ = api.wait().await;
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to worker `index`.
+    pub fn signal_worker(&self, index: usize, signal: i32) {
+        let pid = self.workers[index].id().expect("worker is running");
+        // SAFETY: kill(2) on a child we spawned and have not reaped.
+        assert_eq!(
+            unsafe { libc::kill(pid as i32, signal) },
+            0,
+            "kill({pid}, {signal})"
+        );
+    }
+
+    /// Waits for worker `index` to exit; returns its exit code.
+    pub async fn wait_worker(&mut self, index: usize, timeout: Duration) -> Option<i32> {
+        let status = tokio::time::timeout(timeout, self.workers[index].wait())
+            .await
+            .unwrap_or_else(|_| panic!("worker {index} did not exit within {timeout:?}"))
+            .expect("wait worker");
+        status.code()
+    }
+
+    /// Waits until worker `index` has its runners up and polls the queue.
+    pub async fn wait_worker_ready(&self, index: usize) {
+        let log = self.dir.path().join(format!("worker-{index}.log"));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("worker ready")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "worker {index} never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Kills worker `index` with SIGKILL (its runners die with it).
@@ -358,7 +448,17 @@ impl Drop for TestApp {
         for worker in &mut self.workers {
             let _ = worker.start_kill();
         }
+        for (_, api) in &mut self.apis {
+            let _ = api.start_kill();
+        }
         if std::thread::panicking() {
+            for i in 0..self.apis.len() {
+                let log = self.dir.path().join(format!("api-{i}.log"));
+                eprintln!(
+                    "---- api-{i}.log ----\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
             for i in 0..self.workers.len() {
                 let log = self.dir.path().join(format!("worker-{i}.log"));
                 eprintln!(

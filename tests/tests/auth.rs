@@ -179,6 +179,7 @@ async fn no_public_listening_without_tokens() {
         allowed_hosts: vec!["localhost".into()],
         log_format: "pretty".into(),
         scheduler_tick_ms: 1000,
+        requeue_after_secs: 60,
         tokens: String::new(),
         allowed_origins: Vec::new(),
     };

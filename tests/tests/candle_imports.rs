@@ -187,6 +187,7 @@ async fn schedules_fire_once_per_series_and_day_across_instances_and_survive_res
         allowed_hosts: vec!["127.0.0.1".into()],
         log_format: "pretty".into(),
         scheduler_tick_ms: 100,
+        requeue_after_secs: 60,
         tokens: String::new(),
         allowed_origins: Vec::new(),
     };

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use jesse_mcp_core::ErrorBody;
 use jesse_mcp_core::jobs::{BacktestPlan, ImportPlan, JobKind, JobStatus, ValidationPlan};
+use jesse_mcp_core::queue::Queue;
 use jesse_mcp_core::store::{BacktestResultRecord, Claim, Store};
 use jesse_mcp_core::time::{MINUTE_MS, now_ms, to_rfc3339};
 use serde_json::{Value, json};
@@ -38,7 +39,16 @@ pub struct Executor {
     pub candles: CandleCache,
     pub pool: Arc<Pool>,
     pub config: WorkerConfig,
+    /// Jobs this worker is running now, with their kind.
+    pub running: std::sync::Mutex<std::collections::HashMap<String, JobKind>>,
+    /// Set when shutdown hands running jobs back: no more claims or outcomes.
+    pub draining: std::sync::atomic::AtomicBool,
 }
+
+/// The worker is shutting down and handed the job back to the queue.
+#[derive(Debug, thiserror::Error)]
+#[error("the worker is shutting down; the job was handed back to the queue")]
+pub struct Draining;
 
 /// How an attempt ended, before it is written to the store.
 pub(crate) enum Outcome {
@@ -87,6 +97,9 @@ impl Executor {
         let mut last_loss = String::new();
         let held_since = Instant::now();
         loop {
+            if self.is_draining() {
+                return Err(Draining.into());
+            }
             let job = match self
                 .store
                 .start_attempt(job_id, &self.owner, self.lease_ms())
@@ -237,6 +250,51 @@ impl Executor {
         }
     }
 
+    fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Shutdown after the grace period: stops claiming and recording, and gives
+    /// every job still running back (store lease released, queue task requeued
+    /// ahead of the line) so a live worker takes it at once. `workers` names
+    /// this process's apalis worker per kind, whose claims are returned.
+    pub async fn hand_back_running(&self, queue: &Queue, workers: &[(JobKind, String)]) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let running: Vec<(String, JobKind)> = self
+            .running
+            .lock()
+            .expect("running jobs lock")
+            .iter()
+            .map(|(id, kind)| (id.clone(), *kind))
+            .collect();
+        for (job_id, kind) in running {
+            let released = self.store.release_job(&job_id, &self.owner).await;
+            let worker = workers
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, w)| w.as_str());
+            let requeued = match worker {
+                Some(worker) => queue.requeue(kind, &job_id, worker).await,
+                None => Ok(()),
+            };
+            match (released, requeued) {
+                (Ok(_), Ok(())) => {
+                    tracing::info!(
+                        job.id = job_id,
+                        "shutdown: running job handed back to the queue"
+                    )
+                }
+                (r, q) => tracing::warn!(
+                    job.id = job_id,
+                    store = ?r.err().map(|e| e.to_string()),
+                    queue = ?q.err().map(|e| e.to_string()),
+                    "shutdown: handing the job back failed; it runs again after its lease expires"
+                ),
+            }
+        }
+    }
+
     /// Records a job's outcome, retrying while the store is briefly unavailable.
     async fn finish(
         &self,
@@ -245,6 +303,9 @@ impl Executor {
         error: Option<&ErrorBody>,
         summary: Option<&Value>,
     ) -> anyhow::Result<bool> {
+        if self.is_draining() {
+            return Err(Draining.into());
+        }
         persist("recording the outcome", || {
             self.store
                 .finish_job(job_id, Some(&self.owner), status, error, summary)

@@ -112,14 +112,18 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         candles,
         pool: pool.clone(),
         config: config.clone(),
+        running: Default::default(),
+        draining: Default::default(),
     });
 
     let poll = Duration::from_millis(config.poll_ms);
     // One apalis worker per job kind, all sharing the runner pool: a kind's
     // concurrency is the pool size, and the pool's permits bound the total.
     let mut monitor = Monitor::new();
+    let mut names = Vec::new();
     for kind in JobKind::ALL.iter().copied() {
         let name = format!("{}-{}", kind.as_str(), ulid::Ulid::generate());
+        names.push((kind, name.clone()));
         let executor = executor.clone();
         // The same worker over either backend; each polls at `poll` when idle.
         monitor = match queue.backend(kind, heartbeat) {
@@ -161,20 +165,48 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
             }
         });
     }
-    tracing::info!("worker ready; waiting for jobs");
-    monitor.await.context("worker monitor failed")?;
+    tracing::info!(
+        store = executor.store.engine(),
+        queue = queue.engine(),
+        "worker ready; waiting for jobs"
+    );
+    let stopped = monitor.await;
+    // Jobs still running after the grace period go back to the queue for a live
+    // worker, before the runners (and the jobs in them) are stopped.
+    executor.hand_back_running(&queue, &names).await;
     tracing::info!("shutting down runners");
     pool.shutdown().await;
-    Ok(())
+    stopped.context("worker monitor failed")?;
+    // Detached job tasks may still wait on killed runners; they record nothing now.
+    std::process::exit(0)
 }
 
 async fn run_job(job: QueuedJob, executor: Data<Arc<Executor>>) -> Result<(), BoxDynError> {
     let executor = Arc::clone(&executor);
     // The job runs on its own task so heartbeats and polling never stall behind it.
     let id = job.job_id.clone();
-    let handle = tokio::spawn(async move { executor.run_job(&job.job_id).await });
-    match handle.await {
+    executor
+        .running
+        .lock()
+        .expect("running jobs lock")
+        .insert(id.clone(), job.kind);
+    let handle = {
+        let executor = executor.clone();
+        tokio::spawn(async move { executor.run_job(&job.job_id).await })
+    };
+    let outcome = handle.await;
+    executor
+        .running
+        .lock()
+        .expect("running jobs lock")
+        .remove(&id);
+    match outcome {
         Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) if e.is::<execute::Draining>() => {
+            // Handed back at shutdown: leave the task to the queue (never acked here).
+            std::future::pending::<()>().await;
+            unreachable!("pending never resolves")
+        }
         Ok(Err(e)) if e.is::<execute::HeldElsewhere>() => {
             tracing::info!(
                 job.id = id,

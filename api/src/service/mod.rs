@@ -329,6 +329,33 @@ impl Service {
         Ok(accepted(job, true))
     }
 
+    /// Re-enqueues queued jobs that the queue no longer holds: a submit that died
+    /// between recording the job and enqueueing it, or a queue that lost data
+    /// (a Redis restarted without its append-only file). Jobs are looked at once
+    /// they have been queued for `stale_ms`; returns how many were re-enqueued.
+    pub async fn requeue_lost(&self, stale_ms: i64) -> Result<usize, ApiError> {
+        let before = jesse_mcp_core::time::now_ms() - stale_ms;
+        let mut requeued = 0;
+        for job in self.inner.store.stale_queued_jobs(before, 200).await? {
+            if !self.inner.queue.contains(job.kind, &job.id).await? {
+                self.inner
+                    .queue
+                    .push(&QueuedJob {
+                        job_id: job.id.clone(),
+                        kind: job.kind,
+                    })
+                    .await?;
+                tracing::warn!(
+                    job.id = job.id,
+                    "re-enqueued a queued job the queue did not hold"
+                );
+                requeued += 1;
+            }
+            self.inner.store.touch_job(&job.id).await?;
+        }
+        Ok(requeued)
+    }
+
     /// Checks a request against everything knowable before a worker is used.
     pub async fn plan_backtest(&self, request: &BacktestRequest) -> Result<BacktestPlan, ApiError> {
         if !is_backtesting_exchange(&request.exchange) {

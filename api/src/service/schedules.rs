@@ -153,10 +153,15 @@ impl Service {
 
     /// One scheduler tick: if this instance holds the lease, enqueue a top-up for
     /// every schedule that is due. Returns the number of jobs enqueued.
-    pub async fn scheduler_tick(&self, holder: &str) -> Result<usize, ApiError> {
+    pub async fn scheduler_tick(
+        &self,
+        holder: &str,
+        requeue_after_ms: i64,
+    ) -> Result<usize, ApiError> {
         if !self.inner.store.try_lease(LEASE, holder, LEASE_MS).await? {
             return Ok(0);
         }
+        self.requeue_lost(requeue_after_ms).await?;
         let now = now_ms();
         let series = self.inner.store.list_series().await?;
         let mut enqueued = 0;
