@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make run`: serves REST + MCP on JESSE_MCP_ADDR with JESSE_MCP_WORKERS local
-# runners, on the embedded SQLite store. Seeds a year of synthetic demo candles on
-# first start so the example below works offline. Stops cleanly on SIGTERM/Ctrl-C.
+# runners, on the embedded SQLite store and queue, or on Postgres / Redis when
+# JESSE_MCP_DATABASE_URL / JESSE_MCP_QUEUE_URL name them (local servers are
+# started if down). Seeds a year of synthetic demo candles on first start so the
+# example below works offline. Stops cleanly on SIGTERM/Ctrl-C.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -12,6 +14,9 @@ export JESSE_MCP_DATA_DIR="${JESSE_MCP_DATA_DIR:-$root/data}"
 export JESSE_MCP_STRATEGIES_DIR="${JESSE_MCP_STRATEGIES_DIR:-$root/strategies}"
 export JESSE_MCP_WORKERS="${JESSE_MCP_WORKERS:-$(nproc)}"
 export JESSE_MCP_PYTHON="${JESSE_MCP_PYTHON:-$(ops/python-env.sh)}"
+case "${JESSE_MCP_DATABASE_URL:-}${JESSE_MCP_QUEUE_URL:-}" in
+    *127.0.0.1*|*localhost*) ops/services.sh ;;
+esac
 bin="$CARGO_TARGET_DIR/release"
 # Incremental: a no-op when nothing changed, a rebuild after a pull.
 cargo build --release --workspace --bins --quiet
@@ -32,6 +37,7 @@ cat <<INFO
 
 jesse-mcp is serving on $base (REST /v1, MCP /mcp) with $JESSE_MCP_WORKERS runner(s).
 Data: $JESSE_MCP_DATA_DIR   Strategies: $JESSE_MCP_STRATEGIES_DIR
+Store: ${JESSE_MCP_DATABASE_URL:-SQLite (data/store.db)}   Queue: ${JESSE_MCP_QUEUE_URL:-SQLite (data/queue.db)}
 
 Submit a backtest (demo candles: Binance Perpetual Futures BTC-USDT, 2023):
   curl -s -X POST $base/v1/backtests -H 'content-type: application/json' \\

@@ -7,6 +7,14 @@ cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/jesse-mcp/target}"
 
 ops/python-env.sh >/dev/null
+# Distributed-mode tests use the machine's Redis and Postgres; start them if down,
+# and drop the databases earlier runs' tests left behind.
+ops/services.sh
+psql -h 127.0.0.1 -U postgres -d test -tAc \
+    "SELECT 'DROP DATABASE ' || quote_ident(datname) || ';' FROM pg_database WHERE datname LIKE 'jesse_mcp_test_%'" \
+    | psql -h 127.0.0.1 -U postgres -d test -q >/dev/null
+redis-cli -h 127.0.0.1 --scan --pattern 'jesse-mcp-test-*' | xargs -r -n 500 redis-cli -h 127.0.0.1 del >/dev/null
+echo "== docker-compose config"; ops/compose-check.sh
 echo "== fmt"; cargo fmt --all --check
 echo "== clippy"; cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== build"; cargo build --workspace --bins --quiet

@@ -1,5 +1,6 @@
 //! `jesse-mcp-api`: serves REST + MCP over HTTP (`serve`, the default), MCP over
-//! stdio (`mcp-stdio`), and offline candle tools (`candles import-csv|synth`).
+//! stdio (`mcp-stdio`), schema setup (`migrate`), and offline candle tools
+//! (`candles import-csv|synth`).
 
 use std::path::PathBuf;
 
@@ -27,6 +28,9 @@ enum Command {
     Serve,
     /// Serve MCP over stdin/stdout for an MCP client that launches this process.
     McpStdio,
+    /// Create or upgrade the store's schema and the queue, then exit (a deploy step;
+    /// `serve` and the worker also migrate on start).
+    Migrate,
     /// Candle data tools that work without a running service.
     Candles {
         #[command(subcommand)]
@@ -101,6 +105,26 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Candles { command } => candles(cli.config, command).await,
+        Command::Migrate => {
+            let store = cli
+                .config
+                .backends
+                .open_store()
+                .await
+                .context("migrating the store")?;
+            let queue = cli
+                .config
+                .backends
+                .open_queue()
+                .await
+                .context("setting up the queue")?;
+            tracing::info!(
+                store = store.engine(),
+                queue = queue.engine(),
+                "store and queue are ready"
+            );
+            Ok(())
+        }
     }
 }
 

@@ -36,7 +36,14 @@ impl Redis {
     fn spawn(port: u16, dir: &std::path::Path) -> std::process::Child {
         std::process::Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
             .arg("--dir")
             .arg(dir)
             .stdout(Stdio::null())
@@ -107,12 +114,18 @@ async fn wait_through_outage(app: &TestApp, job_id: &str) -> serde_json::Value {
     loop {
         let (status, job) = app.get(&format!("/v1/jobs/{job_id}")).await;
         if status == 200
-            && matches!(job["status"].as_str(), Some("succeeded" | "failed" | "cancelled"))
+            && matches!(
+                job["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            )
         {
             return job;
         }
         assert!(status == 200 || status == 503, "{status}: {job}");
-        assert!(Instant::now() < deadline, "job {job_id} did not finish: {job}");
+        assert!(
+            Instant::now() < deadline,
+            "job {job_id} did not finish: {job}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -129,12 +142,17 @@ async fn redis_and_postgres_restarts_lose_no_acknowledged_job() {
         ..Default::default()
     })
     .await;
-    app.import_csv(&synthetic_csv("2024-01-01", "2024-02-15", 3)).await;
+    app.import_csv(&synthetic_csv("2024-01-01", "2024-02-15", 3))
+        .await;
     let slow = backtest_body("Sleeper", "1h", "2024-01-20", "2024-01-22");
     let quick = backtest_body("SmaCross", "1h", "2024-01-20", "2024-02-10");
 
     // Redis restarts while one job runs and two wait in the queue.
-    let mut ids = vec![app.submit(&slow).await, app.submit(&quick).await, app.submit(&quick).await];
+    let mut ids = vec![
+        app.submit(&slow).await,
+        app.submit(&quick).await,
+        app.submit(&quick).await,
+    ];
     app.wait_for_status(&ids[0], "running", LONG).await;
     redis.restart();
     ids.push(submit_through_outage(&app, &quick).await);
