@@ -244,3 +244,16 @@ pub struct ImportPlan {
     pub start_ms: i64,
     pub end_ms: i64,
 }
+
+/// A new job id: a ULID, strictly increasing within this process even for jobs
+/// created in the same millisecond, so "newest first" listings keep submit order.
+pub fn new_job_id() -> String {
+    static GENERATOR: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
+    let mut generator = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    let generator = generator.get_or_insert_with(ulid::Generator::new);
+    // Overflow needs 2^80 ids in one millisecond; fall back to a fresh ULID.
+    generator
+        .generate()
+        .unwrap_or_else(|_| ulid::Ulid::generate())
+        .to_string()
+}

@@ -14,6 +14,7 @@ use std::time::Duration;
 use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
 use apalis_redis::{ConnectionManager, RedisStorage};
 use apalis_sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteStorage};
+use sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 
 use crate::error::StoreError;
 use crate::jobs::{JobKind, QueuedJob};
@@ -75,6 +76,10 @@ impl Queue {
                 let options = SqliteConnectOptions::from_str(url.unwrap_or(&default))
                     .map_err(queue_error)?
                     .create_if_missing(true)
+                    // Like the store: WAL, no fsync per commit (a commit survives a
+                    // process crash; the store re-enqueues what a power loss drops).
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(30));
                 let pool = SqlitePoolOptions::new()
                     .max_connections(4)

@@ -77,7 +77,7 @@ conformance!(
 );
 
 fn new_id() -> String {
-    ulid::Ulid::generate().to_string()
+    jesse_mcp_core::jobs::new_job_id()
 }
 
 async fn insert(store: &Store, key: Option<&str>, params: serde_json::Value) -> Inserted {

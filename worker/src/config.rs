@@ -20,6 +20,10 @@ pub struct WorkerConfig {
     /// A job running longer than this is interrupted and fails.
     #[arg(long, env = "JESSE_MCP_JOB_TIMEOUT_SECS", default_value_t = 1800)]
     pub job_timeout_secs: u64,
+    /// Niceness of runner processes (0-19): Jesse is batch work, so requests to an
+    /// API on the same machine are served first when every core runs a backtest.
+    #[arg(long, env = "JESSE_MCP_RUNNER_NICE", default_value_t = 10)]
+    pub runner_nice: i32,
     /// How long an interrupted runner may take to stop before it is killed.
     #[arg(long, env = "JESSE_MCP_KILL_GRACE_SECS", default_value_t = 5)]
     pub kill_grace_secs: u64,
@@ -27,7 +31,7 @@ pub struct WorkerConfig {
     #[arg(long, env = "JESSE_MCP_MAX_ATTEMPTS", default_value_t = 3)]
     pub max_attempts: i64,
     /// On SIGTERM, how long running jobs may take to finish before they are
-    /// abandoned (they are picked up again when a worker next starts).
+    /// handed back to the queue (lease released) for another worker.
     #[arg(long, env = "JESSE_MCP_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
     /// Queue heartbeat: a worker silent for two of these is presumed dead and its

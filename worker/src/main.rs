@@ -49,13 +49,24 @@ enum Command {
         python: PathBuf,
         #[arg(long)]
         scratch: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        nice: i32,
     },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Runner { python, scratch }) = cli.command {
-        return runner::main(runner::RunnerArgs { python, scratch });
+    if let Some(Command::Runner {
+        python,
+        scratch,
+        nice,
+    }) = cli.command
+    {
+        return runner::main(runner::RunnerArgs {
+            python,
+            scratch,
+            nice,
+        });
     }
     init_logging(&cli.config.log_format);
     tokio::runtime::Builder::new_multi_thread()
@@ -96,6 +107,7 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         scratch_root: std::path::absolute(config.backends.data_dir.join("runners"))?,
         startup_timeout: Duration::from_secs(120),
         grace: Duration::from_secs(config.kill_grace_secs),
+        nice: config.runner_nice,
     };
     tracing::info!(runners = size, strategies = %config.strategies_dir.display(), "starting runners");
     let pool = Pool::start(spec, size).await?;

@@ -25,6 +25,7 @@ pub struct RunnerSpec {
     pub scratch_root: PathBuf,
     pub startup_timeout: Duration,
     pub grace: Duration,
+    pub nice: i32,
 }
 
 pub struct Runner {
@@ -65,6 +66,8 @@ impl Runner {
             .arg(&spec.python)
             .arg("--scratch")
             .arg(&scratch)
+            .arg("--nice")
+            .arg(spec.nice.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -31,6 +31,9 @@ const RUNNER_PY: &CStr = pyo3::ffi::c_str!(include_str!("../python/jesse_mcp_run
 pub struct RunnerArgs {
     pub python: PathBuf,
     pub scratch: PathBuf,
+    /// Scheduling niceness: research is batch work, so the API and the worker's
+    /// own I/O stay responsive on a machine whose cores all run Jesse.
+    pub nice: i32,
 }
 
 pub fn main(args: RunnerArgs) -> anyhow::Result<()> {
@@ -41,6 +44,8 @@ pub fn main(args: RunnerArgs) -> anyhow::Result<()> {
         if libc::getppid() == 1 {
             bail!("the worker that started this runner is gone");
         }
+        // Best effort: a failure leaves the runner at the worker's priority.
+        libc::setpriority(libc::PRIO_PROCESS, 0, args.nice);
     }
     std::fs::create_dir_all(&args.scratch)
         .with_context(|| format!("creating runner scratch dir {}", args.scratch.display()))?;

@@ -273,7 +273,7 @@ impl Service {
         params: Value,
         idempotency_key: Option<&str>,
     ) -> Result<JobAccepted, ApiError> {
-        let id = ulid::Ulid::generate().to_string();
+        let id = jesse_mcp_core::jobs::new_job_id();
         let inserted = self
             .inner
             .store
