@@ -23,16 +23,11 @@ pub struct Application {
 
 /// Opens the store and the queue and builds the service both frontends share.
 pub async fn open_service(config: &ApiConfig) -> anyhow::Result<Service> {
-    let store = config
+    let (store, queue) = config
         .backends
-        .open_store()
+        .open()
         .await
-        .context("opening the store")?;
-    let queue = config
-        .backends
-        .open_queue()
-        .await
-        .context("opening the queue")?;
+        .context("opening the store and the queue")?;
     Ok(Service::new(store, queue, config.strategies_dir.clone()))
 }
 

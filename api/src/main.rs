@@ -106,18 +106,12 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Candles { command } => candles(cli.config, command).await,
         Command::Migrate => {
-            let store = cli
+            let (store, queue) = cli
                 .config
                 .backends
-                .open_store()
+                .open()
                 .await
-                .context("migrating the store")?;
-            let queue = cli
-                .config
-                .backends
-                .open_queue()
-                .await
-                .context("setting up the queue")?;
+                .context("migrating the store and setting up the queue")?;
             tracing::info!(
                 store = store.engine(),
                 queue = queue.engine(),

@@ -28,17 +28,17 @@ pub struct Backends {
 }
 
 impl Backends {
-    pub async fn open_store(&self) -> Result<Store, StoreError> {
-        Store::open(&self.data_dir, nonempty(&self.database_url)).await
-    }
-
-    pub async fn open_queue(&self) -> Result<Queue, StoreError> {
-        Queue::open(
+    /// Opens the store (applying migrations) and then the queue. Errors name the
+    /// side that failed (`database error: ...` or `queue error: ...`).
+    pub async fn open(&self) -> Result<(Store, Queue), StoreError> {
+        let store = Store::open(&self.data_dir, nonempty(&self.database_url)).await?;
+        let queue = Queue::open(
             &self.data_dir,
             nonempty(&self.queue_url),
             &self.queue_namespace,
         )
-        .await
+        .await?;
+        Ok((store, queue))
     }
 }
 

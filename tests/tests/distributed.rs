@@ -1,6 +1,7 @@
 //! Distributed mode with real processes: API instances and workers on one
 //! Postgres store and one Redis queue (simulated hosts on 127.0.0.1), and the
-//! crashes that must not lose an acknowledged job.
+//! crashes that must not lose an acknowledged job (worker crash and SIGTERM on
+//! both the embedded and the Redis queue).
 
 use std::time::{Duration, Instant};
 
@@ -241,13 +242,15 @@ async fn killing_an_api_mid_burst_loses_no_acknowledged_job() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_killed_mid_backtest_on_redis_runs_again_elsewhere() {
+/// kill -9 of a worker mid-backtest: the queue hands the task to a live worker,
+/// which takes the job over once the lease expires and runs it again, once.
+async fn a_worker_killed_mid_backtest_loses_no_job(options: Options) {
     let mut app = distributed_app(Options {
         heartbeat_secs: 1,
-        ..Options::distributed().await
+        ..options
     })
     .await;
+    // 72 hourly candles at 0.2 s each: long enough to die in the middle.
     let job_id = app
         .submit(&backtest_body("Sleeper", "1h", "2024-01-20", "2024-01-23"))
         .await;
@@ -257,9 +260,23 @@ async fn a_worker_killed_mid_backtest_on_redis_runs_again_elsewhere() {
     app.start_worker();
     let job = app.wait(&job_id, LONG).await;
     assert_eq!(job["status"], "succeeded", "{job}");
-    assert_eq!(job["attempts"], 2, "{job}");
-    let (status, _) = app.get(&format!("/v1/jobs/{job_id}/result")).await;
-    assert_eq!(status, 200);
+    assert_eq!(
+        job["attempts"], 2,
+        "run again once, on the live worker: {job}"
+    );
+    let (status, result) = app.get(&format!("/v1/jobs/{job_id}/result")).await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(app.job_count().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_backtest_loses_no_job_on_redis() {
+    a_worker_killed_mid_backtest_loses_no_job(Options::distributed().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_backtest_loses_no_job_on_sqlite() {
+    a_worker_killed_mid_backtest_loses_no_job(Options::default()).await;
 }
 
 /// SIGTERM: the worker stops taking jobs, gives running ones the grace period,

@@ -1,6 +1,7 @@
 //! Jobs that go wrong: a raising strategy, a runaway strategy stopped by the
 //! timeout, a strategy that kills its runner, and cancellation of queued and
-//! running jobs. After each, the worker must still serve the next job.
+//! running jobs. After each, the worker must still serve the next job. (Workers
+//! that die or stop under a job, on either queue: `distributed.rs`.)
 
 use std::time::Duration;
 
@@ -239,32 +240,4 @@ async fn gaps_are_refused_unless_allowed_and_then_reported_with_the_result() {
     assert_eq!(report["missing_minutes"], 60, "{result}");
     assert_eq!(report["gaps"][0]["end"], hole_start + 3_600_000);
     assert!(result["metrics"]["total"].is_number());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_killed_mid_backtest_loses_no_job() {
-    let mut app = app_with_candles(Options {
-        fixtures: &["Sleeper"],
-        heartbeat_secs: 1,
-        ..Default::default()
-    })
-    .await;
-    // 72 hourly candles at 0.2 s each: long enough to die in the middle.
-    let job_id = app
-        .submit(&backtest_body("Sleeper", "1h", "2024-01-20", "2024-01-23"))
-        .await;
-    app.wait_for_status(&job_id, "running", LONG).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    app.kill_worker(0).await;
-    app.start_worker();
-
-    let job = app.wait(&job_id, Duration::from_secs(180)).await;
-    assert_eq!(job["status"], "succeeded", "{job}");
-    assert_eq!(
-        job["attempts"], 2,
-        "run again once, on the live worker: {job}"
-    );
-    let (status, result) = app.get(&format!("/v1/jobs/{job_id}/result")).await;
-    assert_eq!(status, 200, "{result}");
-    assert_eq!(app.job_count().await, 1);
 }

@@ -89,16 +89,11 @@ fn init_logging(format: &str) {
 }
 
 async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
-    let store = config
+    let (store, queue) = config
         .backends
-        .open_store()
+        .open()
         .await
-        .context("opening the store")?;
-    let queue = config
-        .backends
-        .open_queue()
-        .await
-        .context("opening the queue")?;
+        .context("opening the store and the queue")?;
     let size = config.runner_count();
     let python = std::path::absolute(&config.python)?;
     let spec = RunnerSpec {

@@ -295,16 +295,8 @@ impl Service {
                 }
                 // A job recorded by a submit that died before enqueueing: enqueue it now,
                 // so a retry with the same key never returns a job that cannot run.
-                if job.status == JobStatus::Queued
-                    && !self.inner.queue.contains(job.kind, &job.id).await?
-                {
-                    self.inner
-                        .queue
-                        .push(&QueuedJob {
-                            job_id: job.id.clone(),
-                            kind: job.kind,
-                        })
-                        .await?;
+                if job.status == JobStatus::Queued {
+                    self.ensure_enqueued(&job).await?;
                 }
                 return Ok(accepted(job, false));
             }
@@ -329,6 +321,22 @@ impl Service {
         Ok(accepted(job, true))
     }
 
+    /// Pushes a recorded job onto its queue unless the queue already holds it;
+    /// true if it had to be pushed.
+    async fn ensure_enqueued(&self, job: &JobRecord) -> Result<bool, ApiError> {
+        if self.inner.queue.contains(job.kind, &job.id).await? {
+            return Ok(false);
+        }
+        self.inner
+            .queue
+            .push(&QueuedJob {
+                job_id: job.id.clone(),
+                kind: job.kind,
+            })
+            .await?;
+        Ok(true)
+    }
+
     /// Re-enqueues queued jobs that the queue no longer holds: a submit that died
     /// between recording the job and enqueueing it, or a queue that lost data
     /// (a Redis restarted without its append-only file). Jobs are looked at once
@@ -337,14 +345,7 @@ impl Service {
         let before = jesse_mcp_core::time::now_ms() - stale_ms;
         let mut requeued = 0;
         for job in self.inner.store.stale_queued_jobs(before, 200).await? {
-            if !self.inner.queue.contains(job.kind, &job.id).await? {
-                self.inner
-                    .queue
-                    .push(&QueuedJob {
-                        job_id: job.id.clone(),
-                        kind: job.kind,
-                    })
-                    .await?;
+            if self.ensure_enqueued(&job).await? {
                 tracing::warn!(
                     job.id = job.id,
                     "re-enqueued a queued job the queue did not hold"
