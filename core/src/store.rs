@@ -305,22 +305,23 @@ impl Store {
     pub async fn insert_job(&self, job: NewJob<'_>) -> Result<Inserted> {
         let now = now_ms();
         let params = serde_json::to_string(job.params)?;
-        let done = on_db!(self, pool => sqlx::query(
+        // One round trip: RETURNING gives the new row, or nothing on a key conflict.
+        let sql = format!(
             "INSERT INTO jobs (id, kind, status, params, created_at, updated_at, idempotency_key) \
-             VALUES ($1, $2, 'queued', $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING",
-        )
-        .bind(job.id)
-        .bind(job.kind.as_str())
-        .bind(&params)
-        .bind(now)
-        .bind(now)
-        .bind(job.idempotency_key)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        if done == 1 {
-            let record = self.get_job(job.id).await?.expect("row just inserted");
-            return Ok(Inserted::Created(record));
+             VALUES ($1, $2, 'queued', $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING \
+             RETURNING {JOB_COLUMNS}"
+        );
+        let created: Option<JobRow> = on_db!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str()))
+            .bind(job.id)
+            .bind(job.kind.as_str())
+            .bind(&params)
+            .bind(now)
+            .bind(now)
+            .bind(job.idempotency_key)
+            .fetch_optional(pool)
+            .await?);
+        if let Some(row) = created {
+            return Ok(Inserted::Created(row.try_into()?));
         }
         let key = job
             .idempotency_key

@@ -329,6 +329,16 @@ impl TestApp {
         }
     }
 
+    /// The pids of worker `index`'s runner processes (its children).
+    pub fn runner_pids(&self, index: usize) -> Vec<u32> {
+        let worker = self.workers[index].id().expect("worker is running");
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| proc_stat(*pid).is_some_and(|stat| stat[1] == worker.to_string()))
+            .collect()
+    }
+
     /// Kills worker `index` with SIGKILL (its runners die with it).
     pub async fn kill_worker(&mut self, index: usize) {
         let worker = &mut self.workers[index];
@@ -493,6 +503,15 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// Synthetic 1m candles for `[start, end)` days as CSV bytes.
+/// The fields of `/proc/<pid>/stat` after the command name: `[0]` is the state,
+/// `[1]` the parent pid, `[2]` the process group, `[3]` the session, `[16]` the
+/// niceness. None once the process is gone.
+pub fn proc_stat(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, fields) = stat.rsplit_once(')')?;
+    Some(fields.split_whitespace().map(str::to_string).collect())
+}
+
 pub fn synthetic_csv(start: &str, end: &str, seed: u64) -> Vec<u8> {
     let start = jesse_mcp_core::time::parse_day(start).expect("start");
     let end = jesse_mcp_core::time::parse_day(end).expect("end");

@@ -56,6 +56,31 @@ async fn raising_strategy_fails_with_type_message_and_line_and_runner_survives()
     assert_next_job_succeeds(&app).await;
 }
 
+/// Runners are batch work: niceness 10 (JESSE_MCP_RUNNER_NICE) and their own
+/// session, so that where the kernel groups tasks by session (autogroup) their
+/// group is niced too and the API and the databases are served first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runners_lead_their_own_session_at_the_runner_niceness() {
+    let app = app_with_candles(Options {
+        runners: 2,
+        ..Default::default()
+    })
+    .await;
+    app.wait_worker_ready(0).await;
+    let runners = app.runner_pids(0);
+    assert_eq!(runners.len(), 2, "one process per runner: {runners:?}");
+    for pid in runners {
+        let stat = proc_stat(pid).expect("runner is alive");
+        assert_eq!(stat[3], pid.to_string(), "runner {pid} leads its own session");
+        assert_eq!(stat[2], pid.to_string(), "and its own process group");
+        assert_eq!(stat[16], "10", "runner {pid} runs at niceness 10");
+        if let Ok(group) = std::fs::read_to_string(format!("/proc/{pid}/autogroup")) {
+            assert!(group.trim_end().ends_with("nice 10"), "autogroup: {group}");
+        }
+    }
+    assert_next_job_succeeds(&app).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undeclared_hyperparameter_is_refused_at_submit() {
     let app = app_with_candles(Options {

@@ -60,7 +60,8 @@ pub struct RunResponse {
 impl Runner {
     pub async fn spawn(spec: &RunnerSpec, slot: usize) -> anyhow::Result<Runner> {
         let scratch = spec.scratch_root.join(format!("runner-{slot}"));
-        let mut child = Command::new(&spec.exe)
+        let mut command = Command::new(&spec.exe);
+        command
             .arg("runner")
             .arg("--python")
             .arg(&spec.python)
@@ -71,10 +72,21 @@ impl Runner {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            // Its own process group: a Ctrl-C or service-manager signal aimed at the
-            // worker must not interrupt running jobs; the worker stops runners itself.
-            .process_group(0)
+            .kill_on_drop(true);
+        // Its own session (and so process group): a Ctrl-C or service-manager signal
+        // aimed at the worker must not interrupt running jobs; the worker stops
+        // runners itself. Its own session is also its own scheduler autogroup, where
+        // the runner's niceness can rank it below the API and the databases.
+        // SAFETY: setsid is async-signal-safe and touches no memory.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command
             .spawn()
             .with_context(|| format!("starting runner {}", spec.exe.display()))?;
         let stdin = child.stdin.take().expect("piped");

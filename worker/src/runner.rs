@@ -47,6 +47,12 @@ pub fn main(args: RunnerArgs) -> anyhow::Result<()> {
         // Best effort: a failure leaves the runner at the worker's priority.
         libc::setpriority(libc::PRIO_PROCESS, 0, args.nice);
     }
+    // Where the kernel groups tasks by session (autogroup, the default on desktops
+    // and plain servers), niceness only ranks tasks within a group; the runner leads
+    // its own session, so the same niceness is given to its group.
+    // Best effort too: the file is absent without autogroup, and lowering the value
+    // needs privileges.
+    let _ = std::fs::write("/proc/self/autogroup", args.nice.to_string());
     std::fs::create_dir_all(&args.scratch)
         .with_context(|| format!("creating runner scratch dir {}", args.scratch.display()))?;
     std::env::set_current_dir(&args.scratch)?;
