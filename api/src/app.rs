@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ApiConfig;
 use crate::mcp::JesseMcp;
-use crate::service::Service;
+use crate::service::{Housekeeping, Service};
 
 pub struct Application {
     listener: TcpListener,
@@ -56,7 +56,11 @@ impl Application {
         spawn_scheduler(
             service.clone(),
             config.scheduler_tick_ms,
-            config.requeue_after_secs,
+            Housekeeping {
+                requeue_after_ms: (config.requeue_after_secs.max(1) * 1000) as i64,
+                queue_retention: std::time::Duration::from_secs(config.queue_retention_secs),
+                next_vacuum_ms: 0,
+            },
             shutdown.child_token(),
         );
         let tokens = crate::auth::Tokens::parse(&config.tokens)?;
@@ -110,15 +114,14 @@ impl Application {
     }
 }
 
-/// Runs scheduler ticks (due top-ups, then the lost-job sweep) until shutdown;
-/// only the lease holder among API instances acts.
+/// Runs scheduler ticks (the lost-job sweep, queue vacuum, due top-ups) until
+/// shutdown; only the lease holder among API instances acts.
 fn spawn_scheduler(
     service: Service,
     tick_ms: u64,
-    requeue_after_secs: u64,
+    mut housekeeping: Housekeeping,
     stop: CancellationToken,
 ) {
-    let requeue_after_ms = (requeue_after_secs.max(1) * 1000) as i64;
     let holder = format!("api-{}", ulid::Ulid::generate());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(tick_ms.max(50)));
@@ -126,7 +129,7 @@ fn spawn_scheduler(
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {
-                    if let Err(e) = service.scheduler_tick(&holder, requeue_after_ms).await {
+                    if let Err(e) = service.scheduler_tick(&holder, &mut housekeeping).await {
                         tracing::warn!(error = %e, "scheduler tick failed");
                     }
                 }

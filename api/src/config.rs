@@ -46,6 +46,10 @@ pub struct ApiConfig {
     /// the queue lost it (a submit cut off mid-way, a queue restarted without data).
     #[arg(long, env = "JESSE_MCP_REQUEUE_AFTER_SECS", default_value_t = 60)]
     pub requeue_after_secs: u64,
+    /// How long the queue keeps the bookkeeping of tasks that ended (the store
+    /// keeps every job's history); older entries are vacuumed at least once a minute.
+    #[arg(long, env = "JESSE_MCP_QUEUE_RETENTION_SECS", default_value_t = 3600)]
+    pub queue_retention_secs: u64,
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "JESSE_MCP_LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,

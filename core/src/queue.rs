@@ -8,7 +8,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
@@ -18,6 +18,14 @@ use sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 
 use crate::error::StoreError;
 use crate::jobs::{JobKind, QueuedJob};
+
+/// An apalis-sqlite task that will not be delivered again (our tasks have one
+/// attempt; a redelivery after a worker died resets the status to Pending).
+macro_rules! sqlite_ended {
+    () => {
+        "(status IN ('Done', 'Killed') OR (status = 'Failed' AND attempts >= max_attempts))"
+    };
+}
 
 /// The apalis queue name for a job kind; fixed so renaming a Rust type never orphans jobs.
 pub fn queue_name(kind: JobKind) -> &'static str {
@@ -161,21 +169,15 @@ impl Queue {
             }
             Self::Redis { conn, namespace } => {
                 let config = redis_config(namespace, kind, Duration::from_secs(10));
-                // A pushed task waits in the scheduled set until a fetch promotes it
-                // to the active list; it is unclaimed in either.
-                let (active, scheduled): (i64, i64) = redis::pipe()
-                    .atomic()
-                    .cmd("LREM")
-                    .arg(config.active_jobs_list())
-                    .arg(0)
+                let removed: i64 = WITHDRAW
+                    .key(config.active_jobs_list())
+                    .key(config.scheduled_jobs_set())
+                    .key(config.job_data_hash())
+                    .key(config.job_meta_hash())
                     .arg(job_id)
-                    .cmd("ZREM")
-                    .arg(config.scheduled_jobs_set())
-                    .arg(job_id)
-                    .query_async(&mut conn.clone())
+                    .invoke_async(&mut conn.clone())
                     .await
                     .map_err(queue_error)?;
-                let removed = active + scheduled;
                 Ok(removed > 0)
             }
         }
@@ -225,24 +227,124 @@ impl Queue {
         }
     }
 
-    /// Whether the queue holds a task for this job (in any state).
-    pub async fn contains(&self, kind: JobKind, job_id: &str) -> Result<bool, StoreError> {
+    /// Whether the queue will still deliver this job: waiting, claimed, or failed
+    /// with a retry left. A task that ended (done, killed, out of attempts) does
+    /// not count, so a job the store still calls queued can be put back.
+    pub async fn holds(&self, kind: JobKind, job_id: &str) -> Result<bool, StoreError> {
         match self {
             Self::Sqlite(pool) => {
-                let found: Option<i64> =
-                    sqlx::query_scalar("SELECT 1 FROM Jobs WHERE id = ? AND job_type = ?")
-                        .bind(job_id)
-                        .bind(queue_name(kind))
-                        .fetch_optional(pool)
-                        .await
-                        .map_err(queue_error)?;
+                let found: Option<i64> = sqlx::query_scalar(concat!(
+                    "SELECT 1 FROM Jobs WHERE id = ? AND job_type = ? AND NOT ",
+                    sqlite_ended!()
+                ))
+                .bind(job_id)
+                .bind(queue_name(kind))
+                .fetch_optional(pool)
+                .await
+                .map_err(queue_error)?;
                 Ok(found.is_some())
             }
             Self::Redis { conn, namespace } => {
                 let config = redis_config(namespace, kind, Duration::from_secs(10));
-                redis::cmd("HEXISTS")
+                let (exists, done, dead): (bool, bool, bool) = redis::pipe()
+                    .cmd("HEXISTS")
                     .arg(config.job_data_hash())
                     .arg(job_id)
+                    .cmd("SISMEMBER")
+                    .arg(config.done_jobs_set())
+                    .arg(job_id)
+                    .cmd("SISMEMBER")
+                    .arg(config.dead_jobs_set())
+                    .arg(job_id)
+                    .query_async(&mut conn.clone())
+                    .await
+                    .map_err(queue_error)?;
+                Ok(exists && !done && !dead)
+            }
+        }
+    }
+
+    /// Forgets an ended task so its id can be pushed again; a task the queue will
+    /// still deliver is left alone.
+    pub async fn forget_ended(&self, kind: JobKind, job_id: &str) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(pool) => {
+                sqlx::query(concat!(
+                    "DELETE FROM Jobs WHERE id = ? AND job_type = ? AND ",
+                    sqlite_ended!()
+                ))
+                .bind(job_id)
+                .bind(queue_name(kind))
+                .execute(pool)
+                .await
+                .map_err(queue_error)?;
+            }
+            Self::Redis { conn, namespace } => {
+                let config = redis_config(namespace, kind, Duration::from_secs(10));
+                let () = FORGET_ENDED
+                    .key(config.job_data_hash())
+                    .key(config.job_meta_hash())
+                    .key(config.done_jobs_set())
+                    .key(config.dead_jobs_set())
+                    .arg(job_id)
+                    .arg(0)
+                    .invoke_async(&mut conn.clone())
+                    .await
+                    .map_err(queue_error)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the bookkeeping of tasks that ended more than `age` ago (the store
+    /// keeps the jobs' history); returns how many went.
+    pub async fn vacuum(&self, kind: JobKind, age: Duration) -> Result<u64, StoreError> {
+        let cutoff = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_sub(age)
+            .as_secs() as i64;
+        match self {
+            Self::Sqlite(pool) => Ok(sqlx::query(concat!(
+                "DELETE FROM Jobs WHERE job_type = ? AND done_at <= ? AND ",
+                sqlite_ended!()
+            ))
+            .bind(queue_name(kind))
+            .bind(cutoff)
+            .execute(pool)
+            .await
+            .map_err(queue_error)?
+            .rows_affected()),
+            Self::Redis { conn, namespace } => {
+                let config = redis_config(namespace, kind, Duration::from_secs(10));
+                VACUUM
+                    .key(config.job_data_hash())
+                    .key(config.job_meta_hash())
+                    .key(config.done_jobs_set())
+                    .key(config.dead_jobs_set())
+                    .arg(cutoff)
+                    .arg(VACUUM_BATCH)
+                    .invoke_async(&mut conn.clone())
+                    .await
+                    .map_err(queue_error)
+            }
+        }
+    }
+
+    /// Tasks the queue keeps in any state, ended ones included (until vacuumed).
+    pub async fn retained(&self, kind: JobKind) -> Result<i64, StoreError> {
+        match self {
+            Self::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM Jobs WHERE job_type = ?")
+                    .bind(queue_name(kind))
+                    .fetch_one(pool)
+                    .await
+                    .map_err(queue_error)
+            }
+            Self::Redis { conn, namespace } => {
+                let config = redis_config(namespace, kind, Duration::from_secs(10));
+                redis::cmd("HLEN")
+                    .arg(config.job_data_hash())
                     .query_async(&mut conn.clone())
                     .await
                     .map_err(queue_error)
@@ -276,14 +378,78 @@ impl Queue {
     }
 }
 
-/// One kind's Redis queue: one task per fetch (jobs are long), results not kept
-/// (the store has them), liveness from the heartbeat like the SQLite queue.
+/// Ended Redis tasks removed per vacuum call, so one call never blocks Redis long.
+const VACUUM_BATCH: i64 = 1_000;
+
+/// Removes a task from the waiting line (active list or scheduled set) and, if it
+/// was there, its data: a withdrawn task is gone, not left behind as garbage.
+static WITHDRAW: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local removed = redis.call('LREM', KEYS[1], 0, ARGV[1]) + redis.call('ZREM', KEYS[2], ARGV[1])
+if removed > 0 then
+  redis.call('HDEL', KEYS[3], ARGV[1])
+  redis.call('DEL', KEYS[4] .. ':' .. ARGV[1])
+end
+return removed
+",
+    )
+});
+
+/// KEYS: data hash, meta prefix, done set, dead set. Deletes ended tasks (members
+/// of the done or dead set) that ended at or before ARGV[1] (seconds), at most
+/// ARGV[2] of them; with a task id in ARGV[1] and 0 in ARGV[2], only that task.
+const ENDED_LUA: &str = r"
+local function drop(id)
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('HDEL', KEYS[2] .. ':result', id)
+  redis.call('DEL', KEYS[2] .. ':' .. id)
+  redis.call('SREM', KEYS[3], id)
+  redis.call('SREM', KEYS[4], id)
+end
+";
+
+static FORGET_ENDED: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(&format!(
+        r"{ENDED_LUA}
+local id = ARGV[1]
+if redis.call('SISMEMBER', KEYS[3], id) == 1 or redis.call('SISMEMBER', KEYS[4], id) == 1 then
+  drop(id)
+end
+"
+    ))
+});
+
+static VACUUM: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(&format!(
+        r"{ENDED_LUA}
+local cutoff, limit, dropped = tonumber(ARGV[1]), tonumber(ARGV[2]), 0
+for _, set in ipairs({{KEYS[3], KEYS[4]}}) do
+  for _, id in ipairs(redis.call('SMEMBERS', set)) do
+    if dropped >= limit then return dropped end
+    local done_at = tonumber(redis.call('HGET', KEYS[2] .. ':' .. id, 'done_at'))
+    if done_at == nil or done_at <= cutoff then
+      drop(id)
+      dropped = dropped + 1
+    end
+  end
+end
+return dropped
+"
+    ))
+});
+
+/// One kind's Redis queue: one task per fetch (jobs are long), liveness from
+/// the heartbeat like the SQLite queue. Outcomes are acknowledged
+/// (`persist_results`): that takes a finished task out of its worker's in-flight
+/// set (else a worker's death would re-deliver every task it ever ran) and marks
+/// it done, for the vacuum.
 fn redis_config(namespace: &str, kind: JobKind, heartbeat: Duration) -> apalis_redis::Config {
     apalis_redis::Config::default()
         .queue(format!("{namespace}:{}", queue_name(kind)))
         .batch_size(1)
         .heartbeat_interval(heartbeat)
         .missed_heartbeats(2)
-        .persist_results(false)
+        .persist_results(true)
         .emit_events(false)
 }

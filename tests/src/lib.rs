@@ -75,6 +75,8 @@ pub struct Options {
     pub shutdown_grace_secs: u64,
     /// JESSE_MCP_REQUEUE_AFTER_SECS for API instances.
     pub requeue_after_secs: u64,
+    /// JESSE_MCP_QUEUE_RETENTION_SECS for API instances.
+    pub queue_retention_secs: u64,
 }
 
 impl Options {
@@ -114,6 +116,7 @@ impl Default for Options {
             queue_namespace: backends::fresh_namespace(),
             shutdown_grace_secs: 10,
             requeue_after_secs: 60,
+            queue_retention_secs: 3600,
         }
     }
 }
@@ -149,6 +152,7 @@ impl TestApp {
             log_format: "pretty".into(),
             scheduler_tick_ms: 200,
             requeue_after_secs: options.requeue_after_secs,
+            queue_retention_secs: options.queue_retention_secs,
             tokens: options.tokens.clone(),
             allowed_origins: Vec::new(),
         };
@@ -221,6 +225,10 @@ impl TestApp {
             (
                 "JESSE_MCP_REQUEUE_AFTER_SECS",
                 self.options.requeue_after_secs.to_string(),
+            ),
+            (
+                "JESSE_MCP_QUEUE_RETENTION_SECS",
+                self.options.queue_retention_secs.to_string(),
             ),
             (
                 "JESSE_MCP_SHUTDOWN_GRACE_SECS",

@@ -180,6 +180,7 @@ async fn no_public_listening_without_tokens() {
         log_format: "pretty".into(),
         scheduler_tick_ms: 1000,
         requeue_after_secs: 60,
+        queue_retention_secs: 3600,
         tokens: String::new(),
         allowed_origins: Vec::new(),
     };

@@ -188,6 +188,7 @@ async fn schedules_fire_once_per_series_and_day_across_instances_and_survive_res
         log_format: "pretty".into(),
         scheduler_tick_ms: 100,
         requeue_after_secs: 60,
+        queue_retention_secs: 3600,
         tokens: String::new(),
         allowed_origins: Vec::new(),
     };

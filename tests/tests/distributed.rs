@@ -243,13 +243,18 @@ async fn killing_an_api_mid_burst_loses_no_acknowledged_job() {
 }
 
 /// kill -9 of a worker mid-backtest: the queue hands the task to a live worker,
-/// which takes the job over once the lease expires and runs it again, once.
+/// which takes the job over once the lease expires and runs it again, once. The
+/// tasks the dead worker had finished stay finished: none is delivered again.
 async fn a_worker_killed_mid_backtest_loses_no_job(options: Options) {
     let mut app = distributed_app(Options {
         heartbeat_secs: 1,
         ..options
     })
     .await;
+    let finished = app
+        .submit(&backtest_body("SmaCross", "1h", "2024-01-20", "2024-01-23"))
+        .await;
+    assert_eq!(app.wait(&finished, LONG).await["status"], "succeeded");
     // 72 hourly candles at 0.2 s each: long enough to die in the middle.
     let job_id = app
         .submit(&backtest_body("Sleeper", "1h", "2024-01-20", "2024-01-23"))
@@ -266,7 +271,12 @@ async fn a_worker_killed_mid_backtest_loses_no_job(options: Options) {
     );
     let (status, result) = app.get(&format!("/v1/jobs/{job_id}/result")).await;
     assert_eq!(status, 200, "{result}");
-    assert_eq!(app.job_count().await, 1);
+    assert_eq!(app.job_count().await, 2);
+    let log = std::fs::read_to_string(app.dir.path().join("worker-1.log")).unwrap();
+    assert!(
+        !log.contains("no longer runnable"),
+        "a task the dead worker had finished was delivered again: {log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -71,7 +71,11 @@ async fn runners_lead_their_own_session_at_the_runner_niceness() {
     assert_eq!(runners.len(), 2, "one process per runner: {runners:?}");
     for pid in runners {
         let stat = proc_stat(pid).expect("runner is alive");
-        assert_eq!(stat[3], pid.to_string(), "runner {pid} leads its own session");
+        assert_eq!(
+            stat[3],
+            pid.to_string(),
+            "runner {pid} leads its own session"
+        );
         assert_eq!(stat[2], pid.to_string(), "and its own process group");
         assert_eq!(stat[16], "10", "runner {pid} runs at niceness 10");
         if let Ok(group) = std::fs::read_to_string(format!("/proc/{pid}/autogroup")) {

@@ -2,6 +2,8 @@
 //! (a fresh key namespace on the machine's server), through the `Queue` API the
 //! service uses. Delivery to workers is covered end to end by `distributed.rs`.
 
+use std::time::Duration;
+
 use jesse_mcp_core::jobs::{JobKind, QueuedJob};
 use jesse_mcp_core::queue::Queue;
 use jesse_mcp_tests::backends::{fresh_namespace, redis_url};
@@ -53,6 +55,7 @@ macro_rules! conformance {
 conformance!(
     pushed_jobs_are_counted_per_kind,
     withdrawn_jobs_leave_the_queue,
+    ended_tasks_are_vacuumed_and_their_ids_can_be_pushed_again,
     job_ids_must_be_ulids,
 );
 
@@ -74,26 +77,26 @@ async fn pushed_jobs_are_counted_per_kind(queue: &Queue) {
     assert_eq!(queue.depth(JobKind::StrategyValidation).await.unwrap(), 0);
     assert!(
         queue
-            .contains(JobKind::Backtest, &backtests[0].job_id)
+            .holds(JobKind::Backtest, &backtests[0].job_id)
             .await
             .unwrap()
     );
     assert!(
         queue
-            .contains(JobKind::CandleImport, &import.job_id)
+            .holds(JobKind::CandleImport, &import.job_id)
             .await
             .unwrap()
     );
     assert!(
         !queue
-            .contains(JobKind::Backtest, &import.job_id)
+            .holds(JobKind::Backtest, &import.job_id)
             .await
             .unwrap(),
         "queues are per kind"
     );
     assert!(
         !queue
-            .contains(JobKind::Backtest, &ulid::Ulid::generate().to_string())
+            .holds(JobKind::Backtest, &ulid::Ulid::generate().to_string())
             .await
             .unwrap()
     );
@@ -126,6 +129,44 @@ async fn withdrawn_jobs_leave_the_queue(queue: &Queue) {
     assert_eq!(queue.depth(JobKind::Backtest).await.unwrap(), 1);
 }
 
+async fn ended_tasks_are_vacuumed_and_their_ids_can_be_pushed_again(queue: &Queue) {
+    let kind = JobKind::Backtest;
+    let (ended, live) = (job(kind), job(kind));
+    queue.push(&ended).await.unwrap();
+    queue.push(&live).await.unwrap();
+    assert!(queue.withdraw(kind, &ended.job_id).await.unwrap());
+    assert!(
+        !queue.holds(kind, &ended.job_id).await.unwrap(),
+        "a withdrawn task has ended"
+    );
+    assert!(queue.holds(kind, &live.job_id).await.unwrap());
+
+    // Vacuuming everything that ended (age 0) keeps the live task.
+    queue.vacuum(kind, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        queue.retained(kind).await.unwrap(),
+        1,
+        "only the live task is kept"
+    );
+    assert_eq!(queue.depth(kind).await.unwrap(), 1);
+    // Forgetting leaves a live task alone.
+    queue.forget_ended(kind, &live.job_id).await.unwrap();
+    assert!(queue.holds(kind, &live.job_id).await.unwrap());
+
+    // An ended task's id can be pushed again once forgotten (the lost-job sweep
+    // puts back a job whose task ended while the store still says queued).
+    queue.forget_ended(kind, &ended.job_id).await.unwrap();
+    queue.push(&ended).await.expect("push the ended id again");
+    assert!(queue.holds(kind, &ended.job_id).await.unwrap());
+    assert_eq!(queue.depth(kind).await.unwrap(), 2);
+    assert_eq!(
+        queue.vacuum(kind, Duration::ZERO).await.unwrap(),
+        0,
+        "nothing has ended"
+    );
+    assert_eq!(queue.retained(kind).await.unwrap(), 2);
+}
+
 async fn job_ids_must_be_ulids(queue: &Queue) {
     let bad = QueuedJob {
         job_id: "not-a-ulid".into(),
@@ -137,4 +178,52 @@ async fn job_ids_must_be_ulids(queue: &Queue) {
         .expect_err("a non-ULID id is refused");
     assert!(error.to_string().contains("ULID"), "{error}");
     assert_eq!(queue.depth(JobKind::Backtest).await.unwrap(), 0);
+}
+
+/// With a worker: a task that ran to the end is vacuumed by the API's
+/// housekeeping once it is older than JESSE_MCP_QUEUE_RETENTION_SECS.
+async fn finished_tasks_are_vacuumed(options: jesse_mcp_tests::Options) {
+    use jesse_mcp_tests::*;
+    let app = TestApp::spawn(Options {
+        queue_retention_secs: 0,
+        ..options
+    })
+    .await;
+    app.import_csv(&synthetic_csv("2024-01-01", "2024-02-15", 3))
+        .await;
+    let job_id = app
+        .submit(&backtest_body("SmaCross", "1h", "2024-01-20", "2024-02-10"))
+        .await;
+    let job = app.wait(&job_id, Duration::from_secs(120)).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let queue = app
+        .options
+        .backends(&app.data_dir())
+        .open()
+        .await
+        .expect("open the queue")
+        .1;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while queue.retained(JobKind::Backtest).await.unwrap() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the finished task was never vacuumed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.job_count().await, 1, "the store keeps the job");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_tasks_are_vacuumed_on_sqlite() {
+    finished_tasks_are_vacuumed(jesse_mcp_tests::Options::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_tasks_are_vacuumed_on_redis() {
+    finished_tasks_are_vacuumed(jesse_mcp_tests::Options {
+        queue_url: Some(redis_url()),
+        ..Default::default()
+    })
+    .await;
 }

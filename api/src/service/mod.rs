@@ -30,7 +30,7 @@ mod candles;
 mod schedules;
 mod strategies;
 pub use candles::{GapReport, ImportRequest};
-pub use schedules::{ScheduleList, SchedulesBody};
+pub use schedules::{Housekeeping, ScheduleList, SchedulesBody};
 pub use strategies::{
     DeepValidation, StrategyDeleted, StrategyList, StrategySummary, StrategyView, StrategyWritten,
     ValidationReport,
@@ -321,12 +321,15 @@ impl Service {
         Ok(accepted(job, true))
     }
 
-    /// Pushes a recorded job onto its queue unless the queue already holds it;
-    /// true if it had to be pushed.
+    /// Pushes a recorded job onto its queue unless the queue will still deliver
+    /// it; true if it had to be pushed. A task that ended while the store still
+    /// says queued (a worker that could not reach the store gave it up) is
+    /// replaced.
     async fn ensure_enqueued(&self, job: &JobRecord) -> Result<bool, ApiError> {
-        if self.inner.queue.contains(job.kind, &job.id).await? {
+        if self.inner.queue.holds(job.kind, &job.id).await? {
             return Ok(false);
         }
+        self.inner.queue.forget_ended(job.kind, &job.id).await?;
         self.inner
             .queue
             .push(&QueuedJob {

@@ -100,6 +100,20 @@ fn view(record: &ScheduleRecord) -> ScheduleView {
     }
 }
 
+/// How often the lease holder vacuums the queue (more often if the retention is shorter).
+const VACUUM_EVERY_MS: i64 = 60_000;
+
+/// The lease holder's chores besides schedules, and when it last vacuumed.
+#[derive(Debug, Clone)]
+pub struct Housekeeping {
+    /// A job queued this long is checked against the queue (`requeue_lost`).
+    pub requeue_after_ms: i64,
+    /// How long the queue keeps the bookkeeping of tasks that ended.
+    pub queue_retention: std::time::Duration,
+    /// Epoch ms of the next vacuum (0: at the first tick).
+    pub next_vacuum_ms: i64,
+}
+
 impl Service {
     pub async fn list_schedules(&self) -> Result<ScheduleList, ApiError> {
         let records = self.inner.store.list_schedules().await?;
@@ -151,18 +165,37 @@ impl Service {
         self.list_schedules().await
     }
 
-    /// One scheduler tick: if this instance holds the lease, enqueue a top-up for
-    /// every schedule that is due. Returns the number of jobs enqueued.
+    /// One scheduler tick: if this instance holds the lease, put back jobs the
+    /// queue lost, vacuum the queue now and then, and enqueue a top-up for every
+    /// schedule that is due. Returns the number of top-ups enqueued.
     pub async fn scheduler_tick(
         &self,
         holder: &str,
-        requeue_after_ms: i64,
+        housekeeping: &mut Housekeeping,
     ) -> Result<usize, ApiError> {
         if !self.inner.store.try_lease(LEASE, holder, LEASE_MS).await? {
             return Ok(0);
         }
-        self.requeue_lost(requeue_after_ms).await?;
+        self.requeue_lost(housekeeping.requeue_after_ms).await?;
         let now = now_ms();
+        if now >= housekeeping.next_vacuum_ms {
+            let retention_ms = housekeeping.queue_retention.as_millis() as i64;
+            housekeeping.next_vacuum_ms = now + VACUUM_EVERY_MS.min(retention_ms);
+            for kind in JobKind::ALL {
+                let removed = self
+                    .inner
+                    .queue
+                    .vacuum(*kind, housekeeping.queue_retention)
+                    .await?;
+                if removed > 0 {
+                    tracing::info!(
+                        job.kind = kind.as_str(),
+                        removed,
+                        "vacuumed ended tasks from the queue"
+                    );
+                }
+            }
+        }
         let series = self.inner.store.list_series().await?;
         let mut enqueued = 0;
         for schedule in self.inner.store.list_schedules().await? {
