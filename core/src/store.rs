@@ -374,12 +374,14 @@ impl Store {
         rows.into_iter().map(JobRecord::try_from).collect()
     }
 
-    /// Queued jobs last touched before `before_ms`, oldest first: candidates for
-    /// re-enqueueing when their queue entry was lost.
-    pub async fn stale_queued_jobs(&self, before_ms: i64, limit: i64) -> Result<Vec<JobRecord>> {
+    /// Jobs a queue entry should exist for but that have not moved since
+    /// `before_ms`, oldest first: queued jobs last touched before then, and running
+    /// jobs whose lease ran out before then (their worker is gone, or stalled).
+    /// Candidates for re-enqueueing when their queue entry was lost.
+    pub async fn stale_jobs(&self, before_ms: i64, limit: i64) -> Result<Vec<JobRecord>> {
         let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'queued' AND updated_at < $1 \
-             ORDER BY id LIMIT $2"
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE updated_at < $1 AND (status = 'queued' \
+             OR (status = 'running' AND lease_expires_at < $1)) ORDER BY id LIMIT $2"
         );
         let rows: Vec<JobRow> = on_db!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str()))
             .bind(before_ms)
@@ -389,7 +391,7 @@ impl Store {
         rows.into_iter().map(JobRecord::try_from).collect()
     }
 
-    /// Marks a queued job as looked at (by the re-enqueue sweep), so it is not
+    /// Marks a job as looked at (by the re-enqueue sweep), so it is not
     /// picked again until it is stale once more.
     pub async fn touch_job(&self, id: &str) -> Result<()> {
         on_db!(self, pool => sqlx::query("UPDATE jobs SET updated_at = $1 WHERE id = $2")

@@ -38,3 +38,26 @@ pub async fn fresh_postgres() -> String {
 pub fn fresh_namespace() -> String {
     format!("jesse-mcp-test-{}", ulid::Ulid::generate())
 }
+
+/// Deletes every Redis key of a namespace, as a Redis restarted without its
+/// append-only file would have lost them; returns how many went.
+pub async fn lose_namespace(namespace: &str) -> usize {
+    let client = redis::Client::open(redis_url()).expect("Redis URL");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{namespace}:*"))
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    if !keys.is_empty() {
+        let () = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .expect("DEL");
+    }
+    keys.len()
+}

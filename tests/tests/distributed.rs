@@ -289,6 +289,44 @@ async fn a_worker_killed_mid_backtest_loses_no_job_on_sqlite() {
     a_worker_killed_mid_backtest_loses_no_job(Options::default()).await;
 }
 
+/// The worker running a job stalls (SIGSTOP) and the queue loses its data (a
+/// Redis without its append-only file), so no queue will hand the job on: the
+/// lost-job sweep puts it back once its lease has been expired for
+/// JESSE_MCP_REQUEUE_AFTER_SECS, a live worker takes it over, and the stalled
+/// worker, woken up, can no longer record anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_worker_under_a_lost_queue_loses_no_job() {
+    let mut app = distributed_app(Options {
+        heartbeat_secs: 1,
+        requeue_after_secs: 2,
+        ..Options::distributed().await
+    })
+    .await;
+    let job_id = app
+        .submit(&backtest_body("Sleeper", "1h", "2024-01-20", "2024-01-23"))
+        .await;
+    app.wait_for_status(&job_id, "running", LONG).await;
+    app.signal_worker(0, libc::SIGSTOP);
+    let lost = backends::lose_namespace(&app.options.queue_namespace).await;
+    assert!(lost > 0, "the queue had keys to lose");
+    app.start_worker();
+    let job = app.wait(&job_id, LONG).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 2, "taken over by the live worker: {job}");
+
+    app.signal_worker(0, libc::SIGCONT);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = app.get(&format!("/v1/jobs/{job_id}")).await.1;
+    assert_eq!(after["status"], "succeeded", "{after}");
+    assert_eq!(
+        after["attempts"], 2,
+        "the woken worker changed nothing: {after}"
+    );
+    assert_eq!(app.get(&format!("/v1/jobs/{job_id}/result")).await.0, 200);
+    assert_eq!(app.job_count().await, 1);
+    app.kill_worker(0).await;
+}
+
 /// SIGTERM: the worker stops taking jobs, gives running ones the grace period,
 /// then hands them back; another worker finishes them, with no attempt lost.
 async fn sigterm_hands_running_jobs_back(options: Options) {

@@ -363,14 +363,41 @@ async fn released_jobs_are_queued_again(store: &Store) {
 
     let stale = created(insert(store, None, json!({})).await);
     let later = jesse_mcp_core::time::now_ms() + 1_000;
-    let found = store.stale_queued_jobs(later, 10).await.unwrap();
-    assert_eq!(found.iter().map(|j| &j.id).collect::<Vec<_>>(), [&stale.id]);
+    let found = store.stale_jobs(later, 10).await.unwrap();
+    assert_eq!(
+        found.iter().map(|j| &j.id).collect::<Vec<_>>(),
+        [&stale.id],
+        "a queued job, not a running one whose lease is still good"
+    );
     assert!(
         store
-            .stale_queued_jobs(stale.created_at - 1, 10)
+            .stale_jobs(stale.created_at - 1, 10)
             .await
             .unwrap()
             .is_empty()
+    );
+    // A running job whose lease ran out is stale too (its worker died or stalled).
+    let stalled = created(insert(store, None, json!({})).await);
+    assert!(matches!(
+        store
+            .start_attempt(&stalled.id, "stalled", 1)
+            .await
+            .unwrap(),
+        Claim::Claimed(_)
+    ));
+    let found = store.stale_jobs(later, 10).await.unwrap();
+    assert_eq!(
+        found.iter().map(|j| &j.id).collect::<Vec<_>>(),
+        [&stale.id, &stalled.id]
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let looked_at = jesse_mcp_core::time::now_ms();
+    store.touch_job(&stalled.id).await.unwrap();
+    let found = store.stale_jobs(looked_at, 10).await.unwrap();
+    assert_eq!(
+        found.iter().map(|j| &j.id).collect::<Vec<_>>(),
+        [&stale.id],
+        "a job just looked at waits for the next round"
     );
 }
 

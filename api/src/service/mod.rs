@@ -340,18 +340,22 @@ impl Service {
         Ok(true)
     }
 
-    /// Re-enqueues queued jobs that the queue no longer holds: a submit that died
-    /// between recording the job and enqueueing it, or a queue that lost data
-    /// (a Redis restarted without its append-only file). Jobs are looked at once
-    /// they have been queued for `stale_ms`; returns how many were re-enqueued.
+    /// Re-enqueues jobs that the queue will not deliver: a submit that died
+    /// between recording the job and enqueueing it, a queue that lost data (a
+    /// Redis restarted without its append-only file) under a queued job or under
+    /// a running one whose worker then died or stalled. Queued jobs are looked at
+    /// once they have waited `stale_ms`, running ones once their lease has been
+    /// expired that long (a live worker takes them over); returns how many were
+    /// re-enqueued.
     pub async fn requeue_lost(&self, stale_ms: i64) -> Result<usize, ApiError> {
         let before = jesse_mcp_core::time::now_ms() - stale_ms;
         let mut requeued = 0;
-        for job in self.inner.store.stale_queued_jobs(before, 200).await? {
+        for job in self.inner.store.stale_jobs(before, 200).await? {
             if self.ensure_enqueued(&job).await? {
                 tracing::warn!(
                     job.id = job.id,
-                    "re-enqueued a queued job the queue did not hold"
+                    job.status = job.status.as_str(),
+                    "re-enqueued a job the queue would not deliver"
                 );
                 requeued += 1;
             }
