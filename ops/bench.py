@@ -170,10 +170,10 @@ for line in sys.stdin:
 class BareJesse:
     """Bare Jesse in its own warm interpreter, numpy arrays in memory; one backtest per request."""
 
-    def __init__(self, csv, timeframe):
+    def __init__(self, csv, timeframe, start=START, end=END):
         self.proc = subprocess.Popen(
             [sys.executable, "-c", BARE, csv, timeframe, os.path.join(ROOT, "strategies/SmaCross/__init__.py"),
-             str(ms(START)), str(ms(END)), EXCHANGE, SYMBOL],
+             str(ms(start)), str(ms(end)), EXCHANGE, SYMBOL],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def run(self):

@@ -100,6 +100,14 @@ impl Queue {
         }
     }
 
+    /// The SQLite queue's database file (None on Redis).
+    pub fn sqlite_file(&self) -> Option<std::path::PathBuf> {
+        match self {
+            Self::Sqlite(pool) => Some(pool.connect_options().get_filename().to_path_buf()),
+            Self::Redis { .. } => None,
+        }
+    }
+
     /// `sqlite` or `redis`.
     pub fn engine(&self) -> &'static str {
         match self {

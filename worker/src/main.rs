@@ -11,6 +11,7 @@ mod poll;
 mod pool;
 mod protocol;
 mod runner;
+mod wake;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +25,9 @@ use jesse_mcp_core::jobs::{JobKind, QueuedJob};
 use jesse_mcp_core::queue::KindBackend;
 
 use crate::config::WorkerConfig;
+
+/// How often a worker woken by queue-file changes looks for work anyway.
+const POLL_BACKSTOP: Duration = Duration::from_secs(1);
 use crate::execute::Executor;
 use crate::pool::{Pool, RunnerSpec};
 
@@ -124,6 +128,17 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     });
 
     let poll = Duration::from_millis(config.poll_ms);
+    // On the SQLite queue, a watch on its file wakes idle workers the moment a job
+    // is queued; the timer is then only a backstop.
+    let wake = queue
+        .sqlite_file()
+        .and_then(|file| match wake::watch_file(&file) {
+            Ok(notify) => Some(notify),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the queue file; polling every {poll:?}");
+                None
+            }
+        });
     // One apalis worker per job kind, all sharing the runner pool: a kind's
     // concurrency is the pool size, and the pool's permits bound the total.
     let mut monitor = Monitor::new();
@@ -132,15 +147,25 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         let name = format!("{}-{}", kind.as_str(), ulid::Ulid::generate());
         names.push((kind, name.clone()));
         let executor = executor.clone();
-        // The same worker over either backend; each polls at `poll` when idle.
+        // The same worker over either backend; each polls at `poll` when idle (on a
+        // watched SQLite queue: when it changes, and every POLL_BACKSTOP).
         monitor = match queue.backend(kind, heartbeat) {
-            KindBackend::Sqlite(storage) => monitor.register(move |_| {
-                WorkerBuilder::new(name.clone())
-                    .backend(PollWith::new(storage.clone(), poll::Every::new(poll)))
-                    .data(executor.clone())
-                    .concurrency(size)
-                    .build(run_job)
-            }),
+            KindBackend::Sqlite(storage) => {
+                let wake = wake.clone();
+                monitor.register(move |_| {
+                    let strategy = match &wake {
+                        Some(notify) => {
+                            poll::Every::new(POLL_BACKSTOP.max(poll)).or_when(notify.clone())
+                        }
+                        None => poll::Every::new(poll),
+                    };
+                    WorkerBuilder::new(name.clone())
+                        .backend(PollWith::new(storage.clone(), strategy))
+                        .data(executor.clone())
+                        .concurrency(size)
+                        .build(run_job)
+                })
+            }
             KindBackend::Redis(storage) => monitor.register(move |_| {
                 WorkerBuilder::new(name.clone())
                     .backend(PollWith::new(storage.clone(), poll::Every::new(poll)))

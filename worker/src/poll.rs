@@ -5,17 +5,24 @@
 //! completes without suspending, the worker sleeps until the 30 s heartbeat
 //! (seen as jobs waiting ~10–30 s in an idle queue). This strategy re-arms and
 //! polls its timer on every tick, keeping the wake-up contract of `PollStrategy`.
+//!
+//! With a wake-up source (the SQLite queue's file watch, `wake.rs`) the timer is
+//! only a backstop: the worker looks for work as soon as the queue changes.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use apalis_core::backend::ext::poll_strategy::{PollSnapshot, PollStrategy};
+use tokio::sync::Notify;
+use tokio::sync::futures::OwnedNotified;
 use tokio::time::{Instant, Sleep};
 
 pub struct Every {
     period: Duration,
     sleep: Pin<Box<Sleep>>,
+    wake: Option<(Arc<Notify>, Pin<Box<OwnedNotified>>)>,
 }
 
 impl Every {
@@ -23,13 +30,30 @@ impl Every {
         Self {
             period,
             sleep: Box::pin(tokio::time::sleep(period)),
+            wake: None,
         }
+    }
+
+    /// Also looks for work whenever `wake` is notified.
+    pub fn or_when(mut self, wake: Arc<Notify>) -> Self {
+        let notified = Box::pin(wake.clone().notified_owned());
+        self.wake = Some((wake, notified));
+        self
     }
 }
 
 impl PollStrategy for Every {
     fn poll_drive(&mut self, cx: &mut Context<'_>, _snapshot: &PollSnapshot) -> Poll<Option<()>> {
-        if self.sleep.as_mut().poll(cx).is_pending() {
+        let mut woken = false;
+        if let Some((notify, notified)) = &mut self.wake
+            && notified.as_mut().poll(cx).is_ready()
+        {
+            // Register for the next change before looking, so none is missed.
+            *notified = Box::pin(notify.clone().notified_owned());
+            let _ = notified.as_mut().poll(cx);
+            woken = true;
+        }
+        if !woken && self.sleep.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
         self.sleep.as_mut().reset(Instant::now() + self.period);
