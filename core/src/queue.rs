@@ -20,10 +20,13 @@ use crate::error::StoreError;
 use crate::jobs::{JobKind, QueuedJob};
 
 /// An apalis-sqlite task that will not be delivered again (our tasks have one
-/// attempt; a redelivery after a worker died resets the status to Pending).
+/// attempt; a redelivery after a worker died resets the status to Pending and
+/// clears the lock; a Pending task still locked was acknowledged as "retry" and
+/// is never fetched again).
 macro_rules! sqlite_ended {
     () => {
-        "(status IN ('Done', 'Killed') OR (status = 'Failed' AND attempts >= max_attempts))"
+        "(status IN ('Done', 'Killed') OR (status = 'Failed' AND attempts >= max_attempts) \
+          OR (status = 'Pending' AND lock_by IS NOT NULL))"
     };
 }
 
@@ -214,23 +217,46 @@ impl Queue {
             }
             Self::Redis { conn, namespace } => {
                 let config = redis_config(namespace, kind, Duration::from_secs(10));
-                redis::pipe()
-                    .atomic()
-                    .cmd("SREM")
-                    .arg(format!("{}:{worker}", config.inflight_jobs_set()))
+                let _: i64 = REQUEUE
+                    .key(format!("{}:{worker}", config.inflight_jobs_set()))
+                    .key(config.active_jobs_list())
+                    .key(config.signal_list())
                     .arg(job_id)
-                    .ignore()
-                    .cmd("LPUSH")
-                    .arg(config.active_jobs_list())
-                    .arg(job_id)
-                    .ignore()
-                    .cmd("LPUSH")
-                    .arg(config.signal_list())
-                    .arg(1)
-                    .ignore()
-                    .query_async::<()>(&mut conn.clone())
+                    .invoke_async(&mut conn.clone())
                     .await
-                    .map_err(queue_error)
+                    .map_err(queue_error)?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Marks a task `worker` ran as done, if the queue still has it as that
+    /// worker's (a worker that stalled may have lost it to another). Never fails
+    /// because of the task's state. SQLite tasks are acknowledged by apalis.
+    pub async fn acknowledge(
+        &self,
+        kind: JobKind,
+        job_id: &str,
+        worker: &str,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(_) => Ok(()),
+            Self::Redis { conn, namespace } => {
+                let config = redis_config(namespace, kind, Duration::from_secs(10));
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                let _: i64 = ACKNOWLEDGE
+                    .key(format!("{}:{worker}", config.inflight_jobs_set()))
+                    .key(config.done_jobs_set())
+                    .key(config.job_meta_hash())
+                    .arg(job_id)
+                    .arg(now)
+                    .invoke_async(&mut conn.clone())
+                    .await
+                    .map_err(queue_error)?;
+                Ok(())
             }
         }
     }
@@ -404,6 +430,36 @@ return removed
     )
 });
 
+/// Puts a claimed task back at the head of the line, only if the worker still
+/// had it (never a second copy of a task someone else now holds).
+static REQUEUE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+  redis.call('LPUSH', KEYS[3], 1)
+  return 1
+end
+return 0
+",
+    )
+});
+
+/// Done, if the worker still had the task: out of its in-flight set, into the
+/// done set, status and end time in its meta (what the vacuum reads).
+static ACKNOWLEDGE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('SADD', KEYS[2], ARGV[1])
+  redis.call('HSET', KEYS[3] .. ':' .. ARGV[1], 'status', 'Done', 'done_at', ARGV[2])
+  return 1
+end
+return 0
+",
+    )
+});
+
 /// KEYS: data hash, meta prefix, done set, dead set. Deletes ended tasks (members
 /// of the done or dead set) that ended at or before ARGV[1] (seconds), at most
 /// ARGV[2] of them; with a task id in ARGV[1] and 0 in ARGV[2], only that task.
@@ -435,8 +491,12 @@ local cutoff, limit, dropped = tonumber(ARGV[1]), tonumber(ARGV[2]), 0
 for _, set in ipairs({{KEYS[3], KEYS[4]}}) do
   for _, id in ipairs(redis.call('SMEMBERS', set)) do
     if dropped >= limit then return dropped end
-    local done_at = tonumber(redis.call('HGET', KEYS[2] .. ':' .. id, 'done_at'))
-    if done_at == nil or done_at <= cutoff then
+    local meta = redis.call('HMGET', KEYS[2] .. ':' .. id, 'done_at', 'status')
+    local done_at, status = tonumber(meta[1]), meta[2]
+    if status == 'Running' or status == 'Pending' or status == 'Queued' then
+      -- delivered again since it ended: no longer ours to delete
+      redis.call('SREM', set, id)
+    elseif done_at == nil or done_at <= cutoff then
       drop(id)
       dropped = dropped + 1
     end
@@ -448,16 +508,17 @@ return dropped
 });
 
 /// One kind's Redis queue: one task per fetch (jobs are long), liveness from
-/// the heartbeat like the SQLite queue. Outcomes are acknowledged
-/// (`persist_results`): that takes a finished task out of its worker's in-flight
-/// set (else a worker's death would re-deliver every task it ever ran) and marks
-/// it done, for the vacuum.
+/// the heartbeat like the SQLite queue. The worker acknowledges each task itself
+/// ([`Queue::acknowledge`]): that takes a finished task out of its in-flight set
+/// (else a worker's death would re-deliver every task it ever ran) and marks it
+/// done, for the vacuum; apalis's own acknowledgement errors, and stops the
+/// worker, when a stalled worker has lost the task meanwhile.
 fn redis_config(namespace: &str, kind: JobKind, heartbeat: Duration) -> apalis_redis::Config {
     apalis_redis::Config::default()
         .queue(format!("{namespace}:{}", queue_name(kind)))
         .batch_size(1)
         .heartbeat_interval(heartbeat)
         .missed_heartbeats(2)
-        .persist_results(true)
+        .persist_results(false)
         .emit_events(false)
 }

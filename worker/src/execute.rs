@@ -36,6 +36,7 @@ pub struct Executor {
     pub heartbeat: Duration,
     pub pacer: crate::import::Pacer,
     pub store: Store,
+    pub queue: jesse_mcp_core::queue::Queue,
     pub candles: CandleCache,
     pub pool: Arc<Pool>,
     pub config: WorkerConfig,

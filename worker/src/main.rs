@@ -120,6 +120,7 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         heartbeat,
         pacer: Default::default(),
         store,
+        queue: queue.clone(),
         candles,
         pool: pool.clone(),
         config: config.clone(),
@@ -213,15 +214,41 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     std::process::exit(0)
 }
 
-async fn run_job(job: QueuedJob, executor: Data<Arc<Executor>>) -> Result<(), BoxDynError> {
+async fn run_job(
+    job: QueuedJob,
+    executor: Data<Arc<Executor>>,
+    worker: WorkerContext,
+) -> Result<(), BoxDynError> {
     let executor = Arc::clone(&executor);
+    let (id, kind) = (job.job_id.clone(), job.kind);
+    let outcome = run_once(job, &executor).await;
+    // Done with the task, whatever the outcome: the store holds the job's state, and
+    // the lost-job sweep puts back a job that still needs a run. Redis tasks are
+    // acknowledged here, never by apalis (whose acknowledgement fails and stops the
+    // worker when a stall already cost it the task).
+    if !matches!(&outcome, Err(e) if e.is::<execute::Draining>())
+        && let Err(e) = executor.queue.acknowledge(kind, &id, worker.name()).await
+    {
+        tracing::warn!(job.id = id, error = %e, "could not acknowledge the task");
+    }
+    outcome
+}
+
+async fn run_once(job: QueuedJob, executor: &Arc<Executor>) -> Result<(), BoxDynError> {
     // The job runs on its own task so heartbeats and polling never stall behind it.
     let id = job.job_id.clone();
-    executor
+    let already = executor
         .running
         .lock()
         .expect("running jobs lock")
         .insert(id.clone(), job.kind);
+    if already.is_some() {
+        tracing::info!(
+            job.id = id,
+            "job delivered again while running here; skipping"
+        );
+        return Ok(());
+    }
     let handle = {
         let executor = executor.clone();
         tokio::spawn(async move { executor.run_job(&job.job_id).await })
@@ -235,16 +262,18 @@ async fn run_job(job: QueuedJob, executor: Data<Arc<Executor>>) -> Result<(), Bo
     match outcome {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) if e.is::<execute::Draining>() => {
-            // Handed back at shutdown: leave the task to the queue (never acked here).
+            // Handed back at shutdown: leave the task to the queue (never acknowledged).
             std::future::pending::<()>().await;
             unreachable!("pending never resolves")
         }
         Ok(Err(e)) if e.is::<execute::HeldElsewhere>() => {
+            // Its holder is alive; should it die, the lost-job sweep puts the job back
+            // once the lease has been expired JESSE_MCP_REQUEUE_AFTER_SECS.
             tracing::info!(
                 job.id = id,
-                "job is leased by another worker; asking the queue to retry later"
+                "job is leased by another live worker; leaving it there"
             );
-            Err(RetryAfterError::new(e.to_string(), Duration::from_secs(5)).into())
+            Ok(())
         }
         Ok(Err(e)) => {
             tracing::error!(job.id = id, error = %format!("{e:#}"), "job failed in the worker");

@@ -23,6 +23,8 @@ pub struct Every {
     period: Duration,
     sleep: Pin<Box<Sleep>>,
     wake: Option<(Arc<Notify>, Pin<Box<OwnedNotified>>)>,
+    /// A wake-up asked for one more fetch after the current one.
+    again: bool,
 }
 
 impl Every {
@@ -31,6 +33,7 @@ impl Every {
             period,
             sleep: Box::pin(tokio::time::sleep(period)),
             wake: None,
+            again: false,
         }
     }
 
@@ -44,13 +47,17 @@ impl Every {
 
 impl PollStrategy for Every {
     fn poll_drive(&mut self, cx: &mut Context<'_>, _snapshot: &PollSnapshot) -> Poll<Option<()>> {
-        let mut woken = false;
+        let mut woken = std::mem::take(&mut self.again);
         if let Some((notify, notified)) = &mut self.wake
             && notified.as_mut().poll(cx).is_ready()
         {
             // Register for the next change before looking, so none is missed.
             *notified = Box::pin(notify.clone().notified_owned());
             let _ = notified.as_mut().poll(cx);
+            // The wake-up may be spent on a fetch that began before the change;
+            // one more fetch follows it.
+            cx.waker().wake_by_ref();
+            self.again = !woken;
             woken = true;
         }
         if !woken && self.sleep.as_mut().poll(cx).is_pending() {

@@ -51,8 +51,16 @@ pub fn main(args: RunnerArgs) -> anyhow::Result<()> {
     // and plain servers), niceness only ranks tasks within a group; the runner leads
     // its own session, so the same niceness is given to its group.
     // Best effort too: the file is absent without autogroup, and lowering the value
-    // needs privileges.
-    let _ = std::fs::write("/proc/self/autogroup", args.nice.to_string());
+    // needs privileges. Without CAP_SYS_ADMIN the kernel takes one such write per
+    // 100 ms machine-wide (EAGAIN otherwise), and runners start together.
+    for _ in 0..30 {
+        match std::fs::write("/proc/self/autogroup", args.nice.to_string()) {
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                std::thread::sleep(std::time::Duration::from_millis(120));
+            }
+            _ => break,
+        }
+    }
     std::fs::create_dir_all(&args.scratch)
         .with_context(|| format!("creating runner scratch dir {}", args.scratch.display()))?;
     std::env::set_current_dir(&args.scratch)?;

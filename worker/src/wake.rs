@@ -88,6 +88,10 @@ fn names_file(mut events: &[u8], file: &[u8]) -> bool {
     const HEADER: usize = std::mem::size_of::<libc::inotify_event>();
     let mut found = false;
     while events.len() >= HEADER {
+        let mask = u32::from_ne_bytes(events[4..8].try_into().expect("4 bytes"));
+        if mask & libc::IN_Q_OVERFLOW != 0 {
+            found = true; // events were dropped: one of them may have been ours
+        }
         let len = u32::from_ne_bytes(events[12..16].try_into().expect("4 bytes")) as usize;
         let end = (HEADER + len).min(events.len());
         let name = &events[HEADER..end];
