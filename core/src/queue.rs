@@ -243,10 +243,7 @@ impl Queue {
             Self::Sqlite(_) => Ok(()),
             Self::Redis { conn, namespace } => {
                 let config = redis_config(namespace, kind, Duration::from_secs(10));
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs();
+                let now = crate::time::now_ms() / 1000;
                 let _: i64 = ACKNOWLEDGE
                     .key(format!("{}:{worker}", config.inflight_jobs_set()))
                     .key(config.done_jobs_set())
@@ -333,11 +330,9 @@ impl Queue {
     /// Deletes the bookkeeping of tasks that ended more than `age` ago (the store
     /// keeps the jobs' history); returns how many went.
     pub async fn vacuum(&self, kind: JobKind, age: Duration) -> Result<u64, StoreError> {
-        let cutoff = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .saturating_sub(age)
-            .as_secs() as i64;
+        // Seconds, as both queues record end times.
+        let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = crate::time::now_ms().saturating_sub(age_ms) / 1000;
         match self {
             Self::Sqlite(pool) => Ok(sqlx::query(concat!(
                 "DELETE FROM Jobs WHERE job_type = ? AND done_at <= ? AND ",
