@@ -11,8 +11,8 @@ pub mod metrics;
 pub mod openapi;
 pub mod rest;
 pub mod service;
-pub mod strategies;
-pub mod strategy_static;
+pub use jesse_mcp_core::strategies;
+pub use jesse_mcp_core::strategy_static;
 
 pub use app::Application;
 pub use config::ApiConfig;

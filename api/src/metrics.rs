@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use jesse_mcp_core::jobs::JobKind;
+use jesse_mcp_core::kinds::{Lane, REGISTRY};
 
 use crate::error::ApiError;
 use crate::service::Service;
@@ -14,13 +14,13 @@ const BUCKETS: &[f64] = &[0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 36
 
 pub async fn render(service: &Service) -> Result<String, ApiError> {
     let mut out = String::new();
-    out.push_str("# HELP jesse_mcp_queue_depth Jobs waiting to be claimed by a worker.\n# TYPE jesse_mcp_queue_depth gauge\n");
-    for kind in JobKind::ALL {
-        let depth = service.queue_depth(*kind).await?;
+    out.push_str("# HELP jesse_mcp_queue_depth Jobs waiting to be claimed by a worker, per queue (lane).\n# TYPE jesse_mcp_queue_depth gauge\n");
+    for lane in Lane::ALL {
+        let depth = service.queue_depth(*lane).await?;
         let _ = writeln!(
             out,
-            "jesse_mcp_queue_depth{{kind=\"{}\"}} {depth}",
-            kind.as_str()
+            "jesse_mcp_queue_depth{{queue=\"{}\"}} {depth}",
+            lane.queue_name()
         );
     }
     out.push_str("# HELP jesse_mcp_jobs Jobs by kind and status.\n# TYPE jesse_mcp_jobs gauge\n");
@@ -32,10 +32,10 @@ pub async fn render(service: &Service) -> Result<String, ApiError> {
     }
     out.push_str("# HELP jesse_mcp_job_duration_seconds Run time of finished jobs (start to finish).\n# TYPE jesse_mcp_job_duration_seconds histogram\n");
     let durations = service.store().job_durations().await?;
-    for kind in JobKind::ALL {
+    for kind in REGISTRY {
         let mine: Vec<f64> = durations
             .iter()
-            .filter(|(k, _)| k == kind.as_str())
+            .filter(|(k, _)| k == kind.name)
             .map(|(_, s)| *s)
             .collect();
         for bucket in BUCKETS {
@@ -43,25 +43,25 @@ pub async fn render(service: &Service) -> Result<String, ApiError> {
             let _ = writeln!(
                 out,
                 "jesse_mcp_job_duration_seconds_bucket{{kind=\"{}\",le=\"{bucket}\"}} {n}",
-                kind.as_str()
+                kind.name
             );
         }
         let _ = writeln!(
             out,
             "jesse_mcp_job_duration_seconds_bucket{{kind=\"{}\",le=\"+Inf\"}} {}",
-            kind.as_str(),
+            kind.name,
             mine.len()
         );
         let _ = writeln!(
             out,
             "jesse_mcp_job_duration_seconds_sum{{kind=\"{}\"}} {}",
-            kind.as_str(),
+            kind.name,
             mine.iter().sum::<f64>()
         );
         let _ = writeln!(
             out,
             "jesse_mcp_job_duration_seconds_count{{kind=\"{}\"}} {}",
-            kind.as_str(),
+            kind.name,
             mine.len()
         );
     }

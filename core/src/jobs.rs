@@ -1,4 +1,4 @@
-//! Job vocabulary shared by producer (API) and consumer (worker): kinds, the one
+//! Job vocabulary shared by producer (API) and consumer (worker): the one
 //! status set, the backtest request as users send it, and the validated plan the
 //! worker executes. The queue payload carries only the job id; everything else is
 //! read from the store, so a job's definition has one source of truth.
@@ -6,36 +6,6 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum JobKind {
-    Backtest,
-    /// Deep validation of a strategy source in a runner.
-    StrategyValidation,
-    /// Fetching 1m candles from an exchange through Jesse's import drivers.
-    CandleImport,
-}
-
-impl JobKind {
-    pub const ALL: &[JobKind] = &[
-        JobKind::Backtest,
-        JobKind::StrategyValidation,
-        JobKind::CandleImport,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Backtest => "backtest",
-            JobKind::StrategyValidation => "strategy_validation",
-            JobKind::CandleImport => "candle_import",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|k| k.as_str() == value)
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -82,7 +52,8 @@ impl JobStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QueuedJob {
     pub job_id: String,
-    pub kind: JobKind,
+    /// The kind's name (see `kinds::REGISTRY`).
+    pub kind: String,
 }
 
 fn default_balance() -> f64 {

@@ -6,15 +6,20 @@
 //! and never runs strategy code.
 
 pub mod backends;
+pub mod engine;
 pub mod candles;
 pub mod error;
 pub mod jesse;
 pub mod jobs;
+pub mod kinds;
+pub mod planner;
 pub mod queue;
 pub mod store;
+pub mod strategies;
+pub mod strategy_static;
 pub mod time;
 
-pub use error::{ErrorBody, StoreError};
+pub use error::{ApiError, ErrorBody, StoreError};
 
 /// Serialises creating and migrating the SQLite files of a data directory across
 /// processes (API, workers and CLI may start together on a fresh directory, and

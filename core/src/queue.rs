@@ -17,7 +17,8 @@ use apalis_sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteS
 use sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 
 use crate::error::StoreError;
-use crate::jobs::{JobKind, QueuedJob};
+use crate::jobs::QueuedJob;
+use crate::kinds::Lane;
 
 /// An apalis-sqlite task that will not be delivered again (our tasks have one
 /// attempt; a redelivery after a worker died resets the status to Pending and
@@ -30,9 +31,9 @@ macro_rules! sqlite_ended {
     };
 }
 
-/// The apalis queue name for a job kind; fixed so renaming a Rust type never orphans jobs.
-pub fn queue_name(kind: JobKind) -> &'static str {
-    kind.as_str()
+/// The apalis queue name of a lane; fixed so renaming a Rust type never orphans jobs.
+pub fn queue_name(lane: Lane) -> &'static str {
+    lane.queue_name()
 }
 
 #[derive(Clone)]
@@ -45,7 +46,7 @@ pub enum Queue {
     },
 }
 
-/// One kind's apalis backend, for a worker to consume.
+/// One lane's apalis backend, for a worker to consume.
 pub enum KindBackend {
     Sqlite(SqliteStorage<QueuedJob>),
     Redis(RedisStorage<QueuedJob>),
@@ -121,12 +122,12 @@ impl Queue {
 
     /// A worker's backend for one kind, with its heartbeat: a worker missing two
     /// heartbeats is presumed dead and its claimed tasks are re-enqueued.
-    pub fn backend(&self, kind: JobKind, heartbeat: Duration) -> KindBackend {
+    pub fn backend(&self, lane: Lane, heartbeat: Duration) -> KindBackend {
         match self {
             Self::Sqlite(pool) => KindBackend::Sqlite(
                 SqliteStorage::new(pool).with_config(
                     apalis_sqlite::Config::default()
-                        .queue(queue_name(kind))
+                        .queue(queue_name(lane))
                         .batch_size(1)
                         .heartbeat_interval(heartbeat)
                         .missed_heartbeats(2),
@@ -134,14 +135,14 @@ impl Queue {
             ),
             Self::Redis { conn, namespace } => KindBackend::Redis(
                 RedisStorage::new(conn.clone())
-                    .with_config(redis_config(namespace, kind, heartbeat)),
+                    .with_config(redis_config(namespace, lane, heartbeat)),
             ),
         }
     }
 
     /// Enqueues a job under its own id. One delivery per push: retries after a
     /// runner crash are bounded by the worker against the job's attempt counter.
-    pub async fn push(&self, job: &QueuedJob) -> Result<(), StoreError> {
+    pub async fn push(&self, lane: Lane, job: &QueuedJob) -> Result<(), StoreError> {
         let id = ulid::Ulid::from_string(&job.job_id)
             .map_err(|e| StoreError::Queue(format!("job id is not a ULID: {e}")))?;
         let task = TaskBuilder::new(job.clone())
@@ -151,19 +152,19 @@ impl Queue {
         match self {
             Self::Sqlite(pool) => {
                 let mut storage = SqliteStorage::<QueuedJob>::new(pool)
-                    .with_config(apalis_sqlite::Config::default().queue(queue_name(job.kind)));
+                    .with_config(apalis_sqlite::Config::default().queue(queue_name(lane)));
                 storage.push_task(task).await.map_err(queue_error)
             }
             Self::Redis { conn, namespace } => {
                 let mut storage = RedisStorage::<QueuedJob>::new(conn.clone())
-                    .with_config(redis_config(namespace, job.kind, Duration::from_secs(10)));
+                    .with_config(redis_config(namespace, lane, Duration::from_secs(10)));
                 storage.push_task(task).await.map_err(queue_error)
             }
         }
     }
 
     /// Withdraws a job nobody has claimed yet; false if a worker already holds it.
-    pub async fn withdraw(&self, kind: JobKind, job_id: &str) -> Result<bool, StoreError> {
+    pub async fn withdraw(&self, lane: Lane, job_id: &str) -> Result<bool, StoreError> {
         match self {
             Self::Sqlite(pool) => {
                 let done = sqlx::query(
@@ -172,14 +173,14 @@ impl Queue {
                      WHERE id = ? AND job_type = ? AND status IN ('Pending', 'Failed') AND lock_by IS NULL",
                 )
                 .bind(job_id)
-                .bind(queue_name(kind))
+                .bind(queue_name(lane))
                 .execute(pool)
                 .await
                 .map_err(queue_error)?;
                 Ok(done.rows_affected() == 1)
             }
             Self::Redis { conn, namespace } => {
-                let config = redis_config(namespace, kind, Duration::from_secs(10));
+                let config = redis_config(namespace, lane, Duration::from_secs(10));
                 let removed: i64 = WITHDRAW
                     .key(config.active_jobs_list())
                     .key(config.scheduled_jobs_set())
@@ -198,7 +199,7 @@ impl Queue {
     /// the waiting line (a worker shutting down hands its running jobs back).
     pub async fn requeue(
         &self,
-        kind: JobKind,
+        lane: Lane,
         job_id: &str,
         worker: &str,
     ) -> Result<(), StoreError> {
@@ -209,14 +210,14 @@ impl Queue {
                      run_at = strftime('%s','now') WHERE id = ? AND job_type = ?",
                 )
                 .bind(job_id)
-                .bind(queue_name(kind))
+                .bind(queue_name(lane))
                 .execute(pool)
                 .await
                 .map_err(queue_error)?;
                 Ok(())
             }
             Self::Redis { conn, namespace } => {
-                let config = redis_config(namespace, kind, Duration::from_secs(10));
+                let config = redis_config(namespace, lane, Duration::from_secs(10));
                 let _: i64 = REQUEUE
                     .key(format!("{}:{worker}", config.inflight_jobs_set()))
                     .key(config.active_jobs_list())
@@ -235,14 +236,14 @@ impl Queue {
     /// because of the task's state. SQLite tasks are acknowledged by apalis.
     pub async fn acknowledge(
         &self,
-        kind: JobKind,
+        lane: Lane,
         job_id: &str,
         worker: &str,
     ) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(_) => Ok(()),
             Self::Redis { conn, namespace } => {
-                let config = redis_config(namespace, kind, Duration::from_secs(10));
+                let config = redis_config(namespace, lane, Duration::from_secs(10));
                 let now = crate::time::now_ms() / 1000;
                 let _: i64 = ACKNOWLEDGE
                     .key(format!("{}:{worker}", config.inflight_jobs_set()))
@@ -261,7 +262,7 @@ impl Queue {
     /// Whether the queue will still deliver this job: waiting, claimed, or failed
     /// with a retry left. A task that ended (done, killed, out of attempts) does
     /// not count, so a job the store still calls queued can be put back.
-    pub async fn holds(&self, kind: JobKind, job_id: &str) -> Result<bool, StoreError> {
+    pub async fn holds(&self, lane: Lane, job_id: &str) -> Result<bool, StoreError> {
         match self {
             Self::Sqlite(pool) => {
                 let found: Option<i64> = sqlx::query_scalar(concat!(
@@ -269,14 +270,14 @@ impl Queue {
                     sqlite_ended!()
                 ))
                 .bind(job_id)
-                .bind(queue_name(kind))
+                .bind(queue_name(lane))
                 .fetch_optional(pool)
                 .await
                 .map_err(queue_error)?;
                 Ok(found.is_some())
             }
             Self::Redis { conn, namespace } => {
-                let config = redis_config(namespace, kind, Duration::from_secs(10));
+                let config = redis_config(namespace, lane, Duration::from_secs(10));
                 let (exists, done, dead): (bool, bool, bool) = redis::pipe()
                     .cmd("HEXISTS")
                     .arg(config.job_data_hash())
@@ -297,7 +298,7 @@ impl Queue {
 
     /// Forgets an ended task so its id can be pushed again; a task the queue will
     /// still deliver is left alone.
-    pub async fn forget_ended(&self, kind: JobKind, job_id: &str) -> Result<(), StoreError> {
+    pub async fn forget_ended(&self, lane: Lane, job_id: &str) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(pool) => {
                 sqlx::query(concat!(
@@ -305,13 +306,13 @@ impl Queue {
                     sqlite_ended!()
                 ))
                 .bind(job_id)
-                .bind(queue_name(kind))
+                .bind(queue_name(lane))
                 .execute(pool)
                 .await
                 .map_err(queue_error)?;
             }
             Self::Redis { conn, namespace } => {
-                let config = redis_config(namespace, kind, Duration::from_secs(10));
+                let config = redis_config(namespace, lane, Duration::from_secs(10));
                 let () = FORGET_ENDED
                     .key(config.job_data_hash())
                     .key(config.job_meta_hash())
@@ -329,7 +330,7 @@ impl Queue {
 
     /// Deletes the bookkeeping of tasks that ended more than `age` ago (the store
     /// keeps the jobs' history); returns how many went.
-    pub async fn vacuum(&self, kind: JobKind, age: Duration) -> Result<u64, StoreError> {
+    pub async fn vacuum(&self, lane: Lane, age: Duration) -> Result<u64, StoreError> {
         // Seconds, as both queues record end times.
         let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
         let cutoff = crate::time::now_ms().saturating_sub(age_ms) / 1000;
@@ -338,14 +339,14 @@ impl Queue {
                 "DELETE FROM Jobs WHERE job_type = ? AND done_at <= ? AND ",
                 sqlite_ended!()
             ))
-            .bind(queue_name(kind))
+            .bind(queue_name(lane))
             .bind(cutoff)
             .execute(pool)
             .await
             .map_err(queue_error)?
             .rows_affected()),
             Self::Redis { conn, namespace } => {
-                let config = redis_config(namespace, kind, Duration::from_secs(10));
+                let config = redis_config(namespace, lane, Duration::from_secs(10));
                 VACUUM
                     .key(config.job_data_hash())
                     .key(config.job_meta_hash())
@@ -361,17 +362,17 @@ impl Queue {
     }
 
     /// Tasks the queue keeps in any state, ended ones included (until vacuumed).
-    pub async fn retained(&self, kind: JobKind) -> Result<i64, StoreError> {
+    pub async fn retained(&self, lane: Lane) -> Result<i64, StoreError> {
         match self {
             Self::Sqlite(pool) => {
                 sqlx::query_scalar("SELECT COUNT(*) FROM Jobs WHERE job_type = ?")
-                    .bind(queue_name(kind))
+                    .bind(queue_name(lane))
                     .fetch_one(pool)
                     .await
                     .map_err(queue_error)
             }
             Self::Redis { conn, namespace } => {
-                let config = redis_config(namespace, kind, Duration::from_secs(10));
+                let config = redis_config(namespace, lane, Duration::from_secs(10));
                 redis::cmd("HLEN")
                     .arg(config.job_data_hash())
                     .query_async(&mut conn.clone())
@@ -382,17 +383,17 @@ impl Queue {
     }
 
     /// Jobs waiting to be claimed, per queue.
-    pub async fn depth(&self, kind: JobKind) -> Result<i64, StoreError> {
+    pub async fn depth(&self, lane: Lane) -> Result<i64, StoreError> {
         match self {
             Self::Sqlite(pool) => sqlx::query_scalar(
                 "SELECT COUNT(*) FROM Jobs WHERE job_type = ? AND status = 'Pending'",
             )
-            .bind(queue_name(kind))
+            .bind(queue_name(lane))
             .fetch_one(pool)
             .await
             .map_err(queue_error),
             Self::Redis { conn, namespace } => {
-                let config = redis_config(namespace, kind, Duration::from_secs(10));
+                let config = redis_config(namespace, lane, Duration::from_secs(10));
                 let (active, scheduled): (i64, i64) = redis::pipe()
                     .cmd("LLEN")
                     .arg(config.active_jobs_list())
@@ -508,9 +509,9 @@ return dropped
 /// (else a worker's death would re-deliver every task it ever ran) and marks it
 /// done, for the vacuum; apalis's own acknowledgement errors, and stops the
 /// worker, when a stalled worker has lost the task meanwhile.
-fn redis_config(namespace: &str, kind: JobKind, heartbeat: Duration) -> apalis_redis::Config {
+fn redis_config(namespace: &str, lane: Lane, heartbeat: Duration) -> apalis_redis::Config {
     apalis_redis::Config::default()
-        .queue(format!("{namespace}:{}", queue_name(kind)))
+        .queue(format!("{namespace}:{}", queue_name(lane)))
         .batch_size(1)
         .heartbeat_interval(heartbeat)
         .missed_heartbeats(2)

@@ -16,7 +16,7 @@ use sqlx::{AssertSqlSafe, QueryBuilder, SqlitePool};
 
 use crate::candles::Candle;
 use crate::error::{ErrorBody, StoreError};
-use crate::jobs::{JobKind, JobStatus};
+use crate::jobs::JobStatus;
 use crate::time::{MINUTE_MS, now_ms};
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -30,7 +30,9 @@ pub struct Store {
 #[derive(Debug, Clone, Serialize)]
 pub struct JobRecord {
     pub id: String,
-    pub kind: JobKind,
+    /// The kind's name; a kind this binary does not know (a newer or older
+    /// fleet member's) is kept as it is and left alone.
+    pub kind: String,
     pub status: JobStatus,
     pub params: Value,
     pub progress: f64,
@@ -42,13 +44,59 @@ pub struct JobRecord {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The parent job of a child (a batch's backtest, a study's trial).
+    pub parent_id: Option<String>,
+    /// A child's position among its parent's children.
+    pub child_index: Option<i64>,
+    /// False while a child is held back by its parent's in-flight cap.
+    pub released: bool,
+    /// A parent waiting on its children: running, holding no lease and no worker.
+    pub waiting: bool,
+}
+
+impl JobRecord {
+    /// The kind's definition, if this binary knows the kind.
+    pub fn def(&self) -> Option<&'static crate::kinds::KindDef> {
+        crate::kinds::find(&self.kind)
+    }
 }
 
 pub struct NewJob<'a> {
     pub id: &'a str,
-    pub kind: JobKind,
+    pub kind: &'a str,
     pub params: &'a Value,
     pub idempotency_key: Option<&'a str>,
+}
+
+/// A child job to record under its parent (held back until the parent releases it).
+pub struct NewChild {
+    pub id: String,
+    pub index: i64,
+    pub params: Value,
+}
+
+/// How a parent's children stand.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct ChildCounts {
+    pub total: i64,
+    /// Waiting: held back by the in-flight cap or queued.
+    pub queued: i64,
+    pub running: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    /// Queued or running children the parent has let go (at most its in-flight cap).
+    pub in_flight: i64,
+    /// Finished children's run time (sum of finished_at - started_at), ms.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub busy_ms: i64,
+}
+
+impl ChildCounts {
+    pub fn done(&self) -> i64 {
+        self.succeeded + self.failed + self.cancelled
+    }
 }
 
 /// Whether a submit created a job or found the one its idempotency key names.
@@ -59,7 +107,9 @@ pub enum Inserted {
 
 #[derive(Debug, Default, Clone)]
 pub struct JobFilter {
-    pub kind: Option<JobKind>,
+    pub kind: Option<String>,
+    /// Only the children of this job (ascending by id when set).
+    pub parent_id: Option<String>,
     pub status: Option<JobStatus>,
     /// Return jobs older than this id (ids are ULIDs, so they sort by time).
     pub before: Option<String>,
@@ -87,17 +137,13 @@ pub enum CancelOutcome {
     AlreadyFinished(JobRecord),
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct BacktestResultRecord {
-    pub job_id: String,
-    pub metrics: Value,
-    pub trades: Option<Value>,
-    pub equity_curve: Option<Value>,
-    pub jesse_version: String,
-    pub strategies: Value,
-    pub candles: Value,
-    pub timings: Value,
-    pub created_at: i64,
+/// A finished job's result: one JSON body and its large parts as rows
+/// (`part` name → rows in order), so a page of a part is read from the store
+/// without parsing the whole set.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JobResult {
+    pub body: Value,
+    pub parts: Vec<(String, Vec<Value>)>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, schemars::JsonSchema)]
@@ -144,7 +190,8 @@ pub struct Gap {
 }
 
 const JOB_COLUMNS: &str = "id, kind, status, params, progress, stage, attempts, cancel_requested, \
-                           error, summary, created_at, started_at, finished_at";
+                           error, summary, created_at, started_at, finished_at, parent_id, child_index, \
+                           released, waiting";
 const UPSERT_CHUNK: usize = 3_000;
 
 /// The database behind the store. Every statement is written once, in SQL both
@@ -204,19 +251,10 @@ struct JobRow {
     created_at: i64,
     started_at: Option<i64>,
     finished_at: Option<i64>,
-}
-
-#[derive(sqlx::FromRow)]
-struct ResultRow {
-    job_id: String,
-    metrics: String,
-    trades: Option<String>,
-    equity_curve: Option<String>,
-    jesse_version: String,
-    strategies: String,
-    candles: String,
-    timings: String,
-    created_at: i64,
+    parent_id: Option<String>,
+    child_index: Option<i64>,
+    released: i64,
+    waiting: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -313,7 +351,7 @@ impl Store {
         );
         let created: Option<JobRow> = on_db!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str()))
             .bind(job.id)
-            .bind(job.kind.as_str())
+            .bind(job.kind)
             .bind(&params)
             .bind(now)
             .bind(now)
@@ -357,17 +395,22 @@ impl Store {
         let rows: Vec<JobRow> = on_db!(self, pool => {
             let mut query =
                 QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1"));
-            if let Some(kind) = filter.kind {
-                query.push(" AND kind = ").push_bind(kind.as_str());
+            if let Some(kind) = &filter.kind {
+                query.push(" AND kind = ").push_bind(kind.clone());
+            }
+            if let Some(parent) = &filter.parent_id {
+                query.push(" AND parent_id = ").push_bind(parent.clone());
             }
             if let Some(status) = filter.status {
                 query.push(" AND status = ").push_bind(status.as_str());
             }
+            // Children page in their order (ascending), other listings newest first.
+            let ascending = filter.parent_id.is_some();
             if let Some(before) = &filter.before {
-                query.push(" AND id < ").push_bind(before.clone());
+                query.push(if ascending { " AND id > " } else { " AND id < " }).push_bind(before.clone());
             }
             query
-                .push(" ORDER BY id DESC LIMIT ")
+                .push(if ascending { " ORDER BY id ASC LIMIT " } else { " ORDER BY id DESC LIMIT " })
                 .push_bind(filter.limit);
             query.build_query_as().fetch_all(pool).await?
         });
@@ -380,8 +423,9 @@ impl Store {
     /// Candidates for re-enqueueing when their queue entry was lost.
     pub async fn stale_jobs(&self, before_ms: i64, limit: i64) -> Result<Vec<JobRecord>> {
         let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE updated_at < $1 AND (status = 'queued' \
-             OR (status = 'running' AND lease_expires_at < $1)) ORDER BY id LIMIT $2"
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE updated_at < $1 AND released = 1 AND waiting = 0 \
+             AND (status = 'queued' OR (status = 'running' AND (lease_expires_at < $1 \
+             OR lease_owner IS NULL))) ORDER BY id LIMIT $2"
         );
         let rows: Vec<JobRow> = on_db!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str()))
             .bind(before_ms)
@@ -411,7 +455,7 @@ impl Store {
         let done = on_db!(self, pool => sqlx::query(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
              started_at = COALESCE(started_at, $1), updated_at = $2, stage = 'starting', \
-             lease_owner = $3, lease_expires_at = $4 \
+             lease_owner = $3, lease_expires_at = $4, waiting = 0 \
              WHERE id = $5 AND status IN ('queued', 'running') \
              AND (lease_owner IS NULL OR lease_owner = $6 OR lease_expires_at < $7)",
         )
@@ -569,50 +613,57 @@ impl Store {
 
     // ---- results ------------------------------------------------------------
 
-    /// Stores a backtest's result. Re-running a job replaces its row, never duplicates it.
-    pub async fn save_backtest_result(&self, result: &BacktestResultRecord) -> Result<()> {
-        let metrics = serde_json::to_string(&result.metrics)?;
-        let trades = result
-            .trades
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()?;
-        let equity = result
-            .equity_curve
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()?;
-        let strategies = serde_json::to_string(&result.strategies)?;
-        let candles = serde_json::to_string(&result.candles)?;
-        let timings = serde_json::to_string(&result.timings)?;
-        on_db!(self, pool => sqlx::query(
-            "INSERT INTO backtest_results (job_id, metrics, trades, equity_curve, jesse_version, \
-             strategies, candles, timings, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (job_id) DO UPDATE SET metrics = excluded.metrics, trades = excluded.trades, \
-             equity_curve = excluded.equity_curve, jesse_version = excluded.jesse_version, \
-             strategies = excluded.strategies, candles = excluded.candles, timings = excluded.timings, \
-             created_at = excluded.created_at",
-        )
-        .bind(&result.job_id)
-        .bind(&metrics)
-        .bind(&trades)
-        .bind(&equity)
-        .bind(&result.jesse_version)
-        .bind(&strategies)
-        .bind(&candles)
-        .bind(&timings)
-        .bind(result.created_at)
-        .execute(pool)
-        .await?
-        .rows_affected());
+    /// Stores a job's result, replacing a re-run's (never duplicated).
+    pub async fn save_result(&self, job_id: &str, kind: &str, result: &JobResult) -> Result<()> {
+        let body = serde_json::to_string(&result.body)?;
+        let now = now_ms();
+        in_tx!(self, tx => {
+            sqlx::query("DELETE FROM job_result_rows WHERE job_id = $1")
+                .bind(job_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO job_results (job_id, kind, body, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (job_id) DO UPDATE SET kind = excluded.kind, body = excluded.body, \
+                 created_at = excluded.created_at",
+            )
+            .bind(job_id)
+            .bind(kind)
+            .bind(&body)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            for (part, rows) in &result.parts {
+                for (chunk_index, chunk) in rows.chunks(500).enumerate() {
+                    let mut query = QueryBuilder::new(
+                        "INSERT INTO job_result_rows (job_id, part, seq, body) ",
+                    );
+                    let mut bodies = Vec::with_capacity(chunk.len());
+                    for row in chunk {
+                        bodies.push(serde_json::to_string(row)?);
+                    }
+                    query.push_values(bodies.into_iter().enumerate(), |mut b, (i, row)| {
+                        b.push_bind(job_id)
+                            .push_bind(part.as_str())
+                            .push_bind((chunk_index * 500 + i) as i64)
+                            .push_bind(row);
+                    });
+                    query.build().execute(&mut *tx).await?;
+                }
+            }
+        });
         Ok(())
     }
 
-    /// Records how long the result write itself took (known only after it).
-    pub async fn set_result_timings(&self, job_id: &str, timings: &Value) -> Result<()> {
-        let timings = serde_json::to_string(timings)?;
-        on_db!(self, pool => sqlx::query("UPDATE backtest_results SET timings = $1 WHERE job_id = $2")
-            .bind(&timings)
+    /// Merges `patch`'s keys into a stored result's body (e.g. the time the write took).
+    pub async fn patch_result(&self, job_id: &str, key: &str, value: &Value) -> Result<()> {
+        let Some((_, mut body)) = self.result_body(job_id).await? else {
+            return Ok(());
+        };
+        body[key] = value.clone();
+        let text = serde_json::to_string(&body)?;
+        on_db!(self, pool => sqlx::query("UPDATE job_results SET body = $1 WHERE job_id = $2")
+            .bind(&text)
             .bind(job_id)
             .execute(pool)
             .await?
@@ -620,10 +671,55 @@ impl Store {
         Ok(())
     }
 
+    /// A result's kind and body.
+    pub async fn result_body(&self, job_id: &str) -> Result<Option<(String, Value)>> {
+        let row: Option<(String, String)> = on_db!(self, pool =>
+            sqlx::query_as("SELECT kind, body FROM job_results WHERE job_id = $1")
+                .bind(job_id)
+                .fetch_optional(pool)
+                .await?);
+        row.map(|(kind, body)| Ok((kind, serde_json::from_str(&body)?)))
+            .transpose()
+    }
+
+    /// Rows `[offset, offset + limit)` of a result's part, in order.
+    pub async fn result_rows(
+        &self,
+        job_id: &str,
+        part: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<Value>> {
+        let rows: Vec<String> = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT body FROM job_result_rows WHERE job_id = $1 AND part = $2 AND seq >= $3 \
+             ORDER BY seq LIMIT $4",
+        )
+        .bind(job_id)
+        .bind(part)
+        .bind(offset)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?);
+        rows.iter()
+            .map(|r| Ok(serde_json::from_str(r)?))
+            .collect()
+    }
+
+    /// How many rows a result's part has.
+    pub async fn count_result_rows(&self, job_id: &str, part: &str) -> Result<i64> {
+        Ok(on_db!(self, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM job_result_rows WHERE job_id = $1 AND part = $2",
+        )
+        .bind(job_id)
+        .bind(part)
+        .fetch_one(pool)
+        .await?))
+    }
+
     /// How many result rows a job has (0 or 1; re-runs replace, never add).
     pub async fn count_results(&self, job_id: &str) -> Result<i64> {
         Ok(on_db!(self, pool =>
-            sqlx::query_scalar("SELECT COUNT(*) FROM backtest_results WHERE job_id = $1")
+            sqlx::query_scalar("SELECT COUNT(*) FROM job_results WHERE job_id = $1")
                 .bind(job_id)
                 .fetch_one(pool)
                 .await?))
@@ -672,39 +768,6 @@ impl Store {
         .await?);
         row.map(|(id, report)| Ok((id, serde_json::from_str(&report)?)))
             .transpose()
-    }
-
-    pub async fn get_validation(&self, job_id: &str) -> Result<Option<Value>> {
-        let report: Option<String> = on_db!(self, pool =>
-            sqlx::query_scalar("SELECT report FROM strategy_validations WHERE job_id = $1")
-                .bind(job_id)
-                .fetch_optional(pool)
-                .await?);
-        Ok(report.map(|r| serde_json::from_str(&r)).transpose()?)
-    }
-
-    pub async fn get_backtest_result(&self, job_id: &str) -> Result<Option<BacktestResultRecord>> {
-        let row: Option<ResultRow> = on_db!(self, pool => sqlx::query_as(
-            "SELECT job_id, metrics, trades, equity_curve, jesse_version, strategies, candles, \
-             timings, created_at FROM backtest_results WHERE job_id = $1",
-        )
-        .bind(job_id)
-        .fetch_optional(pool)
-        .await?);
-        let Some(row) = row else { return Ok(None) };
-        let json = |text: &str| serde_json::from_str::<Value>(text);
-        let optional = |text: Option<&String>| text.map(|t| json(t)).transpose();
-        Ok(Some(BacktestResultRecord {
-            metrics: json(&row.metrics)?,
-            trades: optional(row.trades.as_ref())?,
-            equity_curve: optional(row.equity_curve.as_ref())?,
-            strategies: json(&row.strategies)?,
-            candles: json(&row.candles)?,
-            timings: json(&row.timings)?,
-            job_id: row.job_id,
-            jesse_version: row.jesse_version,
-            created_at: row.created_at,
-        }))
     }
 
     // ---- candles ------------------------------------------------------------
@@ -1170,6 +1233,292 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// Parent and child jobs, and the fleet's workers.
+impl Store {
+    /// Records a parent's children, held back until the parent releases them.
+    /// Idempotent per (parent, index): a parent resumed after a crash never
+    /// creates a child twice. Returns how many rows were new.
+    pub async fn insert_children(
+        &self,
+        parent_id: &str,
+        kind: &str,
+        children: &[NewChild],
+    ) -> Result<u64> {
+        let now = now_ms();
+        let mut inserted = 0;
+        for chunk in children.chunks(200) {
+            let mut rows = Vec::with_capacity(chunk.len());
+            for child in chunk {
+                rows.push((
+                    child,
+                    serde_json::to_string(&child.params)?,
+                    format!("{parent_id}:{}", child.index),
+                ));
+            }
+            inserted += on_db!(self, pool => {
+                let mut query = QueryBuilder::new(
+                    "INSERT INTO jobs (id, kind, status, params, created_at, updated_at, \
+                     idempotency_key, parent_id, child_index, released) ",
+                );
+                query.push_values(rows.iter(), |mut b, (child, params, key)| {
+                    b.push_bind(child.id.clone())
+                        .push_bind(kind)
+                        .push_bind("queued")
+                        .push_bind(params.clone())
+                        .push_bind(now)
+                        .push_bind(now)
+                        .push_bind(key.clone())
+                        .push_bind(parent_id)
+                        .push_bind(child.index)
+                        .push_bind(0i64);
+                });
+                query.push(" ON CONFLICT (idempotency_key) DO NOTHING");
+                query.build().execute(pool).await?.rows_affected()
+            });
+        }
+        Ok(inserted)
+    }
+
+    /// Lets the next held-back children of a running parent go, keeping at most
+    /// `cap` of them queued or running; returns the ids released (in order).
+    /// Serialised per parent (the parent's row is locked first), so concurrent
+    /// callers never exceed the cap. A parent that is not running releases none.
+    pub async fn release_children(&self, parent_id: &str, cap: i64) -> Result<Vec<String>> {
+        let now = now_ms();
+        let released = in_tx!(self, tx => {
+            let running = sqlx::query(
+                "UPDATE jobs SET updated_at = updated_at WHERE id = $1 AND status = 'running'",
+            )
+            .bind(parent_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if running == 0 {
+                Vec::new()
+            } else {
+                let in_flight: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM jobs WHERE parent_id = $1 AND released = 1 \
+                     AND status IN ('queued', 'running')",
+                )
+                .bind(parent_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                let room = cap - in_flight;
+                if room <= 0 {
+                    Vec::new()
+                } else {
+                    let ids: Vec<String> = sqlx::query_scalar(
+                        "SELECT id FROM jobs WHERE parent_id = $1 AND released = 0 AND status = 'queued' \
+                         ORDER BY id LIMIT $2",
+                    )
+                    .bind(parent_id)
+                    .bind(room)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    for chunk in ids.chunks(200) {
+                        let mut query = QueryBuilder::new("UPDATE jobs SET released = 1, updated_at = ");
+                        query.push_bind(now).push(" WHERE id IN (");
+                        let mut list = query.separated(", ");
+                        for id in chunk {
+                            list.push_bind(id.clone());
+                        }
+                        query.push(")");
+                        query.build().execute(&mut *tx).await?;
+                    }
+                    ids
+                }
+            }
+        });
+        Ok(released)
+    }
+
+    /// How a parent's children stand.
+    pub async fn child_counts(&self, parent_id: &str) -> Result<ChildCounts> {
+        let rows: Vec<(String, i64, i64, Option<i64>)> = on_db!(self, pool => sqlx::query_as(
+            "SELECT status, released, COUNT(*), \
+             CAST(SUM(CASE WHEN finished_at IS NOT NULL AND started_at IS NOT NULL \
+                  THEN finished_at - started_at ELSE 0 END) AS BIGINT) \
+             FROM jobs WHERE parent_id = $1 GROUP BY status, released",
+        )
+        .bind(parent_id)
+        .fetch_all(pool)
+        .await?);
+        let mut counts = ChildCounts::default();
+        for (status, released, n, busy) in rows {
+            counts.total += n;
+            counts.busy_ms += busy.unwrap_or(0);
+            match status.as_str() {
+                "queued" => counts.queued += n,
+                "running" => counts.running += n,
+                "succeeded" => counts.succeeded += n,
+                "failed" => counts.failed += n,
+                _ => counts.cancelled += n,
+            }
+            if released != 0 && matches!(status.as_str(), "queued" | "running") {
+                counts.in_flight += n;
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Cancels a parent's queued children at once and flags its running ones
+    /// for their workers; returns the ids of released children it cancelled
+    /// (their queue tasks can be withdrawn).
+    pub async fn cancel_children(&self, parent_id: &str, error: &ErrorBody) -> Result<Vec<String>> {
+        let now = now_ms();
+        let error = serde_json::to_string(error)?;
+        let ids = in_tx!(self, tx => {
+            let ids: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM jobs WHERE parent_id = $1 AND status = 'queued' AND released = 1",
+            )
+            .bind(parent_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE jobs SET status = 'cancelled', finished_at = $1, updated_at = $2, error = $3 \
+                 WHERE parent_id = $4 AND status = 'queued'",
+            )
+            .bind(now)
+            .bind(now)
+            .bind(&error)
+            .bind(parent_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE jobs SET cancel_requested = 1, updated_at = $1 \
+                 WHERE parent_id = $2 AND status = 'running'",
+            )
+            .bind(now)
+            .bind(parent_id)
+            .execute(&mut *tx)
+            .await?;
+            ids
+        });
+        Ok(ids)
+    }
+
+    /// A claimed parent starts waiting on its children: it keeps its status
+    /// (running) and gives up its lease, so it holds no worker meanwhile.
+    pub async fn set_waiting(&self, id: &str, owner: &str) -> Result<bool> {
+        let done = on_db!(self, pool => sqlx::query(
+            "UPDATE jobs SET waiting = 1, lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
+             WHERE id = $2 AND lease_owner = $3 AND status = 'running'",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .bind(owner)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done == 1)
+    }
+
+    /// Takes a waiting parent out of waiting so it can be run again (to combine
+    /// its children's results); true for exactly one caller.
+    pub async fn wake(&self, id: &str) -> Result<bool> {
+        let done = on_db!(self, pool => sqlx::query(
+            "UPDATE jobs SET waiting = 0, updated_at = $1 WHERE id = $2 AND waiting = 1 AND status = 'running'",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done == 1)
+    }
+
+    /// Waiting parents nothing has touched since `before_ms`, oldest first: the
+    /// sweep checks them in case the advance after a child's end was lost.
+    pub async fn stale_waiting(&self, before_ms: i64, limit: i64) -> Result<Vec<JobRecord>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE waiting = 1 AND status = 'running' \
+             AND updated_at < $1 ORDER BY updated_at LIMIT $2"
+        );
+        let rows: Vec<JobRow> = on_db!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str()))
+            .bind(before_ms)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(JobRecord::try_from).collect()
+    }
+
+    /// A page of a parent's children with their result bodies, by index.
+    pub async fn child_results(
+        &self,
+        parent_id: &str,
+        after_index: i64,
+        limit: i64,
+    ) -> Result<Vec<ChildResult>> {
+        let rows: Vec<(String, i64, String, Option<String>, Option<String>)> = on_db!(self, pool => sqlx::query_as(
+            "SELECT j.id, j.child_index, j.status, j.error, r.body FROM jobs j \
+             LEFT JOIN job_results r ON r.job_id = j.id \
+             WHERE j.parent_id = $1 AND j.child_index > $2 ORDER BY j.child_index LIMIT $3",
+        )
+        .bind(parent_id)
+        .bind(after_index)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?);
+        rows.into_iter()
+            .map(|(id, index, status, error, body)| {
+                Ok(ChildResult {
+                    id,
+                    index,
+                    status: JobStatus::parse(&status).unwrap_or(JobStatus::Failed),
+                    error: error.map(|e| serde_json::from_str(&e)).transpose()?,
+                    body: body.map(|b| serde_json::from_str(&b)).transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Announces (or renews) a live worker process and its runner count.
+    pub async fn heartbeat_worker(&self, id: &str, runners: i64, ttl_ms: i64) -> Result<()> {
+        on_db!(self, pool => sqlx::query(
+            "INSERT INTO workers (id, runners, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET runners = excluded.runners, expires_at = excluded.expires_at",
+        )
+        .bind(id)
+        .bind(runners)
+        .bind(now_ms() + ttl_ms)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    pub async fn remove_worker(&self, id: &str) -> Result<()> {
+        on_db!(self, pool => sqlx::query("DELETE FROM workers WHERE id = $1 OR expires_at < $2")
+            .bind(id)
+            .bind(now_ms() - 3_600_000)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(())
+    }
+
+    /// Runners of the live workers of the fleet (0 when none has announced itself).
+    pub async fn fleet_runners(&self) -> Result<i64> {
+        let total: Option<i64> = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT CAST(SUM(runners) AS BIGINT) FROM workers WHERE expires_at > $1",
+        )
+        .bind(now_ms())
+        .fetch_one(pool)
+        .await?);
+        Ok(total.unwrap_or(0))
+    }
+}
+
+/// One child of a parent, with its result body when it succeeded.
+#[derive(Debug, Clone)]
+pub struct ChildResult {
+    pub id: String,
+    pub index: i64,
+    pub status: JobStatus,
+    pub error: Option<ErrorBody>,
+    pub body: Option<Value>,
+}
+
 impl TryFrom<JobRow> for JobRecord {
     type Error = StoreError;
 
@@ -1180,7 +1529,7 @@ impl TryFrom<JobRow> for JobRecord {
             ))
         };
         Ok(JobRecord {
-            kind: JobKind::parse(&row.kind).ok_or_else(|| corrupt("kind", &row.kind))?,
+            kind: row.kind,
             status: JobStatus::parse(&row.status).ok_or_else(|| corrupt("status", &row.status))?,
             params: serde_json::from_str(&row.params)?,
             progress: row.progress,
@@ -1192,6 +1541,10 @@ impl TryFrom<JobRow> for JobRecord {
             created_at: row.created_at,
             started_at: row.started_at,
             finished_at: row.finished_at,
+            parent_id: row.parent_id,
+            child_index: row.child_index,
+            released: row.released != 0,
+            waiting: row.waiting != 0,
             id: row.id,
         })
     }

@@ -178,7 +178,7 @@ async fn a_strategy_that_kills_its_runner_fails_after_bounded_attempts() {
         "{text}"
     );
     assert!(
-        text.contains("jesse_mcp_queue_depth{kind=\"backtest\"} 0"),
+        text.contains("jesse_mcp_queue_depth{queue=\"runner\"} 0"),
         "{text}"
     );
     let (status, ready) = app.get("/ready").await;

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use jesse_mcp_core::jobs::{JobKind, QueuedJob};
+use jesse_mcp_core::jobs::QueuedJob;
+use jesse_mcp_core::kinds::Lane;
 use jesse_mcp_core::queue::Queue;
 use jesse_mcp_tests::backends::{fresh_namespace, redis_url};
 
@@ -53,87 +54,64 @@ macro_rules! conformance {
 }
 
 conformance!(
-    pushed_jobs_are_counted_per_kind,
+    pushed_jobs_are_counted_per_lane,
     withdrawn_jobs_leave_the_queue,
     ended_tasks_are_vacuumed_and_their_ids_can_be_pushed_again,
     job_ids_must_be_ulids,
 );
 
-fn job(kind: JobKind) -> QueuedJob {
-    QueuedJob {
-        job_id: ulid::Ulid::generate().to_string(),
-        kind,
-    }
+/// A queued job and the lane its kind travels on.
+fn job(kind: &str) -> (Lane, QueuedJob) {
+    let lane = jesse_mcp_core::kinds::find(kind).expect("a known kind").lane;
+    (
+        lane,
+        QueuedJob {
+            job_id: ulid::Ulid::generate().to_string(),
+            kind: kind.to_string(),
+        },
+    )
 }
 
-async fn pushed_jobs_are_counted_per_kind(queue: &Queue) {
-    let backtests = [job(JobKind::Backtest), job(JobKind::Backtest)];
-    let import = job(JobKind::CandleImport);
-    for queued in backtests.iter().chain([&import]) {
-        queue.push(queued).await.expect("push");
+async fn pushed_jobs_are_counted_per_lane(queue: &Queue) {
+    let backtests = [job("backtest"), job("backtest")];
+    let batch = job("backtest_batch");
+    for (lane, queued) in backtests.iter().chain([&batch]) {
+        queue.push(*lane, queued).await.expect("push");
     }
-    assert_eq!(queue.depth(JobKind::Backtest).await.unwrap(), 2);
-    assert_eq!(queue.depth(JobKind::CandleImport).await.unwrap(), 1);
-    assert_eq!(queue.depth(JobKind::StrategyValidation).await.unwrap(), 0);
+    assert_eq!(queue.depth(Lane::Runner).await.unwrap(), 2);
+    assert_eq!(queue.depth(Lane::Control).await.unwrap(), 1);
+    assert!(queue.holds(Lane::Runner, &backtests[0].1.job_id).await.unwrap());
+    assert!(queue.holds(Lane::Control, &batch.1.job_id).await.unwrap());
     assert!(
-        queue
-            .holds(JobKind::Backtest, &backtests[0].job_id)
-            .await
-            .unwrap()
-    );
-    assert!(
-        queue
-            .holds(JobKind::CandleImport, &import.job_id)
-            .await
-            .unwrap()
+        !queue.holds(Lane::Runner, &batch.1.job_id).await.unwrap(),
+        "queues are per lane"
     );
     assert!(
         !queue
-            .holds(JobKind::Backtest, &import.job_id)
-            .await
-            .unwrap(),
-        "queues are per kind"
-    );
-    assert!(
-        !queue
-            .holds(JobKind::Backtest, &ulid::Ulid::generate().to_string())
+            .holds(Lane::Runner, &ulid::Ulid::generate().to_string())
             .await
             .unwrap()
     );
 }
 
 async fn withdrawn_jobs_leave_the_queue(queue: &Queue) {
-    let (first, second) = (job(JobKind::Backtest), job(JobKind::Backtest));
-    queue.push(&first).await.unwrap();
-    queue.push(&second).await.unwrap();
+    let ((lane, first), (_, second)) = (job("backtest"), job("backtest"));
+    queue.push(lane, &first).await.unwrap();
+    queue.push(lane, &second).await.unwrap();
+    assert!(queue.withdraw(lane, &first.job_id).await.unwrap());
     assert!(
-        queue
-            .withdraw(JobKind::Backtest, &first.job_id)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !queue
-            .withdraw(JobKind::Backtest, &first.job_id)
-            .await
-            .unwrap(),
+        !queue.withdraw(lane, &first.job_id).await.unwrap(),
         "a job is withdrawn once"
     );
-    assert_eq!(queue.depth(JobKind::Backtest).await.unwrap(), 1);
-    assert!(
-        !queue
-            .withdraw(JobKind::CandleImport, &second.job_id)
-            .await
-            .unwrap()
-    );
-    assert_eq!(queue.depth(JobKind::Backtest).await.unwrap(), 1);
+    assert_eq!(queue.depth(lane).await.unwrap(), 1);
+    assert!(!queue.withdraw(Lane::Control, &second.job_id).await.unwrap());
+    assert_eq!(queue.depth(lane).await.unwrap(), 1);
 }
 
 async fn ended_tasks_are_vacuumed_and_their_ids_can_be_pushed_again(queue: &Queue) {
-    let kind = JobKind::Backtest;
-    let (ended, live) = (job(kind), job(kind));
-    queue.push(&ended).await.unwrap();
-    queue.push(&live).await.unwrap();
+    let ((kind, ended), (_, live)) = (job("backtest"), job("backtest"));
+    queue.push(kind, &ended).await.unwrap();
+    queue.push(kind, &live).await.unwrap();
     assert!(queue.withdraw(kind, &ended.job_id).await.unwrap());
     assert!(
         !queue.holds(kind, &ended.job_id).await.unwrap(),
@@ -156,7 +134,7 @@ async fn ended_tasks_are_vacuumed_and_their_ids_can_be_pushed_again(queue: &Queu
     // An ended task's id can be pushed again once forgotten (the lost-job sweep
     // puts back a job whose task ended while the store still says queued).
     queue.forget_ended(kind, &ended.job_id).await.unwrap();
-    queue.push(&ended).await.expect("push the ended id again");
+    queue.push(kind, &ended).await.expect("push the ended id again");
     assert!(queue.holds(kind, &ended.job_id).await.unwrap());
     assert_eq!(queue.depth(kind).await.unwrap(), 2);
     assert_eq!(
@@ -170,14 +148,14 @@ async fn ended_tasks_are_vacuumed_and_their_ids_can_be_pushed_again(queue: &Queu
 async fn job_ids_must_be_ulids(queue: &Queue) {
     let bad = QueuedJob {
         job_id: "not-a-ulid".into(),
-        kind: JobKind::Backtest,
+        kind: "backtest".into(),
     };
     let error = queue
-        .push(&bad)
+        .push(Lane::Runner, &bad)
         .await
         .expect_err("a non-ULID id is refused");
     assert!(error.to_string().contains("ULID"), "{error}");
-    assert_eq!(queue.depth(JobKind::Backtest).await.unwrap(), 0);
+    assert_eq!(queue.depth(Lane::Runner).await.unwrap(), 0);
 }
 
 /// With a worker: a task that ran to the end is vacuumed by the API's
@@ -204,7 +182,7 @@ async fn finished_tasks_are_vacuumed(options: jesse_mcp_tests::Options) {
         .expect("open the queue")
         .1;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while queue.retained(JobKind::Backtest).await.unwrap() > 0 {
+    while queue.retained(Lane::Runner).await.unwrap() > 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "the finished task was never vacuumed"

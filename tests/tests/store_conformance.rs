@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use jesse_mcp_core::candles::{Candle, synthetic};
 use jesse_mcp_core::error::ErrorBody;
-use jesse_mcp_core::jobs::{JobKind, JobStatus};
+use jesse_mcp_core::jobs::JobStatus;
 use jesse_mcp_core::store::{
-    BacktestResultRecord, CancelOutcome, Claim, Gap, Inserted, JobFilter, NewJob, ScheduleRecord,
+    CancelOutcome, JobResult, NewChild, Claim, Gap, Inserted, JobFilter, NewJob, ScheduleRecord,
     Store, UpsertCounts,
 };
 use jesse_mcp_core::time::{DAY_MS, MINUTE_MS, parse_day};
@@ -71,6 +71,8 @@ conformance!(
     cancel_queued_running_and_finished,
     released_jobs_are_queued_again,
     results_are_replaced_never_duplicated,
+    children_are_created_once_released_under_a_cap_and_cancelled_with_their_parent,
+    unknown_kinds_are_listed_as_they_are,
     candles_upsert_load_and_summaries,
     gaps_are_half_open_runs,
     schedules_leases_counters_validations,
@@ -85,7 +87,7 @@ async fn insert(store: &Store, key: Option<&str>, params: serde_json::Value) -> 
     store
         .insert_job(NewJob {
             id: &id,
-            kind: JobKind::Backtest,
+            kind: "backtest",
             params: &params,
             idempotency_key: key,
         })
@@ -151,7 +153,7 @@ async fn jobs_insert_get_list_and_idempotency(store: &Store) {
     let done = store
         .list_jobs(&JobFilter {
             status: Some(JobStatus::Succeeded),
-            kind: Some(JobKind::Backtest),
+            kind: Some("backtest".into()),
             limit: 10,
             ..Default::default()
         })
@@ -403,39 +405,103 @@ async fn released_jobs_are_queued_again(store: &Store) {
 
 async fn results_are_replaced_never_duplicated(store: &Store) {
     let job = created(insert(store, None, json!({})).await);
-    let mut result = BacktestResultRecord {
-        job_id: job.id.clone(),
-        metrics: json!({"net_profit_percentage": 1.5, "sharpe_ratio": null}),
-        trades: Some(json!([{"id": 1}])),
-        equity_curve: None,
-        jesse_version: "3.5.3".into(),
-        strategies: json!([{"name": "SmaCross", "sha256": "ab"}]),
-        candles: json!({"rows": 10}),
-        timings: json!({"backtest_ms": 1.0}),
-        created_at: 1,
+    let trades: Vec<serde_json::Value> = (0..1203).map(|i| json!({"id": i})).collect();
+    let mut result = JobResult {
+        body: json!({"metrics": {"net_profit_percentage": 1.5, "sharpe_ratio": null}, "timings": {}}),
+        parts: vec![("trades".into(), trades.clone())],
     };
-    store.save_backtest_result(&result).await.unwrap();
-    result.metrics = json!({"net_profit_percentage": 2.5});
-    result.created_at = 2;
-    store.save_backtest_result(&result).await.unwrap();
+    store.save_result(&job.id, "backtest", &result).await.unwrap();
+    result.body["metrics"] = json!({"net_profit_percentage": 2.5});
+    result.parts[0].1.truncate(1001);
+    store.save_result(&job.id, "backtest", &result).await.unwrap();
     assert_eq!(store.count_results(&job.id).await.unwrap(), 1);
     store
-        .set_result_timings(&job.id, &json!({"write_ms": 3.0}))
+        .patch_result(&job.id, "timings", &json!({"write_ms": 3.0}))
         .await
         .unwrap();
-    let stored = store.get_backtest_result(&job.id).await.unwrap().unwrap();
-    assert_eq!(stored.metrics, json!({"net_profit_percentage": 2.5}));
-    assert_eq!(stored.trades, Some(json!([{"id": 1}])));
-    assert_eq!(stored.equity_curve, None);
-    assert_eq!(stored.timings, json!({"write_ms": 3.0}));
-    assert_eq!(stored.created_at, 2);
+    let (kind, body) = store.result_body(&job.id).await.unwrap().unwrap();
+    assert_eq!(kind, "backtest");
+    assert_eq!(body["metrics"], json!({"net_profit_percentage": 2.5}));
+    assert_eq!(body["timings"], json!({"write_ms": 3.0}));
+    assert_eq!(store.count_result_rows(&job.id, "trades").await.unwrap(), 1001, "a re-run's rows replace the old ones");
+    let page = store.result_rows(&job.id, "trades", 499, 3).await.unwrap();
+    assert_eq!(page, trades[499..502].to_vec(), "a page across a chunk boundary keeps the order");
+    assert!(store.result_body(&new_id()).await.unwrap().is_none());
+}
+
+async fn children_are_created_once_released_under_a_cap_and_cancelled_with_their_parent(
+    store: &Store,
+) {
+    let parent = created(insert(store, None, json!({})).await);
+    let children: Vec<NewChild> = (0..7)
+        .map(|index| NewChild { id: new_id(), index, params: json!({"i": index}) })
+        .collect();
+    assert_eq!(store.insert_children(&parent.id, "backtest", &children).await.unwrap(), 7);
+    // A resumed parent creating them again adds nothing.
+    let again: Vec<NewChild> = (0..7)
+        .map(|index| NewChild { id: new_id(), index, params: json!({"i": index}) })
+        .collect();
+    assert_eq!(store.insert_children(&parent.id, "backtest", &again).await.unwrap(), 0);
+    // Held back: the lost-job sweep never sees them.
+    assert!(store.stale_jobs(i64::MAX, 100).await.unwrap().iter().all(|j| j.parent_id.is_none()));
     assert!(
-        store
-            .get_backtest_result(&new_id())
-            .await
-            .unwrap()
-            .is_none()
+        store.release_children(&parent.id, 3).await.unwrap().is_empty(),
+        "a parent that is not running releases nothing"
     );
+    assert!(matches!(store.start_attempt(&parent.id, "w1", 60_000).await.unwrap(), Claim::Claimed(_)));
+    let first = store.release_children(&parent.id, 3).await.unwrap();
+    assert_eq!(first, children[..3].iter().map(|c| c.id.clone()).collect::<Vec<_>>(), "in order");
+    assert!(store.release_children(&parent.id, 3).await.unwrap().is_empty(), "the cap holds");
+    // Concurrent releases never exceed the cap.
+    assert!(matches!(store.start_attempt(&first[0], "w2", 60_000).await.unwrap(), Claim::Claimed(_)));
+    store.finish_job(&first[0], Some("w2"), JobStatus::Succeeded, None, None).await.unwrap();
+    let (a, b) = tokio::join!(
+        store.release_children(&parent.id, 3),
+        store.release_children(&parent.id, 3)
+    );
+    assert_eq!(a.unwrap().len() + b.unwrap().len(), 1);
+    let counts = store.child_counts(&parent.id).await.unwrap();
+    assert_eq!((counts.total, counts.succeeded, counts.queued, counts.in_flight), (7, 1, 6, 3));
+    // Waiting parents hold no lease and wake once.
+    assert!(store.set_waiting(&parent.id, "w1").await.unwrap());
+    assert!(!store.set_waiting(&parent.id, "w1").await.unwrap(), "only its lease holder");
+    assert_eq!(store.stale_waiting(i64::MAX, 10).await.unwrap()[0].id, parent.id);
+    assert!(store.wake(&parent.id).await.unwrap());
+    assert!(!store.wake(&parent.id).await.unwrap(), "woken exactly once");
+    let page = store.child_results(&parent.id, -1, 2).await.unwrap();
+    assert_eq!(page.iter().map(|c| c.index).collect::<Vec<_>>(), [0, 1]);
+    assert_eq!(page[0].status, JobStatus::Succeeded);
+    // Cancelling ends the queued ones, released or not, and flags the running.
+    assert!(matches!(store.start_attempt(&first[1], "w2", 60_000).await.unwrap(), Claim::Claimed(_)));
+    let withdrawn = store
+        .cancel_children(&parent.id, &jesse_mcp_core::ErrorBody::new("cancelled", "parent"))
+        .await
+        .unwrap();
+    assert_eq!(withdrawn.len(), 2, "released queued children to withdraw");
+    let counts = store.child_counts(&parent.id).await.unwrap();
+    assert_eq!((counts.running, counts.cancelled, counts.queued), (1, 5, 0));
+    assert!(store.cancel_requested(&first[1]).await.unwrap());
+    let listed = store
+        .list_jobs(&JobFilter { parent_id: Some(parent.id.clone()), limit: 3, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(listed.iter().map(|j| j.child_index).collect::<Vec<_>>(), [Some(0), Some(1), Some(2)]);
+    // The fleet's runners.
+    store.heartbeat_worker("wa", 2, 60_000).await.unwrap();
+    store.heartbeat_worker("wb", 3, -1).await.unwrap();
+    assert_eq!(store.fleet_runners().await.unwrap(), 2, "an expired worker does not count");
+}
+
+async fn unknown_kinds_are_listed_as_they_are(store: &Store) {
+    let id = new_id();
+    store
+        .insert_job(NewJob { id: &id, kind: "from_the_future", params: &json!({}), idempotency_key: None })
+        .await
+        .unwrap();
+    let listed = store.list_jobs(&JobFilter { limit: 5, ..Default::default() }).await.unwrap();
+    let job = listed.iter().find(|j| j.id == id).expect("listed");
+    assert_eq!(job.kind, "from_the_future");
+    assert!(job.def().is_none());
 }
 
 fn day(text: &str) -> i64 {
@@ -697,10 +763,6 @@ async fn schedules_leases_counters_validations(store: &Store) {
         .unwrap();
     assert_eq!(id, job.id);
     assert_eq!(latest, json!({"valid": false}));
-    assert_eq!(
-        store.get_validation(&job.id).await.unwrap(),
-        Some(json!({"valid": false}))
-    );
     assert!(
         store
             .latest_validation("SmaCross", "other")

@@ -30,6 +30,10 @@ pub struct WorkerConfig {
     /// Attempts per job when runners die under it (crashes, not strategy errors).
     #[arg(long, env = "JESSE_MCP_MAX_ATTEMPTS", default_value_t = 3)]
     pub max_attempts: i64,
+    /// Control jobs (parents planning their children or combining their results;
+    /// no Jesse call) this worker runs at once, besides its runner jobs.
+    #[arg(long, env = "JESSE_MCP_CONTROL_SLOTS", default_value_t = 2)]
+    pub control_slots: usize,
     /// On SIGTERM, how long running jobs may take to finish before they are
     /// handed back to the queue (lease released) for another worker.
     #[arg(long, env = "JESSE_MCP_SHUTDOWN_GRACE_SECS", default_value_t = 10)]

@@ -7,11 +7,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use jesse_mcp_core::ErrorBody;
-use jesse_mcp_core::jobs::{BacktestPlan, ImportPlan, JobKind, JobStatus, ValidationPlan};
+use jesse_mcp_core::engine::Engine;
+use jesse_mcp_core::jobs::{BacktestPlan, ImportPlan, JobStatus, ValidationPlan};
+use jesse_mcp_core::kinds::{Lane, Outcome, Runtime};
 use jesse_mcp_core::queue::Queue;
-use jesse_mcp_core::store::{BacktestResultRecord, Claim, Store};
-use jesse_mcp_core::time::{MINUTE_MS, now_ms, to_rfc3339};
+use jesse_mcp_core::store::{Claim, JobRecord, JobResult, Store};
+use jesse_mcp_core::time::{MINUTE_MS, to_rfc3339};
 use serde_json::{Value, json};
 
 use jesse_mcp_core::candles::{Candle, synthetic};
@@ -37,11 +40,13 @@ pub struct Executor {
     pub pacer: crate::import::Pacer,
     pub store: Store,
     pub queue: jesse_mcp_core::queue::Queue,
+    /// Plans and enqueues child jobs, advances parents.
+    pub engine: Engine,
     pub candles: CandleCache,
     pub pool: Arc<Pool>,
     pub config: WorkerConfig,
-    /// Jobs this worker is running now, with their kind.
-    pub running: std::sync::Mutex<std::collections::HashMap<String, JobKind>>,
+    /// Jobs this worker is running now, with their lane.
+    pub running: std::sync::Mutex<std::collections::HashMap<String, Lane>>,
     /// Set when shutdown hands running jobs back: no more claims or outcomes.
     pub draining: std::sync::atomic::AtomicBool,
 }
@@ -50,18 +55,6 @@ pub struct Executor {
 #[derive(Debug, thiserror::Error)]
 #[error("the worker is shutting down; the job was handed back to the queue")]
 pub struct Draining;
-
-/// How an attempt ended, before it is written to the store.
-pub(crate) enum Outcome {
-    Succeeded(Box<BacktestResultRecord>, Value),
-    /// A deep validation ran; the report says whether the strategy is valid.
-    Validated(ValidationPlan, Value),
-    /// A candle import finished; the report holds counts and the gap report.
-    Imported(Value),
-    Failed(ErrorBody),
-    Cancelled,
-    RunnerLost(String),
-}
 
 impl Executor {
     pub async fn run_job(&self, job_id: &str) -> anyhow::Result<()> {
@@ -101,6 +94,12 @@ impl Executor {
             if self.is_draining() {
                 return Err(Draining.into());
             }
+            // A kind this binary does not know (another version of the fleet) is
+            // left alone: not claimed, not failed.
+            let Some(kind) = self.store.get_job(job_id).await?.and_then(|j| j.def()) else {
+                tracing::warn!(job.id = job_id, "job of a kind this worker does not know; leaving it");
+                return Ok(());
+            };
             let job = match self
                 .store
                 .start_attempt(job_id, &self.owner, self.lease_ms())
@@ -131,40 +130,14 @@ impl Executor {
                 } else {
                     &last_loss
                 };
-                self.give_up(job_id, job.attempts - 1, reason).await?;
+                self.give_up(&job, job.attempts - 1, reason).await?;
                 return Ok(());
             }
             let started = Instant::now();
-            let queue_wait_ms = (job.started_at.unwrap_or(job.created_at) - job.created_at).max(0);
-            let unreadable = |e: serde_json::Error| {
-                Ok(Outcome::Failed(ErrorBody::new(
-                    "invalid_job",
-                    format!("stored job parameters are unreadable: {e}"),
-                )))
-            };
-            let outcome = match job.kind {
-                JobKind::Backtest => {
-                    match serde_json::from_value::<BacktestPlan>(job.params.clone()) {
-                        Ok(plan) => self.attempt(job_id, &plan, queue_wait_ms).await,
-                        Err(e) => unreadable(e),
-                    }
-                }
-                JobKind::CandleImport => {
-                    match serde_json::from_value::<ImportPlan>(job.params.clone()) {
-                        Ok(plan) => self.import(job_id, &plan).await,
-                        Err(e) => unreadable(e),
-                    }
-                }
-                JobKind::StrategyValidation => {
-                    match serde_json::from_value::<ValidationPlan>(job.params.clone()) {
-                        Ok(plan) => self.validate(&plan).await,
-                        Err(e) => unreadable(e),
-                    }
-                }
-            };
+            let outcome = (kind.execute)(self, &job).await;
             let elapsed_ms = started.elapsed().as_millis() as u64;
             match outcome {
-                Ok(Outcome::Succeeded(result, summary)) => {
+                Ok(Outcome::Succeeded { result, summary }) => {
                     let write_started = Instant::now();
                     if !self.store.holds_lease(job_id, &self.owner).await? {
                         tracing::warn!(
@@ -174,56 +147,51 @@ impl Executor {
                         return Ok(());
                     }
                     persist("saving the result", || {
-                        self.store.save_backtest_result(&result)
+                        self.store.save_result(job_id, kind.name, &result)
                     })
                     .await?;
-                    let mut timings = result.timings;
-                    timings["result_write_ms"] = json!(write_started.elapsed().as_secs_f64() * 1e3);
-                    self.store.set_result_timings(job_id, &timings).await?;
-                    self.finish(job_id, JobStatus::Succeeded, None, Some(&summary))
+                    if let Some(timings) = result.body.get("timings").filter(|t| t.is_object()) {
+                        let mut timings = timings.clone();
+                        timings["result_write_ms"] =
+                            json!(write_started.elapsed().as_secs_f64() * 1e3);
+                        self.store.patch_result(job_id, "timings", &timings).await?;
+                    }
+                    self.finish(&job, JobStatus::Succeeded, None, Some(&summary))
                         .await?;
                     tracing::info!(
                         job.id = job_id,
+                        job.kind = kind.name,
                         duration_ms = elapsed_ms,
-                        "backtest succeeded"
+                        "job succeeded"
                     );
                     return Ok(());
                 }
-                Ok(Outcome::Validated(plan, report)) => {
-                    persist("saving the validation", || {
-                        self.store
-                            .save_validation(job_id, &plan.name, &plan.sha256, &report)
-                    })
-                    .await?;
-                    let summary = json!({"strategy": plan.name, "sha256": plan.sha256, "valid": report["valid"],
-                                         "errors": report["errors"].as_array().map_or(0, Vec::len)});
-                    self.finish(job_id, JobStatus::Succeeded, None, Some(&summary))
-                        .await?;
-                    tracing::info!(job.id = job_id, strategy = plan.name, valid = %report["valid"], "strategy validated");
-                    return Ok(());
-                }
-                Ok(Outcome::Imported(report)) => {
-                    self.finish(job_id, JobStatus::Succeeded, None, Some(&report))
-                        .await?;
-                    tracing::info!(job.id = job_id, inserted = %report["inserted"], coverage_pct = %report["coverage_pct"], "candle import finished");
+                Ok(Outcome::Waiting) => {
+                    // The parent holds no worker while its children run; whoever ends
+                    // the last child wakes it. Children may all have ended already.
+                    if self.store.set_waiting(job_id, &self.owner).await? {
+                        let counts = self.engine.advance(job_id).await.map_err(api_error)?;
+                        tracing::info!(job.id = job_id, children = counts.total, done = counts.done(), "parent waiting on its children");
+                    }
                     return Ok(());
                 }
                 Ok(Outcome::Failed(error)) => {
                     tracing::info!(
                         job.id = job_id,
+                        job.kind = kind.name,
                         code = error.code,
                         message = error.message,
-                        "backtest failed"
+                        "job failed"
                     );
-                    self.finish(job_id, JobStatus::Failed, Some(&error), None)
+                    self.finish(&job, JobStatus::Failed, Some(&error), None)
                         .await?;
                     return Ok(());
                 }
                 Ok(Outcome::Cancelled) => {
                     let error = ErrorBody::new("cancelled", "cancelled by request while running");
-                    self.finish(job_id, JobStatus::Cancelled, Some(&error), None)
+                    self.finish(&job, JobStatus::Cancelled, Some(&error), None)
                         .await?;
-                    tracing::info!(job.id = job_id, "backtest cancelled");
+                    tracing::info!(job.id = job_id, "job cancelled");
                     return Ok(());
                 }
                 Ok(Outcome::RunnerLost(reason)) => {
@@ -234,7 +202,7 @@ impl Executor {
                         "runner lost under job"
                     );
                     if job.attempts >= self.config.max_attempts {
-                        self.give_up(job_id, job.attempts, &reason).await?;
+                        self.give_up(&job, job.attempts, &reason).await?;
                         return Ok(());
                     }
                     last_loss = reason;
@@ -243,7 +211,7 @@ impl Executor {
                     tracing::error!(job.id = job_id, error = %format!("{e:#}"), "internal error running job");
                     let error =
                         ErrorBody::new("internal", "the worker hit an internal error; see its log");
-                    self.finish(job_id, JobStatus::Failed, Some(&error), None)
+                    self.finish(&job, JobStatus::Failed, Some(&error), None)
                         .await?;
                     return Ok(());
                 }
@@ -258,11 +226,11 @@ impl Executor {
     /// Shutdown after the grace period: stops claiming and recording, and gives
     /// every job still running back (store lease released, queue task requeued
     /// ahead of the line) so a live worker takes it at once. `workers` names
-    /// this process's apalis worker per kind, whose claims are returned.
-    pub async fn hand_back_running(&self, queue: &Queue, workers: &[(JobKind, String)]) {
+    /// this process's apalis worker per lane, whose claims are returned.
+    pub async fn hand_back_running(&self, queue: &Queue, workers: &[(Lane, String)]) {
         self.draining
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let running: Vec<(String, JobKind)> = self
+        let running: Vec<(String, Lane)> = self
             .running
             .lock()
             .expect("running jobs lock")
@@ -296,10 +264,12 @@ impl Executor {
         }
     }
 
-    /// Records a job's outcome, retrying while the store is briefly unavailable.
+    /// Records a job's outcome, retrying while the store is briefly unavailable;
+    /// then moves its parent along (a child ended) or ends its children (a
+    /// parent that failed or was cancelled).
     async fn finish(
         &self,
-        job_id: &str,
+        job: &JobRecord,
         status: JobStatus,
         error: Option<&ErrorBody>,
         summary: Option<&Value>,
@@ -307,32 +277,39 @@ impl Executor {
         if self.is_draining() {
             return Err(Draining.into());
         }
-        persist("recording the outcome", || {
+        let recorded = persist("recording the outcome", || {
             self.store
-                .finish_job(job_id, Some(&self.owner), status, error, summary)
+                .finish_job(&job.id, Some(&self.owner), status, error, summary)
         })
-        .await
+        .await?;
+        if job.def().is_some_and(|k| k.parent) && status != JobStatus::Succeeded {
+            self.engine
+                .end_children(&job.id, "the parent job ended")
+                .await
+                .map_err(api_error)?;
+        }
+        if let Some(parent) = &job.parent_id {
+            self.engine.advance(parent).await.map_err(api_error)?;
+        }
+        Ok(recorded)
     }
 
-    async fn give_up(&self, job_id: &str, attempts: i64, reason: &str) -> anyhow::Result<()> {
+    async fn give_up(&self, job: &JobRecord, attempts: i64, reason: &str) -> anyhow::Result<()> {
         let error = ErrorBody::new(
             "runner_crashed",
             format!(
                 "the runner process died under this job on all {attempts} attempts; last reason: {reason}"
             ),
         );
-        tracing::warn!(job.id = job_id, attempts, reason, "giving up on job");
-        self.finish(job_id, JobStatus::Failed, Some(&error), None)
+        tracing::warn!(job.id = job.id, attempts, reason, "giving up on job");
+        self.finish(job, JobStatus::Failed, Some(&error), None)
             .await?;
         Ok(())
     }
 
-    async fn attempt(
-        &self,
-        job_id: &str,
-        plan: &BacktestPlan,
-        queue_wait_ms: i64,
-    ) -> anyhow::Result<Outcome> {
+    async fn attempt(&self, job: &JobRecord, plan: &BacktestPlan) -> anyhow::Result<Outcome> {
+        let job_id = job.id.as_str();
+        let queue_wait_ms = (job.started_at.unwrap_or(job.created_at) - job.created_at).max(0);
         // Strategy sources are read and hashed once; exactly these bytes run.
         let mut strategies = serde_json::Map::new();
         let mut provenance = Vec::new();
@@ -509,23 +486,30 @@ impl Executor {
         timings["queue_wait_ms"] = json!(queue_wait_ms);
         timings["candle_load_ms"] = json!(candle_load_ms);
         timings["runner_roundtrip_ms"] = json!(run_ms);
-        let record = BacktestResultRecord {
-            job_id: job_id.to_string(),
-            metrics,
-            trades: Some(result["trades"].take()),
-            equity_curve: plan
-                .include_equity_curve
-                .then(|| result["equity_curve"].take()),
-            jesse_version: result["jesse_version"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or(jesse_version),
-            strategies: Value::Array(provenance),
-            candles: Value::Object(fingerprints),
-            timings,
-            created_at: now_ms(),
+        let trades = match result["trades"].take() {
+            Value::Array(trades) => trades,
+            _ => Vec::new(),
         };
-        Ok(Outcome::Succeeded(Box::new(record), summary))
+        let body = json!({
+            "metrics": metrics,
+            "equity_curve": if plan.include_equity_curve { result["equity_curve"].take() } else { Value::Null },
+            "provenance": {
+                "jesse_version": result["jesse_version"].as_str().map(str::to_string).unwrap_or(jesse_version),
+                "strategies": provenance,
+                "candles": fingerprints,
+                "params": job.params,
+            },
+            "gaps": plan.gap_report,
+            "timings": timings,
+        });
+        let record = JobResult {
+            body,
+            parts: vec![("trades".to_string(), trades)],
+        };
+        Ok(Outcome::Succeeded {
+            result: Box::new(record),
+            summary,
+        })
     }
 
     /// Deep validation: the exact source, imported and smoke-tested in a runner on
@@ -604,7 +588,13 @@ impl Executor {
         if let Some(object) = report.as_object_mut() {
             object.remove("ok");
         }
-        Ok(Outcome::Validated(plan.clone(), report))
+        Ok(Outcome::Succeeded {
+            result: Box::new(JobResult {
+                body: report,
+                parts: Vec::new(),
+            }),
+            summary: Value::Null,
+        })
     }
 
     /// Resolves once the job's cancel flag is set in the store (checked every 250 ms).
@@ -616,6 +606,46 @@ impl Executor {
             }
         }
     }
+}
+
+/// The worker is the runtime handlers run in: the store, the engine, and the
+/// Jesse calls only it can make.
+impl Runtime for Executor {
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn run_backtest<'a>(
+        &'a self,
+        job: &'a JobRecord,
+        plan: &'a BacktestPlan,
+    ) -> BoxFuture<'a, anyhow::Result<Outcome>> {
+        Box::pin(self.attempt(job, plan))
+    }
+
+    fn validate_strategy<'a>(
+        &'a self,
+        plan: &'a ValidationPlan,
+    ) -> BoxFuture<'a, anyhow::Result<Outcome>> {
+        Box::pin(self.validate(plan))
+    }
+
+    fn import_candles<'a>(
+        &'a self,
+        job_id: &'a str,
+        plan: &'a ImportPlan,
+    ) -> BoxFuture<'a, anyhow::Result<Outcome>> {
+        Box::pin(self.import(job_id, plan))
+    }
+}
+
+/// A planning or engine error met inside a worker (logged where it is handled).
+fn api_error(error: jesse_mcp_core::ApiError) -> anyhow::Error {
+    anyhow::anyhow!("{error}")
 }
 
 /// Turns the runner's description of a Python exception into the job's error.

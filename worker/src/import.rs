@@ -13,7 +13,10 @@ use jesse_mcp_core::time::{MINUTE_MS, to_rfc3339};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::execute::{Executor, Outcome};
+use jesse_mcp_core::kinds::Outcome;
+use jesse_mcp_core::store::JobResult;
+
+use crate::execute::Executor;
 use crate::pool::{RunError, Runner};
 use crate::protocol::RunRequest;
 
@@ -217,7 +220,13 @@ impl Executor {
             "coverage_pct": if total > 0 { 100.0 * (total - missing_minutes) as f64 / total as f64 } else { 100.0 },
             "seconds": started.elapsed().as_secs_f64(),
         });
-        Ok(Outcome::Imported(report))
+        Ok(Outcome::Succeeded {
+            result: Box::new(JobResult {
+                body: report.clone(),
+                parts: Vec::new(),
+            }),
+            summary: report,
+        })
     }
 
     /// One driver call, paced per exchange, with bounded retries for rate limits

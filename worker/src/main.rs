@@ -21,7 +21,9 @@ use anyhow::Context;
 use apalis::prelude::*;
 use apalis_core::backend::ext::poll_strategy::PollWith;
 use clap::{Parser, Subcommand};
-use jesse_mcp_core::jobs::{JobKind, QueuedJob};
+use jesse_mcp_core::engine::Engine;
+use jesse_mcp_core::jobs::QueuedJob;
+use jesse_mcp_core::kinds::{Lane, find};
 use jesse_mcp_core::queue::KindBackend;
 
 use crate::config::WorkerConfig;
@@ -115,7 +117,9 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         .exchange_endpoints()
         .context("JESSE_MCP_EXCHANGE_ENDPOINTS")?;
     let heartbeat = Duration::from_secs(config.heartbeat_secs.max(1));
+    let engine = Engine::new(store.clone(), queue.clone(), config.strategies_dir.clone());
     let executor = Arc::new(Executor {
+        engine,
         owner: format!("worker-{}", ulid::Ulid::generate()),
         heartbeat,
         pacer: Default::default(),
@@ -140,17 +144,22 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
                 None
             }
         });
-    // One apalis worker per job kind, all sharing the runner pool: a kind's
-    // concurrency is the pool size, and the pool's permits bound the total.
+    // One apalis worker per lane: the runner lane claims no more jobs than this
+    // process has runners, whatever the number of kinds; the control lane
+    // (parents planning children or combining results) has slots of its own.
     let mut monitor = Monitor::new();
     let mut names = Vec::new();
-    for kind in JobKind::ALL.iter().copied() {
-        let name = format!("{}-{}", kind.as_str(), ulid::Ulid::generate());
-        names.push((kind, name.clone()));
+    for lane in Lane::ALL.iter().copied() {
+        let name = format!("{}-{}", lane.queue_name(), ulid::Ulid::generate());
+        let concurrency = match lane {
+            Lane::Runner => size,
+            Lane::Control => config.control_slots.max(1),
+        };
+        names.push((lane, name.clone()));
         let executor = executor.clone();
         // The same worker over either backend; each polls at `poll` when idle (on a
         // watched SQLite queue: when it changes, and every POLL_BACKSTOP).
-        monitor = match queue.backend(kind, heartbeat) {
+        monitor = match queue.backend(lane, heartbeat) {
             KindBackend::Sqlite(storage) => {
                 let wake = wake.clone();
                 monitor.register(move |_| {
@@ -163,7 +172,7 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
                     WorkerBuilder::new(name.clone())
                         .backend(PollWith::new(storage.clone(), strategy))
                         .data(executor.clone())
-                        .concurrency(size)
+                        .concurrency(concurrency)
                         .build(run_job)
                 })
             }
@@ -171,7 +180,7 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
                 WorkerBuilder::new(name.clone())
                     .backend(PollWith::new(storage.clone(), poll::Every::new(poll)))
                     .data(executor.clone())
-                    .concurrency(size)
+                    .concurrency(concurrency)
                     .build(run_job)
             }),
         };
@@ -179,6 +188,20 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     let monitor = monitor
         .shutdown_timeout(Duration::from_secs(config.shutdown_grace_secs))
         .run_with_signal(shutdown_signal());
+    // The fleet's runners (a parent's default in-flight cap) count this
+    // process's while it renews its entry.
+    {
+        let (store, id, runners) = (executor.store.clone(), executor.owner.clone(), size as i64);
+        let ttl = (heartbeat * 3).as_millis() as i64;
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = store.heartbeat_worker(&id, runners, ttl).await {
+                    tracing::warn!(error = %e, "could not renew this worker's entry");
+                }
+                tokio::time::sleep(heartbeat).await;
+            }
+        });
+    }
     // Runner restarts are reported through the store, for the API's /metrics.
     {
         let (pool, store) = (pool.clone(), executor.store.clone());
@@ -207,6 +230,7 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     // Jobs still running after the grace period go back to the queue for a live
     // worker, before the runners (and the jobs in them) are stopped.
     executor.hand_back_running(&queue, &names).await;
+    let _ = executor.store.remove_worker(&executor.owner).await;
     tracing::info!("shutting down runners");
     pool.shutdown().await;
     stopped.context("worker monitor failed")?;
@@ -220,28 +244,33 @@ async fn run_job(
     worker: WorkerContext,
 ) -> Result<(), BoxDynError> {
     let executor = Arc::clone(&executor);
-    let (id, kind) = (job.job_id.clone(), job.kind);
-    let outcome = run_once(job, &executor).await;
+    let id = job.job_id.clone();
+    let lane = find(&job.kind).map_or(Lane::Runner, |k| k.lane);
+    let outcome = run_once(job, lane, &executor).await;
     // Done with the task, whatever the outcome: the store holds the job's state, and
     // the lost-job sweep puts back a job that still needs a run. Redis tasks are
     // acknowledged here, never by apalis (whose acknowledgement fails and stops the
     // worker when a stall already cost it the task).
     if !matches!(&outcome, Err(e) if e.is::<execute::Draining>())
-        && let Err(e) = executor.queue.acknowledge(kind, &id, worker.name()).await
+        && let Err(e) = executor.queue.acknowledge(lane, &id, worker.name()).await
     {
         tracing::warn!(job.id = id, error = %e, "could not acknowledge the task");
     }
     outcome
 }
 
-async fn run_once(job: QueuedJob, executor: &Arc<Executor>) -> Result<(), BoxDynError> {
+async fn run_once(
+    job: QueuedJob,
+    lane: Lane,
+    executor: &Arc<Executor>,
+) -> Result<(), BoxDynError> {
     // The job runs on its own task so heartbeats and polling never stall behind it.
     let id = job.job_id.clone();
     let already = executor
         .running
         .lock()
         .expect("running jobs lock")
-        .insert(id.clone(), job.kind);
+        .insert(id.clone(), lane);
     if already.is_some() {
         tracing::info!(
             job.id = id,

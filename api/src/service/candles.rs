@@ -1,31 +1,16 @@
 //! Candle data beyond CSV: import jobs through Jesse's drivers, gap reports,
 //! CSV export and deletion of a series.
 
-use jesse_mcp_core::jesse::{IMPORT_EXCHANGES, is_import_exchange};
-use jesse_mcp_core::jobs::{ImportPlan, JobKind};
 use jesse_mcp_core::store::Gap;
 use jesse_mcp_core::time::{MINUTE_MS, now_ms, parse_day, to_rfc3339};
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 
 use super::{JobAccepted, Service, check_symbol};
 use crate::error::ApiError;
 
-/// `POST /v1/candles/imports` and MCP `candles_import`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ImportRequest {
-    /// An exchange Jesse can import from, e.g. `Binance Perpetual Futures`, `Bybit USDT Perpetual`.
-    pub exchange: String,
-    /// Symbol in Jesse's form, e.g. `BTC-USDT`.
-    pub symbol: String,
-    /// First day to import (YYYY-MM-DD, UTC); earlier than the listing is fine.
-    pub start_date: String,
-    /// Day to stop before (exclusive); default: now.
-    #[serde(default)]
-    pub end_date: Option<String>,
-}
+pub use jesse_mcp_core::kinds::candle_import::ImportRequest;
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct GapReport {
@@ -40,51 +25,17 @@ pub struct GapReport {
     pub coverage_pct: f64,
 }
 
-fn exchange_error(exchange: &str) -> ApiError {
-    ApiError::invalid(
-        "unsupported_exchange",
-        format!("Jesse cannot import candles from '{exchange}'; use one of the listed names"),
-    )
-    .with_details(json!({"field": "exchange", "supported": IMPORT_EXCHANGES}))
-}
-
 impl Service {
     pub async fn submit_import(
         &self,
         request: ImportRequest,
         idempotency_key: Option<&str>,
     ) -> Result<JobAccepted, ApiError> {
-        if !is_import_exchange(&request.exchange) {
-            return Err(exchange_error(&request.exchange));
-        }
-        check_symbol(&request.symbol)?;
-        let start_ms = parse_day(&request.start_date)
-            .map_err(|m| ApiError::invalid("invalid_date", format!("start_date: {m}")))?;
-        let now = now_ms() - now_ms().rem_euclid(MINUTE_MS);
-        let end_ms = match &request.end_date {
-            Some(day) => parse_day(day)
-                .map_err(|m| ApiError::invalid("invalid_date", format!("end_date: {m}")))?
-                .min(now),
-            None => now,
-        };
-        if start_ms >= end_ms {
-            return Err(ApiError::invalid(
-                "invalid_date_range",
-                format!(
-                    "start_date ({}) must be before end_date (exclusive; default now) and not in the future",
-                    request.start_date
-                ),
-            ));
-        }
-        let plan = ImportPlan {
-            exchange: request.exchange,
-            symbol: request.symbol,
-            start_ms,
-            end_ms,
-        };
-        self.enqueue(
-            JobKind::CandleImport,
-            serde_json::to_value(&plan).expect("plans serialize"),
+        let request = json!({"exchange": request.exchange, "symbol": request.symbol,
+                             "start_date": request.start_date, "end_date": request.end_date});
+        self.submit(
+            &jesse_mcp_core::kinds::candle_import::KIND,
+            request,
             idempotency_key,
         )
         .await

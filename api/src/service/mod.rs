@@ -7,18 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jesse_mcp_core::candles::{CsvError, Rejection, parse_csv};
-use jesse_mcp_core::jesse::{
-    BACKTESTING_EXCHANGES, STRATEGY_NAME_RULE, TIMEFRAMES, is_backtesting_exchange,
-    is_valid_strategy_name, timeframe_minutes,
-};
-use jesse_mcp_core::jobs::{
-    BacktestPlan, BacktestRequest, JobKind, JobStatus, QueuedJob, RouteSpec, StrategySource,
-};
+use jesse_mcp_core::engine::{Accepted, Engine, eta_seconds};
+use jesse_mcp_core::jesse::{BACKTESTING_EXCHANGES, is_backtesting_exchange};
+use jesse_mcp_core::jobs::{BacktestRequest, JobStatus};
+use jesse_mcp_core::kinds::{KindDef, Lane, REGISTRY, find};
+pub use jesse_mcp_core::planner::check_symbol;
 use jesse_mcp_core::queue::Queue;
-use jesse_mcp_core::store::{
-    CancelOutcome, Gap, Inserted, JobFilter, JobRecord, NewJob, Store, UpsertCounts,
-};
-use jesse_mcp_core::time::{MINUTE_MS, parse_day, to_rfc3339};
+use jesse_mcp_core::store::{CancelOutcome, ChildCounts, JobFilter, JobRecord, Store, UpsertCounts};
+use jesse_mcp_core::time::{MINUTE_MS, to_rfc3339};
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -44,6 +40,7 @@ pub struct Service {
 }
 
 struct Inner {
+    engine: Engine,
     store: Store,
     queue: Queue,
     strategies: StrategyDir,
@@ -56,7 +53,8 @@ struct Inner {
 pub struct JobAccepted {
     pub job_id: String,
     pub status: JobStatus,
-    pub kind: JobKind,
+    #[schemars(schema_with = "jesse_mcp_core::kinds::kind_schema")]
+    pub kind: String,
     /// False when an `Idempotency-Key` matched an earlier submit and that job is returned.
     pub created: bool,
     /// Where to poll.
@@ -68,6 +66,8 @@ pub struct JobLinks {
     pub job: String,
     pub result: String,
     pub cancel: String,
+    /// A parent's children (`GET /v1/jobs/{id}/children`).
+    pub children: String,
 }
 
 impl JobLinks {
@@ -76,6 +76,7 @@ impl JobLinks {
             job: format!("/v1/jobs/{id}"),
             result: format!("/v1/jobs/{id}/result"),
             cancel: format!("/v1/jobs/{id}/cancel"),
+            children: format!("/v1/jobs/{id}/children"),
         }
     }
 }
@@ -84,9 +85,10 @@ impl JobLinks {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct JobView {
     pub job_id: String,
-    pub kind: JobKind,
+    #[schemars(schema_with = "jesse_mcp_core::kinds::kind_schema")]
+    pub kind: String,
     pub status: JobStatus,
-    /// 0..1; stage-based for backtests.
+    /// 0..1; stage-based for backtests, children done / total for parents.
     pub progress: f64,
     /// What a running job is doing now.
     pub stage: Option<String>,
@@ -100,6 +102,18 @@ pub struct JobView {
     pub error: Option<jesse_mcp_core::ErrorBody>,
     /// Headline numbers of a finished job.
     pub summary: Option<Value>,
+    /// The parent of a child job (a batch's backtest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    /// A child's position among its parent's children.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub child_index: Option<i64>,
+    /// A parent's children by status (shown on parents only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub children: Option<ChildCounts>,
+    /// A running parent's estimate of the seconds left, from its children's pace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<i64>,
     pub links: JobLinks,
 }
 
@@ -119,6 +133,10 @@ impl From<JobRecord> for JobView {
             cancel_requested: job.cancel_requested,
             error: job.error,
             summary: job.summary,
+            parent_id: job.parent_id,
+            child_index: job.child_index,
+            children: None,
+            eta_seconds: None,
         }
     }
 }
@@ -139,26 +157,17 @@ pub struct ResultQuery {
     pub trades_limit: Option<usize>,
 }
 
+/// Any kind's result: `job_id`, `kind`, the kind's result body (see its
+/// schema) and, for kinds with rows (a backtest's `trades`, a batch's
+/// `leaderboard`), the requested page as `<rows>`, `<rows>_total`, `<rows>_offset`.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ResultView {
     pub job_id: String,
-    /// Jesse's metrics, unchanged; NaN and ±infinity (e.g. average_loss with no
-    /// losing trade) are null because JSON cannot represent them.
-    pub metrics: Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub trades: Option<Value>,
-    /// Number of closed trades in the stored result.
-    pub trades_total: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub trades_offset: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub equity_curve: Option<Value>,
-    pub provenance: Value,
-    /// With `allow_gaps`: the missing runs of each series the backtest ran over.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gaps: Option<Value>,
-    /// Where the time went, in milliseconds.
-    pub timings: Value,
+    #[schemars(schema_with = "jesse_mcp_core::kinds::kind_schema")]
+    pub kind: String,
+    #[serde(flatten)]
+    #[schemars(with = "serde_json::Map<String, Value>")]
+    pub body: Value,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -204,6 +213,7 @@ impl Service {
         let (strategy_set_changed, _) = tokio::sync::broadcast::channel(16);
         Self {
             inner: Arc::new(Inner {
+                engine: Engine::new(store.clone(), queue.clone(), strategies_dir.clone()),
                 store,
                 queue,
                 strategies: StrategyDir::new(strategies_dir),
@@ -216,8 +226,12 @@ impl Service {
         &self.inner.store
     }
 
-    pub async fn queue_depth(&self, kind: JobKind) -> Result<i64, ApiError> {
-        Ok(self.inner.queue.depth(kind).await?)
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub async fn queue_depth(&self, lane: Lane) -> Result<i64, ApiError> {
+        Ok(self.inner.queue.depth(lane).await?)
     }
 
     /// Ready to take work: the store and the queue both answer.
@@ -226,378 +240,105 @@ impl Service {
             tracing::error!(error = %e, "readiness: store unreachable");
             ApiError::unavailable("the store is unreachable")
         })?;
-        self.inner
-            .queue
-            .depth(JobKind::Backtest)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "readiness: queue unreachable");
-                ApiError::unavailable("the queue is unreachable")
-            })?;
+        self.inner.queue.depth(Lane::Runner).await.map_err(|e| {
+            tracing::error!(error = %e, "readiness: queue unreachable");
+            ApiError::unavailable("the queue is unreachable")
+        })?;
         Ok(json!({"ready": true}))
     }
 
     pub async fn health(&self) -> Result<Value, ApiError> {
         self.inner.store.ping().await?;
-        let depth = self.inner.queue.depth(JobKind::Backtest).await?;
-        Ok(
-            json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"), "queue": {"backtest": depth}}),
-        )
+        let mut queue = serde_json::Map::new();
+        for lane in Lane::ALL {
+            queue.insert(
+                lane.queue_name().into(),
+                json!(self.inner.queue.depth(*lane).await?),
+            );
+        }
+        Ok(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"), "queue": queue}))
     }
 
-    // ---- backtests ----------------------------------------------------------
+    // ---- submits ------------------------------------------------------------
+
+    /// Submits a job of any kind users may submit: plans it (every check a
+    /// worker would otherwise meet later) and enqueues it.
+    pub async fn submit(
+        &self,
+        kind: &'static KindDef,
+        request: Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<JobAccepted, ApiError> {
+        let accepted = self
+            .inner
+            .engine
+            .submit(kind, request, idempotency_key)
+            .await?;
+        Ok(accepted_view(accepted))
+    }
+
+    /// The kind users submit at `path` (REST) or as `tool` (MCP).
+    pub fn submittable(name: &str) -> Option<&'static KindDef> {
+        REGISTRY.iter().copied().find(|k| {
+            k.submit
+                .as_ref()
+                .is_some_and(|s| s.path == name || s.tool == name)
+        })
+    }
 
     pub async fn submit_backtest(
         &self,
         request: BacktestRequest,
         idempotency_key: Option<&str>,
     ) -> Result<JobAccepted, ApiError> {
-        if let Some(key) = idempotency_key
-            && (key.is_empty() || key.len() > 200)
-        {
-            return Err(ApiError::bad_request(
-                "invalid_idempotency_key",
-                "the Idempotency-Key header must be 1 to 200 characters",
-            ));
-        }
-        let plan = self.plan_backtest(&request).await?;
-        let params = serde_json::to_value(&plan).expect("plans serialize");
-        self.enqueue(JobKind::Backtest, params, idempotency_key)
+        let request = serde_json::to_value(request).expect("requests serialize");
+        self.submit(&jesse_mcp_core::kinds::backtest::KIND, request, idempotency_key)
             .await
     }
 
-    /// Records a job and puts it on its kind's queue; answers once both happened.
+    /// Records an already planned job and enqueues it.
     async fn enqueue(
         &self,
-        kind: JobKind,
+        kind: &'static KindDef,
         params: Value,
         idempotency_key: Option<&str>,
     ) -> Result<JobAccepted, ApiError> {
-        let id = jesse_mcp_core::jobs::new_job_id();
-        let inserted = self
+        let accepted = self
             .inner
-            .store
-            .insert_job(NewJob {
-                id: &id,
-                kind,
-                params: &params,
-                idempotency_key,
-            })
+            .engine
+            .enqueue(kind, params, idempotency_key)
             .await?;
-        let job = match inserted {
-            Inserted::Existing(job) => {
-                if job.params != params {
-                    return Err(ApiError::conflict(
-                        "idempotency_key_reused",
-                        "this Idempotency-Key was already used for a different request; use a new key",
-                    )
-                    .with_details(json!({"job_id": job.id})));
-                }
-                // A job recorded by a submit that died before enqueueing: enqueue it now,
-                // so a retry with the same key never returns a job that cannot run.
-                if job.status == JobStatus::Queued {
-                    self.ensure_enqueued(&job).await?;
-                }
-                return Ok(accepted(job, false));
-            }
-            Inserted::Created(job) => job,
-        };
-        if let Err(e) = self
-            .inner
-            .queue
-            .push(&QueuedJob {
-                job_id: id.clone(),
-                kind,
-            })
-            .await
-        {
-            tracing::error!(job.id = id, error = %e, "enqueue failed; withdrawing the job");
-            self.inner.store.delete_unqueued_job(&id).await?;
-            return Err(ApiError::unavailable(
-                "the queue is not accepting jobs right now; retry shortly",
-            ));
-        }
-        tracing::info!(job.id = id, job.kind = kind.as_str(), "job queued");
-        Ok(accepted(job, true))
+        Ok(accepted_view(accepted))
     }
 
-    /// Pushes a recorded job onto its queue unless the queue will still deliver
-    /// it; true if it had to be pushed. A task that ended while the store still
-    /// says queued (a worker that could not reach the store gave it up) is
-    /// replaced.
-    async fn ensure_enqueued(&self, job: &JobRecord) -> Result<bool, ApiError> {
-        if self.inner.queue.holds(job.kind, &job.id).await? {
-            return Ok(false);
-        }
-        self.inner.queue.forget_ended(job.kind, &job.id).await?;
-        self.inner
-            .queue
-            .push(&QueuedJob {
-                job_id: job.id.clone(),
-                kind: job.kind,
-            })
-            .await?;
-        Ok(true)
-    }
-
-    /// Re-enqueues jobs that the queue will not deliver: a submit that died
-    /// between recording the job and enqueueing it, a queue that lost data (a
-    /// Redis restarted without its append-only file) under a queued job or under
-    /// a running one whose worker then died or stalled. Queued jobs are looked at
-    /// once they have waited `stale_ms`, running ones once their lease has been
-    /// expired that long (a live worker takes them over); returns how many were
-    /// re-enqueued.
+    /// Puts back work a crash or a lost queue entry stranded (see `Engine::requeue_lost`).
     pub async fn requeue_lost(&self, stale_ms: i64) -> Result<usize, ApiError> {
-        let before = jesse_mcp_core::time::now_ms() - stale_ms;
-        let mut requeued = 0;
-        for job in self.inner.store.stale_jobs(before, 200).await? {
-            if self.ensure_enqueued(&job).await? {
-                tracing::warn!(
-                    job.id = job.id,
-                    job.status = job.status.as_str(),
-                    "re-enqueued a job the queue would not deliver"
-                );
-                requeued += 1;
-            }
-            self.inner.store.touch_job(&job.id).await?;
-        }
-        Ok(requeued)
-    }
-
-    /// Checks a request against everything knowable before a worker is used.
-    pub async fn plan_backtest(&self, request: &BacktestRequest) -> Result<BacktestPlan, ApiError> {
-        if !is_backtesting_exchange(&request.exchange) {
-            return Err(ApiError::invalid(
-                "unsupported_exchange",
-                format!(
-                    "exchange '{}' is not one Jesse can backtest; use one of the listed names",
-                    request.exchange
-                ),
-            )
-            .with_details(json!({"field": "exchange", "supported": BACKTESTING_EXCHANGES})));
-        }
-        let routes: Vec<RouteSpec> = match &request.routes {
-            Some(routes) if !routes.is_empty() => routes.clone(),
-            Some(_) => {
-                return Err(ApiError::invalid(
-                    "invalid_routes",
-                    "routes must not be empty when given",
-                ));
-            }
-            None => {
-                let field = |value: &Option<String>, name: &str| {
-                    value.clone().ok_or_else(|| {
-                        ApiError::invalid(
-                            "missing_field",
-                            format!(
-                                "'{name}' is required (or give 'routes' for a multi-route backtest)"
-                            ),
-                        )
-                        .with_details(json!({"field": name}))
-                    })
-                };
-                vec![RouteSpec {
-                    strategy: field(&request.strategy, "strategy")?,
-                    symbol: field(&request.symbol, "symbol")?,
-                    timeframe: field(&request.timeframe, "timeframe")?,
-                }]
-            }
-        };
-        let data_routes = request.data_routes.clone().unwrap_or_default();
-        let mut max_minutes = 1;
-        let mut seen = std::collections::HashSet::new();
-        let mut sources: Vec<StrategySource> = Vec::new();
-        for route in &routes {
-            if !sources.iter().any(|s| s.name == route.strategy) {
-                sources
-                    .push(self.check_strategy(&route.strategy, request.hyperparameters.as_ref())?);
-            }
-            check_symbol(&route.symbol)?;
-            max_minutes = max_minutes.max(check_timeframe(&route.timeframe)?);
-            if !seen.insert(route.symbol.clone()) {
-                return Err(ApiError::invalid(
-                    "duplicate_route",
-                    format!(
-                        "symbol {} is traded by more than one route; Jesse allows one route per symbol",
-                        route.symbol
-                    ),
-                ));
-            }
-        }
-        for data_route in &data_routes {
-            check_symbol(&data_route.symbol)?;
-            max_minutes = max_minutes.max(check_timeframe(&data_route.timeframe)?);
-            if routes
-                .iter()
-                .any(|r| r.symbol == data_route.symbol && r.timeframe == data_route.timeframe)
-            {
-                return Err(ApiError::invalid(
-                    "duplicate_route",
-                    format!(
-                        "data route {} {} repeats a trading route",
-                        data_route.symbol, data_route.timeframe
-                    ),
-                ));
-            }
-        }
-
-        let start_ms = parse_day(&request.start_date).map_err(|m| {
-            ApiError::invalid("invalid_date", format!("start_date: {m}"))
-                .with_details(json!({"field": "start_date"}))
-        })?;
-        let end_ms = parse_day(&request.end_date).map_err(|m| {
-            ApiError::invalid("invalid_date", format!("end_date: {m}"))
-                .with_details(json!({"field": "end_date"}))
-        })?;
-        if start_ms >= end_ms {
-            return Err(ApiError::invalid(
-                "invalid_date_range",
-                format!(
-                    "start_date ({}) must be before end_date ({}); end_date is exclusive, so a one-day backtest of 2024-01-01 uses end_date 2024-01-02",
-                    request.start_date, request.end_date
-                ),
-            ));
-        }
-        check_number(
-            "starting_balance",
-            request.starting_balance,
-            |v| v > 0.0 && v <= 1e15,
-            "a positive amount",
-        )?;
-        check_number(
-            "fee",
-            request.fee,
-            |v| (0.0..0.1).contains(&v),
-            "a rate from 0 to 0.1 (0.001 = 0.1 %)",
-        )?;
-        check_number(
-            "leverage",
-            request.leverage,
-            |v| (1.0..=125.0).contains(&v),
-            "from 1 to 125",
-        )?;
-        if !(0..=10_000).contains(&request.warm_up_candles) {
-            return Err(ApiError::invalid(
-                "invalid_number",
-                "warm_up_candles must be from 0 to 10000",
-            )
-            .with_details(json!({"field": "warm_up_candles"})));
-        }
-        if !matches!(request.exchange_type.as_str(), "futures" | "spot") {
-            return Err(
-                ApiError::invalid("invalid_type", "type must be 'futures' or 'spot'")
-                    .with_details(json!({"field": "type"})),
-            );
-        }
-        if !matches!(request.leverage_mode.as_str(), "cross" | "isolated") {
-            return Err(ApiError::invalid(
-                "invalid_leverage_mode",
-                "leverage_mode must be 'cross' or 'isolated'",
-            )
-            .with_details(json!({"field": "leverage_mode"})));
-        }
-
-        let warmup_minutes = request.warm_up_candles * max_minutes;
-        let mut symbols: Vec<String> = routes.iter().map(|r| r.symbol.clone()).collect();
-        symbols.extend(data_routes.iter().map(|r| r.symbol.clone()));
-        symbols.sort();
-        symbols.dedup();
-        let load_start = start_ms - warmup_minutes * MINUTE_MS;
-        let mut gap_report = serde_json::Map::new();
-        for symbol in &symbols {
-            let gaps = self
-                .inner
-                .store
-                .gaps(&request.exchange, symbol, load_start, end_ms)
-                .await?;
-            if gaps.is_empty() {
-                continue;
-            }
-            if !request.allow_gaps {
-                return Err(missing_candles(
-                    &request.exchange,
-                    symbol,
-                    load_start,
-                    start_ms,
-                    end_ms,
-                    &gaps,
-                ));
-            }
-            let trading = self
-                .inner
-                .store
-                .count_candles(&request.exchange, symbol, start_ms, end_ms)
-                .await?;
-            let warm = self
-                .inner
-                .store
-                .count_candles(&request.exchange, symbol, load_start, start_ms)
-                .await?;
-            if trading == 0 || (warmup_minutes > 0 && warm == 0) {
-                return Err(missing_candles(&request.exchange, symbol, load_start, start_ms, end_ms, &gaps)
-                    .with_details(json!({"reason": "allow_gaps still needs candles in the trading range and in the warm-up"})));
-            }
-            let missing: i64 = gaps.iter().map(|g| g.minutes).sum();
-            gap_report.insert(
-                format!("{}-{symbol}", request.exchange),
-                json!({"gaps": gaps, "missing_minutes": missing, "start": load_start, "end": end_ms}),
-            );
-        }
-
-        let leverage = if request.leverage.fract() == 0.0 {
-            json!(request.leverage as i64)
-        } else {
-            json!(request.leverage)
-        };
-        Ok(BacktestPlan {
-            exchange: request.exchange.clone(),
-            config: json!({
-                "starting_balance": request.starting_balance,
-                "fee": request.fee,
-                "type": request.exchange_type,
-                "futures_leverage": leverage,
-                "futures_leverage_mode": request.leverage_mode,
-                "exchange": request.exchange,
-                "warm_up_candles": request.warm_up_candles,
-            }),
-            routes,
-            data_routes,
-            start_ms,
-            end_ms,
-            warmup_minutes,
-            symbols,
-            hyperparameters: request.hyperparameters.clone(),
-            fast_mode: request.fast_mode,
-            include_trades: request.include_trades,
-            include_equity_curve: request.include_equity_curve,
-            strategies: sources,
-            gap_report: (!gap_report.is_empty()).then_some(Value::Object(gap_report)),
-        })
-    }
-
-    fn check_strategy(
-        &self,
-        name: &str,
-        hyperparameters: Option<&serde_json::Map<String, Value>>,
-    ) -> Result<StrategySource, ApiError> {
-        if !is_valid_strategy_name(name) {
-            return Err(ApiError::invalid(
-                "invalid_strategy_name",
-                format!("'{name}' is not a valid strategy name: {STRATEGY_NAME_RULE}"),
-            )
-            .with_details(json!({"field": "strategy"})));
-        }
-        self.check_strategy_source(name, hyperparameters)
-    }
-
-    pub(super) fn strategy_names(&self) -> Vec<String> {
-        self.inner.strategies.names().unwrap_or_default()
+        self.inner.engine.requeue_lost(stale_ms).await
     }
 
     // ---- jobs ---------------------------------------------------------------
 
     pub async fn get_job(&self, id: &str) -> Result<JobView, ApiError> {
-        Ok(self.job_record(id).await?.into())
+        let job = self.job_record(id).await?;
+        self.view(job).await
+    }
+
+    /// A job as clients see it; a parent also shows its children's counts and ETA.
+    async fn view(&self, job: JobRecord) -> Result<JobView, ApiError> {
+        let parent = job.def().is_some_and(|k| k.parent);
+        let counts = if parent {
+            Some(self.inner.store.child_counts(&job.id).await?)
+        } else {
+            None
+        };
+        let eta = match &counts {
+            Some(c) if job.status == JobStatus::Running => eta_seconds(&job, c),
+            _ => None,
+        };
+        let mut view = JobView::from(job);
+        view.children = counts;
+        view.eta_seconds = eta;
+        Ok(view)
     }
 
     async fn job_record(&self, id: &str) -> Result<JobRecord, ApiError> {
@@ -621,15 +362,56 @@ impl Service {
         let kind = kind
             .filter(|k| !k.is_empty())
             .map(|k| {
-                JobKind::parse(k).ok_or_else(|| {
+                find(k).map(|d| d.name.to_string()).ok_or_else(|| {
+                    let names: Vec<&str> = REGISTRY.iter().map(|k| k.name).collect();
                     ApiError::invalid(
                         "invalid_kind",
-                        format!("unknown job kind '{k}'; use one of: backtest"),
+                        format!("unknown job kind '{k}'; use one of: {}", names.join(", ")),
                     )
                 })
             })
             .transpose()?;
-        let status = status
+        self.page(
+            JobFilter {
+                kind,
+                ..JobFilter::default()
+            },
+            status,
+            limit,
+            cursor,
+        )
+        .await
+    }
+
+    /// A parent's children in their order, paged (`GET /v1/jobs/{id}/children`).
+    pub async fn list_children(
+        &self,
+        id: &str,
+        status: Option<&str>,
+        limit: Option<i64>,
+        cursor: Option<&str>,
+    ) -> Result<JobList, ApiError> {
+        let parent = self.job_record(id).await?;
+        self.page(
+            JobFilter {
+                parent_id: Some(parent.id),
+                ..JobFilter::default()
+            },
+            status,
+            limit,
+            cursor,
+        )
+        .await
+    }
+
+    async fn page(
+        &self,
+        mut filter: JobFilter,
+        status: Option<&str>,
+        limit: Option<i64>,
+        cursor: Option<&str>,
+    ) -> Result<JobList, ApiError> {
+        filter.status = status
             .filter(|s| !s.is_empty())
             .map(|s| {
                 JobStatus::parse(s).ok_or_else(|| {
@@ -647,53 +429,41 @@ impl Service {
                 "limit must be from 1 to 200",
             ));
         }
-        let mut jobs = self
-            .inner
-            .store
-            .list_jobs(&JobFilter {
-                kind,
-                status,
-                before: cursor.map(str::to_string),
-                limit: limit + 1,
-            })
-            .await?;
+        filter.before = cursor.filter(|c| !c.is_empty()).map(str::to_string);
+        filter.limit = limit + 1;
+        let mut jobs = self.inner.store.list_jobs(&filter).await?;
         let next_cursor = if jobs.len() as i64 > limit {
             jobs.truncate(limit as usize);
             jobs.last().map(|j| j.id.clone())
         } else {
             None
         };
+        let mut views = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            views.push(self.view(job).await?);
+        }
         Ok(JobList {
-            jobs: jobs.into_iter().map(JobView::from).collect(),
+            jobs: views,
             next_cursor,
         })
     }
 
     pub async fn cancel_job(&self, id: &str) -> Result<JobView, ApiError> {
         let job = self.job_record(id).await?;
-        let outcome = self
-            .inner
-            .store
-            .request_cancel(&job.id)
-            .await?
-            .ok_or_else(|| {
-                ApiError::not_found("job_not_found", format!("no job with id '{id}'"))
-            })?;
+        let outcome = self.inner.engine.cancel(&job.id).await?.ok_or_else(|| {
+            ApiError::not_found("job_not_found", format!("no job with id '{id}'"))
+        })?;
         match outcome {
             CancelOutcome::Cancelled(job) => {
-                // Best effort: the worker also skips jobs whose row says cancelled.
-                if let Err(e) = self.inner.queue.withdraw(job.kind, &job.id).await {
-                    tracing::warn!(job.id = job.id, error = %e, "withdrawing a cancelled job from the queue failed");
-                }
-                tracing::info!(job.id = job.id, "queued job cancelled");
-                Ok(job.into())
+                tracing::info!(job.id = job.id, "job cancelled");
+                self.view(job).await
             }
             CancelOutcome::Requested(job) => {
                 tracing::info!(job.id = job.id, "cancel requested for running job");
-                Ok(job.into())
+                self.view(job).await
             }
             CancelOutcome::AlreadyFinished(job) if job.status == JobStatus::Cancelled => {
-                Ok(job.into())
+                self.view(job).await
             }
             CancelOutcome::AlreadyFinished(job) => Err(ApiError::conflict(
                 "job_already_finished",
@@ -723,7 +493,7 @@ impl Service {
         loop {
             let job = self.job_record(id).await?;
             if job.status.is_terminal() || Instant::now() >= deadline {
-                return Ok(job.into());
+                return self.view(job).await;
             }
             let stage = job
                 .stage
@@ -738,6 +508,9 @@ impl Service {
         }
     }
 
+    /// Any succeeded job's result: its kind's body, plus the requested page of
+    /// its rows when it has them (`include_trades`/`trades_offset`/`trades_limit`
+    /// name the rows of any kind, e.g. a batch's leaderboard).
     pub async fn get_result(&self, id: &str, query: &ResultQuery) -> Result<ResultView, ApiError> {
         let job = self.job_record(id).await?;
         match job.status {
@@ -765,54 +538,38 @@ impl Service {
                 .with_details(json!({"job_error": job.error})));
             }
         }
-        let Some(result) = self.inner.store.get_backtest_result(&job.id).await? else {
-            return Err(ApiError::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "result row is missing",
-            ));
+        let (_, mut body) = match self.inner.store.result_body(&job.id).await? {
+            Some(found) => found,
+            // A job that succeeded before results were kept for its kind.
+            None => (job.kind.clone(), job.summary.clone().unwrap_or(json!({}))),
         };
-        let plan: Option<BacktestPlan> = serde_json::from_value(job.params.clone()).ok();
-        let asked_trades = query
-            .include_trades
-            .unwrap_or(plan.as_ref().is_some_and(|p| p.include_trades));
-        let asked_curve = query.include_equity_curve.unwrap_or(true);
-        let all_trades = result
-            .trades
-            .as_ref()
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let trades_total = all_trades.len();
-        let trades = asked_trades.then(|| {
-            let limit = query.trades_limit.unwrap_or(usize::MAX);
-            Value::Array(
-                all_trades
-                    .into_iter()
-                    .skip(query.trades_offset)
-                    .take(limit)
-                    .collect(),
-            )
-        });
+        if query.include_equity_curve == Some(false)
+            && let Some(object) = body.as_object_mut()
+        {
+            object.remove("equity_curve");
+        }
+        if let Some(rows) = job.def().and_then(|k| k.rows.as_ref()) {
+            let total = self.inner.store.count_result_rows(&job.id, rows.name).await?;
+            body[format!("{}_total", rows.name)] = json!(total);
+            let included = query
+                .include_trades
+                .unwrap_or_else(|| (rows.included_by_default)(&job.params));
+            if included {
+                let limit = query.trades_limit.unwrap_or(10_000).min(10_000) as i64;
+                let offset = query.trades_offset.min(i64::MAX as usize) as i64;
+                let page = self
+                    .inner
+                    .store
+                    .result_rows(&job.id, rows.name, offset, limit)
+                    .await?;
+                body[rows.name] = Value::Array(page);
+                body[format!("{}_offset", rows.name)] = json!(offset);
+            }
+        }
         Ok(ResultView {
             job_id: job.id,
-            metrics: result.metrics,
-            trades,
-            trades_total,
-            trades_offset: asked_trades.then_some(query.trades_offset),
-            equity_curve: if asked_curve {
-                result.equity_curve
-            } else {
-                None
-            },
-            provenance: json!({
-                "jesse_version": result.jesse_version,
-                "strategies": result.strategies,
-                "candles": result.candles,
-                "params": job.params,
-            }),
-            gaps: plan.as_ref().and_then(|p| p.gap_report.clone()),
-            timings: result.timings,
+            kind: job.kind,
+            body,
         })
     }
 
@@ -889,96 +646,13 @@ impl Service {
     }
 }
 
-fn accepted(job: JobRecord, created: bool) -> JobAccepted {
+fn accepted_view(accepted: Accepted) -> JobAccepted {
+    let job = accepted.job;
     JobAccepted {
         links: JobLinks::for_id(&job.id),
         job_id: job.id,
         status: job.status,
         kind: job.kind,
-        created,
+        created: accepted.created,
     }
-}
-
-pub fn check_symbol(symbol: &str) -> Result<(), ApiError> {
-    let valid = symbol.len() <= 40
-        && symbol.split_once('-').is_some_and(|(base, quote)| {
-            !base.is_empty()
-                && !quote.is_empty()
-                && symbol
-                    .chars()
-                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-')
-                && !quote.contains('-')
-        });
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            "invalid_symbol",
-            format!(
-                "symbol '{symbol}' is not in Jesse's form BASE-QUOTE in capitals, e.g. BTC-USDT"
-            ),
-        )
-        .with_details(json!({"field": "symbol"})))
-    }
-}
-
-fn check_timeframe(timeframe: &str) -> Result<i64, ApiError> {
-    timeframe_minutes(timeframe).ok_or_else(|| {
-        ApiError::invalid("unsupported_timeframe", format!("timeframe '{timeframe}' is not supported by Jesse"))
-            .with_details(json!({"field": "timeframe", "supported": TIMEFRAMES.iter().map(|(t, _)| *t).collect::<Vec<_>>()}))
-    })
-}
-
-fn check_number(
-    field: &str,
-    value: f64,
-    ok: impl Fn(f64) -> bool,
-    rule: &str,
-) -> Result<(), ApiError> {
-    if value.is_finite() && ok(value) {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            "invalid_number",
-            format!("{field} is {value}; it must be {rule}"),
-        )
-        .with_details(json!({"field": field})))
-    }
-}
-
-fn missing_candles(
-    exchange: &str,
-    symbol: &str,
-    load_start: i64,
-    start: i64,
-    end: i64,
-    gaps: &[Gap],
-) -> ApiError {
-    let missing: i64 = gaps.iter().map(|g| g.minutes).sum();
-    let first = gaps[0];
-    let shown: Vec<Value> = gaps
-        .iter()
-        .take(20)
-        .map(|g| json!({"start": g.start, "end": g.end, "minutes": g.minutes, "start_date": to_rfc3339(g.start), "end_date": to_rfc3339(g.end)}))
-        .collect();
-    ApiError::invalid(
-        "missing_candles",
-        format!(
-            "{missing} of the {} 1m candles needed for {exchange} {symbol} are not stored (range {} to {} including {} warm-up minutes); the first missing run is {} to {}. Import them (POST /v1/candles/csv) or shorten the range.",
-            (end - load_start) / MINUTE_MS,
-            to_rfc3339(load_start),
-            to_rfc3339(end),
-            (start - load_start) / MINUTE_MS,
-            to_rfc3339(first.start),
-            to_rfc3339(first.end),
-        ),
-    )
-    .with_details(json!({
-        "exchange": exchange,
-        "symbol": symbol,
-        "required": {"start": load_start, "end": end, "start_date": to_rfc3339(load_start), "end_date": to_rfc3339(end)},
-        "missing_minutes": missing,
-        "gaps": shown,
-        "gaps_total": gaps.len(),
-    }))
 }

@@ -8,7 +8,8 @@ use std::str::FromStr;
 
 use chrono::{TimeZone, Utc};
 use jesse_mcp_core::jesse::is_import_exchange;
-use jesse_mcp_core::jobs::{ImportPlan, JobKind};
+use jesse_mcp_core::jobs::ImportPlan;
+use jesse_mcp_core::kinds::Lane;
 use jesse_mcp_core::store::ScheduleRecord;
 use jesse_mcp_core::time::{DAY_MS, MINUTE_MS, now_ms, parse_day, to_rfc3339};
 use schemars::JsonSchema;
@@ -181,15 +182,15 @@ impl Service {
         if now >= housekeeping.next_vacuum_ms {
             let retention_ms = housekeeping.queue_retention.as_millis() as i64;
             housekeeping.next_vacuum_ms = now + VACUUM_EVERY_MS.min(retention_ms);
-            for kind in JobKind::ALL {
+            for lane in Lane::ALL {
                 let removed = self
                     .inner
                     .queue
-                    .vacuum(*kind, housekeeping.queue_retention)
+                    .vacuum(*lane, housekeeping.queue_retention)
                     .await?;
                 if removed > 0 {
                     tracing::info!(
-                        job.kind = kind.as_str(),
+                        queue = lane.queue_name(),
                         removed,
                         "vacuumed ended tasks from the queue"
                     );
@@ -229,7 +230,11 @@ impl Service {
                 let day = to_rfc3339(due).chars().take(10).collect::<String>();
                 let key = format!("schedule:{}:{}:{day}", schedule.exchange, schedule.symbol);
                 match self
-                    .enqueue(JobKind::CandleImport, json!(plan), Some(&key))
+                    .enqueue(
+                        &jesse_mcp_core::kinds::candle_import::KIND,
+                        json!(plan),
+                        Some(&key),
+                    )
                     .await
                 {
                     Ok(job) if job.created => {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use jesse_mcp_core::jobs::{JobKind, JobStatus, StrategySource, ValidationPlan};
+use jesse_mcp_core::jobs::{JobStatus, ValidationPlan};
 use jesse_mcp_core::time::to_rfc3339;
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 use super::Service;
 use crate::error::ApiError;
 use crate::strategies::{StrategyFile, check_name, check_size, sha256_hex};
-use crate::strategy_static::{Diagnostic, Hyperparameter, StaticReport, validate_static};
+use crate::strategy_static::{Diagnostic, Hyperparameter, validate_static};
+use jesse_mcp_core::planner::invalid_source;
 
 /// How long `validate` with `deep: true` waits for the runner before answering
 /// with the job to poll instead.
@@ -87,20 +88,6 @@ pub struct ValidationReport {
 pub struct StrategyDeleted {
     pub name: String,
     pub deleted: bool,
-}
-
-fn invalid_source(report: &StaticReport) -> ApiError {
-    let first = report.errors.first().map_or_else(String::new, |d| {
-        format!(" line {}, column {}: {}", d.line, d.column, d.message)
-    });
-    ApiError::invalid(
-        "invalid_strategy",
-        format!(
-            "the strategy does not pass validation ({} error(s)); first at{first}",
-            report.errors.len()
-        ),
-    )
-    .with_details(json!({"errors": report.errors, "warnings": report.warnings}))
 }
 
 fn deep_from_report(job_id: String, report: &Value) -> DeepValidation {
@@ -296,7 +283,7 @@ impl Service {
         };
         let accepted = self
             .enqueue(
-                JobKind::StrategyValidation,
+                &jesse_mcp_core::kinds::strategy_validation::KIND,
                 serde_json::to_value(&plan).expect("plans serialize"),
                 None,
             )
@@ -317,7 +304,7 @@ impl Service {
             .wait_job(&queued.job_id, DEEP_WAIT, |_, _| async {})
             .await?;
         if job.status == JobStatus::Succeeded
-            && let Some(report) = self.inner.store.get_validation(&job.job_id).await?
+            && let Some((_, report)) = self.inner.store.result_body(&job.job_id).await?
         {
             return Ok(deep_from_report(job.job_id, &report));
         }
@@ -329,51 +316,6 @@ impl Service {
             status: job.status,
             errors,
             ..queued
-        })
-    }
-
-    /// Static checks of a backtest's strategy before it is queued: broken code and
-    /// unknown hyperparameter names are answered at submit, not after a worker ran.
-    pub(super) fn check_strategy_source(
-        &self,
-        name: &str,
-        hyperparameters: Option<&serde_json::Map<String, Value>>,
-    ) -> Result<StrategySource, ApiError> {
-        let file = self.inner.strategies.read(name)?.ok_or_else(|| {
-            ApiError::invalid(
-                "unknown_strategy",
-                format!("strategy '{name}' does not exist; expected {name}/__init__.py in the strategies directory"),
-            )
-            .with_details(json!({"field": "strategy", "available": self.strategy_names()}))
-        })?;
-        let report = validate_static(Some(name), &file.source);
-        if !report.valid {
-            return Err(invalid_source(&report)
-                .with_details(json!({"strategy": name, "errors": report.errors})));
-        }
-        if let (Some(overrides), Some(declared)) =
-            (hyperparameters, report.hyperparameters.as_ref())
-        {
-            let unknown: Vec<&String> = overrides
-                .keys()
-                .filter(|k| !declared.iter().any(|h| &h.name == *k))
-                .collect();
-            if !unknown.is_empty() {
-                let names: Vec<&str> = declared.iter().map(|h| h.name.as_str()).collect();
-                return Err(ApiError::invalid(
-                    "unknown_hyperparameter",
-                    format!(
-                        "{name} does not declare hyperparameter(s) {unknown:?}; declared: {}",
-                        names.join(", ")
-                    ),
-                )
-                .with_details(json!({"field": "hyperparameters", "declared": names})));
-            }
-        }
-        Ok(StrategySource {
-            name: file.name,
-            sha256: file.sha256,
-            source: file.source,
         })
     }
 

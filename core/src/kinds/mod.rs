@@ -1,0 +1,217 @@
+//! The job kinds, each defined once, in one module: its request (serde +
+//! JsonSchema), its planning (validation into the plan stored as the job's
+//! params), the lane of workers it runs on, its result, and its handler.
+//! Everything else derives from [`REGISTRY`]: the queue a job travels on, the
+//! REST submit route and the MCP tool, the OpenAPI document, `/metrics` and
+//! the worker's dispatch. To add a kind, write a module like `batch.rs` and
+//! list its `KIND` in `REGISTRY`; see docs/ARCHITECTURE.md.
+//!
+//! Handlers run in a worker through the [`Runtime`] it provides: the store,
+//! the engine (to create child jobs with the same planning as a user's submit)
+//! and the calls into Jesse, which only the worker can make (it alone links
+//! Python).
+
+use futures::future::BoxFuture;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde_json::Value;
+
+use crate::ErrorBody;
+use crate::engine::Engine;
+use crate::error::ApiError;
+use crate::jobs::{BacktestPlan, ImportPlan, ValidationPlan};
+use crate::planner::Planner;
+use crate::store::{JobRecord, JobResult, Store};
+
+pub mod backtest;
+pub mod batch;
+pub mod candle_import;
+pub mod strategy_validation;
+
+/// Every kind this binary knows.
+pub static REGISTRY: &[&KindDef] = &[
+    &backtest::KIND,
+    &strategy_validation::KIND,
+    &candle_import::KIND,
+    &batch::KIND,
+];
+
+/// The kind named `name`, if this binary knows it.
+pub fn find(name: &str) -> Option<&'static KindDef> {
+    REGISTRY.iter().copied().find(|k| k.name == name)
+}
+
+/// Which workers' line a kind waits in. A worker takes runner jobs only while
+/// it has a free runner (so it never holds more than it can run), and control
+/// jobs (parents planning children or combining results, no Jesse call) on a
+/// few slots of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    Runner,
+    Control,
+}
+
+impl Lane {
+    pub const ALL: &[Lane] = &[Lane::Runner, Lane::Control];
+
+    /// The apalis queue name; fixed, so renaming a Rust type never orphans jobs.
+    pub fn queue_name(self) -> &'static str {
+        match self {
+            Lane::Runner => "runner",
+            Lane::Control => "control",
+        }
+    }
+}
+
+/// How users submit a kind themselves (REST route and MCP tool). Kinds the
+/// service creates on its own (deep validation after a write) have none.
+pub struct Submit {
+    /// `POST` route, e.g. `/v1/backtests`.
+    pub path: &'static str,
+    /// MCP tool name, e.g. `backtest`.
+    pub tool: &'static str,
+    /// Short title (MCP tool annotation, OpenAPI summary).
+    pub title: &'static str,
+    /// What it does and what to call next, for agents and the OpenAPI document.
+    pub description: &'static str,
+}
+
+pub type PlanFn = for<'a> fn(&'a Planner, Value) -> BoxFuture<'a, Result<Value, ApiError>>;
+pub type ExecuteFn =
+    for<'a> fn(&'a dyn Runtime, &'a JobRecord) -> BoxFuture<'a, anyhow::Result<Outcome>>;
+pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
+
+pub struct KindDef {
+    /// Stored in `jobs.kind` and shown to clients.
+    pub name: &'static str,
+    pub description: &'static str,
+    pub lane: Lane,
+    pub submit: Option<Submit>,
+    /// The request users send (JSON Schema).
+    pub request_schema: SchemaFn,
+    /// The result body `GET /v1/jobs/{id}/result` answers with (JSON Schema).
+    pub result_schema: SchemaFn,
+    /// The paged part of its result (`trades`, `leaderboard`), if any, and
+    /// whether a plain result read includes it.
+    pub rows: Option<RowsPart>,
+    /// Validates a request into the plan stored as the job's params.
+    pub plan: PlanFn,
+    /// Runs a claimed job in a worker.
+    pub execute: ExecuteFn,
+    /// A parent kind: its children run as their own jobs and it waits for them
+    /// holding no worker; cancelling it cancels them.
+    pub parent: bool,
+}
+
+pub struct RowsPart {
+    pub name: &'static str,
+    /// Included in a result read unless the reader says otherwise; `plan` is
+    /// the job's params (a backtest includes trades when submitted with them).
+    pub included_by_default: fn(&Value) -> bool,
+}
+
+impl KindDef {
+    pub fn request_schema(&self, generator: &mut SchemaGenerator) -> Schema {
+        (self.request_schema)(generator)
+    }
+}
+
+/// Schema helper for a kind's request and result types.
+pub fn schema_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
+
+/// JSON Schema of a job's `kind` field: a string naming one of the registered
+/// kinds (a fleet member of another version may show others).
+pub fn kind_schema(_: &mut SchemaGenerator) -> Schema {
+    let names: Vec<&str> = REGISTRY.iter().map(|k| k.name).collect();
+    let described: Vec<String> = REGISTRY
+        .iter()
+        .map(|k| format!("`{}`: {}", k.name, k.description))
+        .collect();
+    schemars::json_schema!({
+        "type": "string",
+        "description": format!("The job's kind. {}", described.join("; ")),
+        "examples": names,
+    })
+}
+
+/// How an attempt ended, before it is written to the store.
+pub enum Outcome {
+    Succeeded {
+        result: Box<JobResult>,
+        /// Headline numbers shown in job listings.
+        summary: Value,
+    },
+    Failed(ErrorBody),
+    Cancelled,
+    /// The runner process died under the job: retried up to the attempt limit.
+    RunnerLost(String),
+    /// A parent whose children are still running: it waits without a worker,
+    /// and runs again once they have all ended.
+    Waiting,
+}
+
+/// What a worker provides to handlers.
+pub trait Runtime: Send + Sync {
+    fn store(&self) -> &Store;
+    fn engine(&self) -> &Engine;
+    /// Runs one backtest in a Jesse runner of this worker.
+    fn run_backtest<'a>(
+        &'a self,
+        job: &'a JobRecord,
+        plan: &'a BacktestPlan,
+    ) -> BoxFuture<'a, anyhow::Result<Outcome>>;
+    /// Imports and smoke-tests a strategy source in a runner.
+    fn validate_strategy<'a>(
+        &'a self,
+        plan: &'a ValidationPlan,
+    ) -> BoxFuture<'a, anyhow::Result<Outcome>>;
+    /// Fetches candles through Jesse's import driver, page by page.
+    fn import_candles<'a>(
+        &'a self,
+        job_id: &'a str,
+        plan: &'a ImportPlan,
+    ) -> BoxFuture<'a, anyhow::Result<Outcome>>;
+}
+
+/// Reads a stored plan, or fails the job clearly when it cannot be read.
+pub fn read_plan<T: serde::de::DeserializeOwned>(job: &JobRecord) -> Result<T, Outcome> {
+    serde_json::from_value(job.params.clone()).map_err(|e| {
+        Outcome::Failed(ErrorBody::new(
+            "invalid_job",
+            format!("stored job parameters are unreadable: {e}"),
+        ))
+    })
+}
+
+/// Parses a request body into a kind's request type, with the error a client
+/// sees for a body of the wrong shape.
+pub fn read_request<T: serde::de::DeserializeOwned>(request: Value) -> Result<T, ApiError> {
+    serde_json::from_value(request).map_err(|e| {
+        ApiError::invalid(
+            "invalid_request",
+            format!("the request does not match the expected shape: {e}"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_routes_are_unique() {
+        let mut names: Vec<_> = REGISTRY.iter().map(|k| k.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), REGISTRY.len());
+        let mut tools: Vec<_> = REGISTRY
+            .iter()
+            .filter_map(|k| k.submit.as_ref().map(|s| s.tool))
+            .collect();
+        tools.sort();
+        tools.dedup();
+        let submits = REGISTRY.iter().filter(|k| k.submit.is_some()).count();
+        assert_eq!(tools.len(), submits);
+    }
+}
