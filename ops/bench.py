@@ -8,6 +8,7 @@ service's own breakdown. Writes the figures to docs/BENCHMARKS.md.
 
 Usage: python ops/bench.py BIN_DIR  (run by ops/bench.sh with the venv's python)
 """
+import contextlib
 import datetime as dt
 import json
 import os
@@ -47,14 +48,40 @@ def free_port():
         return s.getsockname()[1]
 
 
+def service_env(data, runners=1, extra_env=None):
+    """The environment of the release binaries on the scratch data directory `data`."""
+    return dict(os.environ, JESSE_MCP_DATA_DIR=data, JESSE_MCP_STRATEGIES_DIR=os.path.join(ROOT, "strategies"),
+                JESSE_MCP_PYTHON=sys.executable, JESSE_MCP_WORKERS=str(runners), JESSE_MCP_ADDR=f"127.0.0.1:{free_port()}",
+                RUST_LOG="warn", **(extra_env or {}))
+
+
+@contextlib.contextmanager
+def service(data, runners=1, workers=1, extra_env=None):
+    """An API and `workers` worker processes with `runners` runners each; yields the API's base URL once healthy."""
+    env = service_env(data, runners, extra_env)
+    procs = [subprocess.Popen([os.path.join(BIN, "jesse-mcp-worker")], env=env) for _ in range(workers)]
+    procs.append(subprocess.Popen([os.path.join(BIN, "jesse-mcp-api"), "serve"], env=env, stdout=subprocess.DEVNULL))
+    base = "http://" + env["JESSE_MCP_ADDR"]
+    try:
+        for _ in range(200):
+            try:
+                http("GET", base + "/health")
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield base
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=60)
+
+
 def main():
     work = tempfile.mkdtemp(prefix="jesse-mcp-bench-")
     data = os.path.join(work, "data")
     csv = os.path.join(work, "year.csv")
-    port = free_port()
-    env = dict(os.environ, JESSE_MCP_DATA_DIR=data, JESSE_MCP_STRATEGIES_DIR=os.path.join(ROOT, "strategies"),
-               JESSE_MCP_PYTHON=sys.executable, JESSE_MCP_WORKERS="1", JESSE_MCP_ADDR=f"127.0.0.1:{port}",
-               RUST_LOG="warn")
+    env = service_env(data)
     api = os.path.join(BIN, "jesse-mcp-api")
     subprocess.run([api, "candles", "synth", "--start", "2023-01-01", "--end", "2024-01-01", "--csv", csv],
                    env=env, check=True, capture_output=True)
@@ -64,23 +91,11 @@ def main():
     import_s = time.perf_counter() - started
     rows = json.loads(out.stdout)["inserted"]
 
-    procs = [subprocess.Popen([os.path.join(BIN, "jesse-mcp-worker")], env=env),
-             subprocess.Popen([api, "serve"], env=env, stdout=subprocess.DEVNULL)]
-    base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
-            try:
-                http("GET", base + "/health")
-                break
-            except OSError:
-                time.sleep(0.05)
-        results = {tf: bench_timeframe(base, csv, tf) for tf in TIMEFRAMES}
-        storage = bench_storage(base, csv)
+        with service(data) as base:
+            results = {tf: bench_timeframe(base, csv, tf) for tf in TIMEFRAMES}
+            storage = bench_storage(base, csv)
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            p.wait(timeout=30)
         shutil.rmtree(work, ignore_errors=True)
     report(results, rows, import_s, storage)
 
@@ -133,47 +148,13 @@ def bench_timeframe(base, csv, timeframe):
     }
 
 
-BARE = r'''
-import importlib.util, json, math, os, sys, tempfile, time
-import numpy as np
-os.chdir(tempfile.mkdtemp())
-import jesse.research as research
-csv, timeframe, strategy_path, start_ms, end_ms, exchange, symbol = sys.argv[1:8]
-rows = np.loadtxt(csv, delimiter=",", skiprows=1)[:, [0, 1, 4, 2, 3, 5]].copy()
-start_ms, end_ms = int(start_ms), int(end_ms)
-minutes = {"1h": 60, "15m": 15, "5m": 5, "4h": 240}[timeframe]
-warm = rows[(rows[:, 0] >= start_ms - 240 * minutes * 60000) & (rows[:, 0] < start_ms)]
-trade = rows[(rows[:, 0] >= start_ms) & (rows[:, 0] < end_ms)]
-spec = importlib.util.spec_from_file_location("SmaCross", strategy_path)
-module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
-key = f"{exchange}-{symbol}"
-entry = lambda a: {key: {"exchange": exchange, "symbol": symbol, "candles": a}}
-config = {"starting_balance": 10000, "fee": 0.001, "type": "futures", "futures_leverage": 1,
-          "futures_leverage_mode": "cross", "exchange": exchange, "warm_up_candles": 240}
-routes = [{"exchange": exchange, "strategy": module.SmaCross, "symbol": symbol, "timeframe": timeframe}]
-def clean(v):
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, (int, np.integer)):
-        return int(v)
-    if isinstance(v, (float, np.floating)):
-        return float(v) if math.isfinite(v) else None
-    return v
-for line in sys.stdin:
-    t = time.perf_counter()
-    r = research.backtest(config, routes, [], entry(trade), warmup_candles=entry(warm))
-    seconds = time.perf_counter() - t
-    print(json.dumps({"seconds": seconds, "metrics": {k: clean(v) for k, v in r["metrics"].items()}}), flush=True)
-'''
-
-
 class BareJesse:
     """Bare Jesse in its own warm interpreter, numpy arrays in memory; one backtest per request."""
 
     def __init__(self, csv, timeframe, start=START, end=END):
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", BARE, csv, timeframe, os.path.join(ROOT, "strategies/SmaCross/__init__.py"),
-             str(ms(start)), str(ms(end)), EXCHANGE, SYMBOL],
+            [sys.executable, os.path.join(ROOT, "ops/bench_bare.py"), csv, timeframe,
+             os.path.join(ROOT, "strategies/SmaCross/__init__.py"), str(ms(start)), str(ms(end)), EXCHANGE, SYMBOL],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def run(self):

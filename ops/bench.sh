@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
-# `make bench`: runs ops/bench.py with the venv's python against the release binaries.
+# `make bench`: runs the bench scripts with the venv's python against the release binaries.
+# `ops/bench.sh batch` runs only the batch bench (ops/bench_batch.py), which replaces its own
+# section of docs/BENCHMARKS.md and keeps the others.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/jesse-mcp/target}"
+part="${1:-all}"
+case "$part" in
+  all|batch) ;;
+  *) echo "usage: ops/bench.sh [all|batch]" >&2; exit 2 ;;
+esac
 python="$(ops/python-env.sh)"
 cargo build --release --workspace --bins --quiet
-"$python" ops/bench.py "$CARGO_TARGET_DIR/release"
-"$python" ops/bench_scale.py "$CARGO_TARGET_DIR/release"
+if [ "$part" = all ]; then
+  "$python" ops/bench.py "$CARGO_TARGET_DIR/release"
+  "$python" ops/bench_scale.py "$CARGO_TARGET_DIR/release"
+fi
+"$python" ops/bench_batch.py "$CARGO_TARGET_DIR/release"

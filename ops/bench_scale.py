@@ -6,16 +6,14 @@ Usage: python ops/bench_scale.py BIN_DIR
 """
 import datetime as dt
 import os
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import multiprocessing
 import time
 import urllib.error
 
-from bench import BIN, EXCHANGE, ROOT, SYMBOL, BareJesse, free_port, http  # noqa: E402 - same directory
+from bench import BIN, EXCHANGE, ROOT, SYMBOL, BareJesse, http, service  # noqa: E402 - same directory
 
 BATCH = int(os.environ.get("BENCH_BATCH", "16"))
 # While profiling one setup: BENCH_SCALE_SETUPS=postgres (then nothing is written to docs/).
@@ -28,20 +26,7 @@ SETUPS = os.environ.get("BENCH_SCALE_SETUPS", "sqlite,postgres").split(",")
 
 def run_batch(runners, data, workers=1, extra_env=None):
     """`workers` worker processes with `runners` runners each, and one API."""
-    port = free_port()
-    env = dict(os.environ, JESSE_MCP_DATA_DIR=data, JESSE_MCP_STRATEGIES_DIR=os.path.join(ROOT, "strategies"),
-               JESSE_MCP_PYTHON=sys.executable, JESSE_MCP_WORKERS=str(runners), JESSE_MCP_ADDR=f"127.0.0.1:{port}",
-               RUST_LOG="warn", **(extra_env or {}))
-    procs = [subprocess.Popen([os.path.join(BIN, "jesse-mcp-worker")], env=env) for _ in range(workers)]
-    procs.append(subprocess.Popen([os.path.join(BIN, "jesse-mcp-api"), "serve"], env=env, stdout=subprocess.DEVNULL))
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                http("GET", base + "/health")
-                break
-            except OSError:
-                time.sleep(0.05)
+    with service(data, runners, workers, extra_env) as base:
         body = {"strategy": "SmaCross", "exchange": EXCHANGE, "symbol": SYMBOL, "timeframe": "1h",
                 "start_date": START, "end_date": END}
         # Warm every runner (and the candle cache) before timing.
@@ -81,11 +66,6 @@ def run_batch(runners, data, workers=1, extra_env=None):
                 assert e.code == 409, e  # it ended meanwhile
         wait_all(base, busy, ok=("succeeded", "cancelled"))
         return elapsed, status, submits
-    finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            p.wait(timeout=60)
 
 
 def bare_batch(csv, processes):

@@ -1,16 +1,20 @@
 //! MCP frontend: the same service functions as REST, as tools an agent can call.
 //! Served over streamable HTTP at `/mcp` and over stdio. Every tool answers
-//! quickly; long work is a job the agent submits and then polls by id.
+//! quickly; long work is a job the agent submits and then polls by id, either
+//! with the job tools or, for clients of the Tasks extension, as a task
+//! (`mcp_tasks.rs`).
 
 use std::time::Duration;
 
 use jesse_mcp_core::jobs::BacktestRequest;
 use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CancelTaskParams, GetTaskParams, GetTaskResult,
     Implementation, ListResourcesResult, PaginatedRequestParams, ProgressNotificationParam,
     ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
-    ResourceContents, ServerCapabilities, ServerConfig,
+    ResourceContents, ServerCapabilities, ServerConfig, UpdateTaskParams,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, Json, RoleServer, ServerHandler, tool, tool_handler, tool_router};
@@ -25,6 +29,10 @@ use crate::service::{
     SchedulesBody, SeriesList, Service, StrategyDeleted, StrategyList, StrategyView,
     StrategyWritten, ValidationReport,
 };
+
+// Declared here rather than in lib.rs: the Tasks extension is part of the MCP frontend.
+#[path = "mcp_tasks.rs"]
+mod tasks;
 
 const STRATEGY_URI: &str = "jesse://strategies/";
 
@@ -92,6 +100,21 @@ pub struct JobListArgs {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
+pub struct JobChildrenArgs {
+    /// The parent job's id (e.g. returned by `backtest_batch`).
+    pub job_id: String,
+    /// Only children with this status: queued, running, succeeded, failed, cancelled.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Page size, 1..200 (default 50).
+    #[serde(default)]
+    pub limit: Option<i64>,
+    /// `next_cursor` from the previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
 pub struct SeriesArgs {
     /// Exchange name as Jesse spells it, e.g. `Binance Perpetual Futures`.
     pub exchange: String,
@@ -146,12 +169,16 @@ fn tool_error(error: ApiError) -> String {
 /// Over HTTP with tokens configured, a tool that changes something needs its
 /// scope; stdio (a local process its user started) carries no token.
 fn require(ctx: &RequestContext<RoleServer>, scope: Scope) -> Result<(), String> {
+    require_scope(ctx, scope).map_err(tool_error)
+}
+
+fn require_scope(ctx: &RequestContext<RoleServer>, scope: Scope) -> Result<(), ApiError> {
     let granted = ctx
         .extensions
         .get::<axum::http::request::Parts>()
         .and_then(|parts| parts.extensions.get::<Granted>());
     match granted {
-        Some(granted) if !granted.allows(scope) => Err(tool_error(forbidden(scope))),
+        Some(granted) if !granted.allows(scope) => Err(forbidden(scope)),
         _ => Ok(()),
     }
 }
@@ -311,6 +338,64 @@ impl JesseMcp {
         require(&ctx, Scope::Run)?;
         self.service
             .cancel_job(&args.job_id)
+            .await
+            .map(Json)
+            .map_err(tool_error)
+    }
+
+    #[tool(
+        description = "Submit a backtest batch: many variants of one backtest (`grid` of hyperparameters, symbols, \
+        timeframes, periods, and/or explicit `variants` merged onto `base`), up to 10000, each its own backtest job \
+        spread over every worker. Every variant is validated first. Answers at once with the parent job_id: poll \
+        job_get (progress = children done/total), list children with job_children, and read job_result for the \
+        leaderboard ranked by `rank_by` (page it with trades_offset/trades_limit).",
+        annotations(
+            title = "Submit backtest batch",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn backtest_batch(
+        &self,
+        Parameters(request): Parameters<jesse_mcp_core::kinds::batch::BatchRequest>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<Submitted>, String> {
+        require(&ctx, Scope::Run)?;
+        let request = serde_json::to_value(request).map_err(|e| e.to_string())?;
+        let job = self
+            .service
+            .submit(&jesse_mcp_core::kinds::batch::KIND, request, None)
+            .await
+            .map_err(tool_error)?;
+        let next = format!(
+            "call job_wait with job_id {} (repeat while queued/running; progress counts children), then job_result for the leaderboard",
+            job.job_id
+        );
+        Ok(Json(Submitted { job, next }))
+    }
+
+    #[tool(
+        description = "List a parent job's children (a batch's backtests) in their order, with status and \
+        summary; filter by status, page with cursor.",
+        annotations(
+            title = "List child jobs",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn job_children(
+        &self,
+        Parameters(args): Parameters<JobChildrenArgs>,
+    ) -> Result<Json<JobList>, String> {
+        self.service
+            .list_children(
+                &args.job_id,
+                args.status.as_deref(),
+                Some(args.limit.unwrap_or(50)),
+                args.cursor.as_deref(),
+            )
             .await
             .map(Json)
             .map_err(tool_error)
@@ -560,6 +645,59 @@ impl JesseMcp {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for JesseMcp {
+    /// As the router, except that a job-creating tool answers a client that
+    /// declared the Tasks extension with a task handle for its job.
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let as_task = tasks::client_declared(&context)
+            && self
+                .tool_router
+                .get(&request.name)
+                .is_some_and(tasks::is_job_tool);
+        let response = self
+            .tool_router
+            .call(ToolCallContext::new(self, request, context))
+            .await?;
+        if as_task {
+            tasks::into_task(&self.service, response).await
+        } else {
+            Ok(response)
+        }
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        tasks::get(
+            &self.service,
+            &request.task_id,
+            tasks::legacy_peer(&context),
+        )
+        .await
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        require_scope(&context, Scope::Run).map_err(tasks::protocol_error)?;
+        tasks::cancel(&self.service, &request.task_id).await
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        tasks::update(&self.service, &request.task_id).await
+    }
+
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         // Tell this client when strategies are created or deleted, for as long as it is connected.
         let mut changes = self.service.subscribe_strategy_changes();
@@ -630,6 +768,7 @@ impl ServerHandler for JesseMcp {
                 .enable_tools()
                 .enable_resources()
                 .enable_resources_list_changed()
+                .enable_tasks()
                 .build(),
         )
         .with_server_info(Implementation::new("jesse-mcp", env!("CARGO_PKG_VERSION")))

@@ -1,108 +1,773 @@
-//! The OpenAPI 3.1 document of the REST API, built from the same Rust types the
-//! handlers use (schemas via schemars), so it cannot drift from the code.
+//! The OpenAPI 3.1 document of the HTTP API, rendered from the route table the
+//! router is built from ([`crate::rest::routes`]), the kind registry and the
+//! Rust types the handlers use (schemas via schemars), so it cannot drift from
+//! the code. Owns the list of error codes the API answers with and the codes a
+//! failed job records; it never serves anything itself.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use jesse_mcp_core::ErrorBody;
-use jesse_mcp_core::jobs::BacktestRequest;
+use jesse_mcp_core::kinds::REGISTRY;
 use schemars::generate::SchemaSettings;
-use serde_json::{Value, json};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde_json::{Map, Value, json};
 
-use crate::rest::ValidateBody;
-use crate::service::{
-    CsvImportReport, JobAccepted, JobList, JobView, ResultView, SeriesList, StrategyDeleted,
-    StrategyList, StrategyView, StrategyWritten, ValidationReport,
-};
+use crate::rest::{Params, Route};
 
-pub fn document() -> Value {
-    let mut generator = SchemaSettings::openapi3().into_generator();
-    let request = generator.subschema_for::<BacktestRequest>().to_value();
-    let accepted = generator.subschema_for::<JobAccepted>().to_value();
-    let job = generator.subschema_for::<JobView>().to_value();
-    let list = generator.subschema_for::<JobList>().to_value();
-    let result = generator.subschema_for::<ResultView>().to_value();
-    let csv = generator.subschema_for::<CsvImportReport>().to_value();
-    let series = generator.subschema_for::<SeriesList>().to_value();
-    let error = generator.subschema_for::<ErrorBody>().to_value();
-    let strategies = generator.subschema_for::<StrategyList>().to_value();
-    let strategy = generator.subschema_for::<StrategyView>().to_value();
-    let written = generator.subschema_for::<StrategyWritten>().to_value();
-    let deleted = generator.subschema_for::<StrategyDeleted>().to_value();
-    let validate = generator.subschema_for::<ValidateBody>().to_value();
-    let report = generator.subschema_for::<ValidationReport>().to_value();
-    let components = Value::Object(generator.take_definitions(true).into_iter().collect());
+/// Where the document keeps its schemas.
+const COMPONENTS: &str = "#/components/schemas/";
+/// The security scheme's name in the document.
+pub const SECURITY_SCHEME: &str = "bearerAuth";
 
-    let envelope = json!({"type": "object", "properties": {"error": error}, "required": ["error"]});
-    let err = |description: &str| json!({"description": description, "content": {"application/json": {"schema": envelope}}});
-    let ok = |description: &str, schema: &Value| json!({"description": description, "content": {"application/json": {"schema": schema}}});
-    let id_param = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "Job id (ULID) returned by a submit"});
-    let query = |name: &str, ty: &str, description: &str| json!({"name": name, "in": "query", "required": false, "schema": {"type": ty}, "description": description});
+/// One error code the API answers with: its HTTP status and what it means.
+pub struct ErrorCodeDoc {
+    pub code: &'static str,
+    pub status: u16,
+    pub description: &'static str,
+    /// Raised while a submit is planned (any kind's submit route may answer with it).
+    pub planning: bool,
+}
+
+const fn code(code: &'static str, status: u16, description: &'static str) -> ErrorCodeDoc {
+    ErrorCodeDoc {
+        code,
+        status,
+        description,
+        planning: false,
+    }
+}
+
+const fn planning(code: &'static str, description: &'static str) -> ErrorCodeDoc {
+    ErrorCodeDoc {
+        code,
+        status: 422,
+        description,
+        planning: true,
+    }
+}
+
+/// Every `error.code` an HTTP response (or an MCP tool error) can carry.
+/// tests/tests/openapi.rs checks that every code the sources construct is here.
+pub const ERROR_CODES: &[ErrorCodeDoc] = &[
+    code("malformed_json", 400, "The body is not valid JSON."),
+    code(
+        "invalid_body",
+        400,
+        "The body could not be read (e.g. the connection broke mid-upload).",
+    ),
+    code(
+        "invalid_idempotency_key",
+        400,
+        "The Idempotency-Key header is not 1 to 200 visible ASCII characters.",
+    ),
+    code(
+        "invalid_if_match",
+        400,
+        "The If-Match header is not visible ASCII; send the strategy's sha256 (its ETag).",
+    ),
+    code(
+        "unauthorized",
+        401,
+        "No valid bearer token (only when the operator configured tokens).",
+    ),
+    code(
+        "forbidden",
+        403,
+        "The token lacks the scope this route or tool needs; the message names it.",
+    ),
+    code(
+        "not_found",
+        404,
+        "No such endpoint; see GET /v1/openapi.json.",
+    ),
+    code("job_not_found", 404, "No job with that id."),
+    code(
+        "series_not_found",
+        404,
+        "No candles stored for that exchange and symbol.",
+    ),
+    code("strategy_not_found", 404, "No strategy with that name."),
+    code(
+        "method_not_allowed",
+        405,
+        "The endpoint exists but not with that method.",
+    ),
+    code(
+        "idempotency_key_reused",
+        409,
+        "The Idempotency-Key was used before for a different request; use a new key. `details.job_id` names the earlier job.",
+    ),
+    code(
+        "job_already_finished",
+        409,
+        "The job already ended; there is nothing to cancel.",
+    ),
+    code(
+        "result_not_ready",
+        409,
+        "The job has not succeeded (yet); poll GET /v1/jobs/{id} until it is terminal.",
+    ),
+    code(
+        "job_has_no_result",
+        409,
+        "The job ended without a result (failed or cancelled); its `error` says why.",
+    ),
+    code(
+        "precondition_failed",
+        412,
+        "If-Match does not name the current version: the strategy changed since it was read.",
+    ),
+    code(
+        "payload_too_large",
+        413,
+        "The body exceeds the route's limit (1 MiB for JSON, 512 MiB for CSV).",
+    ),
+    code(
+        "source_too_large",
+        413,
+        "The strategy source is over 256 KiB.",
+    ),
+    code(
+        "unsupported_media_type",
+        415,
+        "Send JSON with the header Content-Type: application/json.",
+    ),
+    code(
+        "invalid_request",
+        422,
+        "The JSON body does not match the route's schema (unknown field, wrong type, missing field).",
+    ),
+    code(
+        "invalid_query",
+        422,
+        "A query parameter has the wrong type.",
+    ),
+    code(
+        "missing_parameter",
+        422,
+        "A required query parameter is missing.",
+    ),
+    code("invalid_kind", 422, "Unknown job kind in a filter."),
+    code("invalid_status", 422, "Unknown job status in a filter."),
+    code("invalid_limit", 422, "`limit` is outside 1..200."),
+    code(
+        "invalid_csv",
+        422,
+        "The CSV header is not `timestamp,open,high,low,close,volume`.",
+    ),
+    code(
+        "invalid_cron",
+        422,
+        "A schedule's cron expression does not parse (5 or 6 fields, UTC).",
+    ),
+    code(
+        "duplicate_schedule",
+        422,
+        "The same exchange and symbol appear twice in a schedule list.",
+    ),
+    code("invalid_encoding", 422, "The strategy file is not UTF-8."),
+    code(
+        "unsafe_path",
+        422,
+        "The strategy path resolves outside the strategies directory (a symlink).",
+    ),
+    planning(
+        "unsupported_exchange",
+        "The exchange is not one Jesse can backtest (or import from); `details.supported` lists them.",
+    ),
+    planning(
+        "unsupported_timeframe",
+        "The timeframe is not one of Jesse's.",
+    ),
+    planning(
+        "invalid_symbol",
+        "The symbol is not in Jesse's BASE-QUOTE form, e.g. BTC-USDT.",
+    ),
+    planning("invalid_date", "A date is not YYYY-MM-DD (UTC)."),
+    planning(
+        "invalid_date_range",
+        "The start date is not before the end date (or the range is otherwise impossible).",
+    ),
+    planning(
+        "invalid_number",
+        "A number is out of range (balance, fee, leverage, warm-up candles...).",
+    ),
+    planning("invalid_type", "`type` is not `futures` or `spot`."),
+    planning(
+        "invalid_leverage_mode",
+        "`leverage_mode` is not `cross` or `isolated`.",
+    ),
+    planning("invalid_routes", "`routes` is empty or inconsistent."),
+    planning(
+        "duplicate_route",
+        "The same symbol and timeframe appear twice among routes and data routes.",
+    ),
+    planning(
+        "missing_field",
+        "A required field is missing (`details.field` names it).",
+    ),
+    planning(
+        "invalid_strategy_name",
+        "The strategy name does not match ^[A-Za-z_][A-Za-z0-9_]{0,63}$.",
+    ),
+    planning("unknown_strategy", "No strategy with that name."),
+    planning(
+        "invalid_strategy",
+        "The strategy does not pass static validation; `details.errors` lists the problems.",
+    ),
+    planning(
+        "unknown_hyperparameter",
+        "A hyperparameter override names no hyperparameter the strategy declares.",
+    ),
+    planning(
+        "missing_candles",
+        "1m candles are missing for the range plus warm-up; `details` lists the missing ranges (or pass `allow_gaps`).",
+    ),
+    planning(
+        "empty_batch",
+        "A batch with no variants: give a grid with at least one list, and/or variants.",
+    ),
+    planning(
+        "too_many_variants",
+        "A batch expands to more variants than it may hold (10000).",
+    ),
+    planning(
+        "invalid_grid",
+        "A batch grid is unusable (an empty list, or symbols/timeframes with a multi-route base).",
+    ),
+    planning(
+        "invalid_variant",
+        "A batch variant is not an object of backtest fields (or does not plan as a backtest; see `details`).",
+    ),
+    planning(
+        "invalid_rank_by",
+        "A batch's `rank_by` is not one of Jesse's numeric metrics.",
+    ),
+    code(
+        "internal",
+        500,
+        "An internal error; details are in the service log, never in the response.",
+    ),
+    code(
+        "unavailable",
+        503,
+        "The store or the queue is unreachable or restarting; retry shortly.",
+    ),
+];
+
+/// Codes a failed job records in its `error` beyond [`ERROR_CODES`] (a child
+/// job refused by planning records that refusal's code).
+pub const JOB_ERROR_CODES: &[(&str, &str)] = &[
+    (
+        "cancelled",
+        "Cancelled by request (or its parent job ended).",
+    ),
+    (
+        "timed_out",
+        "Ran longer than JESSE_MCP_JOB_TIMEOUT_SECS and was interrupted.",
+    ),
+    (
+        "runner_crashed",
+        "The runner process died under the job on every attempt (JESSE_MCP_MAX_ATTEMPTS).",
+    ),
+    (
+        "runner_error",
+        "Jesse or the runner raised outside the strategy; `details` carries the exception.",
+    ),
+    (
+        "strategy_error",
+        "The strategy raised; `details.location` is the line, `details.traceback` the traceback.",
+    ),
+    (
+        "strategy_load_error",
+        "The strategy could not be imported or instantiated.",
+    ),
+    (
+        "interrupted",
+        "Jesse was interrupted (a cancel of a running job).",
+    ),
+    (
+        "invalid_hyperparameters",
+        "Jesse refused the hyperparameters at run time.",
+    ),
+    (
+        "invalid_job",
+        "The stored job parameters are unreadable (a job from another version).",
+    ),
+    (
+        "invalid_result",
+        "The runner answered with a result that could not be read.",
+    ),
+    (
+        "unknown_symbol",
+        "A candle import: the exchange does not list the symbol.",
+    ),
+    (
+        "rate_limited",
+        "A candle import: the exchange kept rate-limiting after the retries.",
+    ),
+    (
+        "exchange_unavailable",
+        "A candle import: the exchange kept failing after the retries.",
+    ),
+    (
+        "exchange_error",
+        "A candle import: the exchange answered with an error.",
+    ),
+];
+
+pub fn error_code(code: &str) -> Option<&'static ErrorCodeDoc> {
+    ERROR_CODES.iter().find(|c| c.code == code)
+}
+
+/// The `kind` of a job as a filter accepts it: one of the registered kinds.
+pub struct JobKindName;
+
+impl JsonSchema for JobKindName {
+    fn schema_name() -> Cow<'static, str> {
+        "JobKind".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let names: Vec<&str> = REGISTRY.iter().map(|k| k.name).collect();
+        let described: Map<String, Value> = REGISTRY
+            .iter()
+            .map(|k| (k.name.to_string(), Value::from(k.description)))
+            .collect();
+        let list: Vec<String> = REGISTRY
+            .iter()
+            .map(|k| format!("- `{}`: {}", k.name, k.description))
+            .collect();
+        json_schema!({
+            "type": "string",
+            "enum": names,
+            "description": format!("A job kind (every kind shares the job resource and the status vocabulary):\n{}", list.join("\n")),
+            "x-enum-descriptions": described,
+        })
+    }
+}
+
+/// An MCP tool as the `/mcp` description lists it.
+#[derive(Debug, Clone)]
+pub struct McpTool {
+    pub name: String,
+    pub title: Option<String>,
+}
+
+/// The tools the MCP server lists, asked from a real server instance (the same
+/// handler `/mcp` serves), so the document shows exactly what clients get.
+pub async fn mcp_tools(service: &crate::service::Service) -> Vec<McpTool> {
+    use rmcp::ServerHandler;
+    use rmcp::model::NumberOrString;
+    use rmcp::service::RequestContext;
+
+    let (transport, _client_end) = tokio::io::duplex(4096);
+    let running =
+        rmcp::service::serve_directly(crate::mcp::JesseMcp::new(service.clone()), transport, None);
+    let context = RequestContext::new(NumberOrString::Number(0), running.peer().clone());
+    let tools = match running.service().list_tools(None, context).await {
+        Ok(list) => list
+            .tools
+            .into_iter()
+            .map(|t| McpTool {
+                title: t
+                    .title
+                    .clone()
+                    .or_else(|| t.annotations.as_ref().and_then(|a| a.title.clone())),
+                name: t.name.into_owned(),
+            })
+            .collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "listing MCP tools for the OpenAPI document failed");
+            Vec::new()
+        }
+    };
+    let _ = running.cancel().await;
+    tools
+}
+
+/// The document: every route of `routes`, the MCP endpoint with `mcp_tools`,
+/// the error codes, the job kinds and the bearer scheme.
+pub fn document(routes: &[Route], mcp_tools: &[McpTool]) -> Value {
+    let mut generator = SchemaSettings::draft2020_12()
+        .with(|s| s.definitions_path = "/components/schemas".into())
+        .into_generator();
+    let envelope = generator.subschema_for::<ErrorBody>();
+    generator.subschema_for::<JobKindName>();
+
+    let mut paths: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    for route in routes {
+        let operation = operation(route, &mut generator);
+        paths
+            .entry(route.path.clone())
+            .or_default()
+            .insert(route.method.as_str().to_ascii_lowercase(), operation);
+    }
+    paths.insert("/mcp".into(), mcp_path(mcp_tools));
+
+    let mut schemas: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
+    // The error body's `code` is one of the documented codes.
+    if let Some(body) = schemas.get_mut("ErrorBody") {
+        body["properties"]["code"] = json!({
+            "description": "Stable machine-readable code: an `ErrorCode` in responses; a failed job's `error` may also hold a `JobErrorCode`.",
+            "anyOf": [{"$ref": format!("{COMPONENTS}ErrorCode")}, {"$ref": format!("{COMPONENTS}JobErrorCode")}],
+        });
+    }
+    schemas.insert("ErrorCode".into(), error_code_schema());
+    schemas.insert("JobErrorCode".into(), job_error_code_schema());
+    schemas.insert(
+        "ErrorEnvelope".into(),
+        json!({
+            "type": "object",
+            "description": "Every error response: `{\"error\": {code, message, details}}`. 4xx messages say what to change; 5xx never carry internals.",
+            "properties": {"error": {
+                "$ref": envelope.as_object().and_then(|o| o.get("$ref")).cloned().unwrap_or(Value::Null),
+                "properties": {"code": {"$ref": format!("{COMPONENTS}ErrorCode")}},
+            }},
+            "required": ["error"],
+        }),
+    );
 
     json!({
         "openapi": "3.1.0",
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
         "info": {
             "title": "jesse-mcp",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Run real Jesse backtests through a job queue. Submit, get a job id at once (202), poll GET /v1/jobs/{id} until the status is terminal (succeeded, failed, cancelled), then read GET /v1/jobs/{id}/result. Metrics are Jesse's own; NaN and ±infinity become null."
+            "description": "Run real Jesse backtests through a job queue. Submit (202 with a job id), poll GET /v1/jobs/{id} until the status is terminal (succeeded, failed, cancelled), then read GET /v1/jobs/{id}/result. Metrics are Jesse's own; NaN and ±infinity become null. Every error is `{\"error\": {code, message, details}}` with a code from `ErrorCode`. With tokens configured (JESSE_MCP_TOKENS) every route but /health needs `Authorization: Bearer <token>` with the scope named in the operation's `x-required-scope`.",
+            "license": {"name": "MIT", "identifier": "MIT"},
         },
-        "paths": {
-            "/health": {"get": {"summary": "Liveness and store/queue reachability", "responses": {"200": {"description": "ok"}, "503": err("store or queue unreachable")}}},
-            "/v1/backtests": {"post": {
-                "summary": "Submit a backtest",
-                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string"}, "description": "A retried submit with the same key returns the same job"}],
-                "requestBody": {"required": true, "content": {"application/json": {"schema": request}}},
-                "responses": {"202": ok("queued", &accepted), "400": err("malformed JSON"), "409": err("idempotency key reused for a different request"), "413": err("body too large"), "415": err("not JSON"), "422": err("invalid request: unknown strategy, unsupported exchange or timeframe, bad dates or numbers, missing candles")}
+        "tags": [
+            {"name": "jobs", "description": "Submits of every job kind, and the one job resource they share."},
+            {"name": "candles", "description": "Stored 1m candles: uploads, imports through Jesse's drivers, gap reports, exports."},
+            {"name": "schedules", "description": "Series kept current by scheduled imports."},
+            {"name": "strategies", "description": "Strategy sources in Jesse's layout, with static and deep validation."},
+            {"name": "operations", "description": "Liveness, readiness, metrics and this document."},
+            {"name": "mcp", "description": "The MCP endpoint (streamable HTTP)."},
+        ],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {SECURITY_SCHEME: {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A token from JESSE_MCP_TOKENS (`token=scope+scope,...`). Scopes: `read` (GETs), `run` (submits, cancels, validation), `strategies:write` (strategy writes and deletes), `admin` (everything, including CSV uploads, series deletes and schedules). Without configured tokens the service listens on loopback only and asks for none.",
             }},
-            "/v1/jobs": {"get": {
-                "summary": "List jobs, newest first",
-                "parameters": [query("kind", "string", "backtest"), query("status", "string", "queued|running|succeeded|failed|cancelled"), query("limit", "integer", "1..200, default 50"), query("cursor", "string", "next_cursor of the previous page")],
-                "responses": {"200": ok("a page of jobs", &list), "422": err("invalid filter")}
-            }},
-            "/v1/jobs/{id}": {"get": {"summary": "A job's status and progress", "parameters": [id_param], "responses": {"200": ok("the job", &job), "404": err("unknown job id")}}},
-            "/v1/jobs/{id}/result": {"get": {
-                "summary": "A succeeded job's result: metrics, optional trades and equity curve, provenance",
-                "parameters": [id_param, query("include_trades", "boolean", "default: as submitted"), query("include_equity_curve", "boolean", "default true when computed"), query("trades_offset", "integer", "page start"), query("trades_limit", "integer", "page size")],
-                "responses": {"200": ok("the result", &result), "404": err("unknown job id"), "409": err("not finished, or failed/cancelled")}
-            }},
-            "/v1/jobs/{id}/cancel": {"post": {"summary": "Cancel a queued job at once, or interrupt a running one", "parameters": [id_param], "responses": {"200": ok("the job after the request", &job), "404": err("unknown job id"), "409": err("already finished")}}},
-            "/v1/candles": {"get": {"summary": "Stored candle series", "responses": {"200": ok("series", &series)}}},
-            "/v1/candles/csv": {"post": {
-                "summary": "Import 1m candles from CSV (idempotent upsert)",
-                "parameters": [{"name": "exchange", "in": "query", "required": true, "schema": {"type": "string"}}, {"name": "symbol", "in": "query", "required": true, "schema": {"type": "string"}}],
-                "requestBody": {"required": true, "content": {"text/csv": {"schema": {"type": "string"}, "example": "timestamp,open,high,low,close,volume\n1704067200000,42000,42100,41950,42050,12.5\n"}}},
-                "responses": {"200": ok("counts", &csv), "413": err("body too large"), "422": err("bad header, exchange or symbol")}
-            }},
-            "/v1/candles/imports": {"post": {
-                "summary": "Import 1m candles with Jesse's drivers (job kind candle_import; only missing minutes are fetched)",
-                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["exchange", "symbol", "start_date"],
-                    "properties": {"exchange": {"type": "string"}, "symbol": {"type": "string"}, "start_date": {"type": "string"}, "end_date": {"type": "string"}}}}}},
-                "responses": {"202": ok("queued", &accepted), "422": err("unsupported exchange, bad symbol or dates")}
-            }},
-            "/v1/candles/{exchange}/{symbol}": {"delete": {"summary": "Delete a stored series", "responses": {"200": {"description": "deleted rows"}, "404": err("no such series")}}},
-            "/v1/candles/{exchange}/{symbol}/gaps": {"get": {"summary": "Gap report: [{start, end, minutes}] half-open, missing_minutes, coverage_pct", "responses": {"200": {"description": "gap report"}, "404": err("no such series")}}},
-            "/v1/candles/{exchange}/{symbol}/csv": {"get": {"summary": "Export the rows as CSV (import format)", "responses": {"200": {"description": "text/csv"}, "404": err("no such series")}}},
-            "/v1/schedules": {
-                "get": {"summary": "Series kept current by scheduled imports (cron UTC, next and last run)", "responses": {"200": {"description": "schedules"}}},
-                "put": {"summary": "Replace the schedule list: {schedules: [{exchange, symbol, cron?, start_date?}]}", "responses": {"200": {"description": "schedules"}, "422": err("bad exchange, symbol, cron or date")}}
-            },
-            "/v1/strategies": {"get": {"summary": "Strategies with hyperparameters, sha256, validity and the latest deep validation", "responses": {"200": ok("strategies", &strategies)}}},
-            "/v1/strategies/validate": {"post": {
-                "summary": "Validate code without saving it (static; with deep=true also import and smoke-test in a runner)",
-                "requestBody": {"required": true, "content": {"application/json": {"schema": validate}}},
-                "responses": {"200": ok("report: valid, errors [{line, column, message}], warnings, hyperparameters, deep", &report), "413": err("source over 256 KiB"), "422": err("invalid name")}
-            }},
-            "/v1/strategies/{name}": {
-                "get": {"summary": "Source and metadata (ETag: the sha256)", "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
-                        "responses": {"200": ok("the strategy", &strategy), "404": err("no such strategy"), "422": err("unsafe name or path")}},
-                "put": {"summary": "Create or replace (static validation first; then a deep validation job). If-Match: the sha256 you read",
-                        "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}, {"name": "If-Match", "in": "header", "required": false, "schema": {"type": "string"}}],
-                        "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]}}}},
-                        "responses": {"200": ok("replaced", &written), "201": ok("created", &written), "412": err("changed since read (If-Match)"), "413": err("source over 256 KiB"), "422": err("does not validate, or unsafe name")}},
-                "delete": {"summary": "Delete the strategy folder (past results keep their copy of the source)",
-                           "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}, {"name": "If-Match", "in": "header", "required": false, "schema": {"type": "string"}}],
-                           "responses": {"200": ok("deleted", &deleted), "404": err("no such strategy"), "412": err("changed since read")}}
-            },
-            "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
-            "/mcp": {"post": {"summary": "MCP streamable HTTP endpoint (tools: backtest, job_get, job_wait, job_result, job_list, job_cancel, candles_available, strategy_list, strategy_read, strategy_write, strategy_validate, strategy_delete; resources jesse://strategies/{name})", "responses": {"200": {"description": "MCP"}}}}
         },
-        "components": {"schemas": components}
     })
+}
+
+fn operation(route: &Route, generator: &mut SchemaGenerator) -> Value {
+    let mut op = Map::new();
+    op.insert("operationId".into(), route.operation_id.clone().into());
+    op.insert("summary".into(), route.summary.clone().into());
+    let mut description = route.description.clone();
+    if let Some(scope) = route.scope {
+        if !description.is_empty() {
+            description.push_str("\n\n");
+        }
+        description.push_str(&format!("Required scope: `{}`.", scope.name()));
+    }
+    if !description.is_empty() {
+        op.insert("description".into(), description.into());
+    }
+    op.insert("tags".into(), json!([route.tag]));
+
+    let parameters: Vec<Value> = route
+        .params
+        .iter()
+        .flat_map(|p| parameters(p, generator))
+        .collect();
+    if !parameters.is_empty() {
+        op.insert("parameters".into(), parameters.into());
+    }
+    if let Some(body) = &route.body {
+        let mut media = Map::new();
+        media.insert("schema".into(), (body.schema)(generator).to_value());
+        if let Some(example) = body.example {
+            media.insert("example".into(), example.into());
+        }
+        op.insert(
+            "requestBody".into(),
+            json!({"required": true, "content": {body.media_type: media}}),
+        );
+    }
+
+    let mut responses = Map::new();
+    for reply in &route.responses {
+        let mut response = Map::new();
+        response.insert("description".into(), reply.description.into());
+        if let Some(media_type) = reply.media_type {
+            let schema = match reply.schema {
+                Some(schema) => schema(generator).to_value(),
+                None => json!({"type": "string"}),
+            };
+            response.insert("content".into(), json!({media_type: {"schema": schema}}));
+        }
+        if !reply.headers.is_empty() {
+            let headers: Map<String, Value> = reply
+                .headers
+                .iter()
+                .map(|(name, description)| {
+                    (
+                        name.to_string(),
+                        json!({"description": description, "schema": {"type": "string"}}),
+                    )
+                })
+                .collect();
+            response.insert("headers".into(), headers.into());
+        }
+        responses.insert(reply.status.to_string(), response.into());
+    }
+    let mut by_status: BTreeMap<u16, Vec<&ErrorCodeDoc>> = BTreeMap::new();
+    for code in route.error_codes() {
+        let doc = error_code(code).unwrap_or_else(|| {
+            panic!(
+                "route {} {} names error code '{code}', which ERROR_CODES does not document",
+                route.method, route.path
+            )
+        });
+        let codes = by_status.entry(doc.status).or_default();
+        if !codes.iter().any(|c| c.code == code) {
+            codes.push(doc);
+        }
+    }
+    for (status, codes) in by_status {
+        let names: Vec<&str> = codes.iter().map(|c| c.code).collect();
+        let lines: Vec<String> = codes
+            .iter()
+            .map(|c| format!("`{}`: {}", c.code, c.description))
+            .collect();
+        let mut response = json!({
+            "description": lines.join(" "),
+            "content": {"application/json": {"schema": {
+                "$ref": format!("{COMPONENTS}ErrorEnvelope"),
+                "properties": {"error": {"properties": {"code": {"enum": names}}}},
+            }}},
+        });
+        if status == 401 {
+            response["headers"] = json!({"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}});
+        }
+        responses.insert(status.to_string(), response);
+    }
+    op.insert("responses".into(), responses.into());
+
+    match route.scope {
+        Some(scope) => {
+            op.insert(
+                "security".into(),
+                json!([{SECURITY_SCHEME: [scope.name()]}]),
+            );
+            op.insert("x-required-scope".into(), scope.name().into());
+        }
+        None => {
+            op.insert("security".into(), json!([]));
+        }
+    }
+    op.into()
+}
+
+/// The parameters a `Params` entry stands for: one per field of a path or
+/// query struct, or one header.
+fn parameters(params: &Params, generator: &mut SchemaGenerator) -> Vec<Value> {
+    let (location, schema) = match params {
+        Params::Header {
+            name,
+            description,
+            required,
+        } => {
+            return vec![json!({
+                "name": name, "in": "header", "required": required,
+                "description": description, "schema": {"type": "string"},
+            })];
+        }
+        Params::Path(schema) => ("path", schema(generator)),
+        Params::Query(schema) => ("query", schema(generator)),
+    };
+    let object = schema.to_value();
+    let required: Vec<&str> = object["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let Some(properties) = object["properties"].as_object() else {
+        return Vec::new();
+    };
+    properties
+        .iter()
+        .map(|(name, property)| {
+            let mut property = property.clone();
+            let description = property
+                .as_object_mut()
+                .and_then(|p| p.remove("description"));
+            let property = without_null(property);
+            let mut param = json!({
+                "name": name,
+                "in": location,
+                "required": location == "path" || required.contains(&name.as_str()),
+                "schema": property,
+            });
+            if let Some(description) = description {
+                param["description"] = description;
+            }
+            param
+        })
+        .collect()
+}
+
+/// A query or path parameter is absent rather than null: drops `null` from
+/// the schema schemars gives an `Option`.
+fn without_null(mut schema: Value) -> Value {
+    if let Some(types) = schema.get_mut("type").and_then(Value::as_array_mut) {
+        types.retain(|t| t != "null");
+        if types.len() == 1 {
+            let only = types[0].clone();
+            schema["type"] = only;
+        }
+    }
+    for key in ["anyOf", "oneOf"] {
+        if let Some(options) = schema.get_mut(key).and_then(Value::as_array_mut) {
+            options.retain(|o| o.get("type").and_then(Value::as_str) != Some("null"));
+            if options.len() == 1 {
+                let only = options[0].clone();
+                let object = schema
+                    .as_object_mut()
+                    .expect("a schema with anyOf is an object");
+                object.remove(key);
+                if let Some(inner) = only.as_object() {
+                    for (k, v) in inner {
+                        object.entry(k.clone()).or_insert(v.clone());
+                    }
+                }
+            }
+        }
+    }
+    schema
+}
+
+fn error_code_schema() -> Value {
+    let names: Vec<&str> = ERROR_CODES.iter().map(|c| c.code).collect();
+    let described: Map<String, Value> = ERROR_CODES
+        .iter()
+        .map(|c| {
+            (
+                c.code.to_string(),
+                format!("HTTP {}. {}", c.status, c.description).into(),
+            )
+        })
+        .collect();
+    let lines: Vec<String> = ERROR_CODES
+        .iter()
+        .map(|c| format!("- `{}` ({}): {}", c.code, c.status, c.description))
+        .collect();
+    json!({
+        "type": "string",
+        "enum": names,
+        "description": format!("Every `error.code` an HTTP response (or an MCP tool error) can carry, with its status:\n{}", lines.join("\n")),
+        "x-enum-descriptions": described,
+    })
+}
+
+fn job_error_code_schema() -> Value {
+    let names: Vec<&str> = JOB_ERROR_CODES.iter().map(|(c, _)| *c).collect();
+    let described: Map<String, Value> = JOB_ERROR_CODES
+        .iter()
+        .map(|(c, d)| (c.to_string(), Value::from(*d)))
+        .collect();
+    let lines: Vec<String> = JOB_ERROR_CODES
+        .iter()
+        .map(|(c, d)| format!("- `{c}`: {d}"))
+        .collect();
+    json!({
+        "type": "string",
+        "enum": names,
+        "description": format!("Codes a failed job records in its `error` (GET /v1/jobs/{{id}}), besides the `ErrorCode`s planning refuses a child job with:\n{}", lines.join("\n")),
+        "x-enum-descriptions": described,
+    })
+}
+
+/// `/mcp`: not a REST resource but the MCP streamable HTTP transport, served
+/// beside the REST routes on the same listener.
+fn mcp_path(tools: &[McpTool]) -> Map<String, Value> {
+    let list: Vec<String> = tools
+        .iter()
+        .map(|t| match &t.title {
+            Some(title) => format!("- `{}`: {title}", t.name),
+            None => format!("- `{}`", t.name),
+        })
+        .collect();
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
+    let description = format!(
+        "The MCP endpoint (Model Context Protocol, streamable HTTP transport): JSON-RPC messages in, JSON or an SSE stream out; \
+         sessions via the `Mcp-Session-Id` header. Not a REST resource: use an MCP client \
+         (`{{\"type\": \"http\", \"url\": \"http://127.0.0.1:8080/mcp\"}}`). Tools call the same service functions as REST; \
+         input mistakes come back as tool errors carrying the same error envelope. Each strategy is also the resource \
+         `jesse://strategies/{{name}}`.\n\nTools:\n{}\n\nRequired scope: `read` to connect; each mutating tool checks its own \
+         scope (`run`, `strategies:write`, `admin`).",
+        list.join("\n")
+    );
+    let session = json!({"name": "Mcp-Session-Id", "in": "header", "required": false, "schema": {"type": "string"},
+        "description": "The session id the server returned on initialize."});
+    let errors = json!({
+        "401": {"description": "`unauthorized`: no valid bearer token (tokens configured).",
+                "content": {"application/json": {"schema": {"$ref": format!("{COMPONENTS}ErrorEnvelope")}}}},
+        "403": {"description": "`forbidden`: the token lacks the `read` scope.",
+                "content": {"application/json": {"schema": {"$ref": format!("{COMPONENTS}ErrorEnvelope")}}}},
+    });
+    let security = json!([{SECURITY_SCHEME: ["read"]}]);
+    let operation = |id: &str, summary: &str, body: Option<Value>, ok: Value| {
+        let mut responses = errors.clone();
+        for (status, response) in ok.as_object().expect("responses object") {
+            responses[status] = response.clone();
+        }
+        let mut op = json!({
+            "operationId": id,
+            "summary": summary,
+            "description": description,
+            "tags": ["mcp"],
+            "parameters": [session.clone()],
+            "responses": responses,
+            "security": security.clone(),
+            "x-required-scope": "read",
+            "x-mcp-tools": names,
+        });
+        if let Some(body) = body {
+            op["requestBody"] = body;
+        }
+        op
+    };
+    let mut path = Map::new();
+    path.insert(
+        "post".into(),
+        operation(
+            "mcpPost",
+            "MCP streamable HTTP: send a JSON-RPC request, notification or response",
+            Some(json!({"required": true, "content": {"application/json": {"schema": {
+                "type": "object", "description": "A JSON-RPC 2.0 message (initialize, tools/list, tools/call, ...)."}}}})),
+            json!({
+                "200": {"description": "The JSON-RPC response, as JSON or as an SSE stream.",
+                        "content": {"application/json": {"schema": {"type": "object"}}, "text/event-stream": {"schema": {"type": "string"}}}},
+                "202": {"description": "A notification or response was accepted."},
+            }),
+        ),
+    );
+    path.insert(
+        "get".into(),
+        operation(
+            "mcpGet",
+            "MCP streamable HTTP: open the SSE stream of server-to-client messages",
+            None,
+            json!({"200": {"description": "Server-sent events.", "content": {"text/event-stream": {"schema": {"type": "string"}}}}}),
+        ),
+    );
+    path.insert(
+        "delete".into(),
+        operation(
+            "mcpDelete",
+            "MCP streamable HTTP: end the session",
+            None,
+            json!({"202": {"description": "The session ended."}}),
+        ),
+    );
+    path
 }

@@ -1,59 +1,544 @@
-//! REST frontend (`/health`, `/v1/...`): JSON in, JSON out, every error in the
-//! `{"error": {...}}` envelope. Handlers only translate HTTP to service calls.
+//! REST frontend (`/health`, `/ready`, `/metrics`, `/v1/...`): JSON in, JSON
+//! out, every error in the `{"error": {...}}` envelope. Handlers only translate
+//! HTTP to service calls.
+//!
+//! Owns the route table ([`routes`]): each entry is a handler together with
+//! its method, path, parameters (the structs the handler extracts), body,
+//! responses, error codes and required scope. The axum router ([`router`]) and
+//! the OpenAPI document (`openapi.rs`) are both built from it, and the job
+//! submits come from the kind registry, so neither can drift from the code.
 
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, request::Parts};
+use axum::handler::Handler;
+use axum::http::{HeaderMap, Method, StatusCode, request::Parts};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::MethodRouter;
 use axum::{Json, Router};
-use jesse_mcp_core::jobs::BacktestRequest;
+use jesse_mcp_core::jobs::JobStatus;
+use jesse_mcp_core::kinds::{KindDef, REGISTRY, SchemaFn};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
+use crate::auth::Scope;
 use crate::error::ApiError;
-use crate::service::{ResultQuery, Service};
+use crate::openapi::JobKindName;
+use crate::service::{
+    CsvImportReport, GapReport, JobAccepted, JobList, JobView, ResultQuery, ResultView,
+    ScheduleList, SchedulesBody, SeriesList, Service, StrategyDeleted, StrategyList, StrategyView,
+    StrategyWritten, ValidationReport,
+};
 
 /// Limit for JSON bodies; backtest requests are small.
 pub const JSON_BODY_LIMIT: usize = 1024 * 1024;
 /// Limit for CSV uploads (a year of 1m candles is about 40 MB).
 pub const CSV_BODY_LIMIT: usize = 512 * 1024 * 1024;
 
+/// Codes any JSON body can be refused with.
+const JSON_BODY_CODES: &[&str] = &[
+    "malformed_json",
+    "invalid_body",
+    "unsupported_media_type",
+    "payload_too_large",
+    "invalid_request",
+];
+
 pub fn router(service: Service) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .route("/v1/backtests", post(submit_backtest))
-        .route("/v1/jobs", get(list_jobs))
-        .route("/v1/jobs/{id}", get(get_job))
-        .route("/v1/jobs/{id}/result", get(get_result))
-        .route("/v1/jobs/{id}/cancel", post(cancel_job))
-        .route("/v1/candles", get(list_candles))
-        .route(
-            "/v1/candles/csv",
-            post(import_csv).layer(DefaultBodyLimit::max(CSV_BODY_LIMIT)),
-        )
-        .route("/v1/candles/imports", post(submit_import))
-        .route(
-            "/v1/candles/{exchange}/{symbol}",
-            axum::routing::delete(delete_series),
-        )
-        .route("/v1/candles/{exchange}/{symbol}/gaps", get(gap_report))
-        .route("/v1/candles/{exchange}/{symbol}/csv", get(export_csv))
-        .route("/v1/schedules", get(list_schedules).put(put_schedules))
-        .route("/v1/strategies", get(list_strategies))
-        .route("/v1/strategies/validate", post(validate_strategy))
-        .route(
-            "/v1/strategies/{name}",
-            get(get_strategy).put(put_strategy).delete(delete_strategy),
-        )
-        .route("/v1/openapi.json", get(openapi))
+    let mut router = Router::new();
+    for route in routes() {
+        router = router.route(&route.path, route.handler);
+    }
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .with_state(service)
+}
+
+/// One operation: how it is served and how it is documented.
+pub struct Route {
+    pub method: Method,
+    /// The path template, the same for axum and OpenAPI (`/v1/jobs/{id}`).
+    pub path: String,
+    pub operation_id: String,
+    pub summary: String,
+    pub description: String,
+    pub tag: &'static str,
+    /// The scope a token needs here when tokens are configured; `None`: open.
+    pub scope: Option<Scope>,
+    pub params: Vec<Params>,
+    pub body: Option<Body>,
+    /// Success responses.
+    pub responses: Vec<Reply>,
+    /// Error codes of this route beyond those its extractors imply.
+    pub errors: Vec<&'static str>,
+    /// Whether reading JSON, a query, or the store can refuse the request.
+    json_body: bool,
+    query: bool,
+    store: bool,
+    handler: MethodRouter<Service>,
+}
+
+/// Parameters of an operation.
+pub enum Params {
+    /// Every field of the struct a handler extracts with `Path`.
+    Path(SchemaFn),
+    /// Every field of the struct a handler extracts with `ApiQuery`.
+    Query(SchemaFn),
+    Header {
+        name: &'static str,
+        description: &'static str,
+        required: bool,
+    },
+}
+
+pub struct Body {
+    pub media_type: &'static str,
+    pub schema: SchemaFn,
+    pub example: Option<&'static str>,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub description: &'static str,
+    /// `None`: no body.
+    pub media_type: Option<&'static str>,
+    /// `None` with a media type: a string (text bodies).
+    pub schema: Option<SchemaFn>,
+    pub headers: Vec<(&'static str, &'static str)>,
+}
+
+impl Route {
+    fn new<H, T>(method: Method, path: &str, handler: H) -> Self
+    where
+        H: Handler<T, Service>,
+        T: 'static,
+    {
+        let filter = axum::routing::MethodFilter::try_from(method.clone())
+            .expect("route methods are standard ones");
+        Self {
+            method,
+            path: path.to_string(),
+            operation_id: String::new(),
+            summary: String::new(),
+            description: String::new(),
+            tag: "jobs",
+            scope: Some(Scope::Read),
+            params: Vec::new(),
+            body: None,
+            responses: Vec::new(),
+            errors: Vec::new(),
+            json_body: false,
+            query: false,
+            store: true,
+            handler: axum::routing::on(filter, handler),
+        }
+    }
+
+    fn get<H: Handler<T, Service>, T: 'static>(path: &str, handler: H) -> Self {
+        Self::new(Method::GET, path, handler)
+    }
+
+    fn post<H: Handler<T, Service>, T: 'static>(path: &str, handler: H) -> Self {
+        Self::new(Method::POST, path, handler).scope(Scope::Run)
+    }
+
+    fn put<H: Handler<T, Service>, T: 'static>(path: &str, handler: H) -> Self {
+        Self::new(Method::PUT, path, handler).scope(Scope::Run)
+    }
+
+    fn delete<H: Handler<T, Service>, T: 'static>(path: &str, handler: H) -> Self {
+        Self::new(Method::DELETE, path, handler).scope(Scope::Run)
+    }
+
+    fn doc(mut self, operation_id: &str, tag: &'static str, summary: &str) -> Self {
+        self.operation_id = operation_id.to_string();
+        self.tag = tag;
+        self.summary = summary.to_string();
+        self
+    }
+
+    fn describe(mut self, description: &str) -> Self {
+        self.description = description.to_string();
+        self
+    }
+
+    fn scope(mut self, scope: Scope) -> Self {
+        self.scope = Some(scope);
+        self
+    }
+
+    fn open(mut self) -> Self {
+        self.scope = None;
+        self
+    }
+
+    /// Answers without the store (nothing to be unavailable).
+    fn stateless(mut self) -> Self {
+        self.store = false;
+        self
+    }
+
+    fn path<P: JsonSchema>(mut self) -> Self {
+        self.params.push(Params::Path(fields::<P>));
+        self
+    }
+
+    fn query<Q: JsonSchema>(mut self) -> Self {
+        self.params.push(Params::Query(fields::<Q>));
+        self.query = true;
+        self
+    }
+
+    fn header(mut self, name: &'static str, description: &'static str) -> Self {
+        self.params.push(Params::Header {
+            name,
+            description,
+            required: false,
+        });
+        self
+    }
+
+    fn json_body(mut self, schema: SchemaFn) -> Self {
+        self.body = Some(Body {
+            media_type: "application/json",
+            schema,
+            example: None,
+        });
+        self.json_body = true;
+        self
+    }
+
+    fn body(mut self, media_type: &'static str, schema: SchemaFn, example: &'static str) -> Self {
+        self.body = Some(Body {
+            media_type,
+            schema,
+            example: Some(example),
+        });
+        self
+    }
+
+    fn reply(mut self, status: u16, description: &'static str, schema: SchemaFn) -> Self {
+        self.responses.push(Reply {
+            status,
+            description,
+            media_type: Some("application/json"),
+            schema: Some(schema),
+            headers: Vec::new(),
+        });
+        self
+    }
+
+    fn reply_text(
+        mut self,
+        status: u16,
+        description: &'static str,
+        media_type: &'static str,
+    ) -> Self {
+        self.responses.push(Reply {
+            status,
+            description,
+            media_type: Some(media_type),
+            schema: None,
+            headers: Vec::new(),
+        });
+        self
+    }
+
+    /// Adds a header to the last reply.
+    fn reply_header(mut self, name: &'static str, description: &'static str) -> Self {
+        if let Some(reply) = self.responses.last_mut() {
+            reply.headers.push((name, description));
+        }
+        self
+    }
+
+    /// A body limit of its own instead of [`JSON_BODY_LIMIT`].
+    fn body_limit(mut self, limit: usize) -> Self {
+        self.handler = self.handler.layer(DefaultBodyLimit::max(limit));
+        self
+    }
+
+    fn errors(mut self, codes: &[&'static str]) -> Self {
+        self.errors.extend_from_slice(codes);
+        self
+    }
+
+    /// Every error code this route can answer with: its own, and those of its
+    /// extractors, the authentication layer and the store.
+    pub fn error_codes(&self) -> Vec<&'static str> {
+        let mut codes = Vec::new();
+        if self.json_body {
+            codes.extend_from_slice(JSON_BODY_CODES);
+        }
+        if self.query {
+            codes.push("invalid_query");
+        }
+        codes.extend_from_slice(&self.errors);
+        if self.scope.is_some() {
+            codes.extend(["unauthorized", "forbidden"]);
+        }
+        codes.push("internal");
+        if self.store {
+            codes.push("unavailable");
+        }
+        let mut seen = std::collections::HashSet::new();
+        codes.retain(|c| seen.insert(*c));
+        codes
+    }
+}
+
+/// Schema of a type (a `$ref` to its component).
+fn schema<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
+
+/// The object schema of a parameter struct itself, so its fields can become parameters.
+fn fields<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    T::json_schema(generator)
+}
+
+fn text(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string"})
+}
+
+/// The route table: every REST operation the router serves. The job submits
+/// are one generic route per registered kind that users can submit.
+pub fn routes() -> Vec<Route> {
+    let mut routes = vec![
+        Route::get("/health", health)
+            .open()
+            .doc("health", "operations", "Liveness, store and queue reachability, queue depth")
+            .describe("Always open (no token). 503 `unavailable` when the store or the queue does not answer.")
+            .reply(200, "alive", health_schema),
+        Route::get("/ready", ready)
+            .doc("ready", "operations", "Readiness: the store and the queue both answer")
+            .reply(200, "ready to take work", ready_schema),
+        Route::get("/metrics", metrics)
+            .doc("metrics", "operations", "Prometheus metrics")
+            .describe("Text exposition format 0.0.4: `jesse_mcp_queue_depth{kind}`, `jesse_mcp_jobs{kind,status}`, `jesse_mcp_job_duration_seconds` (histogram per kind), `jesse_mcp_runner_restarts_total`.")
+            .reply_text(200, "metrics", "text/plain"),
+        Route::get("/v1/openapi.json", openapi)
+            .stateless()
+            .doc("openapi", "operations", "This document (OpenAPI 3.1)")
+            .reply(200, "the OpenAPI document", any_object),
+        Route::get("/v1/jobs", list_jobs)
+            .doc("listJobs", "jobs", "List jobs of every kind, newest first")
+            .query::<ListQuery>()
+            .reply(200, "a page of jobs; pass `next_cursor` as `cursor` for the next one", schema::<JobList>)
+            .errors(&["invalid_kind", "invalid_status", "invalid_limit"]),
+        Route::get("/v1/jobs/{id}", get_job)
+            .doc("getJob", "jobs", "A job's status, progress, stage, error and summary")
+            .path::<JobPath>()
+            .reply(200, "the job", schema::<JobView>)
+            .errors(&["job_not_found"]),
+        Route::get("/v1/jobs/{id}/result", get_result)
+            .doc("getJobResult", "jobs", "A succeeded job's result")
+            .describe("Metrics, trades (paged) and the equity curve when asked for, provenance (Jesse version, strategy sha256s, candle fingerprints), timings.")
+            .path::<JobPath>()
+            .query::<ResultParams>()
+            .reply(200, "the result: the kind's result body (see `JobKind`)", result_schema)
+            .errors(&["job_not_found", "result_not_ready", "job_has_no_result"]),
+        Route::get("/v1/jobs/{id}/children", list_children)
+            .doc("listJobChildren", "jobs", "The child jobs of a parent job (a batch), in order")
+            .path::<JobPath>()
+            .query::<ChildrenQuery>()
+            .reply(200, "a page of child jobs; pass `next_cursor` as `cursor` for the next one", schema::<JobList>)
+            .errors(&["job_not_found", "invalid_status", "invalid_limit"]),
+        Route::post("/v1/jobs/{id}/cancel", cancel_job)
+            .doc("cancelJob", "jobs", "Cancel a queued job at once, or interrupt a running one")
+            .describe("A parent job is cancelled with its children.")
+            .path::<JobPath>()
+            .reply(200, "the job after the request", schema::<JobView>)
+            .errors(&["job_not_found", "job_already_finished"]),
+        Route::get("/v1/candles", list_candles)
+            .doc("listCandleSeries", "candles", "Stored candle series: first, last, rows, missing minutes")
+            .reply(200, "the series", schema::<SeriesList>),
+        Route::post("/v1/candles/csv", import_csv)
+            .body_limit(CSV_BODY_LIMIT)
+            .scope(Scope::Admin)
+            .doc("importCandlesCsv", "candles", "Import 1m candles from CSV (idempotent upsert)")
+            .describe("Body: `timestamp,open,high,low,close,volume`, one 1m row per line, timestamps in ms or ISO-8601 UTC. Counts inserted, updated, unchanged and rejected rows and reports the first bad line.")
+            .query::<CsvParams>()
+            .body("text/csv", text, "timestamp,open,high,low,close,volume\n1704067200000,42000,42100,41950,42050,12.5\n")
+            .reply(200, "counts", schema::<CsvImportReport>)
+            .errors(&["missing_parameter", "payload_too_large", "invalid_body", "invalid_csv", "unsupported_exchange", "invalid_symbol"]),
+        Route::delete("/v1/candles/{exchange}/{symbol}", delete_series)
+            .scope(Scope::Admin)
+            .doc("deleteCandleSeries", "candles", "Delete a stored series")
+            .path::<SeriesPath>()
+            .reply(200, "what was deleted", series_deleted_schema)
+            .errors(&["series_not_found", "invalid_symbol"]),
+        Route::get("/v1/candles/{exchange}/{symbol}/gaps", gap_report)
+            .doc("getCandleGaps", "candles", "Gap report of a series")
+            .describe("`gaps: [{start, end, minutes}]`, half-open in ms: `start` is the first missing minute, `end` the first present minute after it; `missing_minutes`, `coverage_pct`.")
+            .path::<SeriesPath>()
+            .query::<RangeQuery>()
+            .reply(200, "the gap report", schema::<GapReport>)
+            .errors(&["series_not_found", "invalid_symbol", "invalid_date", "invalid_date_range"]),
+        Route::get("/v1/candles/{exchange}/{symbol}/csv", export_csv)
+            .doc("exportCandlesCsv", "candles", "Export the rows as CSV in the import format")
+            .path::<SeriesPath>()
+            .query::<RangeQuery>()
+            .reply_text(200, "the rows, streamed", "text/csv")
+            .errors(&["series_not_found", "invalid_symbol", "invalid_date", "invalid_date_range"]),
+        Route::get("/v1/schedules", list_schedules)
+            .doc("listSchedules", "schedules", "Series kept current by scheduled imports, with next and last runs")
+            .reply(200, "the schedules", schema::<ScheduleList>),
+        Route::put("/v1/schedules", put_schedules)
+            .scope(Scope::Admin)
+            .doc("putSchedules", "schedules", "Replace the schedule list")
+            .describe("Each firing enqueues an ordinary `candle_import` job (from the last stored minute to now) with the idempotency key `schedule:<exchange>:<symbol>:<date>`.")
+            .json_body(schema::<SchedulesBody>)
+            .reply(200, "the schedules now", schema::<ScheduleList>)
+            .errors(&["unsupported_exchange", "invalid_symbol", "invalid_cron", "invalid_date", "duplicate_schedule"]),
+        Route::get("/v1/strategies", list_strategies)
+            .doc("listStrategies", "strategies", "Strategies with hyperparameters, sha256, validity and the latest deep validation")
+            .reply(200, "the strategies", schema::<StrategyList>)
+            .errors(&["invalid_encoding", "unsafe_path"]),
+        Route::post("/v1/strategies/validate", validate_strategy)
+            .doc("validateStrategy", "strategies", "Validate code without saving it")
+            .describe("Static validation (syntax, class, hyperparameters); with `deep: true` also a short job that imports and smoke-tests it in a runner.")
+            .json_body(schema::<ValidateBody>)
+            .reply(200, "the report: valid, errors [{line, column, message}], warnings, hyperparameters, deep", schema::<ValidationReport>)
+            .errors(&["invalid_strategy_name", "source_too_large"]),
+        Route::get("/v1/strategies/{name}", get_strategy)
+            .doc("getStrategy", "strategies", "A strategy's source and metadata")
+            .path::<StrategyPath>()
+            .reply(200, "the strategy", schema::<StrategyView>)
+            .reply_header("ETag", "The source's sha256, for If-Match.")
+            .errors(&["strategy_not_found", "invalid_strategy_name", "unsafe_path", "invalid_encoding"]),
+        Route::put("/v1/strategies/{name}", put_strategy)
+            .scope(Scope::StrategiesWrite)
+            .doc("putStrategy", "strategies", "Create or replace a strategy")
+            .describe("Validated statically first (422 `invalid_strategy` with `details.errors`); then a deep validation job starts. `If-Match: <sha256>` makes read-modify-write safe (412 on a concurrent edit).")
+            .path::<StrategyPath>()
+            .header("If-Match", "The sha256 (ETag) you read; `*` for any existing version.")
+            .json_body(schema::<StrategyBody>)
+            .reply(200, "replaced", schema::<StrategyWritten>)
+            .reply_header("ETag", "The new source's sha256.")
+            .reply(201, "created", schema::<StrategyWritten>)
+            .reply_header("ETag", "The new source's sha256.")
+            .errors(&["invalid_if_match", "precondition_failed", "source_too_large", "invalid_strategy", "invalid_strategy_name", "unsafe_path"]),
+        Route::delete("/v1/strategies/{name}", delete_strategy)
+            .scope(Scope::StrategiesWrite)
+            .doc("deleteStrategy", "strategies", "Delete a strategy's folder")
+            .describe("Past results keep their copy of the source. `If-Match` is honoured.")
+            .path::<StrategyPath>()
+            .header("If-Match", "The sha256 (ETag) you read; `*` for any existing version.")
+            .reply(200, "deleted", schema::<StrategyDeleted>)
+            .errors(&["invalid_if_match", "strategy_not_found", "precondition_failed", "invalid_strategy_name", "unsafe_path"]),
+    ];
+    routes.extend(REGISTRY.iter().copied().filter_map(submit_route));
+    routes
+}
+
+/// `POST <submit.path>` of a kind users can submit: its request is the kind's,
+/// planned and enqueued by the same service call as every other kind's.
+fn submit_route(kind: &'static KindDef) -> Option<Route> {
+    let submit = kind.submit.as_ref()?;
+    let planning: Vec<&'static str> = crate::openapi::ERROR_CODES
+        .iter()
+        .filter(|c| c.planning)
+        .map(|c| c.code)
+        .collect();
+    let handler = move |State(service): State<Service>,
+                        headers: HeaderMap,
+                        ApiJson(request): ApiJson<Value>| async move {
+        let key = idempotency_key(&headers)?;
+        let accepted = service.submit(kind, request, key).await?;
+        Ok::<_, ApiError>((StatusCode::ACCEPTED, Json(accepted)).into_response())
+    };
+    let mut route = Route::post(submit.path, handler)
+        .doc(&format!("submit_{}", kind.name), "jobs", submit.title)
+        .describe(&format!(
+            "{}\n\nJob kind `{}`: {}. Answers 202 at once with the job to poll; everything knowable is checked before anything is queued.",
+            submit.description, kind.name, kind.description
+        ))
+        .header(
+            "Idempotency-Key",
+            "1 to 200 visible ASCII characters: a retried submit with the same key returns the same job (409 if the request differs).",
+        )
+        .json_body(kind.request_schema)
+        .reply(202, "queued (or, with a reused Idempotency-Key, the earlier job)", schema::<JobAccepted>)
+        .errors(&["invalid_idempotency_key", "idempotency_key_reused"]);
+    route.errors.extend(planning);
+    Some(route)
+}
+
+/// A result: `job_id`, `kind` and the body of that kind's result, per kind.
+fn result_schema(generator: &mut SchemaGenerator) -> Schema {
+    let view = generator.subschema_for::<ResultView>().to_value();
+    let kinds: Vec<Value> = REGISTRY
+        .iter()
+        .map(|kind| {
+            serde_json::json!({
+                "title": kind.name,
+                "properties": {"kind": {"const": kind.name}},
+                "allOf": [(kind.result_schema)(generator).to_value()],
+            })
+        })
+        .collect();
+    json_schema!({"allOf": [view], "anyOf": kinds})
+}
+
+fn any_object(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "object"})
+}
+
+fn health_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "properties": {
+            "status": {"const": "ok"},
+            "version": {"type": "string"},
+            "queue": {"type": "object", "description": "Jobs waiting, per queue.", "additionalProperties": {"type": "integer"}},
+        },
+        "required": ["status", "version"],
+    })
+}
+
+fn ready_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "object", "properties": {"ready": {"const": true}}, "required": ["ready"]})
+}
+
+fn series_deleted_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "properties": {
+            "exchange": {"type": "string"},
+            "symbol": {"type": "string"},
+            "deleted_rows": {"type": "integer"},
+            "deleted_at": {"type": "string", "description": "RFC 3339 UTC"},
+        },
+        "required": ["exchange", "symbol", "deleted_rows", "deleted_at"],
+    })
+}
+
+/// `{id}` of the job routes.
+#[derive(Deserialize, JsonSchema)]
+struct JobPath {
+    /// Job id (a ULID) as returned by a submit or listed by GET /v1/jobs.
+    id: String,
+}
+
+/// `{exchange}/{symbol}` of the candle routes.
+#[derive(Deserialize, JsonSchema)]
+struct SeriesPath {
+    /// Exchange name as Jesse spells it, URL-encoded (`Binance%20Perpetual%20Futures`).
+    exchange: String,
+    /// Symbol in Jesse's form, e.g. `BTC-USDT`.
+    symbol: String,
+}
+
+/// `{name}` of the strategy routes.
+#[derive(Deserialize, JsonSchema)]
+struct StrategyPath {
+    /// Strategy name (its folder), `^[A-Za-z_][A-Za-z0-9_]{0,63}$`.
+    name: String,
 }
 
 /// `Json<T>` whose rejections speak the error envelope.
@@ -153,11 +638,8 @@ async fn metrics(State(service): State<Service>) -> Result<Response, ApiError> {
         .into_response())
 }
 
-async fn submit_backtest(
-    State(service): State<Service>,
-    headers: HeaderMap,
-    ApiJson(request): ApiJson<BacktestRequest>,
-) -> Result<Response, ApiError> {
+/// The `Idempotency-Key` header of a submit, if any.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let key = match headers.get("idempotency-key") {
         Some(value) => Some(value.to_str().map_err(|_| {
             ApiError::bad_request(
@@ -167,15 +649,28 @@ async fn submit_backtest(
         })?),
         None => None,
     };
-    let accepted = service.submit_backtest(request, key).await?;
-    Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
+    if key.is_some_and(|k| k.is_empty() || k.len() > 200) {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "the Idempotency-Key header must be 1 to 200 characters",
+        ));
+    }
+    Ok(key)
 }
 
-#[derive(Deserialize)]
+/// `GET /v1/jobs` filters.
+#[derive(Deserialize, JsonSchema)]
 struct ListQuery {
+    /// Only jobs of this kind.
+    #[schemars(with = "Option<JobKindName>")]
     kind: Option<String>,
+    /// Only jobs in this status.
+    #[schemars(with = "Option<JobStatus>")]
     status: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[schemars(range(min = 1, max = 200))]
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -194,24 +689,54 @@ async fn list_jobs(
     Ok(Json(list).into_response())
 }
 
+/// `GET /v1/jobs/{id}/children` filters.
+#[derive(Deserialize, JsonSchema)]
+struct ChildrenQuery {
+    /// Only children in this status.
+    #[schemars(with = "Option<JobStatus>")]
+    status: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[schemars(range(min = 1, max = 200))]
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+async fn list_children(
+    State(service): State<Service>,
+    Path(JobPath { id }): Path<JobPath>,
+    ApiQuery(q): ApiQuery<ChildrenQuery>,
+) -> Result<Response, ApiError> {
+    let list = service
+        .list_children(&id, q.status.as_deref(), q.limit, q.cursor.as_deref())
+        .await?;
+    Ok(Json(list).into_response())
+}
+
 async fn get_job(
     State(service): State<Service>,
-    Path(id): Path<String>,
+    Path(JobPath { id }): Path<JobPath>,
 ) -> Result<Response, ApiError> {
     Ok(Json(service.get_job(&id).await?).into_response())
 }
 
-#[derive(Deserialize)]
+/// What a result read includes.
+#[derive(Deserialize, JsonSchema)]
 struct ResultParams {
+    /// Include the kind's rows: a backtest's `trades`, a batch's `leaderboard`
+    /// (default: a backtest as submitted, a batch always).
     include_trades: Option<bool>,
+    /// Include the equity curve (default: when it was computed).
     include_equity_curve: Option<bool>,
+    /// First row of the page (default 0).
     trades_offset: Option<usize>,
+    /// Rows per page (default and at most 10000).
     trades_limit: Option<usize>,
 }
 
 async fn get_result(
     State(service): State<Service>,
-    Path(id): Path<String>,
+    Path(JobPath { id }): Path<JobPath>,
     ApiQuery(q): ApiQuery<ResultParams>,
 ) -> Result<Response, ApiError> {
     let query = ResultQuery {
@@ -225,7 +750,7 @@ async fn get_result(
 
 async fn cancel_job(
     State(service): State<Service>,
-    Path(id): Path<String>,
+    Path(JobPath { id }): Path<JobPath>,
 ) -> Result<Response, ApiError> {
     Ok(Json(service.cancel_job(&id).await?).into_response())
 }
@@ -234,9 +759,14 @@ async fn list_candles(State(service): State<Service>) -> Result<Response, ApiErr
     Ok(Json(service.list_series().await?).into_response())
 }
 
-#[derive(Deserialize)]
+/// The series a CSV upload is for.
+#[derive(Deserialize, JsonSchema)]
 struct CsvParams {
+    /// Exchange name as Jesse spells it, e.g. `Binance Perpetual Futures`.
+    #[schemars(with = "String")]
     exchange: Option<String>,
+    /// Symbol in Jesse's form, e.g. `BTC-USDT`.
+    #[schemars(with = "String")]
     symbol: Option<String>,
 }
 
@@ -261,39 +791,18 @@ async fn import_csv(
     Ok(Json(service.import_csv(&exchange, &symbol, &body).await?).into_response())
 }
 
-async fn submit_import(
-    State(service): State<Service>,
-    headers: HeaderMap,
-    ApiJson(request): ApiJson<crate::service::ImportRequest>,
-) -> Result<Response, ApiError> {
-    let key = match headers.get("idempotency-key") {
-        Some(value) => Some(value.to_str().map_err(|_| {
-            ApiError::bad_request(
-                "invalid_idempotency_key",
-                "the Idempotency-Key header must be visible ASCII",
-            )
-        })?),
-        None => None,
-    };
-    if key.is_some_and(|k| k.is_empty() || k.len() > 200) {
-        return Err(ApiError::bad_request(
-            "invalid_idempotency_key",
-            "the Idempotency-Key header must be 1 to 200 characters",
-        ));
-    }
-    let accepted = service.submit_import(request, key).await?;
-    Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
-}
-
-#[derive(Deserialize)]
+/// The range of a series to read.
+#[derive(Deserialize, JsonSchema)]
 struct RangeQuery {
+    /// First day, YYYY-MM-DD UTC (default: the first stored minute).
     start_date: Option<String>,
+    /// Day to stop before, YYYY-MM-DD UTC, exclusive (default: after the last stored minute).
     end_date: Option<String>,
 }
 
 async fn gap_report(
     State(service): State<Service>,
-    Path((exchange, symbol)): Path<(String, String)>,
+    Path(SeriesPath { exchange, symbol }): Path<SeriesPath>,
     ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> Result<Response, ApiError> {
     let report = service
@@ -309,7 +818,7 @@ async fn gap_report(
 
 async fn export_csv(
     State(service): State<Service>,
-    Path((exchange, symbol)): Path<(String, String)>,
+    Path(SeriesPath { exchange, symbol }): Path<SeriesPath>,
     ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> Result<Response, ApiError> {
     let chunks = service
@@ -330,7 +839,7 @@ async fn export_csv(
 
 async fn delete_series(
     State(service): State<Service>,
-    Path((exchange, symbol)): Path<(String, String)>,
+    Path(SeriesPath { exchange, symbol }): Path<SeriesPath>,
 ) -> Result<Response, ApiError> {
     Ok(Json(service.delete_series(&exchange, &symbol).await?).into_response())
 }
@@ -341,7 +850,7 @@ async fn list_schedules(State(service): State<Service>) -> Result<Response, ApiE
 
 async fn put_schedules(
     State(service): State<Service>,
-    ApiJson(body): ApiJson<crate::service::SchedulesBody>,
+    ApiJson(body): ApiJson<SchedulesBody>,
 ) -> Result<Response, ApiError> {
     Ok(Json(service.put_schedules(body).await?).into_response())
 }
@@ -370,21 +879,23 @@ fn if_match(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 async fn get_strategy(
     State(service): State<Service>,
-    Path(name): Path<String>,
+    Path(StrategyPath { name }): Path<StrategyPath>,
 ) -> Result<Response, ApiError> {
     let view = service.get_strategy(&name).await?;
     Ok((etag(&view.strategy.sha256), Json(view)).into_response())
 }
 
-#[derive(Deserialize)]
+/// `PUT /v1/strategies/{name}`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct StrategyBody {
+    /// Python source of the strategy (at most 256 KiB); its class must be named like the strategy.
     code: String,
 }
 
 async fn put_strategy(
     State(service): State<Service>,
-    Path(name): Path<String>,
+    Path(StrategyPath { name }): Path<StrategyPath>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<StrategyBody>,
 ) -> Result<Response, ApiError> {
@@ -401,7 +912,7 @@ async fn put_strategy(
 
 async fn delete_strategy(
     State(service): State<Service>,
-    Path(name): Path<String>,
+    Path(StrategyPath { name }): Path<StrategyPath>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     Ok(Json(service.delete_strategy(&name, if_match(&headers)?).await?).into_response())
@@ -432,8 +943,17 @@ async fn validate_strategy(
     .into_response())
 }
 
-async fn openapi() -> Response {
-    Json(crate::openapi::document()).into_response()
+/// The document is the same for every request of a process: built on first use.
+static DOCUMENT: tokio::sync::OnceCell<Value> = tokio::sync::OnceCell::const_new();
+
+async fn openapi(State(service): State<Service>) -> Response {
+    let document = DOCUMENT
+        .get_or_init(|| async {
+            let tools = crate::openapi::mcp_tools(&service).await;
+            crate::openapi::document(&routes(), &tools)
+        })
+        .await;
+    Json(document).into_response()
 }
 
 async fn not_found() -> ApiError {
@@ -449,4 +969,58 @@ async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this endpoint does not accept that method; see GET /v1/openapi.json",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `{param}` of a path template is declared, and nothing else is.
+    #[test]
+    fn path_parameters_match_templates() {
+        let document = crate::openapi::document(&routes(), &[]);
+        for route in routes() {
+            let mut templated: Vec<&str> = route
+                .path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+                .collect();
+            templated.sort_unstable();
+            let operation =
+                &document["paths"][&route.path][route.method.as_str().to_ascii_lowercase()];
+            let mut declared: Vec<&str> = operation["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "path")
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            declared.sort_unstable();
+            assert_eq!(templated, declared, "{} {}", route.method, route.path);
+        }
+    }
+
+    #[test]
+    fn routes_are_unique_and_named() {
+        let mut seen = std::collections::HashSet::new();
+        let mut ids = std::collections::HashSet::new();
+        for route in routes() {
+            assert!(
+                seen.insert((route.method.clone(), route.path.clone())),
+                "{} {} twice",
+                route.method,
+                route.path
+            );
+            assert!(!route.operation_id.is_empty() && ids.insert(route.operation_id.clone()));
+            assert!(!route.summary.is_empty());
+            for code in route.error_codes() {
+                assert!(
+                    crate::openapi::error_code(code).is_some(),
+                    "{} {}: undocumented code {code}",
+                    route.method,
+                    route.path
+                );
+            }
+        }
+    }
 }

@@ -236,7 +236,8 @@ impl Engine {
                 tracing::warn!(job.id = job.id, error = %e, "withdrawing a cancelled job from the queue failed");
             }
             if is_parent {
-                self.end_children(&job.id, "the parent job was cancelled").await?;
+                self.end_children(&job.id, "the parent job was cancelled")
+                    .await?;
             }
             if let Some(parent) = &job.parent_id {
                 self.advance(parent).await?;
@@ -283,7 +284,8 @@ impl Engine {
             .await?;
         let now = self.inner.store.get_job(&parent.id).await?;
         if now.is_none_or(|p| p.status.is_terminal()) {
-            self.end_children(&parent.id, "the parent job ended").await?;
+            self.end_children(&parent.id, "the parent job ended")
+                .await?;
         }
         Ok(created)
     }

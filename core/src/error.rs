@@ -78,7 +78,11 @@ impl ApiError {
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(http::StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        Self::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            message,
+        )
     }
 
     pub fn internal() -> Self {

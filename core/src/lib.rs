@@ -6,8 +6,8 @@
 //! and never runs strategy code.
 
 pub mod backends;
-pub mod engine;
 pub mod candles;
+pub mod engine;
 pub mod error;
 pub mod jesse;
 pub mod jobs;

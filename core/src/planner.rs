@@ -20,14 +20,19 @@ use crate::strategies::StrategyDir;
 use crate::strategy_static::{StaticReport, validate_static};
 use crate::time::{MINUTE_MS, parse_day, to_rfc3339};
 
+/// (exchange, symbol, start, end) of a gap scan.
+type GapKey = (String, String, i64, i64);
+/// A strategy's pinned source and its declared hyperparameter names.
+type PinnedSource = (StrategySource, Option<Vec<String>>);
+
 pub struct Planner {
     store: Store,
     strategies: StrategyDir,
     /// Gap scans of this planning session: a batch of thousands of variants over
     /// the same series scans each range once.
-    gaps: Mutex<HashMap<(String, String, i64, i64), Vec<Gap>>>,
+    gaps: Mutex<HashMap<GapKey, Vec<Gap>>>,
     /// Sources read in this session: every variant of a batch pins the same bytes.
-    sources: Mutex<HashMap<String, (StrategySource, Option<Vec<String>>)>>,
+    sources: Mutex<HashMap<String, PinnedSource>>,
 }
 
 impl Planner {
@@ -60,13 +65,22 @@ impl Planner {
         &self.strategies
     }
 
-    async fn gaps(&self, exchange: &str, symbol: &str, start: i64, end: i64) -> Result<Vec<Gap>, ApiError> {
+    async fn gaps(
+        &self,
+        exchange: &str,
+        symbol: &str,
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Gap>, ApiError> {
         let key = (exchange.to_string(), symbol.to_string(), start, end);
         if let Some(gaps) = self.gaps.lock().expect("gap memo").get(&key) {
             return Ok(gaps.clone());
         }
         let gaps = self.store.gaps(exchange, symbol, start, end).await?;
-        self.gaps.lock().expect("gap memo").insert(key, gaps.clone());
+        self.gaps
+            .lock()
+            .expect("gap memo")
+            .insert(key, gaps.clone());
         Ok(gaps)
     }
 
@@ -211,7 +225,9 @@ impl Planner {
         let load_start = start_ms - warmup_minutes * MINUTE_MS;
         let mut gap_report = serde_json::Map::new();
         for symbol in &symbols {
-            let gaps = self.gaps(&request.exchange, symbol, load_start, end_ms).await?;
+            let gaps = self
+                .gaps(&request.exchange, symbol, load_start, end_ms)
+                .await?;
             if gaps.is_empty() {
                 continue;
             }
@@ -225,10 +241,12 @@ impl Planner {
                     &gaps,
                 ));
             }
-            let trading = self.store
+            let trading = self
+                .store
                 .count_candles(&request.exchange, symbol, start_ms, end_ms)
                 .await?;
-            let warm = self.store
+            let warm = self
+                .store
                 .count_candles(&request.exchange, symbol, load_start, start_ms)
                 .await?;
             if trading == 0 || (warmup_minutes > 0 && warm == 0) {
@@ -340,10 +358,7 @@ fn check_hyperparameter_names(
     let (Some(overrides), Some(declared)) = (hyperparameters, declared) else {
         return Ok(());
     };
-    let unknown: Vec<&String> = overrides
-        .keys()
-        .filter(|k| !declared.contains(k))
-        .collect();
+    let unknown: Vec<&String> = overrides.keys().filter(|k| !declared.contains(k)).collect();
     if unknown.is_empty() {
         return Ok(());
     }

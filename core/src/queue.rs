@@ -197,12 +197,7 @@ impl Queue {
 
     /// Puts a task that `worker` claimed but will not finish back at the head of
     /// the waiting line (a worker shutting down hands its running jobs back).
-    pub async fn requeue(
-        &self,
-        lane: Lane,
-        job_id: &str,
-        worker: &str,
-    ) -> Result<(), StoreError> {
+    pub async fn requeue(&self, lane: Lane, job_id: &str, worker: &str) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(pool) => {
                 sqlx::query(

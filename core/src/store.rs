@@ -700,9 +700,7 @@ impl Store {
         .bind(limit)
         .fetch_all(pool)
         .await?);
-        rows.iter()
-            .map(|r| Ok(serde_json::from_str(r)?))
-            .collect()
+        rows.iter().map(|r| Ok(serde_json::from_str(r)?)).collect()
     }
 
     /// How many rows a result's part has.
@@ -1449,7 +1447,8 @@ impl Store {
         after_index: i64,
         limit: i64,
     ) -> Result<Vec<ChildResult>> {
-        let rows: Vec<(String, i64, String, Option<String>, Option<String>)> = on_db!(self, pool => sqlx::query_as(
+        type Row = (String, i64, String, Option<String>, Option<String>);
+        let rows: Vec<Row> = on_db!(self, pool => sqlx::query_as(
             "SELECT j.id, j.child_index, j.status, j.error, r.body FROM jobs j \
              LEFT JOIN job_results r ON r.job_id = j.id \
              WHERE j.parent_id = $1 AND j.child_index > $2 ORDER BY j.child_index LIMIT $3",

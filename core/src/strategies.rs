@@ -9,8 +9,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use http::StatusCode;
 use crate::jesse::{STRATEGY_NAME_RULE, is_valid_strategy_name};
+use http::StatusCode;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 

@@ -50,13 +50,26 @@ async fn batch_children_equal_bare_jesse_and_rank_into_a_leaderboard() {
         )
         .await;
     assert_eq!(status, 422, "{error}");
-    assert!(error["error"]["message"].as_str().unwrap().starts_with("variant 2:"), "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("variant 2:"),
+        "{error}"
+    );
     assert_eq!(error["error"]["details"]["variant"], 2);
     let (status, error) = app
         .post_json("/v1/backtests/batch", &json!({"base": base, "rank_by": "vibes", "grid": {"periods": [{"start_date": "2024-01-15", "end_date": "2024-02-01"}]}}))
         .await;
-    assert_eq!((status, error["error"]["code"].as_str()), (422, Some("invalid_rank_by")));
-    assert_eq!(app.job_count().await, before, "a refused batch enqueues nothing");
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (422, Some("invalid_rank_by"))
+    );
+    assert_eq!(
+        app.job_count().await,
+        before,
+        "a refused batch enqueues nothing"
+    );
 
     let (status, accepted) = app
         .post_json(
@@ -76,15 +89,25 @@ async fn batch_children_equal_bare_jesse_and_rank_into_a_leaderboard() {
 
     let kids = children(&app, &id).await;
     assert_eq!(kids.len(), 3);
-    assert!(kids.iter().all(|k| k["parent_id"] == id.as_str() && k["kind"] == "backtest"));
+    assert!(
+        kids.iter()
+            .all(|k| k["parent_id"] == id.as_str() && k["kind"] == "backtest")
+    );
     let (_, result) = app.get(&format!("/v1/jobs/{id}/result")).await;
     assert_eq!(result["kind"], "backtest_batch");
     assert_eq!(result["leaderboard_total"], 3);
     let rows = result["leaderboard"].as_array().unwrap();
     let scores: Vec<f64> = rows.iter().map(|r| r["score"].as_f64().unwrap()).collect();
-    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "ranked descending: {scores:?}");
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "ranked descending: {scores:?}"
+    );
     assert_eq!(result["best"]["job_id"], rows[0]["job_id"]);
-    let (_, page) = app.get(&format!("/v1/jobs/{id}/result?trades_offset=1&trades_limit=1")).await;
+    let (_, page) = app
+        .get(&format!(
+            "/v1/jobs/{id}/result?trades_offset=1&trades_limit=1"
+        ))
+        .await;
     assert_eq!(page["leaderboard"].as_array().unwrap().len(), 1, "{page}");
     assert_eq!(page["leaderboard"][0], rows[1]);
 
@@ -92,7 +115,12 @@ async fn batch_children_equal_bare_jesse_and_rank_into_a_leaderboard() {
     for kid in &kids {
         let index = kid["child_index"].as_i64().unwrap() as usize;
         let fast = [8, 12, 16][index];
-        let (status, child) = app.get(&format!("/v1/jobs/{}/result", kid["job_id"].as_str().unwrap())).await;
+        let (status, child) = app
+            .get(&format!(
+                "/v1/jobs/{}/result",
+                kid["job_id"].as_str().unwrap()
+            ))
+            .await;
         assert_eq!(status, 200, "{child}");
         let reference = reference_backtest(&json!({
             "csv": csv_path, "exchange": EXCHANGE, "symbol": SYMBOL, "strategy": "SmaCross",
@@ -107,13 +135,21 @@ async fn batch_children_equal_bare_jesse_and_rank_into_a_leaderboard() {
         assert_metrics_identical(&child["metrics"], &reference["metrics"]);
         let row = rows.iter().find(|r| r["job_id"] == kid["job_id"]).unwrap();
         assert_eq!(row["variant"], json!({"hyperparameters": {"fast": fast}}));
-        assert_eq!(row["metrics"]["net_profit_percentage"], child["metrics"]["net_profit_percentage"]);
+        assert_eq!(
+            row["metrics"]["net_profit_percentage"],
+            child["metrics"]["net_profit_percentage"]
+        );
         // The child ran the source pinned by its parent, and says so.
         assert_eq!(
             child["provenance"]["strategies"][0]["sha256"],
             result["provenance"]["strategies"][0]["sha256"]
         );
-        assert!(child["provenance"]["strategies"][0]["source"].as_str().unwrap().contains("class SmaCross"));
+        assert!(
+            child["provenance"]["strategies"][0]["source"]
+                .as_str()
+                .unwrap()
+                .contains("class SmaCross")
+        );
     }
 
     // Results of every kind are readable: a deep validation's report.
@@ -126,7 +162,10 @@ async fn batch_children_equal_bare_jesse_and_rank_into_a_leaderboard() {
     app.wait(&job_id, Duration::from_secs(120)).await;
     let (status, report) = app.get(&format!("/v1/jobs/{job_id}/result")).await;
     assert_eq!(status, 200, "{report}");
-    assert_eq!((report["kind"].as_str(), report["valid"].as_bool()), (Some("strategy_validation"), Some(true)));
+    assert_eq!(
+        (report["kind"].as_str(), report["valid"].as_bool()),
+        (Some("strategy_validation"), Some(true))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,13 +175,17 @@ async fn cancelling_a_batch_starts_no_child_afterwards() {
         ..Default::default()
     })
     .await;
-    app.import_csv(&synthetic_csv("2024-01-01", "2024-01-20", 3)).await;
+    app.import_csv(&synthetic_csv("2024-01-01", "2024-01-20", 3))
+        .await;
     let base = backtest_body("Sleeper", "1h", "2024-01-15", "2024-01-17");
     let periods: Vec<Value> = (0..6)
         .map(|_| json!({"start_date": "2024-01-15", "end_date": "2024-01-17"}))
         .collect();
     let (status, accepted) = app
-        .post_json("/v1/backtests/batch", &json!({"base": base, "grid": {"periods": periods}}))
+        .post_json(
+            "/v1/backtests/batch",
+            &json!({"base": base, "grid": {"periods": periods}}),
+        )
         .await;
     assert_eq!(status, 202, "{accepted}");
     let id = accepted["job_id"].as_str().unwrap().to_string();
@@ -154,10 +197,15 @@ async fn cancelling_a_batch_starts_no_child_afterwards() {
             assert_eq!(job["children"]["total"], 6);
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no child started: {job}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no child started: {job}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (status, cancelled) = app.post_json(&format!("/v1/jobs/{id}/cancel"), &json!({})).await;
+    let (status, cancelled) = app
+        .post_json(&format!("/v1/jobs/{id}/cancel"), &json!({}))
+        .await;
     assert_eq!(status, 200, "{cancelled}");
     assert_eq!(cancelled["status"], "cancelled");
     // The running child is interrupted; nothing else ever starts.
@@ -166,7 +214,10 @@ async fn cancelling_a_batch_starts_no_child_afterwards() {
     assert_eq!(kids.len(), 6);
     assert!(kids.iter().all(|k| k["status"] == "cancelled"), "{kids:#?}");
     let started = kids.iter().filter(|k| !k["started_at"].is_null()).count();
-    assert_eq!(started, 1, "only the child running at the cancel ever started");
+    assert_eq!(
+        started, 1,
+        "only the child running at the cancel ever started"
+    );
     let (_, parent) = app.get(&format!("/v1/jobs/{id}")).await;
     assert_eq!(parent["status"], "cancelled");
     let (status, _) = app.get(&format!("/v1/jobs/{id}/result")).await;
@@ -179,11 +230,15 @@ async fn cancelling_a_batch_starts_no_child_afterwards() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backtest_behind_a_large_batch_starts_within_about_one_child() {
     let app = TestApp::spawn(Options::default()).await;
-    app.import_csv(&synthetic_csv("2024-01-01", "2024-03-01", 5)).await;
+    app.import_csv(&synthetic_csv("2024-01-01", "2024-03-01", 5))
+        .await;
     let base = backtest_body("SmaCross", "15m", "2024-01-15", "2024-02-10");
     let fast: Vec<i64> = (5..17).collect();
     let (status, accepted) = app
-        .post_json("/v1/backtests/batch", &json!({"base": base, "grid": {"hyperparameters": {"fast": fast}}}))
+        .post_json(
+            "/v1/backtests/batch",
+            &json!({"base": base, "grid": {"hyperparameters": {"fast": fast}}}),
+        )
         .await;
     assert_eq!(status, 202, "{accepted}");
     let id = accepted["job_id"].as_str().unwrap().to_string();
@@ -196,19 +251,37 @@ async fn a_backtest_behind_a_large_batch_starts_within_about_one_child() {
         assert!(std::time::Instant::now() < deadline, "{job}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let single = app.submit(&backtest_body("SmaCross", "1h", "2024-01-15", "2024-02-10")).await;
+    let single = app
+        .submit(&backtest_body("SmaCross", "1h", "2024-01-15", "2024-02-10"))
+        .await;
     let done = app.wait(&single, Duration::from_secs(120)).await;
     assert_eq!(done["status"], "succeeded");
-    let ms = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap().timestamp_millis();
+    let ms = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap())
+            .unwrap()
+            .timestamp_millis()
+    };
     let (submitted, started) = (ms(&done["created_at"]), ms(&done["started_at"]));
     let kids = children(&app, &id).await;
     let overtaking = kids
         .iter()
-        .filter(|k| !k["started_at"].is_null() && ms(&k["started_at"]) > submitted && ms(&k["started_at"]) < started)
+        .filter(|k| {
+            !k["started_at"].is_null()
+                && ms(&k["started_at"]) > submitted
+                && ms(&k["started_at"]) < started
+        })
         .count();
-    assert_eq!(overtaking, 0, "no child of the batch started between the submit and the single backtest's start");
+    // At most the child released (for the one runner) just before the submit
+    // is ahead of it in the queue; without the in-flight cap, all ten would be.
+    assert!(
+        overtaking <= 1,
+        "{overtaking} children of the batch started between the submit and the single backtest's start"
+    );
     let (_, parent) = app.get(&format!("/v1/jobs/{id}")).await;
-    assert!(parent["children"]["in_flight"].as_i64().unwrap() <= 1, "{parent}");
+    assert!(
+        parent["children"]["in_flight"].as_i64().unwrap() <= 1,
+        "{parent}"
+    );
     app.wait(&id, Duration::from_secs(300)).await;
 }
 
@@ -223,17 +296,23 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
         ..Options::distributed().await
     })
     .await;
-    app.import_csv(&synthetic_csv("2024-01-01", "2024-03-01", 5)).await;
+    app.import_csv(&synthetic_csv("2024-01-01", "2024-03-01", 5))
+        .await;
     let base = backtest_body("SmaCross", "15m", "2024-01-15", "2024-02-10");
     let (status, accepted) = app
-        .post_json("/v1/backtests/batch", &json!({"base": base, "grid": {"hyperparameters": {"fast": [5, 6, 7, 8, 9, 10]}}}))
+        .post_json(
+            "/v1/backtests/batch",
+            &json!({"base": base, "grid": {"hyperparameters": {"fast": [5, 6, 7, 8, 9, 10]}}}),
+        )
         .await;
     assert_eq!(status, 202, "{accepted}");
     let id = accepted["job_id"].as_str().unwrap().to_string();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         let (_, job) = app.get(&format!("/v1/jobs/{id}")).await;
-        if job["children"]["succeeded"].as_i64().unwrap_or(0) >= 2 && job["children"]["running"] == 1 {
+        if job["children"]["succeeded"].as_i64().unwrap_or(0) >= 2
+            && job["children"]["running"] == 1
+        {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{job}");
@@ -243,7 +322,12 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
         .await
         .iter()
         .filter(|k| k["status"] == "succeeded")
-        .map(|k| (k["job_id"].as_str().unwrap().to_string(), k["finished_at"].as_str().unwrap().to_string()))
+        .map(|k| {
+            (
+                k["job_id"].as_str().unwrap().to_string(),
+                k["finished_at"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     app.kill_worker(0).await;
     app.start_worker();
@@ -256,11 +340,19 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
         assert_eq!(kid["attempts"], 1, "a finished child never re-runs");
         assert_eq!(kid["finished_at"].as_str().unwrap(), finished);
     }
-    assert!(kids.iter().any(|k| k["attempts"] == 2), "the child killed with its worker ran again");
+    assert!(
+        kids.iter().any(|k| k["attempts"] == 2),
+        "the child killed with its worker ran again"
+    );
     let (_, result) = app.get(&format!("/v1/jobs/{id}/result")).await;
     assert_eq!(result["leaderboard_total"], 6);
     assert_eq!(result["succeeded"], 6);
-    let mut ids: Vec<&str> = result["leaderboard"].as_array().unwrap().iter().map(|r| r["job_id"].as_str().unwrap()).collect();
+    let mut ids: Vec<&str> = result["leaderboard"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["job_id"].as_str().unwrap())
+        .collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 6, "one row per child");
@@ -276,8 +368,11 @@ async fn unknown_kinds_are_listed_and_left_alone() {
         ..Default::default()
     })
     .await;
-    app.import_csv(&synthetic_csv("2024-01-01", "2024-02-01", 5)).await;
-    let store = jesse_mcp_core::store::Store::open(&app.data_dir(), None).await.unwrap();
+    app.import_csv(&synthetic_csv("2024-01-01", "2024-02-01", 5))
+        .await;
+    let store = jesse_mcp_core::store::Store::open(&app.data_dir(), None)
+        .await
+        .unwrap();
     let id = jesse_mcp_core::jobs::new_job_id();
     store
         .insert_job(jesse_mcp_core::store::NewJob {
@@ -291,12 +386,25 @@ async fn unknown_kinds_are_listed_and_left_alone() {
     tokio::time::sleep(Duration::from_secs(3)).await; // a few sweeps
     let (status, list) = app.get("/v1/jobs").await;
     assert_eq!(status, 200, "{list}");
-    let listed = list["jobs"].as_array().unwrap().iter().find(|j| j["job_id"] == id.as_str()).expect("listed");
-    assert_eq!((listed["kind"].as_str(), listed["status"].as_str()), (Some("from_the_future"), Some("queued")));
+    let listed = list["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job_id"] == id.as_str())
+        .expect("listed");
+    assert_eq!(
+        (listed["kind"].as_str(), listed["status"].as_str()),
+        (Some("from_the_future"), Some("queued"))
+    );
     let (status, _) = app.get(&format!("/v1/jobs/{id}")).await;
     assert_eq!(status, 200);
-    let job = app.submit(&backtest_body("SmaCross", "1h", "2024-01-15", "2024-01-25")).await;
-    assert_eq!(app.wait(&job, Duration::from_secs(120)).await["status"], "succeeded");
+    let job = app
+        .submit(&backtest_body("SmaCross", "1h", "2024-01-15", "2024-01-25"))
+        .await;
+    assert_eq!(
+        app.wait(&job, Duration::from_secs(120)).await["status"],
+        "succeeded"
+    );
     let (_, still) = app.get(&format!("/v1/jobs/{id}")).await;
     assert_eq!(still["status"], "queued", "left alone");
 }

@@ -62,7 +62,9 @@ conformance!(
 
 /// A queued job and the lane its kind travels on.
 fn job(kind: &str) -> (Lane, QueuedJob) {
-    let lane = jesse_mcp_core::kinds::find(kind).expect("a known kind").lane;
+    let lane = jesse_mcp_core::kinds::find(kind)
+        .expect("a known kind")
+        .lane;
     (
         lane,
         QueuedJob {
@@ -80,7 +82,12 @@ async fn pushed_jobs_are_counted_per_lane(queue: &Queue) {
     }
     assert_eq!(queue.depth(Lane::Runner).await.unwrap(), 2);
     assert_eq!(queue.depth(Lane::Control).await.unwrap(), 1);
-    assert!(queue.holds(Lane::Runner, &backtests[0].1.job_id).await.unwrap());
+    assert!(
+        queue
+            .holds(Lane::Runner, &backtests[0].1.job_id)
+            .await
+            .unwrap()
+    );
     assert!(queue.holds(Lane::Control, &batch.1.job_id).await.unwrap());
     assert!(
         !queue.holds(Lane::Runner, &batch.1.job_id).await.unwrap(),
@@ -134,7 +141,10 @@ async fn ended_tasks_are_vacuumed_and_their_ids_can_be_pushed_again(queue: &Queu
     // An ended task's id can be pushed again once forgotten (the lost-job sweep
     // puts back a job whose task ended while the store still says queued).
     queue.forget_ended(kind, &ended.job_id).await.unwrap();
-    queue.push(kind, &ended).await.expect("push the ended id again");
+    queue
+        .push(kind, &ended)
+        .await
+        .expect("push the ended id again");
     assert!(queue.holds(kind, &ended.job_id).await.unwrap());
     assert_eq!(queue.depth(kind).await.unwrap(), 2);
     assert_eq!(

@@ -8,7 +8,7 @@ use jesse_mcp_core::candles::{Candle, synthetic};
 use jesse_mcp_core::error::ErrorBody;
 use jesse_mcp_core::jobs::JobStatus;
 use jesse_mcp_core::store::{
-    CancelOutcome, JobResult, NewChild, Claim, Gap, Inserted, JobFilter, NewJob, ScheduleRecord,
+    CancelOutcome, Claim, Gap, Inserted, JobFilter, JobResult, NewChild, NewJob, ScheduleRecord,
     Store, UpsertCounts,
 };
 use jesse_mcp_core::time::{DAY_MS, MINUTE_MS, parse_day};
@@ -410,10 +410,16 @@ async fn results_are_replaced_never_duplicated(store: &Store) {
         body: json!({"metrics": {"net_profit_percentage": 1.5, "sharpe_ratio": null}, "timings": {}}),
         parts: vec![("trades".into(), trades.clone())],
     };
-    store.save_result(&job.id, "backtest", &result).await.unwrap();
+    store
+        .save_result(&job.id, "backtest", &result)
+        .await
+        .unwrap();
     result.body["metrics"] = json!({"net_profit_percentage": 2.5});
     result.parts[0].1.truncate(1001);
-    store.save_result(&job.id, "backtest", &result).await.unwrap();
+    store
+        .save_result(&job.id, "backtest", &result)
+        .await
+        .unwrap();
     assert_eq!(store.count_results(&job.id).await.unwrap(), 1);
     store
         .patch_result(&job.id, "timings", &json!({"write_ms": 3.0}))
@@ -423,9 +429,17 @@ async fn results_are_replaced_never_duplicated(store: &Store) {
     assert_eq!(kind, "backtest");
     assert_eq!(body["metrics"], json!({"net_profit_percentage": 2.5}));
     assert_eq!(body["timings"], json!({"write_ms": 3.0}));
-    assert_eq!(store.count_result_rows(&job.id, "trades").await.unwrap(), 1001, "a re-run's rows replace the old ones");
+    assert_eq!(
+        store.count_result_rows(&job.id, "trades").await.unwrap(),
+        1001,
+        "a re-run's rows replace the old ones"
+    );
     let page = store.result_rows(&job.id, "trades", 499, 3).await.unwrap();
-    assert_eq!(page, trades[499..502].to_vec(), "a page across a chunk boundary keeps the order");
+    assert_eq!(
+        page,
+        trades[499..502].to_vec(),
+        "a page across a chunk boundary keeps the order"
+    );
     assert!(store.result_body(&new_id()).await.unwrap().is_none());
 }
 
@@ -434,47 +448,121 @@ async fn children_are_created_once_released_under_a_cap_and_cancelled_with_their
 ) {
     let parent = created(insert(store, None, json!({})).await);
     let children: Vec<NewChild> = (0..7)
-        .map(|index| NewChild { id: new_id(), index, params: json!({"i": index}) })
+        .map(|index| NewChild {
+            id: new_id(),
+            index,
+            params: json!({"i": index}),
+        })
         .collect();
-    assert_eq!(store.insert_children(&parent.id, "backtest", &children).await.unwrap(), 7);
+    assert_eq!(
+        store
+            .insert_children(&parent.id, "backtest", &children)
+            .await
+            .unwrap(),
+        7
+    );
     // A resumed parent creating them again adds nothing.
     let again: Vec<NewChild> = (0..7)
-        .map(|index| NewChild { id: new_id(), index, params: json!({"i": index}) })
+        .map(|index| NewChild {
+            id: new_id(),
+            index,
+            params: json!({"i": index}),
+        })
         .collect();
-    assert_eq!(store.insert_children(&parent.id, "backtest", &again).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .insert_children(&parent.id, "backtest", &again)
+            .await
+            .unwrap(),
+        0
+    );
     // Held back: the lost-job sweep never sees them.
-    assert!(store.stale_jobs(i64::MAX, 100).await.unwrap().iter().all(|j| j.parent_id.is_none()));
     assert!(
-        store.release_children(&parent.id, 3).await.unwrap().is_empty(),
+        store
+            .stale_jobs(i64::MAX, 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|j| j.parent_id.is_none())
+    );
+    assert!(
+        store
+            .release_children(&parent.id, 3)
+            .await
+            .unwrap()
+            .is_empty(),
         "a parent that is not running releases nothing"
     );
-    assert!(matches!(store.start_attempt(&parent.id, "w1", 60_000).await.unwrap(), Claim::Claimed(_)));
+    assert!(matches!(
+        store.start_attempt(&parent.id, "w1", 60_000).await.unwrap(),
+        Claim::Claimed(_)
+    ));
     let first = store.release_children(&parent.id, 3).await.unwrap();
-    assert_eq!(first, children[..3].iter().map(|c| c.id.clone()).collect::<Vec<_>>(), "in order");
-    assert!(store.release_children(&parent.id, 3).await.unwrap().is_empty(), "the cap holds");
+    assert_eq!(
+        first,
+        children[..3]
+            .iter()
+            .map(|c| c.id.clone())
+            .collect::<Vec<_>>(),
+        "in order"
+    );
+    assert!(
+        store
+            .release_children(&parent.id, 3)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the cap holds"
+    );
     // Concurrent releases never exceed the cap.
-    assert!(matches!(store.start_attempt(&first[0], "w2", 60_000).await.unwrap(), Claim::Claimed(_)));
-    store.finish_job(&first[0], Some("w2"), JobStatus::Succeeded, None, None).await.unwrap();
+    assert!(matches!(
+        store.start_attempt(&first[0], "w2", 60_000).await.unwrap(),
+        Claim::Claimed(_)
+    ));
+    store
+        .finish_job(&first[0], Some("w2"), JobStatus::Succeeded, None, None)
+        .await
+        .unwrap();
     let (a, b) = tokio::join!(
         store.release_children(&parent.id, 3),
         store.release_children(&parent.id, 3)
     );
     assert_eq!(a.unwrap().len() + b.unwrap().len(), 1);
     let counts = store.child_counts(&parent.id).await.unwrap();
-    assert_eq!((counts.total, counts.succeeded, counts.queued, counts.in_flight), (7, 1, 6, 3));
+    assert_eq!(
+        (
+            counts.total,
+            counts.succeeded,
+            counts.queued,
+            counts.in_flight
+        ),
+        (7, 1, 6, 3)
+    );
     // Waiting parents hold no lease and wake once.
     assert!(store.set_waiting(&parent.id, "w1").await.unwrap());
-    assert!(!store.set_waiting(&parent.id, "w1").await.unwrap(), "only its lease holder");
-    assert_eq!(store.stale_waiting(i64::MAX, 10).await.unwrap()[0].id, parent.id);
+    assert!(
+        !store.set_waiting(&parent.id, "w1").await.unwrap(),
+        "only its lease holder"
+    );
+    assert_eq!(
+        store.stale_waiting(i64::MAX, 10).await.unwrap()[0].id,
+        parent.id
+    );
     assert!(store.wake(&parent.id).await.unwrap());
     assert!(!store.wake(&parent.id).await.unwrap(), "woken exactly once");
     let page = store.child_results(&parent.id, -1, 2).await.unwrap();
     assert_eq!(page.iter().map(|c| c.index).collect::<Vec<_>>(), [0, 1]);
     assert_eq!(page[0].status, JobStatus::Succeeded);
     // Cancelling ends the queued ones, released or not, and flags the running.
-    assert!(matches!(store.start_attempt(&first[1], "w2", 60_000).await.unwrap(), Claim::Claimed(_)));
+    assert!(matches!(
+        store.start_attempt(&first[1], "w2", 60_000).await.unwrap(),
+        Claim::Claimed(_)
+    ));
     let withdrawn = store
-        .cancel_children(&parent.id, &jesse_mcp_core::ErrorBody::new("cancelled", "parent"))
+        .cancel_children(
+            &parent.id,
+            &jesse_mcp_core::ErrorBody::new("cancelled", "parent"),
+        )
         .await
         .unwrap();
     assert_eq!(withdrawn.len(), 2, "released queued children to withdraw");
@@ -482,23 +570,45 @@ async fn children_are_created_once_released_under_a_cap_and_cancelled_with_their
     assert_eq!((counts.running, counts.cancelled, counts.queued), (1, 5, 0));
     assert!(store.cancel_requested(&first[1]).await.unwrap());
     let listed = store
-        .list_jobs(&JobFilter { parent_id: Some(parent.id.clone()), limit: 3, ..Default::default() })
+        .list_jobs(&JobFilter {
+            parent_id: Some(parent.id.clone()),
+            limit: 3,
+            ..Default::default()
+        })
         .await
         .unwrap();
-    assert_eq!(listed.iter().map(|j| j.child_index).collect::<Vec<_>>(), [Some(0), Some(1), Some(2)]);
+    assert_eq!(
+        listed.iter().map(|j| j.child_index).collect::<Vec<_>>(),
+        [Some(0), Some(1), Some(2)]
+    );
     // The fleet's runners.
     store.heartbeat_worker("wa", 2, 60_000).await.unwrap();
     store.heartbeat_worker("wb", 3, -1).await.unwrap();
-    assert_eq!(store.fleet_runners().await.unwrap(), 2, "an expired worker does not count");
+    assert_eq!(
+        store.fleet_runners().await.unwrap(),
+        2,
+        "an expired worker does not count"
+    );
 }
 
 async fn unknown_kinds_are_listed_as_they_are(store: &Store) {
     let id = new_id();
     store
-        .insert_job(NewJob { id: &id, kind: "from_the_future", params: &json!({}), idempotency_key: None })
+        .insert_job(NewJob {
+            id: &id,
+            kind: "from_the_future",
+            params: &json!({}),
+            idempotency_key: None,
+        })
         .await
         .unwrap();
-    let listed = store.list_jobs(&JobFilter { limit: 5, ..Default::default() }).await.unwrap();
+    let listed = store
+        .list_jobs(&JobFilter {
+            limit: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let job = listed.iter().find(|j| j.id == id).expect("listed");
     assert_eq!(job.kind, "from_the_future");
     assert!(job.def().is_none());

@@ -97,7 +97,10 @@ impl Executor {
             // A kind this binary does not know (another version of the fleet) is
             // left alone: not claimed, not failed.
             let Some(kind) = self.store.get_job(job_id).await?.and_then(|j| j.def()) else {
-                tracing::warn!(job.id = job_id, "job of a kind this worker does not know; leaving it");
+                tracing::warn!(
+                    job.id = job_id,
+                    "job of a kind this worker does not know; leaving it"
+                );
                 return Ok(());
             };
             let job = match self
@@ -171,7 +174,12 @@ impl Executor {
                     // the last child wakes it. Children may all have ended already.
                     if self.store.set_waiting(job_id, &self.owner).await? {
                         let counts = self.engine.advance(job_id).await.map_err(api_error)?;
-                        tracing::info!(job.id = job_id, children = counts.total, done = counts.done(), "parent waiting on its children");
+                        tracing::info!(
+                            job.id = job_id,
+                            children = counts.total,
+                            done = counts.done(),
+                            "parent waiting on its children"
+                        );
                     }
                     return Ok(());
                 }

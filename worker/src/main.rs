@@ -259,11 +259,7 @@ async fn run_job(
     outcome
 }
 
-async fn run_once(
-    job: QueuedJob,
-    lane: Lane,
-    executor: &Arc<Executor>,
-) -> Result<(), BoxDynError> {
+async fn run_once(job: QueuedJob, lane: Lane, executor: &Arc<Executor>) -> Result<(), BoxDynError> {
     // The job runs on its own task so heartbeats and polling never stall behind it.
     let id = job.job_id.clone();
     let already = executor

@@ -13,7 +13,9 @@ use jesse_mcp_core::jobs::{BacktestRequest, JobStatus};
 use jesse_mcp_core::kinds::{KindDef, Lane, REGISTRY, find};
 pub use jesse_mcp_core::planner::check_symbol;
 use jesse_mcp_core::queue::Queue;
-use jesse_mcp_core::store::{CancelOutcome, ChildCounts, JobFilter, JobRecord, Store, UpsertCounts};
+use jesse_mcp_core::store::{
+    CancelOutcome, ChildCounts, JobFilter, JobRecord, Store, UpsertCounts,
+};
 use jesse_mcp_core::time::{MINUTE_MS, to_rfc3339};
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -292,8 +294,12 @@ impl Service {
         idempotency_key: Option<&str>,
     ) -> Result<JobAccepted, ApiError> {
         let request = serde_json::to_value(request).expect("requests serialize");
-        self.submit(&jesse_mcp_core::kinds::backtest::KIND, request, idempotency_key)
-            .await
+        self.submit(
+            &jesse_mcp_core::kinds::backtest::KIND,
+            request,
+            idempotency_key,
+        )
+        .await
     }
 
     /// Records an already planned job and enqueues it.
@@ -549,7 +555,11 @@ impl Service {
             object.remove("equity_curve");
         }
         if let Some(rows) = job.def().and_then(|k| k.rows.as_ref()) {
-            let total = self.inner.store.count_result_rows(&job.id, rows.name).await?;
+            let total = self
+                .inner
+                .store
+                .count_result_rows(&job.id, rows.name)
+                .await?;
             body[format!("{}_total", rows.name)] = json!(total);
             let included = query
                 .include_trades

@@ -7,7 +7,9 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{KindDef, Lane, Outcome, RowsPart, Runtime, Submit, read_plan, read_request, schema_of};
+use super::{
+    KindDef, Lane, Outcome, RowsPart, Runtime, Submit, read_plan, read_request, schema_of,
+};
 use crate::error::ApiError;
 use crate::jobs::{BacktestPlan, BacktestRequest};
 use crate::planner::Planner;

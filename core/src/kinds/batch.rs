@@ -17,7 +17,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::{KindDef, Lane, Outcome, RowsPart, Runtime, Submit, read_plan, read_request, schema_of};
+use super::{
+    KindDef, Lane, Outcome, RowsPart, Runtime, Submit, read_plan, read_request, schema_of,
+};
 use crate::error::ApiError;
 use crate::jobs::{BacktestRequest, StrategySource};
 use crate::planner::Planner;
@@ -28,22 +30,62 @@ pub const MAX_VARIANTS: usize = 10_000;
 
 /// Jesse's numeric metrics a leaderboard can rank by.
 pub const RANKABLE: &[&str] = &[
-    "annual_return", "average_holding_period", "average_losing_holding_period", "average_loss",
-    "average_win", "average_winning_holding_period", "avg_trades_per_day", "avg_trades_per_month",
-    "avg_trades_per_week", "calmar_ratio", "current_streak", "expectancy", "expectancy_percentage",
-    "fee", "finishing_balance", "gross_loss", "gross_profit", "largest_losing_trade",
-    "largest_winning_trade", "longs_count", "longs_percentage", "losing_streak", "max_drawdown",
-    "max_underwater_period", "net_profit", "net_profit_percentage", "omega_ratio", "open_pl",
-    "ratio_avg_win_loss", "serenity_index", "sharpe_ratio", "shorts_count", "shorts_percentage",
-    "smart_sharpe", "smart_sortino", "sortino_ratio", "total", "total_losing_trades",
-    "total_open_trades", "total_winning_trades", "win_rate", "win_rate_longs", "win_rate_shorts",
+    "annual_return",
+    "average_holding_period",
+    "average_losing_holding_period",
+    "average_loss",
+    "average_win",
+    "average_winning_holding_period",
+    "avg_trades_per_day",
+    "avg_trades_per_month",
+    "avg_trades_per_week",
+    "calmar_ratio",
+    "current_streak",
+    "expectancy",
+    "expectancy_percentage",
+    "fee",
+    "finishing_balance",
+    "gross_loss",
+    "gross_profit",
+    "largest_losing_trade",
+    "largest_winning_trade",
+    "longs_count",
+    "longs_percentage",
+    "losing_streak",
+    "max_drawdown",
+    "max_underwater_period",
+    "net_profit",
+    "net_profit_percentage",
+    "omega_ratio",
+    "open_pl",
+    "ratio_avg_win_loss",
+    "serenity_index",
+    "sharpe_ratio",
+    "shorts_count",
+    "shorts_percentage",
+    "smart_sharpe",
+    "smart_sortino",
+    "sortino_ratio",
+    "total",
+    "total_losing_trades",
+    "total_open_trades",
+    "total_winning_trades",
+    "win_rate",
+    "win_rate_longs",
+    "win_rate_shorts",
     "winning_streak",
 ];
 
 /// Metrics every leaderboard row shows (plus the ranking metric).
 const KEY_METRICS: &[&str] = &[
-    "total", "net_profit_percentage", "win_rate", "max_drawdown", "sharpe_ratio", "calmar_ratio",
-    "sortino_ratio", "finishing_balance",
+    "total",
+    "net_profit_percentage",
+    "win_rate",
+    "max_drawdown",
+    "sharpe_ratio",
+    "calmar_ratio",
+    "sortino_ratio",
+    "finishing_balance",
 ];
 
 pub static KIND: KindDef = KindDef {
@@ -186,26 +228,49 @@ fn expand(request: &BatchRequest) -> Result<(Vec<Value>, Vec<Value>), ApiError> 
         if let Some(hps) = &grid.hyperparameters {
             for (name, values) in hps {
                 if values.is_empty() {
-                    return Err(invalid("invalid_grid", format!("grid.hyperparameters.{name} is empty; give at least one value")));
+                    return Err(invalid(
+                        "invalid_grid",
+                        format!("grid.hyperparameters.{name} is empty; give at least one value"),
+                    ));
                 }
-                axes.push(values.iter().map(|v| json!({"hyperparameters": {name: v}})).collect());
+                axes.push(
+                    values
+                        .iter()
+                        .map(|v| json!({"hyperparameters": {name: v}}))
+                        .collect(),
+                );
             }
         }
         let mut axis = |name: &str, values: Vec<Value>| -> Result<(), ApiError> {
             if values.is_empty() {
-                return Err(invalid("invalid_grid", format!("grid.{name} is empty; give at least one value or leave it out")));
+                return Err(invalid(
+                    "invalid_grid",
+                    format!("grid.{name} is empty; give at least one value or leave it out"),
+                ));
             }
             axes.push(values);
             Ok(())
         };
         if let Some(symbols) = &grid.symbols {
-            axis("symbols", symbols.iter().map(|s| json!({"symbol": s})).collect())?;
+            axis(
+                "symbols",
+                symbols.iter().map(|s| json!({"symbol": s})).collect(),
+            )?;
         }
         if let Some(timeframes) = &grid.timeframes {
-            axis("timeframes", timeframes.iter().map(|t| json!({"timeframe": t})).collect())?;
+            axis(
+                "timeframes",
+                timeframes.iter().map(|t| json!({"timeframe": t})).collect(),
+            )?;
         }
         if let Some(periods) = &grid.periods {
-            axis("periods", periods.iter().map(|p| json!({"start_date": p.start_date, "end_date": p.end_date})).collect())?;
+            axis(
+                "periods",
+                periods
+                    .iter()
+                    .map(|p| json!({"start_date": p.start_date, "end_date": p.end_date}))
+                    .collect(),
+            )?;
         }
         let size = axes.iter().try_fold(1usize, |n, a| n.checked_mul(a.len()));
         match size {
@@ -213,7 +278,9 @@ fn expand(request: &BatchRequest) -> Result<(Vec<Value>, Vec<Value>), ApiError> 
             _ => {
                 return Err(invalid(
                     "too_many_variants",
-                    format!("the grid makes more than {MAX_VARIANTS} variants; narrow its lists or split the batch"),
+                    format!(
+                        "the grid makes more than {MAX_VARIANTS} variants; narrow its lists or split the batch"
+                    ),
                 ));
             }
         }
@@ -236,7 +303,10 @@ fn expand(request: &BatchRequest) -> Result<(Vec<Value>, Vec<Value>), ApiError> 
     if let Some(variants) = &request.variants {
         for (i, variant) in variants.iter().enumerate() {
             if !variant.is_object() {
-                return Err(invalid("invalid_variant", format!("variants[{i}] must be an object of backtest fields")));
+                return Err(invalid(
+                    "invalid_variant",
+                    format!("variants[{i}] must be an object of backtest fields"),
+                ));
             }
             overrides.push(variant.clone());
         }
@@ -250,7 +320,10 @@ fn expand(request: &BatchRequest) -> Result<(Vec<Value>, Vec<Value>), ApiError> 
     if overrides.len() > MAX_VARIANTS {
         return Err(invalid(
             "too_many_variants",
-            format!("{} variants; a batch holds at most {MAX_VARIANTS}", overrides.len()),
+            format!(
+                "{} variants; a batch holds at most {MAX_VARIANTS}",
+                overrides.len()
+            ),
         ));
     }
     let variants = overrides
@@ -306,13 +379,18 @@ fn plan(planner: &Planner, request: Value) -> BoxFuture<'_, Result<Value, ApiErr
         if !RANKABLE.contains(&request.rank_by.as_str()) {
             return Err(invalid(
                 "invalid_rank_by",
-                format!("rank_by '{}' is not one of Jesse's numeric metrics", request.rank_by),
+                format!(
+                    "rank_by '{}' is not one of Jesse's numeric metrics",
+                    request.rank_by
+                ),
             )
             .with_details(json!({"field": "rank_by", "supported": RANKABLE})));
         }
         if request.max_parallel == Some(0) || request.max_parallel.is_some_and(|m| m > 1024) {
-            return Err(invalid("invalid_number", "max_parallel must be from 1 to 1024")
-                .with_details(json!({"field": "max_parallel"})));
+            return Err(
+                invalid("invalid_number", "max_parallel must be from 1 to 1024")
+                    .with_details(json!({"field": "max_parallel"})),
+            );
         }
         let (variants, overrides) = expand(&request)?;
         let mut sources: Vec<StrategySource> = Vec::new();
@@ -348,7 +426,10 @@ fn execute<'a>(rt: &'a dyn Runtime, job: &'a JobRecord) -> BoxFuture<'a, anyhow:
         if counts.total < plan.variants.len() as i64 {
             create_children(rt, job, &plan).await?;
         }
-        let counts = engine.advance(&job.id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let counts = engine
+            .advance(&job.id)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         if counts.done() < counts.total {
             return Ok(Outcome::Waiting);
         }
@@ -359,7 +440,11 @@ fn execute<'a>(rt: &'a dyn Runtime, job: &'a JobRecord) -> BoxFuture<'a, anyhow:
 /// Records every variant as a child backtest, planned with the sources pinned
 /// at submit (a variant that no longer plans, e.g. its candles were deleted,
 /// becomes a failed child naming why).
-async fn create_children(rt: &dyn Runtime, job: &JobRecord, plan: &BatchPlan) -> anyhow::Result<()> {
+async fn create_children(
+    rt: &dyn Runtime,
+    job: &JobRecord,
+    plan: &BatchPlan,
+) -> anyhow::Result<()> {
     let planner = rt.engine().planner();
     planner.pin_sources(&plan.sources);
     let mut children = Vec::with_capacity(plan.variants.len());
@@ -370,7 +455,10 @@ async fn create_children(rt: &dyn Runtime, job: &JobRecord, plan: &BatchPlan) ->
                 for s in &mut child.strategies {
                     s.source.clear(); // pinned once in the parent's plan
                 }
-                children.push((i as i64, serde_json::to_value(child).expect("plans serialize")));
+                children.push((
+                    i as i64,
+                    serde_json::to_value(child).expect("plans serialize"),
+                ));
             }
             Err(e) => {
                 children.push((i as i64, json!({"variant": o})));
@@ -383,9 +471,20 @@ async fn create_children(rt: &dyn Runtime, job: &JobRecord, plan: &BatchPlan) ->
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     for (index, error) in failures {
-        if let Some(child) = rt.store().child_results(&job.id, index - 1, 1).await?.first() {
+        if let Some(child) = rt
+            .store()
+            .child_results(&job.id, index - 1, 1)
+            .await?
+            .first()
+        {
             rt.store()
-                .finish_job(&child.id, None, crate::jobs::JobStatus::Failed, Some(&error), None)
+                .finish_job(
+                    &child.id,
+                    None,
+                    crate::jobs::JobStatus::Failed,
+                    Some(&error),
+                    None,
+                )
                 .await?;
         }
     }
@@ -393,7 +492,11 @@ async fn create_children(rt: &dyn Runtime, job: &JobRecord, plan: &BatchPlan) ->
 }
 
 /// Every child has ended: ranks them into the leaderboard.
-async fn leaderboard(rt: &dyn Runtime, job: &JobRecord, plan: &BatchPlan) -> anyhow::Result<Outcome> {
+async fn leaderboard(
+    rt: &dyn Runtime,
+    job: &JobRecord,
+    plan: &BatchPlan,
+) -> anyhow::Result<Outcome> {
     let store = rt.store();
     let mut ranked: Vec<(Option<f64>, Value)> = Vec::new();
     let mut ended: Vec<Value> = Vec::new();
@@ -404,7 +507,11 @@ async fn leaderboard(rt: &dyn Runtime, job: &JobRecord, plan: &BatchPlan) -> any
         let Some(last) = page.last() else { break };
         after = last.index;
         for child in page {
-            let overrides = plan.overrides.get(child.index as usize).cloned().unwrap_or(Value::Null);
+            let overrides = plan
+                .overrides
+                .get(child.index as usize)
+                .cloned()
+                .unwrap_or(Value::Null);
             let mut row = json!({
                 "job_id": child.id,
                 "index": child.index,
@@ -417,7 +524,10 @@ async fn leaderboard(rt: &dyn Runtime, job: &JobRecord, plan: &BatchPlan) -> any
                     let metrics = &body["metrics"];
                     let mut shown = Map::new();
                     for key in KEY_METRICS.iter().copied().chain([plan.rank_by.as_str()]) {
-                        shown.insert(key.to_string(), metrics.get(key).cloned().unwrap_or(Value::Null));
+                        shown.insert(
+                            key.to_string(),
+                            metrics.get(key).cloned().unwrap_or(Value::Null),
+                        );
                     }
                     let score = metrics.get(&plan.rank_by).and_then(Value::as_f64);
                     row["metrics"] = Value::Object(shown);
@@ -507,17 +617,28 @@ mod tests {
             "variants": [{"symbol": "ETH-USDT", "hyperparameters": {"fast": 7}}]}));
         let (variants, overrides) = expand(&r).unwrap();
         assert_eq!(variants.len(), 7);
-        assert_eq!(overrides[0], json!({"hyperparameters": {"fast": 5}, "timeframe": "1h"}));
-        assert_eq!(overrides[5], json!({"hyperparameters": {"fast": 20}, "timeframe": "4h"}));
+        assert_eq!(
+            overrides[0],
+            json!({"hyperparameters": {"fast": 5}, "timeframe": "1h"})
+        );
+        assert_eq!(
+            overrides[5],
+            json!({"hyperparameters": {"fast": 20}, "timeframe": "4h"})
+        );
         // hyperparameters merge name by name onto the base's
-        assert_eq!(variants[6]["hyperparameters"], json!({"slow": 50, "fast": 7}));
+        assert_eq!(
+            variants[6]["hyperparameters"],
+            json!({"slow": 50, "fast": 7})
+        );
         assert_eq!(variants[6]["symbol"], "ETH-USDT");
     }
 
     #[test]
     fn too_many_and_empty() {
         let values: Vec<i64> = (0..101).collect();
-        let r = request(json!({"base": base(), "grid": {"hyperparameters": {"a": values, "b": values}}}));
+        let r = request(
+            json!({"base": base(), "grid": {"hyperparameters": {"a": values, "b": values}}}),
+        );
         assert_eq!(expand(&r).unwrap_err().body.code, "too_many_variants");
         let r = request(json!({"base": base()}));
         assert_eq!(expand(&r).unwrap_err().body.code, "empty_batch");

@@ -187,11 +187,18 @@ pub fn read_plan<T: serde::de::DeserializeOwned>(job: &JobRecord) -> Result<T, O
 /// Parses a request body into a kind's request type, with the error a client
 /// sees for a body of the wrong shape.
 pub fn read_request<T: serde::de::DeserializeOwned>(request: Value) -> Result<T, ApiError> {
-    serde_json::from_value(request).map_err(|e| {
+    serde_path_to_error::deserialize(request).map_err(|e| {
+        let path = e.path().to_string();
+        let message = if path == "." {
+            e.inner().to_string()
+        } else {
+            format!("{path}: {}", e.inner())
+        };
         ApiError::invalid(
             "invalid_request",
-            format!("the request does not match the expected shape: {e}"),
+            format!("the request body does not match the expected shape: {message}"),
         )
+        .with_details(serde_json::json!({"field": path}))
     })
 }
 

@@ -1,0 +1,83 @@
+"""Bare Jesse for the benches: `jesse.research.backtest` on candles already in
+numpy arrays, no jesse-mcp code.
+
+Imported by ops/bench_batch.py (one `Bare` per process of a process pool); run
+as a script it is bench.py's `BareJesse`: a warm interpreter that runs one
+backtest per line read on stdin and answers one JSON line each.
+
+Usage: python ops/bench_bare.py CSV TIMEFRAME STRATEGY_PATH START_MS END_MS EXCHANGE SYMBOL
+"""
+import importlib.util
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+MINUTES = {"1h": 60, "15m": 15, "5m": 5, "4h": 240}
+
+
+def load_csv(csv):
+    """The bench CSV (timestamp,open,high,low,close,volume) as Jesse's column order."""
+    return np.loadtxt(csv, delimiter=",", skiprows=1)[:, [0, 1, 4, 2, 3, 5]].copy()
+
+
+def clean(v):
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v) if math.isfinite(v) else None
+    return v
+
+
+class Bare:
+    """One route, one strategy, the service's default config (10000 balance, 0.001 fee,
+    futures, leverage 1 cross, 240 warm-up candles), candles sliced once."""
+
+    def __init__(self, rows, timeframe, strategy_path, start_ms, end_ms, exchange, symbol):
+        os.chdir(tempfile.mkdtemp())  # Jesse may write under the working directory
+        import jesse.research as research
+        self.research = research
+        start_ms, end_ms = int(start_ms), int(end_ms)
+        warm = rows[(rows[:, 0] >= start_ms - 240 * MINUTES[timeframe] * 60000) & (rows[:, 0] < start_ms)]
+        trade = rows[(rows[:, 0] >= start_ms) & (rows[:, 0] < end_ms)]
+        name = os.path.basename(os.path.dirname(strategy_path))
+        spec = importlib.util.spec_from_file_location(name, strategy_path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        self.strategy = getattr(module, name)
+        key = f"{exchange}-{symbol}"
+        entry = lambda a: {key: {"exchange": exchange, "symbol": symbol, "candles": a}}  # noqa: E731
+        self.trade, self.warm = entry(trade), entry(warm)
+        self.config = {"starting_balance": 10000, "fee": 0.001, "type": "futures", "futures_leverage": 1,
+                       "futures_leverage_mode": "cross", "exchange": exchange, "warm_up_candles": 240}
+        self.routes = [{"exchange": exchange, "strategy": self.strategy, "symbol": symbol, "timeframe": timeframe}]
+
+    def defaults(self):
+        """The strategy's declared hyperparameter defaults (Jesse replaces `hp` as a whole)."""
+        return {hp["name"]: hp["default"] for hp in self.strategy.hyperparameters(None)}
+
+    def run(self, hyperparameters=None):
+        """One backtest; (seconds, metrics as the service reports them: JSON-safe, NaN → None)."""
+        t = time.perf_counter()
+        r = self.research.backtest(self.config, self.routes, [], self.trade, warmup_candles=self.warm,
+                                   hyperparameters=hyperparameters)
+        seconds = time.perf_counter() - t
+        return seconds, {k: clean(v) for k, v in r["metrics"].items()}
+
+
+def main():
+    csv, timeframe, strategy_path, start_ms, end_ms, exchange, symbol = sys.argv[1:8]
+    bare = Bare(load_csv(csv), timeframe, strategy_path, start_ms, end_ms, exchange, symbol)
+    for _ in sys.stdin:
+        seconds, metrics = bare.run()
+        print(json.dumps({"seconds": seconds, "metrics": metrics}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
