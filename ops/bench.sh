@@ -6,6 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/jesse-mcp/target}"
+export PYTHONDONTWRITEBYTECODE=1  # the bench imports its helpers from ops/; no __pycache__ there
 part="${1:-all}"
 case "$part" in
   all|batch) ;;

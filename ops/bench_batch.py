@@ -7,9 +7,9 @@ candles and configs, with 1 and with 2 runners, in the same run:
   (c) bare Jesse: `jesse.research.backtest` in a `concurrent.futures.ProcessPoolExecutor`
       of as many processes as runners (warm interpreters, candles in numpy arrays).
 
-The three alternate for BENCH_BATCH_ROUNDS rounds against one running service
-(and one warm pool) per runner count, so drift in machine speed hits them alike;
-medians are reported. Every variant's metrics from the batch (and from the
+BENCH_BATCH_ROUNDS rounds (default 5) per runner count, each with a fresh
+service and a fresh pool, warmed, running the three in a rotating order, so
+drift in machine speed hits them alike; medians are reported. Every variant's metrics from the batch (and from the
 separate submits) must equal bare Jesse's, and the leaderboard must hold every
 variant ranked by sharpe_ratio; any mismatch fails the bench and nothing is
 written. Replaces its section of docs/BENCHMARKS.md (or appends it).
@@ -38,7 +38,7 @@ VARIANTS = [(f, s) for f in FAST for s in SLOW]
 START, END = "2023-01-11", "2023-05-01"  # about 0.4 s per backtest here; warm-up from 2023-01-01
 TIMEFRAME = "1h"
 STRATEGY = os.path.join(ROOT, "strategies/SmaCross/__init__.py")
-ROUNDS = int(os.environ.get("BENCH_BATCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_BATCH_ROUNDS", "5"))
 RUNNERS = [int(n) for n in os.environ.get("BENCH_BATCH_RUNNERS", "1,2").split(",")]
 POLL = 0.25  # completion polling; the timing comes from the jobs' timestamps, not from the polling
 ENDED = ("succeeded", "failed", "cancelled")
@@ -92,6 +92,7 @@ class BarePool:
         done = {v: f.result() for v, f in futures.items()}
         wall = max(end for end, _, _ in done.values()) - started
         return {"wall_s": wall, "metrics": {v: m for v, (_, _, m) in done.items()},
+                "runs_ms": [s * 1e3 for _, s, _ in done.values()],
                 "mean_run_ms": statistics.mean(s for _, s, _ in done.values()) * 1e3}
 
     def close(self):
@@ -147,6 +148,7 @@ def run_batch(base):
         "submit_ms": submit_ms,
         "to_first_child_ms": (first_child - ts(state["created_at"])) * 1e3,
         "leaderboard_ms": (ts(state["finished_at"]) - last_child) * 1e3,
+        "runs_ms": [(ts(c["finished_at"]) - ts(c["started_at"])) * 1e3 for c in children],
         "mean_run_ms": statistics.mean(ts(c["finished_at"]) - ts(c["started_at"]) for c in children) * 1e3,
         "in_flight": in_flight,
     }
@@ -178,6 +180,7 @@ def run_separate(base):
         "wall_s": max(ts(s["finished_at"]) for s in states.values()) - started,
         "created_wall_s": max(ts(s["finished_at"]) for s in states.values()) - min(ts(s["created_at"]) for s in states.values()),
         "submit_ms": submit_ms,
+        "runs_ms": [(ts(s["finished_at"]) - ts(s["started_at"])) * 1e3 for s in states.values()],
         "mean_run_ms": statistics.mean(ts(s["finished_at"]) - ts(s["started_at"]) for s in states.values()) * 1e3,
     }
 
@@ -213,7 +216,9 @@ def check_batch(base, batch, bare_metrics):
         if variant not in bare_metrics:
             problems.append(f"child {child['job_id']}: unexpected variant {row.get('variant')}")
             continue
-        metrics = http("GET", f"{base}/v1/jobs/{child['job_id']}/result")["metrics"]
+        result = http("GET", f"{base}/v1/jobs/{child['job_id']}/result")
+        metrics = result["metrics"]
+        batch.setdefault("timings", []).append(result.get("timings") or {})
         if metrics != bare_metrics[variant]:
             diff = sorted(k for k in set(metrics) | set(bare_metrics[variant])
                           if metrics.get(k) != bare_metrics[variant].get(k))
@@ -236,7 +241,9 @@ def check_batch(base, batch, bare_metrics):
 def check_separate(base, separate, bare_metrics):
     problems = []
     for variant, job in separate["jobs"].items():
-        metrics = http("GET", f"{base}/v1/jobs/{job}/result")["metrics"]
+        result = http("GET", f"{base}/v1/jobs/{job}/result")
+        metrics = result["metrics"]
+        separate.setdefault("timings", []).append(result.get("timings") or {})
         if metrics != bare_metrics[variant]:
             problems.append(f"separate submit fast={variant[0]} slow={variant[1]} ({job}): metrics differ from bare Jesse")
     return problems
@@ -244,26 +251,89 @@ def check_separate(base, separate, bare_metrics):
 
 # --- the bench ---------------------------------------------------------------------------
 
-def bench_runners(data, rows, n):
-    """One warm pool and one service with n runners; ROUNDS rounds of bare, batch, separate."""
-    pool = BarePool(rows, n)
-    out = {"bare": [], "batch": [], "separate": [], "problems": []}
+def role(pid):
+    """What a process of the bench is: a service runner, the worker, the API, or Python (pool, client)."""
     try:
-        with service(data, runners=n) as base:
-            # Warm every runner (and the worker's candle cache) on the same range first.
-            wait_all(base, [http("POST", base + "/v1/backtests", BASE)["job_id"] for _ in range(n * 2)])
-            for i in range(ROUNDS):
-                bare = pool.run()
-                batch = run_batch(base)
-                separate = run_separate(base)
-                out["problems"] += check_batch(base, batch, bare["metrics"])
-                out["problems"] += check_separate(base, separate, bare["metrics"])
-                for key, r in (("bare", bare), ("batch", batch), ("separate", separate)):
-                    out[key].append(r)
-                print(f"runners={n} round {i + 1}/{ROUNDS}: bare {bare['wall_s']:.2f} s, batch {batch['wall_s']:.2f} s "
-                      f"(max in flight {batch['in_flight']}), separate {separate['wall_s']:.2f} s", flush=True)
-    finally:
-        pool.close()
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return "other"
+    name = os.path.basename(argv[0]).decode(errors="replace")
+    if name == "jesse-mcp-worker":
+        return "runner" if b"runner" in argv[1:2] else "worker"
+    return "api" if name == "jesse-mcp-api" else "python"
+
+
+def cpu_snapshot():
+    """The machine's busy CPU ticks (/proc/stat), and {pid: (ppid, user + system ticks)} of every process."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    table = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        table[int(pid)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    return sum(ticks[i] for i in (0, 1, 2, 5, 6)), table  # user, nice, system, irq, softirq
+
+
+def cpu_used(before, after):
+    """CPU seconds between two snapshots: {role: s} of this bench's process tree (the pool, the
+    service and its runners, this client), and "foreign": what the machine spent on anything else,
+    short-lived processes included (other work that would skew the timings; the kernel's own
+    housekeeping counts too, ~0.01 s/s here)."""
+    me, table = os.getpid(), after[1]
+    clock = os.sysconf("SC_CLK_TCK")
+
+    def ours(pid):
+        while pid in table and pid > 1:
+            if pid == me:
+                return True
+            pid = table[pid][0]
+        return False
+
+    used = {}
+    for pid, (_, t) in table.items():
+        if ours(pid):
+            used[role(pid)] = used.get(role(pid), 0) + max(0, t - before[1].get(pid, (0, 0))[1]) / clock
+    used["foreign"] = max(0, (after[0] - before[0]) / clock - sum(used.values()))
+    return used
+
+
+def bench_runners(data, rows, n):
+    """ROUNDS rounds with n runners and a pool of n processes. Each round starts a fresh pool and a
+    fresh service (Jesse's speed differs by a few % from one interpreter to the next and stays so
+    for the interpreter's life, so reusing processes would repeat one draw), warms them, then runs
+    bare, batch and separate in a rotating order, so drift in machine speed hits each alike."""
+    out = {"bare": [], "batch": [], "separate": [], "problems": [], "foreign_cpu_s": []}
+    order = ["bare", "batch", "separate"]
+    for i in range(ROUNDS):
+        pool = BarePool(rows, n)
+        try:
+            with service(data, runners=n) as base:
+                # Warm every runner (and the worker's candle cache) on the same range first.
+                wait_all(base, [http("POST", base + "/v1/backtests", BASE)["job_id"] for _ in range(n * 2)])
+                modes = {"bare": pool.run, "batch": lambda: run_batch(base), "separate": lambda: run_separate(base)}
+                done, foreign = {}, 0.0
+                for mode in order[i % 3:] + order[:i % 3]:
+                    before = cpu_snapshot()
+                    done[mode] = modes[mode]()
+                    done[mode]["cpu_s"] = cpu_used(before, cpu_snapshot())
+                    foreign += done[mode]["cpu_s"]["foreign"]
+                out["problems"] += check_batch(base, done["batch"], done["bare"]["metrics"])
+                out["problems"] += check_separate(base, done["separate"], done["bare"]["metrics"])
+        finally:
+            pool.close()
+        for mode, r in done.items():
+            out[mode].append(r)
+        out["foreign_cpu_s"].append(foreign)
+        print(f"runners={n} round {i + 1}/{ROUNDS}: bare {done['bare']['wall_s']:.2f} s, batch "
+              f"{done['batch']['wall_s']:.2f} s (max in flight {done['batch']['in_flight']}), separate "
+              f"{done['separate']['wall_s']:.2f} s; other processes' CPU meanwhile {foreign:.1f} s", flush=True)
     return out
 
 
@@ -275,8 +345,8 @@ def report(results, n_candles):
     n_var = len(VARIANTS)
     lines = ["", HEADING, "",
              f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
-             f"{os.cpu_count()} cores; median of {ROUNDS} rounds, each running bare, batch and separate in turn against "
-             f"the same service and pool. {n_var} variants of SmaCross {TIMEFRAME} over {START}..{END} "
+             f"{os.cpu_count()} cores; median of {ROUNDS} rounds, each with a fresh service and pool running bare, batch and "
+             f"separate one after the other (in a rotating order). {n_var} variants of SmaCross {TIMEFRAME} over {START}..{END} "
              f"(synthetic 1m candles, {n_candles} rows stored), a grid of fast {FAST} × slow {SLOW}; "
              "every runner and pool process warmed first.",
              "",
@@ -292,6 +362,8 @@ def report(results, n_candles):
              f"- Every child's metrics (and every separate job's) equal bare Jesse's for its variant; the "
              f"leaderboard holds all {n_var}, ranked by sharpe_ratio.",
              "",
+             "Target: batch throughput ≥ 0.95 × the bare process pool of the same size.",
+             "",
              "| runners / pool size | bare pool (s) | batch (s) | separate (s) | batch / bare throughput | "
              "separate / bare throughput | overhead per child, batch (ms) | overhead per child, separate (ms) | target |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -302,21 +374,72 @@ def report(results, n_candles):
         lines.append(f"| {n} | {bare:.2f} | {batch:.2f} | {sep:.2f} | **{ratio:.3f}** | {bare / sep:.3f} | "
                      f"{(batch - bare) / n_var * n * 1e3:.1f} | {(sep - bare) / n_var * n * 1e3:.1f} | "
                      f"batch ≥ 0.95 × bare ({verdict}) |")
-    lines += ["", "Where the time goes (medians, ms):", "",
-              "| runners | batch submit (HTTP + planning 64 variants) | parent created → first child started | "
-              "mean child run (started → finished) | bare backtest (mean) | last child finished → leaderboard stored | "
-              "batch, parent created → finished (s) | separate: 64 submits | separate, first created → last finished (s) | "
-              "children in flight (max seen) |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "Around the children (medians):", "",
+              f"| runners | batch submit (HTTP + planning {n_var} variants) | parent created → first child started | "
+              "last child finished → leaderboard stored | batch, parent created → finished | children in flight (max seen) | "
+              f"separate: {n_var} submits | separate, first created → last finished |",
+              "|---|---|---|---|---|---|---|---|"]
     for n, r in results.items():
         b, s = r["batch"], r["separate"]
-        lines.append(f"| {n} | {med(b, 'submit_ms'):.1f} | {med(b, 'to_first_child_ms'):.1f} | {med(b, 'mean_run_ms'):.1f} | "
-                     f"{med(r['bare'], 'mean_run_ms'):.1f} | {med(b, 'leaderboard_ms'):.1f} | {med(b, 'created_wall_s'):.2f} | "
-                     f"{med(s, 'submit_ms'):.1f} | {med(s, 'created_wall_s'):.2f} | {max(x['in_flight'] for x in b)} |")
-    lines += ["", "Per round (s), bare / batch / separate: " + "; ".join(
-        f"{n} runner{'s' if n > 1 else ''}: " + ", ".join(
-            f"{a['wall_s']:.2f} / {b['wall_s']:.2f} / {c['wall_s']:.2f}" for a, b, c in zip(r["bare"], r["batch"], r["separate"]))
-        for n, r in results.items()) + "."]
+        lines.append(f"| {n} | {med(b, 'submit_ms'):.1f} ms | {med(b, 'to_first_child_ms'):.1f} ms | "
+                     f"{med(b, 'leaderboard_ms'):.1f} ms | {med(b, 'created_wall_s'):.2f} s | {max(x['in_flight'] for x in b)} | "
+                     f"{med(s, 'submit_ms'):.1f} ms | {med(s, 'created_wall_s'):.2f} s |")
+    steps = [("candle_load_ms", "candle load (cache)"), ("runner_receive_ms", "transfer into runner"),
+             ("strategy_load_ms", "strategy load"), ("jesse_backtest_ms", "research.backtest"),
+             ("result_convert_ms", "result conversion"), ("runner_roundtrip_ms", "runner round trip"),
+             ("result_write_ms", "result write")]
+    lines += ["", "Inside each child, from the service's own `timings` and timestamps (median over every child of "
+              "every round, ms), against bare Jesse's `research.backtest` in the pool. Runner idle per child = "
+              f"(time × runners − Σ children's started → finished) / {n_var}: the runners' time between children "
+              "(claiming the next one, and the batch's start and leaderboard).", "",
+              "| runners | jobs | " + " | ".join(label for _, label in steps) +
+              " | started → finished | runner idle per child | bare research.backtest |",
+              "|---|---|" + "---|" * (len(steps) + 3)]
+    for n, r in results.items():
+        bare_ms = statistics.median(x for b in r["bare"] for x in b["runs_ms"])
+        for mode in ("batch", "separate"):
+            timings = [t for x in r[mode] for t in x.get("timings", [])]
+            cells = [f"{statistics.median(t[k] for t in timings if k in t):.1f}" if any(k in t for t in timings) else "—"
+                     for k, _ in steps]
+            window = statistics.median(w for x in r[mode] for w in x["runs_ms"])
+            idle = statistics.median((x["wall_s"] * 1e3 * n - sum(x["runs_ms"])) / n_var for x in r[mode])
+            lines.append(f"| {n} | {mode} | " + " | ".join(cells) + f" | {window:.1f} | {idle:.1f} | {bare_ms:.1f} |")
+    lines += ["", f"CPU per child (ms; CPU seconds of each kind of process during the timed run / {n_var}): the "
+              "runners' (or the pool's) Jesse work, and what the service spends beside it, on the same cores:", "",
+              "| runners | jobs | runners / pool processes | worker process | API | bench client (polling) |",
+              "|---|---|---|---|---|---|"]
+    for n, r in results.items():
+        for mode in ("bare", "batch", "separate"):
+            per = lambda k: statistics.median(x["cpu_s"].get(k, 0) for x in r[mode]) / n_var * 1e3  # noqa: E731
+            if mode == "bare":
+                lines.append(f"| {n} | bare pool | {per('python'):.1f} | — | — | — |")
+            else:
+                lines.append(f"| {n} | {mode} | {per('runner'):.1f} | {per('worker'):.1f} | {per('api'):.1f} | "
+                             f"{per('python'):.1f} |")
+    lines.append("")
+    for n, r in results.items():
+        timings = [t for x in r["batch"] for t in x.get("timings", [])]
+        runner = statistics.median(t["runner_roundtrip_ms"] - t["jesse_backtest_ms"] for t in timings)
+        worker, api = (statistics.median(x["cpu_s"].get(k, 0) for x in r["batch"]) / n_var * 1e3 for k in ("worker", "api"))
+        bare_ms = statistics.median(x for b in r["bare"] for x in b["runs_ms"])
+        total = runner + worker + api
+        lines.append(f"Service work per batch child beside Jesse, {n} runner{'s' if n > 1 else ''}: {runner:.1f} ms in the "
+                     f"runner (round trip − research.backtest) + {worker:.1f} ms worker CPU + {api:.1f} ms API CPU = "
+                     f"{total:.1f} ms, {total / bare_ms:.1%} of a {bare_ms:.0f} ms backtest.")
+    lines += ["", "The wall-time ratios also carry the spread of Jesse's own speed between interpreters (compare "
+              "research.backtest in the runners and in the pool above); each round starts fresh ones, so the "
+              "median is over independent draws.", ""]
+    lines += ["Per round (s), bare / batch / separate, and the CPU seconds processes outside the bench used "
+              "meanwhile (other work on the machine): " + "; ".join(
+                  f"{n} runner{'s' if n > 1 else ''}: " + ", ".join(
+                      f"{a['wall_s']:.2f} / {b['wall_s']:.2f} / {c['wall_s']:.2f} (other {o:.1f})"
+                      for a, b, c, o in zip(r["bare"], r["batch"], r["separate"], r["foreign_cpu_s"]))
+                  for n, r in results.items()) + "."]
+    elapsed = sum(x["wall_s"] for r in results.values() for m in ("bare", "batch", "separate") for x in r[m])
+    foreign = sum(o for r in results.values() for o in r["foreign_cpu_s"])
+    if foreign > 0.02 * elapsed * (os.cpu_count() or 1):
+        lines += ["", f"**Other work used {foreign:.0f} CPU s of the {elapsed * (os.cpu_count() or 1):.0f} available "
+                  "during the timed runs: these figures are skewed; re-run on a quiet machine.**"]
     return "\n".join(lines)
 
 
