@@ -41,6 +41,8 @@ pub enum Queue {
     Sqlite(SqlitePool),
     Redis {
         conn: ConnectionManager,
+        /// For the wake-up subscription (a connection of its own).
+        client: apalis_redis::Client,
         /// Prefix of every key, so deployments (and tests) can share one Redis.
         namespace: Arc<str>,
     },
@@ -71,11 +73,12 @@ impl Queue {
                     .set_connection_timeout(Some(Duration::from_secs(5)))
                     .set_response_timeout(Some(Duration::from_secs(10)))
                     .set_number_of_retries(6);
-                let conn = ConnectionManager::new_with_config(client, config)
+                let conn = ConnectionManager::new_with_config(client.clone(), config)
                     .await
                     .map_err(queue_error)?;
                 Ok(Self::Redis {
                     conn,
+                    client,
                     namespace: namespace.into(),
                 })
             }
@@ -133,7 +136,9 @@ impl Queue {
                         .missed_heartbeats(2),
                 ),
             ),
-            Self::Redis { conn, namespace } => KindBackend::Redis(
+            Self::Redis {
+                conn, namespace, ..
+            } => KindBackend::Redis(
                 RedisStorage::new(conn.clone())
                     .with_config(redis_config(namespace, lane, heartbeat)),
             ),
@@ -155,10 +160,13 @@ impl Queue {
                     .with_config(apalis_sqlite::Config::default().queue(queue_name(lane)));
                 storage.push_task(task).await.map_err(queue_error)
             }
-            Self::Redis { conn, namespace } => {
+            Self::Redis {
+                conn, namespace, ..
+            } => {
                 let mut storage = RedisStorage::<QueuedJob>::new(conn.clone())
                     .with_config(redis_config(namespace, lane, Duration::from_secs(10)));
-                storage.push_task(task).await.map_err(queue_error)
+                storage.push_task(task).await.map_err(queue_error)?;
+                self.announce().await
             }
         }
     }
@@ -179,7 +187,9 @@ impl Queue {
                 .map_err(queue_error)?;
                 Ok(done.rows_affected() == 1)
             }
-            Self::Redis { conn, namespace } => {
+            Self::Redis {
+                conn, namespace, ..
+            } => {
                 let config = redis_config(namespace, lane, Duration::from_secs(10));
                 let removed: i64 = WITHDRAW
                     .key(config.active_jobs_list())
@@ -211,7 +221,9 @@ impl Queue {
                 .map_err(queue_error)?;
                 Ok(())
             }
-            Self::Redis { conn, namespace } => {
+            Self::Redis {
+                conn, namespace, ..
+            } => {
                 let config = redis_config(namespace, lane, Duration::from_secs(10));
                 let _: i64 = REQUEUE
                     .key(format!("{}:{worker}", config.inflight_jobs_set()))
@@ -221,9 +233,74 @@ impl Queue {
                     .invoke_async(&mut conn.clone())
                     .await
                     .map_err(queue_error)?;
-                Ok(())
+                self.announce().await
             }
         }
+    }
+
+    /// The Redis channel on which pushes are announced to idle workers.
+    fn wake_channel(namespace: &str) -> String {
+        format!("{namespace}:wake")
+    }
+
+    /// Tells idle workers (on Redis) that a task is waiting, so they fetch at once
+    /// instead of polling. Best effort: a missed announcement costs one backstop
+    /// interval, never a job.
+    async fn announce(&self) -> Result<(), StoreError> {
+        if let Self::Redis {
+            conn, namespace, ..
+        } = self
+        {
+            let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                .arg(Self::wake_channel(namespace))
+                .arg(1)
+                .query_async(&mut conn.clone())
+                .await;
+            if let Err(e) = published {
+                tracing::debug!(error = %e, "announcing a queued task failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// On Redis: a notification whenever a task is pushed or handed back, from a
+    /// subscription kept alive in the background (re-subscribing after a Redis
+    /// restart, with one wake-up then, since announcements may have been missed).
+    /// None on SQLite, whose workers watch the queue file instead.
+    pub fn watch(&self) -> Option<Arc<tokio::sync::Notify>> {
+        let Self::Redis {
+            client, namespace, ..
+        } = self
+        else {
+            return None;
+        };
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let (wake, client, channel) = (
+            notify.clone(),
+            client.clone(),
+            Self::wake_channel(namespace),
+        );
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            loop {
+                match client.get_async_pubsub().await {
+                    Ok(mut pubsub) => {
+                        if pubsub.subscribe(&channel).await.is_ok() {
+                            wake.notify_waiters();
+                            let mut messages = pubsub.on_message();
+                            while messages.next().await.is_some() {
+                                wake.notify_waiters();
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "queue wake-up subscription failed; retrying")
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        Some(notify)
     }
 
     /// Marks a task `worker` ran as done, if the queue still has it as that
@@ -237,7 +314,9 @@ impl Queue {
     ) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(_) => Ok(()),
-            Self::Redis { conn, namespace } => {
+            Self::Redis {
+                conn, namespace, ..
+            } => {
                 let config = redis_config(namespace, lane, Duration::from_secs(10));
                 let now = crate::time::now_ms() / 1000;
                 let _: i64 = ACKNOWLEDGE
@@ -271,7 +350,9 @@ impl Queue {
                 .map_err(queue_error)?;
                 Ok(found.is_some())
             }
-            Self::Redis { conn, namespace } => {
+            Self::Redis {
+                conn, namespace, ..
+            } => {
                 let config = redis_config(namespace, lane, Duration::from_secs(10));
                 let (exists, done, dead): (bool, bool, bool) = redis::pipe()
                     .cmd("HEXISTS")
@@ -306,7 +387,9 @@ impl Queue {
                 .await
                 .map_err(queue_error)?;
             }
-            Self::Redis { conn, namespace } => {
+            Self::Redis {
+                conn, namespace, ..
+            } => {
                 let config = redis_config(namespace, lane, Duration::from_secs(10));
                 let () = FORGET_ENDED
                     .key(config.job_data_hash())
@@ -340,7 +423,9 @@ impl Queue {
             .await
             .map_err(queue_error)?
             .rows_affected()),
-            Self::Redis { conn, namespace } => {
+            Self::Redis {
+                conn, namespace, ..
+            } => {
                 let config = redis_config(namespace, lane, Duration::from_secs(10));
                 VACUUM
                     .key(config.job_data_hash())
@@ -366,7 +451,9 @@ impl Queue {
                     .await
                     .map_err(queue_error)
             }
-            Self::Redis { conn, namespace } => {
+            Self::Redis {
+                conn, namespace, ..
+            } => {
                 let config = redis_config(namespace, lane, Duration::from_secs(10));
                 redis::cmd("HLEN")
                     .arg(config.job_data_hash())
@@ -387,7 +474,9 @@ impl Queue {
             .fetch_one(pool)
             .await
             .map_err(queue_error),
-            Self::Redis { conn, namespace } => {
+            Self::Redis {
+                conn, namespace, ..
+            } => {
                 let config = redis_config(namespace, lane, Duration::from_secs(10));
                 let (active, scheduled): (i64, i64) = redis::pipe()
                     .cmd("LLEN")

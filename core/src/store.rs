@@ -1412,10 +1412,14 @@ impl Store {
     }
 
     /// Takes a waiting parent out of waiting so it can be run again (to combine
-    /// its children's results); true for exactly one caller.
+    /// its children's results); true for exactly one caller. The run that
+    /// follows is a continuation, not a retry: it does not count as an attempt,
+    /// so a parent is never given up for having waited.
     pub async fn wake(&self, id: &str) -> Result<bool> {
         let done = on_db!(self, pool => sqlx::query(
-            "UPDATE jobs SET waiting = 0, updated_at = $1 WHERE id = $2 AND waiting = 1 AND status = 'running'",
+            "UPDATE jobs SET waiting = 0, updated_at = $1, \
+             attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END \
+             WHERE id = $2 AND waiting = 1 AND status = 'running'",
         )
         .bind(now_ms())
         .bind(id)

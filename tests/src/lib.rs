@@ -337,6 +337,11 @@ impl TestApp {
         }
     }
 
+    /// Worker `index`'s process id.
+    pub fn worker_pid(&self, index: usize) -> u32 {
+        self.workers[index].id().expect("worker is running")
+    }
+
     /// The pids of worker `index`'s runner processes (its children).
     pub fn runner_pids(&self, index: usize) -> Vec<u32> {
         let worker = self.workers[index].id().expect("worker is running");

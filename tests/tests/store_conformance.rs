@@ -550,6 +550,10 @@ async fn children_are_created_once_released_under_a_cap_and_cancelled_with_their
     );
     assert!(store.wake(&parent.id).await.unwrap());
     assert!(!store.wake(&parent.id).await.unwrap(), "woken exactly once");
+    assert!(
+        matches!(store.start_attempt(&parent.id, "w3", 60_000).await.unwrap(), Claim::Claimed(p) if p.attempts == 1),
+        "the run after a wake-up continues the parent; it is not another attempt"
+    );
     let page = store.child_results(&parent.id, -1, 2).await.unwrap();
     assert_eq!(page.iter().map(|c| c.index).collect::<Vec<_>>(), [0, 1]);
     assert_eq!(page[0].status, JobStatus::Succeeded);

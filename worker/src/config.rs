@@ -42,9 +42,10 @@ pub struct WorkerConfig {
     /// jobs are handed to others; job leases are renewed at this pace.
     #[arg(long, env = "JESSE_MCP_HEARTBEAT_SECS", default_value_t = 10)]
     pub heartbeat_secs: u64,
-    /// How often an idle worker looks for new jobs, in milliseconds. On the SQLite
-    /// queue a watch on the queue file wakes idle workers as soon as a job is
-    /// queued, and this is only a backstop (at least a second).
+    /// How often an idle worker looks for new jobs, in milliseconds. A watch on
+    /// the queue file (SQLite) or a subscription to the queue's announcements
+    /// (Redis) wakes idle workers as soon as a job is queued, and this is only a
+    /// backstop (at least a second).
     #[arg(long, env = "JESSE_MCP_POLL_MS", default_value_t = 10)]
     pub poll_ms: u64,
     /// Memory for recently loaded candle ranges (a year of 1m candles is about 25 MB).

@@ -135,15 +135,17 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     let poll = Duration::from_millis(config.poll_ms);
     // On the SQLite queue, a watch on its file wakes idle workers the moment a job
     // is queued; the timer is then only a backstop.
-    let wake = queue
-        .sqlite_file()
-        .and_then(|file| match wake::watch_file(&file) {
+    // On Redis, a subscription to the queue's announcements does the same.
+    let wake = match queue.sqlite_file() {
+        Some(file) => match wake::watch_file(&file) {
             Ok(notify) => Some(notify),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch the queue file; polling every {poll:?}");
                 None
             }
-        });
+        },
+        None => queue.watch(),
+    };
     // One apalis worker per lane: the runner lane claims no more jobs than this
     // process has runners, whatever the number of kinds; the control lane
     // (parents planning children or combining results) has slots of its own.
@@ -157,28 +159,26 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         };
         names.push((lane, name.clone()));
         let executor = executor.clone();
-        // The same worker over either backend; each polls at `poll` when idle (on a
-        // watched SQLite queue: when it changes, and every POLL_BACKSTOP).
-        monitor = match queue.backend(lane, heartbeat) {
-            KindBackend::Sqlite(storage) => {
-                let wake = wake.clone();
-                monitor.register(move |_| {
-                    let strategy = match &wake {
-                        Some(notify) => {
-                            poll::Every::new(POLL_BACKSTOP.max(poll)).or_when(notify.clone())
-                        }
-                        None => poll::Every::new(poll),
-                    };
-                    WorkerBuilder::new(name.clone())
-                        .backend(PollWith::new(storage.clone(), strategy))
-                        .data(executor.clone())
-                        .concurrency(concurrency)
-                        .build(run_job)
-                })
+        // Idle, a worker looks for work when woken (queue file change, Redis
+        // announcement) and every POLL_BACKSTOP; unwatched, every `poll`.
+        let strategy = {
+            let wake = wake.clone();
+            move || match &wake {
+                Some(notify) => poll::Every::new(POLL_BACKSTOP.max(poll)).or_when(notify.clone()),
+                None => poll::Every::new(poll),
             }
+        };
+        monitor = match queue.backend(lane, heartbeat) {
+            KindBackend::Sqlite(storage) => monitor.register(move |_| {
+                WorkerBuilder::new(name.clone())
+                    .backend(PollWith::new(storage.clone(), strategy()))
+                    .data(executor.clone())
+                    .concurrency(concurrency)
+                    .build(run_job)
+            }),
             KindBackend::Redis(storage) => monitor.register(move |_| {
                 WorkerBuilder::new(name.clone())
-                    .backend(PollWith::new(storage.clone(), poll::Every::new(poll)))
+                    .backend(PollWith::new(storage.clone(), strategy()))
                     .data(executor.clone())
                     .concurrency(concurrency)
                     .build(run_job)
