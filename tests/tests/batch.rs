@@ -415,7 +415,8 @@ async fn unknown_kinds_are_listed_and_left_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_workers_on_redis_wait_for_announcements() {
     let app = TestApp::spawn(Options::distributed().await).await;
-    app.import_csv(&synthetic_csv("2024-01-01", "2024-02-01", 5)).await;
+    app.import_csv(&synthetic_csv("2024-01-01", "2024-02-01", 5))
+        .await;
     app.wait_worker_ready(0).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let pid = app.worker_pid(0);
@@ -431,6 +432,11 @@ async fn idle_workers_on_redis_wait_for_announcements() {
     // 5 s at 100 ticks/s: polling every 10 ms on two lanes used 6 ticks; woken
     // by announcements (and a 1 s backstop), 0.
     assert!(used <= 2, "an idle worker used {used} CPU ticks in 5 s");
-    let job = app.submit(&backtest_body("SmaCross", "1h", "2024-01-15", "2024-01-25")).await;
-    assert_eq!(app.wait(&job, Duration::from_secs(120)).await["status"], "succeeded");
+    let job = app
+        .submit(&backtest_body("SmaCross", "1h", "2024-01-15", "2024-01-25"))
+        .await;
+    assert_eq!(
+        app.wait(&job, Duration::from_secs(120)).await["status"],
+        "succeeded"
+    );
 }
