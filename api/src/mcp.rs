@@ -4,30 +4,34 @@
 //! with the job tools or, for clients of the Tasks extension, as a task
 //! (`mcp_tasks.rs`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use jesse_mcp_core::jobs::BacktestRequest;
-use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::tool::ToolCallContext;
+use jesse_mcp_core::kinds::{KindDef, REGISTRY};
+use rmcp::handler::server::router::tool::{ToolRoute, ToolRouter};
+use rmcp::handler::server::tool::{IntoCallToolResult, ToolCallContext};
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CancelTaskParams, GetTaskParams, GetTaskResult,
-    Implementation, ListResourcesResult, PaginatedRequestParams, ProgressNotificationParam,
-    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
-    ResourceContents, ServerCapabilities, ServerConfig, UpdateTaskParams,
+    Implementation, JsonObject, ListResourcesResult, PaginatedRequestParams,
+    ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+    Resource, ResourceContents, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    UpdateTaskParams,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, Json, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
+use schemars::generate::SchemaSettings;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::auth::{Granted, Scope, forbidden};
 use crate::error::ApiError;
 use crate::rest::ValidateBody;
 use crate::service::{
-    GapReport, ImportRequest, JobAccepted, JobList, JobView, ResultQuery, ResultView, ScheduleList,
-    SchedulesBody, SeriesList, Service, StrategyDeleted, StrategyList, StrategyView,
-    StrategyWritten, ValidationReport,
+    GapReport, JobAccepted, JobList, JobView, ResultQuery, ResultView, ScheduleList, SchedulesBody,
+    SeriesList, Service, StrategyDeleted, StrategyList, StrategyView, StrategyWritten,
+    ValidationReport,
 };
 
 // Declared here rather than in lib.rs: the Tasks extension is part of the MCP frontend.
@@ -162,6 +166,66 @@ pub struct Submitted {
     pub next: String,
 }
 
+/// The submit tool of a kind users can submit, from its registry entry: its
+/// arguments are the kind's request, its answer the job to poll.
+fn submit_tool(kind: &'static KindDef) -> Option<ToolRoute<JesseMcp>> {
+    let submit = kind.submit.as_ref()?;
+    let tool = Tool::new(submit.tool, submit.description, request_schema(kind))
+        .with_output_schema::<Submitted>()
+        .annotate(
+            ToolAnnotations::with_title(submit.title)
+                .read_only(false)
+                .destructive(false)
+                .idempotent(false)
+                .open_world(submit.open_world),
+        );
+    Some(ToolRoute::new_dyn(
+        tool,
+        move |ctx: ToolCallContext<'_, JesseMcp>| {
+            Box::pin(async move {
+                let answer = async {
+                    require(&ctx.request_context, Scope::Run)?;
+                    let request = Value::Object(ctx.arguments.clone().unwrap_or_default());
+                    let job = ctx
+                        .service
+                        .service
+                        .submit(kind, request, None)
+                        .await
+                        .map_err(tool_error)?;
+                    let next = format!(
+                        "call job_wait with job_id {} (repeat while queued/running), then {}",
+                        job.job_id, submit.next
+                    );
+                    serde_json::to_value(Submitted { job, next }).map_err(|e| e.to_string())
+                }
+                .await;
+                // The same answer a `#[tool]` returning `Result<Json<_>, String>` gives.
+                answer.map(Json).into_call_tool_result()
+            })
+        },
+    ))
+}
+
+/// A kind's request as a tool's input schema: the request type's own schema at
+/// the root (clients expect an object there), its definitions beside it.
+fn request_schema(kind: &KindDef) -> Arc<JsonObject> {
+    let mut generator = SchemaSettings::draft2020_12().into_generator();
+    let reference = kind.request_schema(&mut generator).to_value();
+    let definitions = generator.take_definitions(true);
+    let name = reference["$ref"]
+        .as_str()
+        .and_then(|r| r.rsplit('/').next())
+        .map(str::to_string);
+    let mut root = match name.and_then(|n| definitions.get(&n).cloned()) {
+        Some(Value::Object(root)) => root,
+        _ => reference.as_object().cloned().unwrap_or_default(),
+    };
+    if !definitions.is_empty() {
+        root.insert("$defs".into(), Value::Object(definitions));
+    }
+    Arc::new(root)
+}
+
 fn tool_error(error: ApiError) -> String {
     error.envelope().to_string()
 }
@@ -186,41 +250,16 @@ fn require_scope(ctx: &RequestContext<RoleServer>, scope: Scope) -> Result<(), A
 #[tool_router]
 impl JesseMcp {
     pub fn new(service: Service) -> Self {
+        let mut tool_router = Self::tool_router();
+        for kind in REGISTRY.iter().copied() {
+            if let Some(route) = submit_tool(kind) {
+                tool_router.add_route(route);
+            }
+        }
         Self {
             service,
-            tool_router: Self::tool_router(),
+            tool_router,
         }
-    }
-
-    #[tool(
-        description = "Submit a Jesse backtest. Validates everything first (strategy exists, exchange and timeframe \
-        supported, dates, numbers, candles stored for the whole range including warm-up) and answers at once with a \
-        job_id; it does not wait for the backtest. Then call job_wait (or job_get) with the job_id until status is \
-        succeeded, failed or cancelled, and job_result for the metrics. Dates: YYYY-MM-DD UTC, start inclusive, end exclusive.",
-        annotations(
-            title = "Submit backtest",
-            read_only_hint = false,
-            destructive_hint = false,
-            idempotent_hint = false,
-            open_world_hint = false
-        )
-    )]
-    async fn backtest(
-        &self,
-        Parameters(request): Parameters<BacktestRequest>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<Json<Submitted>, String> {
-        require(&ctx, Scope::Run)?;
-        let job = self
-            .service
-            .submit_backtest(request, None)
-            .await
-            .map_err(tool_error)?;
-        let next = format!(
-            "call job_wait with job_id {} (repeat while queued/running), then job_result",
-            job.job_id
-        );
-        Ok(Json(Submitted { job, next }))
     }
 
     #[tool(
@@ -344,39 +383,6 @@ impl JesseMcp {
     }
 
     #[tool(
-        description = "Submit a backtest batch: many variants of one backtest (`grid` of hyperparameters, symbols, \
-        timeframes, periods, and/or explicit `variants` merged onto `base`), up to 10000, each its own backtest job \
-        spread over every worker. Every variant is validated first. Answers at once with the parent job_id: poll \
-        job_get (progress = children done/total), list children with job_children, and read job_result for the \
-        leaderboard ranked by `rank_by` (page it with trades_offset/trades_limit).",
-        annotations(
-            title = "Submit backtest batch",
-            read_only_hint = false,
-            destructive_hint = false,
-            idempotent_hint = false,
-            open_world_hint = false
-        )
-    )]
-    async fn backtest_batch(
-        &self,
-        Parameters(request): Parameters<jesse_mcp_core::kinds::batch::BatchRequest>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<Json<Submitted>, String> {
-        require(&ctx, Scope::Run)?;
-        let request = serde_json::to_value(request).map_err(|e| e.to_string())?;
-        let job = self
-            .service
-            .submit(&jesse_mcp_core::kinds::batch::KIND, request, None)
-            .await
-            .map_err(tool_error)?;
-        let next = format!(
-            "call job_wait with job_id {} (repeat while queued/running; progress counts children), then job_result for the leaderboard",
-            job.job_id
-        );
-        Ok(Json(Submitted { job, next }))
-    }
-
-    #[tool(
         description = "List a parent job's children (a batch's backtests) in their order, with status and \
         summary; filter by status, page with cursor.",
         annotations(
@@ -416,36 +422,6 @@ impl JesseMcp {
             .await
             .map(Json)
             .map_err(tool_error)
-    }
-
-    #[tool(
-        description = "Import 1m candles from an exchange with Jesse's own drivers (Binance, Bybit, Coinbase, \
-        Bitfinex, Gate, Hyperliquid, Apex, KuCoin, Kraken...). Answers at once with a job_id; poll with job_wait. \
-        Only minutes not stored yet are fetched; the finished job's summary holds counts and the gap report.",
-        annotations(
-            title = "Import candles",
-            read_only_hint = false,
-            destructive_hint = false,
-            idempotent_hint = true,
-            open_world_hint = true
-        )
-    )]
-    async fn candles_import(
-        &self,
-        Parameters(request): Parameters<ImportRequest>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<Json<Submitted>, String> {
-        require(&ctx, Scope::Run)?;
-        let job = self
-            .service
-            .submit_import(request, None)
-            .await
-            .map_err(tool_error)?;
-        let next = format!(
-            "call job_wait with job_id {} until it is succeeded; its summary has the gap report",
-            job.job_id
-        );
-        Ok(Json(Submitted { job, next }))
     }
 
     #[tool(

@@ -130,7 +130,7 @@ impl Engine {
             }
             Inserted::Created(job) => job,
         };
-        if let Err(e) = self.push(kind, &id).await {
+        if let Err(e) = self.push(kind, &id, false).await {
             tracing::error!(job.id = id, error = %e, "enqueue failed; withdrawing the job");
             self.inner.store.delete_unqueued_job(&id).await?;
             return Err(ApiError::unavailable(
@@ -141,7 +141,7 @@ impl Engine {
         Ok(Accepted { job, created: true })
     }
 
-    async fn push(&self, kind: &KindDef, id: &str) -> Result<(), crate::StoreError> {
+    async fn push(&self, kind: &KindDef, id: &str, child: bool) -> Result<(), crate::StoreError> {
         self.inner
             .queue
             .push(
@@ -149,6 +149,7 @@ impl Engine {
                 &QueuedJob {
                     job_id: id.to_string(),
                     kind: kind.name.to_string(),
+                    child,
                 },
             )
             .await
@@ -167,7 +168,7 @@ impl Engine {
             return Ok(false);
         }
         queue.forget_ended(kind.lane, &job.id).await?;
-        self.push(kind, &job.id).await?;
+        self.push(kind, &job.id, job.parent_id.is_some()).await?;
         Ok(true)
     }
 
@@ -268,7 +269,9 @@ impl Engine {
         parent: &JobRecord,
         kind: &'static KindDef,
         children: Vec<(i64, Value)>,
+        cap: Option<i64>,
     ) -> Result<u64, ApiError> {
+        self.inner.store.set_child_cap(&parent.id, cap).await?;
         let rows: Vec<NewChild> = children
             .into_iter()
             .map(|(index, params)| NewChild {
@@ -282,7 +285,7 @@ impl Engine {
             .store
             .insert_children(&parent.id, kind.name, &rows)
             .await?;
-        let now = self.inner.store.get_job(&parent.id).await?;
+        let now = self.inner.store.get_job_head(&parent.id).await?;
         if now.is_none_or(|p| p.status.is_terminal()) {
             self.end_children(&parent.id, "the parent job ended")
                 .await?;
@@ -290,10 +293,10 @@ impl Engine {
         Ok(created)
     }
 
-    /// The in-flight cap of a parent: its plan's `max_parallel`, else the
-    /// runners of the live fleet (at least one).
+    /// The in-flight cap of a parent: the one it set, else the runners of the
+    /// live fleet (at least one).
     async fn cap(&self, parent: &JobRecord) -> Result<i64, ApiError> {
-        if let Some(cap) = parent.params["max_parallel"].as_i64().filter(|c| *c > 0) {
+        if let Some(cap) = parent.child_cap.filter(|c| *c > 0) {
             return Ok(cap);
         }
         Ok(self.inner.store.fleet_runners().await?.max(1))
@@ -304,7 +307,7 @@ impl Engine {
     /// child has ended. Safe to call any number of times from anywhere.
     pub async fn advance(&self, parent_id: &str) -> Result<ChildCounts, ApiError> {
         let store = &self.inner.store;
-        let Some(parent) = store.get_job(parent_id).await? else {
+        let Some(parent) = store.get_job_head(parent_id).await? else {
             return Ok(ChildCounts::default());
         };
         if parent.status.is_terminal() {
@@ -314,10 +317,9 @@ impl Engine {
             return store.child_counts(parent_id).await.map_err(Into::into);
         }
         let cap = self.cap(&parent).await?;
-        for id in store.release_children(parent_id, cap).await? {
-            if let Some(child) = store.get_job(&id).await?
-                && let Some(kind) = child.def()
-                && let Err(e) = self.push(kind, &id).await
+        for (id, kind) in store.release_children(parent_id, cap).await? {
+            if let Some(kind) = crate::kinds::find(&kind)
+                && let Err(e) = self.push(kind, &id, true).await
             {
                 // The lost-job sweep puts a released child back once it is stale.
                 tracing::warn!(job.id = id, error = %e, "enqueueing a released child failed");
@@ -333,7 +335,7 @@ impl Engine {
                 job.id = parent_id,
                 "every child ended; the parent runs again to combine them"
             );
-            if let Some(parent) = store.get_job(parent_id).await? {
+            if let Some(parent) = store.get_job_head(parent_id).await? {
                 self.ensure_enqueued(&parent).await?;
             }
         }

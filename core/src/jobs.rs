@@ -54,6 +54,9 @@ pub struct QueuedJob {
     pub job_id: String,
     /// The kind's name (see `kinds::REGISTRY`).
     pub kind: String,
+    /// A parent's child: waits behind jobs users submitted themselves.
+    #[serde(default)]
+    pub child: bool,
 }
 
 fn default_balance() -> f64 {

@@ -150,9 +150,14 @@ impl Queue {
     pub async fn push(&self, lane: Lane, job: &QueuedJob) -> Result<(), StoreError> {
         let id = ulid::Ulid::from_string(&job.job_id)
             .map_err(|e| StoreError::Queue(format!("job id is not a ULID: {e}")))?;
+        // On SQLite, tasks are taken by priority, then by the second they are due,
+        // then by id; a child (created with its parent, so with an older id) must
+        // not overtake a job a user submitted in the same second. Redis takes
+        // tasks in push order.
         let task = TaskBuilder::new(job.clone())
             .task_id(TaskId::from_ulid(id))
             .max_attempts(1)
+            .priority(if job.child { 0 } else { 1 })
             .build();
         match self {
             Self::Sqlite(pool) => {

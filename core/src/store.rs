@@ -52,6 +52,8 @@ pub struct JobRecord {
     pub released: bool,
     /// A parent waiting on its children: running, holding no lease and no worker.
     pub waiting: bool,
+    /// A parent's in-flight cap (None: the runners of the live fleet).
+    pub child_cap: Option<i64>,
 }
 
 impl JobRecord {
@@ -191,7 +193,12 @@ pub struct Gap {
 
 const JOB_COLUMNS: &str = "id, kind, status, params, progress, stage, attempts, cancel_requested, \
                            error, summary, created_at, started_at, finished_at, parent_id, child_index, \
-                           released, waiting";
+                           released, waiting, child_cap";
+/// The same columns without the params (a parent's plan can be megabytes; its
+/// children's bookkeeping never needs it).
+const JOB_HEAD_COLUMNS: &str = "id, kind, status, 'null' AS params, progress, stage, attempts, \
+                                cancel_requested, error, summary, created_at, started_at, finished_at, \
+                                parent_id, child_index, released, waiting, child_cap";
 const UPSERT_CHUNK: usize = 3_000;
 
 /// The database behind the store. Every statement is written once, in SQL both
@@ -255,6 +262,7 @@ struct JobRow {
     child_index: Option<i64>,
     released: i64,
     waiting: i64,
+    child_cap: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -1281,7 +1289,11 @@ impl Store {
     /// `cap` of them queued or running; returns the ids released (in order).
     /// Serialised per parent (the parent's row is locked first), so concurrent
     /// callers never exceed the cap. A parent that is not running releases none.
-    pub async fn release_children(&self, parent_id: &str, cap: i64) -> Result<Vec<String>> {
+    pub async fn release_children(
+        &self,
+        parent_id: &str,
+        cap: i64,
+    ) -> Result<Vec<(String, String)>> {
         let now = now_ms();
         let released = in_tx!(self, tx => {
             let running = sqlx::query(
@@ -1305,8 +1317,8 @@ impl Store {
                 if room <= 0 {
                     Vec::new()
                 } else {
-                    let ids: Vec<String> = sqlx::query_scalar(
-                        "SELECT id FROM jobs WHERE parent_id = $1 AND released = 0 AND status = 'queued' \
+                    let ids: Vec<(String, String)> = sqlx::query_as(
+                        "SELECT id, kind FROM jobs WHERE parent_id = $1 AND released = 0 AND status = 'queued' \
                          ORDER BY id LIMIT $2",
                     )
                     .bind(parent_id)
@@ -1317,7 +1329,7 @@ impl Store {
                         let mut query = QueryBuilder::new("UPDATE jobs SET released = 1, updated_at = ");
                         query.push_bind(now).push(" WHERE id IN (");
                         let mut list = query.separated(", ");
-                        for id in chunk {
+                        for (id, _) in chunk {
                             list.push_bind(id.clone());
                         }
                         query.push(")");
@@ -1444,6 +1456,61 @@ impl Store {
         rows.into_iter().map(JobRecord::try_from).collect()
     }
 
+    /// A job without its params (see `JOB_HEAD_COLUMNS`).
+    pub async fn get_job_head(&self, id: &str) -> Result<Option<JobRecord>> {
+        let sql = format!("SELECT {JOB_HEAD_COLUMNS} FROM jobs WHERE id = $1");
+        let row: Option<JobRow> = on_db!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str()))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?);
+        row.map(JobRecord::try_from).transpose()
+    }
+
+    /// Sets a parent's in-flight cap (None: the fleet's runners).
+    pub async fn set_child_cap(&self, id: &str, cap: Option<i64>) -> Result<()> {
+        on_db!(self, pool => sqlx::query("UPDATE jobs SET child_cap = $1 WHERE id = $2")
+            .bind(cap)
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(())
+    }
+
+    /// Keeps strategy sources by their sha256 (idempotent).
+    pub async fn put_sources(&self, sources: &[crate::jobs::StrategySource]) -> Result<()> {
+        for source in sources {
+            on_db!(self, pool => sqlx::query(
+                "INSERT INTO strategy_sources (sha256, name, source) VALUES ($1, $2, $3) \
+                 ON CONFLICT (sha256) DO NOTHING",
+            )
+            .bind(&source.sha256)
+            .bind(&source.name)
+            .bind(&source.source)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        }
+        Ok(())
+    }
+
+    /// A source kept by `put_sources`.
+    pub async fn get_source(&self, sha256: &str) -> Result<Option<crate::jobs::StrategySource>> {
+        let row: Option<(String, String, String)> = on_db!(self, pool => sqlx::query_as(
+            "SELECT name, sha256, source FROM strategy_sources WHERE sha256 = $1",
+        )
+        .bind(sha256)
+        .fetch_optional(pool)
+        .await?);
+        Ok(
+            row.map(|(name, sha256, source)| crate::jobs::StrategySource {
+                name,
+                sha256,
+                source,
+            }),
+        )
+    }
+
     /// A page of a parent's children with their result bodies, by index.
     pub async fn child_results(
         &self,
@@ -1548,6 +1615,7 @@ impl TryFrom<JobRow> for JobRecord {
             child_index: row.child_index,
             released: row.released != 0,
             waiting: row.waiting != 0,
+            child_cap: row.child_cap,
             id: row.id,
         })
     }

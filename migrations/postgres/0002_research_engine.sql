@@ -4,6 +4,7 @@ ALTER TABLE jobs ADD COLUMN parent_id TEXT;
 ALTER TABLE jobs ADD COLUMN child_index BIGINT;
 ALTER TABLE jobs ADD COLUMN released BIGINT NOT NULL DEFAULT 1;
 ALTER TABLE jobs ADD COLUMN waiting BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN child_cap BIGINT;
 CREATE INDEX jobs_by_parent ON jobs (parent_id, status, id);
 CREATE INDEX jobs_waiting ON jobs (waiting, updated_at);
 
@@ -43,6 +44,12 @@ SELECT job_id, 'strategy_validation', report, created_at FROM strategy_validatio
 INSERT INTO job_results (job_id, kind, body, created_at)
 SELECT id, kind, summary, COALESCE(finished_at, updated_at) FROM jobs
 WHERE kind = 'candle_import' AND status = 'succeeded' AND summary IS NOT NULL;
+
+CREATE TABLE strategy_sources (
+    sha256 TEXT PRIMARY KEY,
+    name   TEXT NOT NULL,
+    source TEXT NOT NULL
+);
 
 CREATE TABLE workers (
     id         TEXT   PRIMARY KEY,

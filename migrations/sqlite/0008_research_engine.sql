@@ -9,6 +9,8 @@ ALTER TABLE jobs ADD COLUMN parent_id TEXT;
 ALTER TABLE jobs ADD COLUMN child_index INTEGER;
 ALTER TABLE jobs ADD COLUMN released INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE jobs ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
+-- A parent's in-flight cap (NULL: the runners of the live fleet).
+ALTER TABLE jobs ADD COLUMN child_cap INTEGER;
 CREATE INDEX jobs_by_parent ON jobs (parent_id, status, id);
 CREATE INDEX jobs_waiting ON jobs (waiting, updated_at);
 
@@ -54,6 +56,14 @@ SELECT job_id, 'strategy_validation', report, created_at FROM strategy_validatio
 INSERT INTO job_results (job_id, kind, body, created_at)
 SELECT id, kind, summary, COALESCE(finished_at, updated_at) FROM jobs
 WHERE kind = 'candle_import' AND status = 'succeeded' AND summary IS NOT NULL;
+
+-- Strategy sources pinned by parents, by content: ten thousand children of a
+-- batch name their source by sha256 instead of carrying a copy each.
+CREATE TABLE strategy_sources (
+    sha256 TEXT PRIMARY KEY,
+    name   TEXT NOT NULL,
+    source TEXT NOT NULL
+);
 
 -- Live worker processes and their runners, renewed at each heartbeat.
 CREATE TABLE workers (

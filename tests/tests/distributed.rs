@@ -108,7 +108,7 @@ async fn many_apis_and_workers_share_one_postgres_and_redis() {
     for i in 0..2 {
         let log = std::fs::read_to_string(app.dir.path().join(format!("worker-{i}.log"))).unwrap();
         assert!(
-            log.contains("backtest succeeded"),
+            log.contains("job succeeded"),
             "worker {i} ran no job:\n{log}"
         );
         assert!(

@@ -70,6 +70,7 @@ fn job(kind: &str) -> (Lane, QueuedJob) {
         QueuedJob {
             job_id: ulid::Ulid::generate().to_string(),
             kind: kind.to_string(),
+            child: false,
         },
     )
 }
@@ -159,6 +160,7 @@ async fn job_ids_must_be_ulids(queue: &Queue) {
     let bad = QueuedJob {
         job_id: "not-a-ulid".into(),
         kind: "backtest".into(),
+        child: false,
     };
     let error = queue
         .push(Lane::Runner, &bad)

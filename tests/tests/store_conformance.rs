@@ -497,7 +497,16 @@ async fn children_are_created_once_released_under_a_cap_and_cancelled_with_their
         store.start_attempt(&parent.id, "w1", 60_000).await.unwrap(),
         Claim::Claimed(_)
     ));
-    let first = store.release_children(&parent.id, 3).await.unwrap();
+    let first: Vec<String> = store
+        .release_children(&parent.id, 3)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, kind)| {
+            assert_eq!(kind, "backtest");
+            id
+        })
+        .collect();
     assert_eq!(
         first,
         children[..3]

@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{JobAccepted, Service, check_symbol};
+use super::{Service, check_symbol};
 use crate::error::ApiError;
 
 pub use jesse_mcp_core::kinds::candle_import::ImportRequest;
@@ -26,21 +26,6 @@ pub struct GapReport {
 }
 
 impl Service {
-    pub async fn submit_import(
-        &self,
-        request: ImportRequest,
-        idempotency_key: Option<&str>,
-    ) -> Result<JobAccepted, ApiError> {
-        let request = json!({"exchange": request.exchange, "symbol": request.symbol,
-                             "start_date": request.start_date, "end_date": request.end_date});
-        self.submit(
-            &jesse_mcp_core::kinds::candle_import::KIND,
-            request,
-            idempotency_key,
-        )
-        .await
-    }
-
     /// A stored series' range from optional days: defaults to its first and last minute.
     async fn resolve_range(
         &self,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use jesse_mcp_core::candles::{CsvError, Rejection, parse_csv};
 use jesse_mcp_core::engine::{Accepted, Engine, eta_seconds};
 use jesse_mcp_core::jesse::{BACKTESTING_EXCHANGES, is_backtesting_exchange};
-use jesse_mcp_core::jobs::{BacktestRequest, JobStatus};
+use jesse_mcp_core::jobs::JobStatus;
 use jesse_mcp_core::kinds::{KindDef, Lane, REGISTRY, find};
 pub use jesse_mcp_core::planner::check_symbol;
 use jesse_mcp_core::queue::Queue;
@@ -286,20 +286,6 @@ impl Service {
                 .as_ref()
                 .is_some_and(|s| s.path == name || s.tool == name)
         })
-    }
-
-    pub async fn submit_backtest(
-        &self,
-        request: BacktestRequest,
-        idempotency_key: Option<&str>,
-    ) -> Result<JobAccepted, ApiError> {
-        let request = serde_json::to_value(request).expect("requests serialize");
-        self.submit(
-            &jesse_mcp_core::kinds::backtest::KIND,
-            request,
-            idempotency_key,
-        )
-        .await
     }
 
     /// Records an already planned job and enqueues it.

@@ -27,6 +27,8 @@ pub static KIND: KindDef = KindDef {
 supported, dates, numbers, candles stored for the whole range including warm-up) and answers at once with a \
 job_id; it does not wait for the backtest. Then call job_wait (or job_get) with the job_id until status is \
 succeeded, failed or cancelled, and job_result for the metrics. Dates: YYYY-MM-DD UTC, start inclusive, end exclusive.",
+        next: "job_result for Jesse's metrics (and the trades or equity curve if asked)",
+        open_world: false,
     }),
     request_schema: schema_of::<BacktestRequest>,
     result_schema: schema_of::<BacktestResult>,
@@ -75,7 +77,7 @@ fn execute<'a>(rt: &'a dyn Runtime, job: &'a JobRecord) -> BoxFuture<'a, anyhow:
             Ok(plan) => plan,
             Err(outcome) => return Ok(outcome),
         };
-        let plan = match with_parent_sources(rt.store(), job, plan).await? {
+        let plan = match with_pinned_sources(rt.store(), plan).await? {
             Ok(plan) => plan,
             Err(outcome) => return Ok(outcome),
         };
@@ -83,27 +85,19 @@ fn execute<'a>(rt: &'a dyn Runtime, job: &'a JobRecord) -> BoxFuture<'a, anyhow:
     })
 }
 
-/// A child's plan names its strategies by sha256 only; the bytes are pinned
-/// once in its parent's plan (`sources`), so ten thousand children do not
+/// A child's plan names its strategies by sha256 only; the bytes its parent
+/// pinned are kept once (`strategy_sources`), so ten thousand children do not
 /// store ten thousand copies.
-async fn with_parent_sources(
+async fn with_pinned_sources(
     store: &Store,
-    job: &JobRecord,
     mut plan: BacktestPlan,
 ) -> anyhow::Result<Result<BacktestPlan, Outcome>> {
     if plan.strategies.iter().all(|s| !s.source.is_empty()) {
         return Ok(Ok(plan));
     }
-    let parent = match &job.parent_id {
-        Some(parent) => store.get_job(parent).await?,
-        None => None,
-    };
-    let pinned: Vec<crate::jobs::StrategySource> = parent
-        .and_then(|p| serde_json::from_value(p.params["sources"].clone()).ok())
-        .unwrap_or_default();
     for strategy in plan.strategies.iter_mut().filter(|s| s.source.is_empty()) {
-        match pinned.iter().find(|p| p.sha256 == strategy.sha256) {
-            Some(found) => strategy.source = found.source.clone(),
+        match store.get_source(&strategy.sha256).await? {
+            Some(found) => strategy.source = found.source,
             None => {
                 return Ok(Err(Outcome::Failed(crate::ErrorBody::new(
                     "invalid_job",

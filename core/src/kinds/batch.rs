@@ -101,6 +101,8 @@ and/or an explicit list of partial requests merged onto `base`), up to 10000, ea
 every worker. Every variant is validated first; one invalid variant fails the submit naming it. Answers at once with \
 the parent job_id: poll job_get (progress = children done/total, with failures and an ETA), list the children with \
 job_children, and read job_result for the leaderboard ranked by `rank_by` (paged with offset/limit).",
+        next: "job_result for the leaderboard (page it with trades_offset/trades_limit) and job_children for the children",
+        open_world: false,
     }),
     request_schema: schema_of::<BatchRequest>,
     result_schema: schema_of::<BatchResult>,
@@ -453,7 +455,7 @@ async fn create_children(
         match plan_variant(&planner, i, variant, o).await {
             Ok(mut child) => {
                 for s in &mut child.strategies {
-                    s.source.clear(); // pinned once in the parent's plan
+                    s.source.clear(); // kept once, by sha256 (strategy_sources)
                 }
                 children.push((
                     i as i64,
@@ -466,8 +468,10 @@ async fn create_children(
             }
         }
     }
+    rt.store().put_sources(&plan.sources).await?;
+    let cap = plan.max_parallel.map(i64::from);
     rt.engine()
-        .create_children(job, &super::backtest::KIND, children)
+        .create_children(job, &super::backtest::KIND, children, cap)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     for (index, error) in failures {

@@ -26,6 +26,8 @@ pub static KIND: KindDef = KindDef {
         description: "Import 1m candles from an exchange through Jesse's own import driver, as a job: only the minutes \
 not stored yet are fetched, and a re-run continues where an earlier one stopped. Answers at once with a job_id; \
 poll job_get (progress with an ETA) and read job_result for the counts and the gap report.",
+        next: "job_result for the counts and the gap report",
+        open_world: true,
     }),
     request_schema: schema_of::<ImportRequest>,
     result_schema: schema_of::<serde_json::Map<String, Value>>,

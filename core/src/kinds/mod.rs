@@ -73,6 +73,10 @@ pub struct Submit {
     pub title: &'static str,
     /// What it does and what to call next, for agents and the OpenAPI document.
     pub description: &'static str,
+    /// What to read once the job is done (the MCP answer's `next` hint).
+    pub next: &'static str,
+    /// Whether the job reaches outside the service (an exchange): MCP's open-world hint.
+    pub open_world: bool,
 }
 
 pub type PlanFn = for<'a> fn(&'a Planner, Value) -> BoxFuture<'a, Result<Value, ApiError>>;
