@@ -73,23 +73,30 @@ pub struct JobWaitArgs {
 pub struct JobResultArgs {
     /// The id of a succeeded job.
     pub job_id: String,
-    /// Include closed trades (default: what the backtest was submitted with).
+    /// Include the kind's rows: a backtest's closed trades (default: as submitted),
+    /// a batch's leaderboard (default: yes).
     #[serde(default)]
     pub include_trades: Option<bool>,
     /// Include the daily equity curve when it was computed (default true).
     #[serde(default)]
     pub include_equity_curve: Option<bool>,
-    /// First trade to return (paging), default 0.
+    /// First row to return (a trade, a leaderboard row), default 0. Same as `offset`.
     #[serde(default)]
     pub trades_offset: Option<usize>,
-    /// Number of trades to return, default 100.
+    /// Number of rows to return, default 100, at most 10000. Same as `limit`.
     #[serde(default)]
     pub trades_limit: Option<usize>,
+    /// First row to return of any kind's rows, default 0.
+    #[serde(default)]
+    pub offset: Option<usize>,
+    /// Number of rows to return, default 100, at most 10000.
+    #[serde(default)]
+    pub limit: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct JobListArgs {
-    /// Only jobs of this kind: `backtest`.
+    /// Only jobs of this kind: `backtest`, `backtest_batch`, `candle_import`, `strategy_validation`.
     #[serde(default)]
     pub kind: Option<String>,
     /// Only jobs with this status: queued, running, succeeded, failed, cancelled.
@@ -250,16 +257,21 @@ fn require_scope(ctx: &RequestContext<RoleServer>, scope: Scope) -> Result<(), A
 #[tool_router]
 impl JesseMcp {
     pub fn new(service: Service) -> Self {
+        Self {
+            service,
+            tool_router: Self::tools(),
+        }
+    }
+
+    /// Every tool: the ones below, and a submit tool per kind users can submit.
+    pub fn tools() -> ToolRouter<Self> {
         let mut tool_router = Self::tool_router();
         for kind in REGISTRY.iter().copied() {
             if let Some(route) = submit_tool(kind) {
                 tool_router.add_route(route);
             }
         }
-        Self {
-            service,
-            tool_router,
-        }
+        tool_router
     }
 
     #[tool(
@@ -328,8 +340,8 @@ impl JesseMcp {
         let query = ResultQuery {
             include_trades: args.include_trades,
             include_equity_curve: args.include_equity_curve,
-            trades_offset: args.trades_offset.unwrap_or(0),
-            trades_limit: Some(args.trades_limit.unwrap_or(100)),
+            trades_offset: args.trades_offset.or(args.offset).unwrap_or(0),
+            trades_limit: Some(args.trades_limit.or(args.limit).unwrap_or(100)),
         };
         self.service
             .get_result(&args.job_id, &query)

@@ -330,7 +330,7 @@ mod tests {
 
     #[test]
     fn the_submit_tools_are_the_job_tools() {
-        let router = crate::mcp::JesseMcp::tool_router();
+        let router = crate::mcp::JesseMcp::tools();
         let job_tools: Vec<_> = router
             .list_all()
             .into_iter()
@@ -340,6 +340,10 @@ mod tests {
         assert!(job_tools.contains(&"backtest".to_string()), "{job_tools:?}");
         assert!(
             job_tools.contains(&"candles_import".to_string()),
+            "{job_tools:?}"
+        );
+        assert!(
+            job_tools.contains(&"backtest_batch".to_string()),
             "{job_tools:?}"
         );
         assert!(!job_tools.contains(&"job_get".to_string()));

@@ -728,10 +728,14 @@ struct ResultParams {
     include_trades: Option<bool>,
     /// Include the equity curve (default: when it was computed).
     include_equity_curve: Option<bool>,
-    /// First row of the page (default 0).
+    /// First row of the page (default 0); the same as `offset`.
     trades_offset: Option<usize>,
-    /// Rows per page (default and at most 10000).
+    /// Rows per page (default and at most 10000); the same as `limit`.
     trades_limit: Option<usize>,
+    /// First row of the page of any kind's rows (default 0).
+    offset: Option<usize>,
+    /// Rows per page of any kind's rows (default and at most 10000).
+    limit: Option<usize>,
 }
 
 async fn get_result(
@@ -742,8 +746,8 @@ async fn get_result(
     let query = ResultQuery {
         include_trades: q.include_trades,
         include_equity_curve: q.include_equity_curve,
-        trades_offset: q.trades_offset.unwrap_or(0),
-        trades_limit: q.trades_limit,
+        trades_offset: q.trades_offset.or(q.offset).unwrap_or(0),
+        trades_limit: q.trades_limit.or(q.limit),
     };
     Ok(Json(service.get_result(&id, &query).await?).into_response())
 }

@@ -104,9 +104,7 @@ async fn batch_children_equal_bare_jesse_and_rank_into_a_leaderboard() {
     );
     assert_eq!(result["best"]["job_id"], rows[0]["job_id"]);
     let (_, page) = app
-        .get(&format!(
-            "/v1/jobs/{id}/result?trades_offset=1&trades_limit=1"
-        ))
+        .get(&format!("/v1/jobs/{id}/result?offset=1&limit=1"))
         .await;
     assert_eq!(page["leaderboard"].as_array().unwrap().len(), 1, "{page}");
     assert_eq!(page["leaderboard"][0], rows[1]);

@@ -67,6 +67,17 @@ async fn binance_spot_import_paginates_survives_429_and_5xx_and_never_duplicates
         (Some(JAN_1 + 2 * DAY), Some(JAN_1 + 3 * DAY))
     );
     assert_eq!(report["coverage_pct"], 40.0);
+    // The import's result is its report, like every kind's result.
+    let (status, result) = app
+        .get(&format!(
+            "/v1/jobs/{}/result",
+            job["job_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(result["kind"], "candle_import");
+    assert_eq!(result["inserted"], 2880);
+    assert_eq!(result["gaps"], report["gaps"]);
 
     // Exactly the exchange's numbers were stored.
     let csv = app

@@ -594,6 +594,39 @@ async fn children_are_created_once_released_under_a_cap_and_cancelled_with_their
         listed.iter().map(|j| j.child_index).collect::<Vec<_>>(),
         [Some(0), Some(1), Some(2)]
     );
+    // Thousands of children: recorded, released and cancelled in bulk.
+    let big = created(insert(store, None, json!({})).await);
+    let many: Vec<NewChild> = (0..5_000)
+        .map(|index| NewChild {
+            id: new_id(),
+            index,
+            params: json!({"i": index}),
+        })
+        .collect();
+    assert_eq!(
+        store
+            .insert_children(&big.id, "backtest", &many)
+            .await
+            .unwrap(),
+        5_000
+    );
+    assert!(matches!(
+        store.start_attempt(&big.id, "w4", 60_000).await.unwrap(),
+        Claim::Claimed(_)
+    ));
+    assert_eq!(
+        store.release_children(&big.id, 700).await.unwrap().len(),
+        700
+    );
+    let withdrawn = store
+        .cancel_children(
+            &big.id,
+            &jesse_mcp_core::ErrorBody::new("cancelled", "parent"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(withdrawn.len(), 700);
+    assert_eq!(store.child_counts(&big.id).await.unwrap().cancelled, 5_000);
     // The fleet's runners.
     store.heartbeat_worker("wa", 2, 60_000).await.unwrap();
     store.heartbeat_worker("wb", 3, -1).await.unwrap();

@@ -101,7 +101,7 @@ and/or an explicit list of partial requests merged onto `base`), up to 10000, ea
 every worker. Every variant is validated first; one invalid variant fails the submit naming it. Answers at once with \
 the parent job_id: poll job_get (progress = children done/total, with failures and an ETA), list the children with \
 job_children, and read job_result for the leaderboard ranked by `rank_by` (paged with offset/limit).",
-        next: "job_result for the leaderboard (page it with trades_offset/trades_limit) and job_children for the children",
+        next: "job_result for the leaderboard (page it with offset/limit) and job_children for the children",
         open_world: false,
     }),
     request_schema: schema_of::<BatchRequest>,
