@@ -96,7 +96,7 @@ impl Executor {
             }
             // A kind this binary does not know (another version of the fleet) is
             // left alone: not claimed, not failed.
-            let Some(kind) = self.store.get_job(job_id).await?.and_then(|j| j.def()) else {
+            let Some(kind) = self.store.get_job_head(job_id).await?.and_then(|j| j.def()) else {
                 tracing::warn!(
                     job.id = job_id,
                     "job of a kind this worker does not know; leaving it"
