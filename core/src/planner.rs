@@ -57,14 +57,6 @@ impl Planner {
         }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    pub fn strategies(&self) -> &StrategyDir {
-        &self.strategies
-    }
-
     async fn gaps(
         &self,
         exchange: &str,

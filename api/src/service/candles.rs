@@ -35,7 +35,7 @@ impl Service {
         end: Option<&str>,
     ) -> Result<(i64, i64), ApiError> {
         check_symbol(symbol)?;
-        let series = self.inner.store.list_series().await?;
+        let series = self.inner.engine.store().list_series().await?;
         let stored = series
             .iter()
             .find(|s| s.exchange == exchange && s.symbol == symbol);
@@ -72,7 +72,8 @@ impl Service {
         let (start_ms, end_ms) = self.resolve_range(exchange, symbol, start, end).await?;
         let gaps = self
             .inner
-            .store
+            .engine
+            .store()
             .gaps(exchange, symbol, start_ms, end_ms)
             .await?;
         let total = (end_ms - start_ms) / MINUTE_MS;
@@ -109,7 +110,8 @@ impl Service {
             let to = (from + 31 * 1440 * MINUTE_MS).min(end_ms);
             let rows = self
                 .inner
-                .store
+                .engine
+                .store()
                 .load_candles(exchange, symbol, from, to)
                 .await?;
             let mut chunk = String::with_capacity(rows.len() * 10);
@@ -132,7 +134,12 @@ impl Service {
         symbol: &str,
     ) -> Result<serde_json::Value, ApiError> {
         check_symbol(symbol)?;
-        let removed = self.inner.store.delete_series(exchange, symbol).await?;
+        let removed = self
+            .inner
+            .engine
+            .store()
+            .delete_series(exchange, symbol)
+            .await?;
         if removed == 0 {
             return Err(self.series_not_found(exchange, symbol));
         }

@@ -22,7 +22,6 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::strategies::StrategyDir;
 
 mod candles;
 mod schedules;
@@ -42,10 +41,8 @@ pub struct Service {
 }
 
 struct Inner {
+    /// The store, the queue and the strategies directory, and what runs on them.
     engine: Engine,
-    store: Store,
-    queue: Queue,
-    strategies: StrategyDir,
     /// Tells MCP sessions that the set of strategies changed.
     strategy_set_changed: tokio::sync::broadcast::Sender<()>,
 }
@@ -215,47 +212,45 @@ impl Service {
         let (strategy_set_changed, _) = tokio::sync::broadcast::channel(16);
         Self {
             inner: Arc::new(Inner {
-                engine: Engine::new(store.clone(), queue.clone(), strategies_dir.clone()),
-                store,
-                queue,
-                strategies: StrategyDir::new(strategies_dir),
+                engine: Engine::new(store, queue, strategies_dir),
                 strategy_set_changed,
             }),
         }
     }
 
     pub fn store(&self) -> &Store {
-        &self.inner.store
-    }
-
-    pub fn engine(&self) -> &Engine {
-        &self.inner.engine
+        self.inner.engine.store()
     }
 
     pub async fn queue_depth(&self, lane: Lane) -> Result<i64, ApiError> {
-        Ok(self.inner.queue.depth(lane).await?)
+        Ok(self.inner.engine.queue().depth(lane).await?)
     }
 
     /// Ready to take work: the store and the queue both answer.
     pub async fn ready(&self) -> Result<Value, ApiError> {
-        self.inner.store.ping().await.map_err(|e| {
+        self.inner.engine.store().ping().await.map_err(|e| {
             tracing::error!(error = %e, "readiness: store unreachable");
             ApiError::unavailable("the store is unreachable")
         })?;
-        self.inner.queue.depth(Lane::Runner).await.map_err(|e| {
-            tracing::error!(error = %e, "readiness: queue unreachable");
-            ApiError::unavailable("the queue is unreachable")
-        })?;
+        self.inner
+            .engine
+            .queue()
+            .depth(Lane::Runner)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "readiness: queue unreachable");
+                ApiError::unavailable("the queue is unreachable")
+            })?;
         Ok(json!({"ready": true}))
     }
 
     pub async fn health(&self) -> Result<Value, ApiError> {
-        self.inner.store.ping().await?;
+        self.inner.engine.store().ping().await?;
         let mut queue = serde_json::Map::new();
         for lane in Lane::ALL {
             queue.insert(
                 lane.queue_name().into(),
-                json!(self.inner.queue.depth(*lane).await?),
+                json!(self.inner.engine.queue().depth(*lane).await?),
             );
         }
         Ok(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"), "queue": queue}))
@@ -277,15 +272,6 @@ impl Service {
             .submit(kind, request, idempotency_key)
             .await?;
         Ok(accepted_view(accepted))
-    }
-
-    /// The kind users submit at `path` (REST) or as `tool` (MCP).
-    pub fn submittable(name: &str) -> Option<&'static KindDef> {
-        REGISTRY.iter().copied().find(|k| {
-            k.submit
-                .as_ref()
-                .is_some_and(|s| s.path == name || s.tool == name)
-        })
     }
 
     /// Records an already planned job and enqueues it.
@@ -319,7 +305,7 @@ impl Service {
     async fn view(&self, job: JobRecord) -> Result<JobView, ApiError> {
         let parent = job.def().is_some_and(|k| k.parent);
         let counts = if parent {
-            Some(self.inner.store.child_counts(&job.id).await?)
+            Some(self.inner.engine.store().child_counts(&job.id).await?)
         } else {
             None
         };
@@ -334,7 +320,7 @@ impl Service {
     }
 
     async fn job_record(&self, id: &str) -> Result<JobRecord, ApiError> {
-        self.inner.store.get_job(id.trim()).await?.ok_or_else(|| {
+        self.inner.engine.store().get_job(id.trim()).await?.ok_or_else(|| {
             ApiError::not_found(
                 "job_not_found",
                 format!(
@@ -423,7 +409,7 @@ impl Service {
         }
         filter.before = cursor.filter(|c| !c.is_empty()).map(str::to_string);
         filter.limit = limit + 1;
-        let mut jobs = self.inner.store.list_jobs(&filter).await?;
+        let mut jobs = self.inner.engine.store().list_jobs(&filter).await?;
         let next_cursor = if jobs.len() as i64 > limit {
             jobs.truncate(limit as usize);
             jobs.last().map(|j| j.id.clone())
@@ -530,7 +516,7 @@ impl Service {
                 .with_details(json!({"job_error": job.error})));
             }
         }
-        let (_, mut body) = match self.inner.store.result_body(&job.id).await? {
+        let (_, mut body) = match self.inner.engine.store().result_body(&job.id).await? {
             Some(found) => found,
             // A job that succeeded before results were kept for its kind.
             None => (job.kind.clone(), job.summary.clone().unwrap_or(json!({}))),
@@ -543,7 +529,8 @@ impl Service {
         if let Some(rows) = job.def().and_then(|k| k.rows.as_ref()) {
             let total = self
                 .inner
-                .store
+                .engine
+                .store()
                 .count_result_rows(&job.id, rows.name)
                 .await?;
             body[format!("{}_total", rows.name)] = json!(total);
@@ -555,7 +542,8 @@ impl Service {
                 let offset = query.trades_offset.min(i64::MAX as usize) as i64;
                 let page = self
                     .inner
-                    .store
+                    .engine
+                    .store()
                     .result_rows(&job.id, rows.name, offset, limit)
                     .await?;
                 body[rows.name] = Value::Array(page);
@@ -593,11 +581,16 @@ impl Service {
         let received = parsed.candles.len() as u64 + parsed.rejected;
         let counts: UpsertCounts = self
             .inner
-            .store
+            .engine
+            .store()
             .upsert_candles(exchange, symbol, &parsed.candles)
             .await?;
         if counts.inserted > 0 {
-            self.inner.store.refresh_gap_count(exchange, symbol).await?;
+            self.inner
+                .engine
+                .store()
+                .refresh_gap_count(exchange, symbol)
+                .await?;
         }
         tracing::info!(
             exchange,
@@ -620,7 +613,7 @@ impl Service {
     }
 
     pub async fn list_series(&self) -> Result<SeriesList, ApiError> {
-        let series = self.inner.store.list_series().await?;
+        let series = self.inner.engine.store().list_series().await?;
         Ok(SeriesList {
             series: series
                 .into_iter()

@@ -117,7 +117,7 @@ pub struct Housekeeping {
 
 impl Service {
     pub async fn list_schedules(&self) -> Result<ScheduleList, ApiError> {
-        let records = self.inner.store.list_schedules().await?;
+        let records = self.inner.engine.store().list_schedules().await?;
         Ok(ScheduleList {
             schedules: records.iter().map(view).collect(),
         })
@@ -161,7 +161,11 @@ impl Service {
                 last_fired_at: None,
             });
         }
-        self.inner.store.replace_schedules(&records).await?;
+        self.inner
+            .engine
+            .store()
+            .replace_schedules(&records)
+            .await?;
         tracing::info!(count = records.len(), "schedules replaced");
         self.list_schedules().await
     }
@@ -174,7 +178,13 @@ impl Service {
         holder: &str,
         housekeeping: &mut Housekeeping,
     ) -> Result<usize, ApiError> {
-        if !self.inner.store.try_lease(LEASE, holder, LEASE_MS).await? {
+        if !self
+            .inner
+            .engine
+            .store()
+            .try_lease(LEASE, holder, LEASE_MS)
+            .await?
+        {
             return Ok(0);
         }
         self.requeue_lost(housekeeping.requeue_after_ms).await?;
@@ -185,7 +195,8 @@ impl Service {
             for lane in Lane::ALL {
                 let removed = self
                     .inner
-                    .queue
+                    .engine
+                    .queue()
                     .vacuum(*lane, housekeeping.queue_retention)
                     .await?;
                 if removed > 0 {
@@ -197,9 +208,9 @@ impl Service {
                 }
             }
         }
-        let series = self.inner.store.list_series().await?;
+        let series = self.inner.engine.store().list_series().await?;
         let mut enqueued = 0;
-        for schedule in self.inner.store.list_schedules().await? {
+        for schedule in self.inner.engine.store().list_schedules().await? {
             let Ok(cron) = parse_cron(&schedule.cron) else {
                 continue;
             };
@@ -254,7 +265,8 @@ impl Service {
             }
             // Missed ticks (the service was down) collapse into this one run.
             self.inner
-                .store
+                .engine
+                .store()
                 .mark_fired(&schedule.exchange, &schedule.symbol, now)
                 .await?;
         }

@@ -126,7 +126,8 @@ impl Service {
             Some(deep) => Some(deep),
             None => self
                 .inner
-                .store
+                .engine
+                .store()
                 .latest_validation(&file.name, &file.sha256)
                 .await?
                 .map(|(job_id, report)| deep_from_report(job_id, &report)),
@@ -145,8 +146,8 @@ impl Service {
 
     pub async fn list_strategies(&self) -> Result<StrategyList, ApiError> {
         let mut strategies = Vec::new();
-        for name in self.inner.strategies.names()? {
-            if let Some(file) = self.inner.strategies.read(&name)? {
+        for name in self.inner.engine.strategies().names()? {
+            if let Some(file) = self.inner.engine.strategies().read(&name)? {
                 strategies.push(self.summarize(&file, None).await?);
             }
         }
@@ -156,7 +157,8 @@ impl Service {
     pub async fn get_strategy(&self, name: &str) -> Result<StrategyView, ApiError> {
         let file = self
             .inner
-            .strategies
+            .engine
+            .strategies()
             .read(name)?
             .ok_or_else(|| self.strategy_not_found(name))?;
         let strategy = self.summarize(&file, None).await?;
@@ -180,7 +182,7 @@ impl Service {
         if !report.valid {
             return Err(invalid_source(&report));
         }
-        let dir = self.inner.strategies.clone();
+        let dir = self.inner.engine.strategies().clone();
         let owned = name.to_string();
         let (file, created) =
             tokio::task::spawn_blocking(move || dir.write(&owned, &code, if_match.as_deref()))
@@ -215,7 +217,7 @@ impl Service {
         if_match: Option<String>,
     ) -> Result<StrategyDeleted, ApiError> {
         check_name(name)?;
-        let dir = self.inner.strategies.clone();
+        let dir = self.inner.engine.strategies().clone();
         let owned = name.to_string();
         let deleted = tokio::task::spawn_blocking(move || dir.delete(&owned, if_match.as_deref()))
             .await
@@ -304,7 +306,7 @@ impl Service {
             .wait_job(&queued.job_id, DEEP_WAIT, |_, _| async {})
             .await?;
         if job.status == JobStatus::Succeeded
-            && let Some((_, report)) = self.inner.store.result_body(&job.job_id).await?
+            && let Some((_, report)) = self.inner.engine.store().result_body(&job.job_id).await?
         {
             return Ok(deep_from_report(job.job_id, &report));
         }
