@@ -38,9 +38,7 @@ pub struct Executor {
     /// How often leases are renewed (the queue heartbeat).
     pub heartbeat: Duration,
     pub pacer: crate::import::Pacer,
-    pub store: Store,
-    pub queue: jesse_mcp_core::queue::Queue,
-    /// Plans and enqueues child jobs, advances parents.
+    /// The store and the queue; plans and enqueues child jobs, advances parents.
     pub engine: Engine,
     pub candles: CandleCache,
     pub pool: Arc<Pool>,
@@ -61,7 +59,7 @@ impl Executor {
         // Keep the lease alive for as long as this worker works on the job.
         let keeper = {
             let (store, id, owner, lease_ms) = (
-                self.store.clone(),
+                self.engine.store().clone(),
                 job_id.to_string(),
                 self.owner.clone(),
                 self.lease_ms(),
@@ -96,7 +94,13 @@ impl Executor {
             }
             // A kind this binary does not know (another version of the fleet) is
             // left alone: not claimed, not failed.
-            let Some(kind) = self.store.get_job_head(job_id).await?.and_then(|j| j.def()) else {
+            let Some(kind) = self
+                .engine
+                .store()
+                .get_job_head(job_id)
+                .await?
+                .and_then(|j| j.def())
+            else {
                 tracing::warn!(
                     job.id = job_id,
                     "job of a kind this worker does not know; leaving it"
@@ -104,7 +108,8 @@ impl Executor {
                 return Ok(());
             };
             let job = match self
-                .store
+                .engine
+                .store()
                 .start_attempt(job_id, &self.owner, self.lease_ms())
                 .await?
             {
@@ -142,7 +147,7 @@ impl Executor {
             match outcome {
                 Ok(Outcome::Succeeded { result, summary }) => {
                     let write_started = Instant::now();
-                    if !self.store.holds_lease(job_id, &self.owner).await? {
+                    if !self.engine.store().holds_lease(job_id, &self.owner).await? {
                         tracing::warn!(
                             job.id = job_id,
                             "another worker took this job over; dropping this run's result"
@@ -150,14 +155,17 @@ impl Executor {
                         return Ok(());
                     }
                     persist("saving the result", || {
-                        self.store.save_result(job_id, kind.name, &result)
+                        self.engine.store().save_result(job_id, kind.name, &result)
                     })
                     .await?;
                     if let Some(timings) = result.body.get("timings").filter(|t| t.is_object()) {
                         let mut timings = timings.clone();
                         timings["result_write_ms"] =
                             json!(write_started.elapsed().as_secs_f64() * 1e3);
-                        self.store.patch_result(job_id, "timings", &timings).await?;
+                        self.engine
+                            .store()
+                            .patch_result(job_id, "timings", &timings)
+                            .await?;
                     }
                     self.finish(&job, JobStatus::Succeeded, None, Some(&summary))
                         .await?;
@@ -172,7 +180,7 @@ impl Executor {
                 Ok(Outcome::Waiting) => {
                     // The parent holds no worker while its children run; whoever ends
                     // the last child wakes it. Children may all have ended already.
-                    if self.store.set_waiting(job_id, &self.owner).await? {
+                    if self.engine.store().set_waiting(job_id, &self.owner).await? {
                         let counts = self.engine.advance(job_id).await.map_err(api_error)?;
                         tracing::info!(
                             job.id = job_id,
@@ -246,7 +254,7 @@ impl Executor {
             .map(|(id, kind)| (id.clone(), *kind))
             .collect();
         for (job_id, kind) in running {
-            let released = self.store.release_job(&job_id, &self.owner).await;
+            let released = self.engine.store().release_job(&job_id, &self.owner).await;
             let worker = workers
                 .iter()
                 .find(|(k, _)| *k == kind)
@@ -286,7 +294,8 @@ impl Executor {
             return Err(Draining.into());
         }
         let recorded = persist("recording the outcome", || {
-            self.store
+            self.engine
+                .store()
                 .finish_job(&job.id, Some(&self.owner), status, error, summary)
         })
         .await?;
@@ -338,7 +347,8 @@ impl Executor {
             );
         }
 
-        self.store
+        self.engine
+            .store()
             .set_progress(job_id, 0.05, "loading candles")
             .await?;
         let load_started = Instant::now();
@@ -349,7 +359,7 @@ impl Executor {
             let data = self
                 .candles
                 .load(
-                    &self.store,
+                    self.engine.store(),
                     &plan.exchange,
                     symbol,
                     plan.load_start_ms(),
@@ -415,7 +425,8 @@ impl Executor {
             .flat_map(|d| [d.trading.as_slice(), d.warmup.as_slice()])
             .collect();
 
-        self.store
+        self.engine
+            .store()
             .set_progress(job_id, 0.15, "running Jesse")
             .await?;
         let mut runner = self.pool.checkout().await?;
@@ -481,7 +492,8 @@ impl Executor {
         if result["ok"] != json!(true) {
             return Ok(Outcome::Failed(python_error(&result["error"])));
         }
-        self.store
+        self.engine
+            .store()
             .set_progress(job_id, 0.95, "writing result")
             .await?;
         let metrics = result["metrics"].take();
@@ -609,7 +621,13 @@ impl Executor {
     async fn cancel_requested(&self, job_id: &str) {
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
-            if self.store.cancel_requested(job_id).await.unwrap_or(false) {
+            if self
+                .engine
+                .store()
+                .cancel_requested(job_id)
+                .await
+                .unwrap_or(false)
+            {
                 return;
             }
         }
@@ -620,7 +638,7 @@ impl Executor {
 /// Jesse calls only it can make.
 impl Runtime for Executor {
     fn store(&self) -> &Store {
-        &self.store
+        self.engine.store()
     }
 
     fn engine(&self) -> &Engine {

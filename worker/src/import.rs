@@ -62,7 +62,8 @@ impl Executor {
             .get(&plan.exchange)
             .cloned();
         let missing = self
-            .store
+            .engine
+            .store()
             .gaps(&plan.exchange, &plan.symbol, plan.start_ms, plan.end_ms)
             .await?;
         let to_fetch: i64 = missing.iter().map(|g| g.minutes).sum();
@@ -120,7 +121,7 @@ impl Executor {
             });
             fetched_minutes += (cursor.min(gap.end) - gap.start) / MINUTE_MS;
             while cursor < gap.end {
-                if self.store.cancel_requested(job_id).await? {
+                if self.engine.store().cancel_requested(job_id).await? {
                     return Ok(Outcome::Cancelled);
                 }
                 let page = match self
@@ -165,7 +166,8 @@ impl Executor {
                     continue 'gaps;
                 };
                 let counts = self
-                    .store
+                    .engine
+                    .store()
                     .upsert_candles(&plan.exchange, &plan.symbol, &rows)
                     .await?;
                 inserted += counts.inserted;
@@ -186,19 +188,23 @@ impl Executor {
                     "stored up to {}; {inserted} rows inserted; ETA {eta:.0} s",
                     to_rfc3339(last)
                 );
-                self.store
+                self.engine
+                    .store()
                     .set_progress(job_id, 0.02 + 0.96 * fraction, &stage)
                     .await?;
             }
         }
-        self.store
+        self.engine
+            .store()
             .mark_imported(&plan.exchange, &plan.symbol)
             .await?;
-        self.store
+        self.engine
+            .store()
             .refresh_gap_count(&plan.exchange, &plan.symbol)
             .await?;
         let gaps = self
-            .store
+            .engine
+            .store()
             .gaps(&plan.exchange, &plan.symbol, plan.start_ms, plan.end_ms)
             .await?;
         let total = (plan.end_ms - plan.start_ms) / MINUTE_MS;

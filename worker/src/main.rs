@@ -123,8 +123,6 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         owner: format!("worker-{}", ulid::Ulid::generate()),
         heartbeat,
         pacer: Default::default(),
-        store,
-        queue: queue.clone(),
         candles,
         pool: pool.clone(),
         config: config.clone(),
@@ -191,7 +189,11 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     // The fleet's runners (a parent's default in-flight cap) count this
     // process's while it renews its entry.
     {
-        let (store, id, runners) = (executor.store.clone(), executor.owner.clone(), size as i64);
+        let (store, id, runners) = (
+            executor.engine.store().clone(),
+            executor.owner.clone(),
+            size as i64,
+        );
         let ttl = (heartbeat * 3).as_millis() as i64;
         tokio::spawn(async move {
             loop {
@@ -204,7 +206,7 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     }
     // Runner restarts are reported through the store, for the API's /metrics.
     {
-        let (pool, store) = (pool.clone(), executor.store.clone());
+        let (pool, store) = (pool.clone(), executor.engine.store().clone());
         tokio::spawn(async move {
             let mut reported = 0;
             loop {
@@ -222,7 +224,7 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         });
     }
     tracing::info!(
-        store = executor.store.engine(),
+        store = executor.engine.store().engine(),
         queue = queue.engine(),
         "worker ready; waiting for jobs"
     );
@@ -230,7 +232,7 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     // Jobs still running after the grace period go back to the queue for a live
     // worker, before the runners (and the jobs in them) are stopped.
     executor.hand_back_running(&queue, &names).await;
-    let _ = executor.store.remove_worker(&executor.owner).await;
+    let _ = executor.engine.store().remove_worker(&executor.owner).await;
     tracing::info!("shutting down runners");
     pool.shutdown().await;
     stopped.context("worker monitor failed")?;
@@ -252,7 +254,11 @@ async fn run_job(
     // acknowledged here, never by apalis (whose acknowledgement fails and stops the
     // worker when a stall already cost it the task).
     if !matches!(&outcome, Err(e) if e.is::<execute::Draining>())
-        && let Err(e) = executor.queue.acknowledge(lane, &id, worker.name()).await
+        && let Err(e) = executor
+            .engine
+            .queue()
+            .acknowledge(lane, &id, worker.name())
+            .await
     {
         tracing::warn!(job.id = id, error = %e, "could not acknowledge the task");
     }
