@@ -270,8 +270,12 @@ impl Engine {
         kind: &'static KindDef,
         children: Vec<(i64, Value)>,
         cap: Option<i64>,
+        window: Option<i64>,
     ) -> Result<u64, ApiError> {
-        self.inner.store.set_child_cap(&parent.id, cap).await?;
+        self.inner
+            .store
+            .set_child_cap(&parent.id, cap, window)
+            .await?;
         let rows: Vec<NewChild> = children
             .into_iter()
             .map(|(index, params)| NewChild {
@@ -317,7 +321,10 @@ impl Engine {
             return store.child_counts(parent_id).await.map_err(Into::into);
         }
         let cap = self.cap(&parent).await?;
-        for (id, kind) in store.release_children(parent_id, cap).await? {
+        for (id, kind) in store
+            .release_children(parent_id, cap, parent.child_window)
+            .await?
+        {
             if let Some(kind) = crate::kinds::find(&kind)
                 && let Err(e) = self.push(kind, &id, true).await
             {

@@ -12,6 +12,7 @@ pub mod error;
 pub mod jesse;
 pub mod jobs;
 pub mod kinds;
+pub mod overfit;
 pub mod planner;
 pub mod queue;
 pub mod store;

@@ -54,6 +54,9 @@ pub struct JobRecord {
     pub waiting: bool,
     /// A parent's in-flight cap (None: the runners of the live fleet).
     pub child_cap: Option<i64>,
+    /// A parent's release window: child k is released only once every child
+    /// before k - window has ended (None: no window).
+    pub child_window: Option<i64>,
 }
 
 impl JobRecord {
@@ -193,12 +196,12 @@ pub struct Gap {
 
 const JOB_COLUMNS: &str = "id, kind, status, params, progress, stage, attempts, cancel_requested, \
                            error, summary, created_at, started_at, finished_at, parent_id, child_index, \
-                           released, waiting, child_cap";
+                           released, waiting, child_cap, child_window";
 /// The same columns without the params (a parent's plan can be megabytes; its
 /// children's bookkeeping never needs it).
 const JOB_HEAD_COLUMNS: &str = "id, kind, status, 'null' AS params, progress, stage, attempts, \
                                 cancel_requested, error, summary, created_at, started_at, finished_at, \
-                                parent_id, child_index, released, waiting, child_cap";
+                                parent_id, child_index, released, waiting, child_cap, child_window";
 const UPSERT_CHUNK: usize = 3_000;
 
 /// The database behind the store. Every statement is written once, in SQL both
@@ -263,6 +266,7 @@ struct JobRow {
     released: i64,
     waiting: i64,
     child_cap: Option<i64>,
+    child_window: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -1293,6 +1297,7 @@ impl Store {
         &self,
         parent_id: &str,
         cap: i64,
+        window: Option<i64>,
     ) -> Result<Vec<(String, String)>> {
         let now = now_ms();
         let released = in_tx!(self, tx => {
@@ -1314,14 +1319,29 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?;
                 let room = cap - in_flight;
+                // With a window, nothing past the first open child + window.
+                let below = match window {
+                    Some(window) => {
+                        let first_open: Option<i64> = sqlx::query_scalar(
+                            "SELECT MIN(child_index) FROM jobs WHERE parent_id = $1 \
+                             AND status IN ('queued', 'running')",
+                        )
+                        .bind(parent_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        first_open.unwrap_or(0).saturating_add(window.max(1))
+                    }
+                    None => i64::MAX,
+                };
                 if room <= 0 {
                     Vec::new()
                 } else {
                     let ids: Vec<(String, String)> = sqlx::query_as(
                         "SELECT id, kind FROM jobs WHERE parent_id = $1 AND released = 0 AND status = 'queued' \
-                         ORDER BY id LIMIT $2",
+                         AND child_index < $2 ORDER BY id LIMIT $3",
                     )
                     .bind(parent_id)
+                    .bind(below)
                     .bind(room)
                     .fetch_all(&mut *tx)
                     .await?;
@@ -1375,31 +1395,46 @@ impl Store {
     /// for their workers; returns the ids of released children it cancelled
     /// (their queue tasks can be withdrawn).
     pub async fn cancel_children(&self, parent_id: &str, error: &ErrorBody) -> Result<Vec<String>> {
+        self.cancel_children_after(parent_id, -1, error).await
+    }
+
+    /// [`Store::cancel_children`] for the children placed after `after_index`
+    /// only (a study that stopped early drops the trials past its stop).
+    pub async fn cancel_children_after(
+        &self,
+        parent_id: &str,
+        after_index: i64,
+        error: &ErrorBody,
+    ) -> Result<Vec<String>> {
         let now = now_ms();
         let error = serde_json::to_string(error)?;
         let ids = in_tx!(self, tx => {
             let ids: Vec<String> = sqlx::query_scalar(
-                "SELECT id FROM jobs WHERE parent_id = $1 AND status = 'queued' AND released = 1",
+                "SELECT id FROM jobs WHERE parent_id = $1 AND status = 'queued' AND released = 1 \
+                 AND child_index > $2",
             )
             .bind(parent_id)
+            .bind(after_index)
             .fetch_all(&mut *tx)
             .await?;
             sqlx::query(
                 "UPDATE jobs SET status = 'cancelled', finished_at = $1, updated_at = $2, error = $3 \
-                 WHERE parent_id = $4 AND status = 'queued'",
+                 WHERE parent_id = $4 AND status = 'queued' AND child_index > $5",
             )
             .bind(now)
             .bind(now)
             .bind(&error)
             .bind(parent_id)
+            .bind(after_index)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
                 "UPDATE jobs SET cancel_requested = 1, updated_at = $1 \
-                 WHERE parent_id = $2 AND status = 'running'",
+                 WHERE parent_id = $2 AND status = 'running' AND child_index > $3",
             )
             .bind(now)
             .bind(parent_id)
+            .bind(after_index)
             .execute(&mut *tx)
             .await?;
             ids
@@ -1466,10 +1501,17 @@ impl Store {
         row.map(JobRecord::try_from).transpose()
     }
 
-    /// Sets a parent's in-flight cap (None: the fleet's runners).
-    pub async fn set_child_cap(&self, id: &str, cap: Option<i64>) -> Result<()> {
-        on_db!(self, pool => sqlx::query("UPDATE jobs SET child_cap = $1 WHERE id = $2")
+    /// Sets a parent's in-flight cap (None: the fleet's runners) and release
+    /// window (None: none).
+    pub async fn set_child_cap(
+        &self,
+        id: &str,
+        cap: Option<i64>,
+        window: Option<i64>,
+    ) -> Result<()> {
+        on_db!(self, pool => sqlx::query("UPDATE jobs SET child_cap = $1, child_window = $2 WHERE id = $3")
             .bind(cap)
+            .bind(window)
             .bind(id)
             .execute(pool)
             .await?
@@ -1538,6 +1580,33 @@ impl Store {
                     error: error.map(|e| serde_json::from_str(&e)).transpose()?,
                     body: body.map(|b| serde_json::from_str(&b)).transpose()?,
                 })
+            })
+            .collect()
+    }
+
+    /// The summaries of a parent's children placed before `below_index`, by
+    /// index (a study's trials read what the sampler may know this way: a few
+    /// hundred bytes each, never the result bodies).
+    pub async fn child_summaries(
+        &self,
+        parent_id: &str,
+        below_index: i64,
+    ) -> Result<Vec<(i64, JobStatus, Option<Value>)>> {
+        let rows: Vec<(i64, String, Option<String>)> = on_db!(self, pool => sqlx::query_as(
+            "SELECT child_index, status, summary FROM jobs \
+             WHERE parent_id = $1 AND child_index < $2 ORDER BY child_index",
+        )
+        .bind(parent_id)
+        .bind(below_index)
+        .fetch_all(pool)
+        .await?);
+        rows.into_iter()
+            .map(|(index, status, summary)| {
+                Ok((
+                    index,
+                    JobStatus::parse(&status).unwrap_or(JobStatus::Failed),
+                    summary.map(|s| serde_json::from_str(&s)).transpose()?,
+                ))
             })
             .collect()
     }
@@ -1616,6 +1685,7 @@ impl TryFrom<JobRow> for JobRecord {
             released: row.released != 0,
             waiting: row.waiting != 0,
             child_cap: row.child_cap,
+            child_window: row.child_window,
             id: row.id,
         })
     }

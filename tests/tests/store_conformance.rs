@@ -487,7 +487,7 @@ async fn children_are_created_once_released_under_a_cap_and_cancelled_with_their
     );
     assert!(
         store
-            .release_children(&parent.id, 3)
+            .release_children(&parent.id, 3, None)
             .await
             .unwrap()
             .is_empty(),
@@ -498,7 +498,7 @@ async fn children_are_created_once_released_under_a_cap_and_cancelled_with_their
         Claim::Claimed(_)
     ));
     let first: Vec<String> = store
-        .release_children(&parent.id, 3)
+        .release_children(&parent.id, 3, None)
         .await
         .unwrap()
         .into_iter()
@@ -517,7 +517,7 @@ async fn children_are_created_once_released_under_a_cap_and_cancelled_with_their
     );
     assert!(
         store
-            .release_children(&parent.id, 3)
+            .release_children(&parent.id, 3, None)
             .await
             .unwrap()
             .is_empty(),
@@ -533,8 +533,8 @@ async fn children_are_created_once_released_under_a_cap_and_cancelled_with_their
         .await
         .unwrap();
     let (a, b) = tokio::join!(
-        store.release_children(&parent.id, 3),
-        store.release_children(&parent.id, 3)
+        store.release_children(&parent.id, 3, None),
+        store.release_children(&parent.id, 3, None)
     );
     assert_eq!(a.unwrap().len() + b.unwrap().len(), 1);
     let counts = store.child_counts(&parent.id).await.unwrap();
@@ -615,7 +615,11 @@ async fn children_are_created_once_released_under_a_cap_and_cancelled_with_their
         Claim::Claimed(_)
     ));
     assert_eq!(
-        store.release_children(&big.id, 700).await.unwrap().len(),
+        store
+            .release_children(&big.id, 700, None)
+            .await
+            .unwrap()
+            .len(),
         700
     );
     let withdrawn = store

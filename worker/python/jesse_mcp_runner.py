@@ -391,3 +391,73 @@ def fetch_candles(request_json, candles, warmup_candles):
         return json.dumps({"ok": True, "rows": out, **pace}, allow_nan=False)
     except Exception as exc:  # noqa: BLE001 - classified for the worker
         return json.dumps({"ok": True, "fetch_error": _classify(exc)})
+
+
+def _distribution(spec):
+    """The Optuna distribution of one search-space entry."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if spec["type"] == "int":
+        return IntDistribution(int(spec["low"]), int(spec["high"]), step=int(spec.get("step") or 1))
+    if spec["type"] == "float":
+        step = spec.get("step")
+        return FloatDistribution(float(spec["low"]), float(spec["high"]), step=float(step) if step else None,
+                                 log=bool(spec.get("log")))
+    return CategoricalDistribution([tuple(c) if isinstance(c, list) else c for c in spec["choices"]])
+
+
+def sample_trial(request_json, candles, warmup_candles):
+    """Draws one trial's parameters with an Optuna sampler, rebuilt from scratch.
+
+    ``request_json``: {sampler: "random"|"tpe"|"nsga2", seed, space: [{name, type, low, high, step, log,
+    choices}], directions: ["maximize"|"minimize", ...], population_size, history: [{params, values|null,
+    constraints|null, system_attrs}]}. The history is every trial the sampler may know (the worker gives
+    exactly trials 0..k-window, in trial order), and ``seed`` is this trial's own seed, so the draw depends
+    on nothing but the request: the same request gives the same parameters in any process, on any machine.
+    Answers {params, system_attrs} (the sampler's per-trial state, kept with the trial and handed back in
+    later histories, e.g. NSGA-II's generation).
+    """
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    request = json.loads(request_json)
+    seed = int(request["seed"])
+    constrained = bool(request.get("constrained"))
+
+    def constraints(trial):
+        return trial.system_attrs.get("constraints", [0.0])
+
+    kind = request["sampler"]
+    if kind == "random":
+        sampler = optuna.samplers.RandomSampler(seed=seed)
+    elif kind == "tpe":
+        sampler = optuna.samplers.TPESampler(seed=seed, constraints_func=constraints if constrained else None,
+                                             multivariate=bool(request.get("multivariate", False)))
+    elif kind == "nsga2":
+        sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=int(request.get("population_size") or 50),
+                                                constraints_func=constraints if constrained else None)
+    else:
+        return json.dumps({"ok": False, "error": {"kind": "runner", "type": "ValueError",
+                                                  "message": f"unknown sampler {kind!r}", "location": None,
+                                                  "traceback": ""}})
+    distributions = {spec["name"]: _distribution(spec) for spec in request["space"]}
+    study = optuna.create_study(directions=request["directions"], sampler=sampler)
+    for past in request["history"]:
+        params = {name: (tuple(v) if isinstance(v, list) else v) for name, v in past["params"].items()
+                  if name in distributions}
+        attrs = dict(past.get("system_attrs") or {})
+        if past.get("constraints") is not None:
+            attrs["constraints"] = past["constraints"]
+        values = past.get("values")
+        complete = values is not None and all(v is not None for v in values)
+        study.add_trial(create_trial(
+            params=params, distributions={n: distributions[n] for n in params},
+            values=values if complete else None,
+            state=TrialState.COMPLETE if complete else TrialState.FAIL,
+            system_attrs=attrs,
+        ))
+    trial = study.ask(distributions)
+    return json.dumps({"ok": True, "params": _clean(trial.params),
+                       "system_attrs": _clean({k: v for k, v in trial.system_attrs.items() if k != "constraints"})},
+                      allow_nan=False)

@@ -617,6 +617,54 @@ impl Executor {
         })
     }
 
+    /// One runner call without candles (see [`Runtime::call_python`]).
+    async fn python(
+        &self,
+        job_id: &str,
+        entry: &str,
+        request: Value,
+    ) -> anyhow::Result<Result<Value, Outcome>> {
+        let request = RunRequest {
+            entry: entry.into(),
+            request_json: request.to_string(),
+            series: Vec::new(),
+        };
+        let mut runner = self.pool.checkout().await?;
+        let deadline = Instant::now() + Duration::from_secs(self.config.job_timeout_secs);
+        let response = runner
+            .run(
+                self.pool.spec(),
+                &request,
+                &[],
+                deadline,
+                self.cancel_requested(job_id),
+            )
+            .await;
+        let lost = match &response {
+            Err(RunError::Lost(_)) => Some(runner.reap().await),
+            _ => None,
+        };
+        self.pool.checkin(runner).await;
+        let failed =
+            |code: &str, message: String| Ok(Err(Outcome::Failed(ErrorBody::new(code, message))));
+        match response {
+            Ok(response) if response.result["ok"] == json!(true) => Ok(Ok(response.result)),
+            Ok(response) => Ok(Err(Outcome::Failed(python_error(
+                &response.result["error"],
+            )))),
+            Err(RunError::TimedOut) => failed(
+                "timed_out",
+                format!(
+                    "{entry} timed out after {} s (JESSE_MCP_JOB_TIMEOUT_SECS)",
+                    self.config.job_timeout_secs
+                ),
+            ),
+            Err(RunError::Cancelled) => Ok(Err(Outcome::Cancelled)),
+            Err(RunError::BadResponse(reason)) => failed("invalid_result", reason),
+            Err(RunError::Lost(reason)) => Ok(Err(Outcome::RunnerLost(lost.unwrap_or(reason)))),
+        }
+    }
+
     /// Resolves once the job's cancel flag is set in the store (checked every 250 ms).
     async fn cancel_requested(&self, job_id: &str) {
         loop {
@@ -658,6 +706,15 @@ impl Runtime for Executor {
         plan: &'a ValidationPlan,
     ) -> BoxFuture<'a, anyhow::Result<Outcome>> {
         Box::pin(self.validate(plan))
+    }
+
+    fn call_python<'a>(
+        &'a self,
+        job_id: &'a str,
+        entry: &'static str,
+        request: Value,
+    ) -> BoxFuture<'a, anyhow::Result<Result<Value, Outcome>>> {
+        Box::pin(self.python(job_id, entry, request))
     }
 
     fn import_candles<'a>(

@@ -534,9 +534,12 @@ impl Service {
                 .count_result_rows(&job.id, rows.name)
                 .await?;
             body[format!("{}_total", rows.name)] = json!(total);
-            let included = query
-                .include_trades
-                .unwrap_or_else(|| (rows.included_by_default)(&job.params));
+            // Asking for a page (offset or limit) asks for the rows.
+            let included = query.include_trades.unwrap_or_else(|| {
+                query.trades_offset > 0
+                    || query.trades_limit.is_some()
+                    || (rows.included_by_default)(&job.params)
+            });
             if included {
                 let limit = query.trades_limit.unwrap_or(10_000).min(10_000) as i64;
                 let offset = query.trades_offset.min(i64::MAX as usize) as i64;

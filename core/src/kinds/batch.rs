@@ -471,7 +471,7 @@ async fn create_children(
     rt.store().put_sources(&plan.sources).await?;
     let cap = plan.max_parallel.map(i64::from);
     rt.engine()
-        .create_children(job, &super::backtest::KIND, children, cap)
+        .create_children(job, &super::backtest::KIND, children, cap, None)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     for (index, error) in failures {

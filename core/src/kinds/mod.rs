@@ -25,6 +25,7 @@ use crate::store::{JobRecord, JobResult, Store};
 pub mod backtest;
 pub mod batch;
 pub mod candle_import;
+pub mod optimization;
 pub mod strategy_validation;
 
 /// Every kind this binary knows.
@@ -33,6 +34,8 @@ pub static REGISTRY: &[&KindDef] = &[
     &strategy_validation::KIND,
     &candle_import::KIND,
     &batch::KIND,
+    &optimization::KIND,
+    &optimization::trial::KIND,
 ];
 
 /// The kind named `name`, if this binary knows it.
@@ -170,6 +173,16 @@ pub trait Runtime: Send + Sync {
         &'a self,
         plan: &'a ValidationPlan,
     ) -> BoxFuture<'a, anyhow::Result<Outcome>>;
+    /// Calls a runner entry that needs no candles (a sampler's draw, a
+    /// statistic from the pinned venv) with a JSON request; answers its JSON
+    /// reply, or the outcome the job ends with when the call failed (runner
+    /// lost, cancelled, timed out, a Python error).
+    fn call_python<'a>(
+        &'a self,
+        job_id: &'a str,
+        entry: &'static str,
+        request: Value,
+    ) -> BoxFuture<'a, anyhow::Result<Result<Value, Outcome>>>;
     /// Fetches candles through Jesse's import driver, page by page.
     fn import_candles<'a>(
         &'a self,

@@ -1,0 +1,581 @@
+//! A finished study's result: the leaderboard (best by the training
+//! objective, testing metrics beside them and a rank by testing too), the
+//! convergence, parameter importance, a two-parameter heatmap, and the
+//! overfitting statistics over the trials' daily returns.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use super::trial::{TrialResult, TrialState, stop_point};
+use super::{Direction, OptimizationPlan};
+use crate::jobs::JobStatus;
+use crate::kinds::{Outcome, Runtime};
+use crate::store::{JobRecord, JobResult};
+
+/// Metrics each leaderboard row shows for both periods.
+const KEY_METRICS: &[&str] = &[
+    "total",
+    "net_profit_percentage",
+    "win_rate",
+    "max_drawdown",
+    "sharpe_ratio",
+    "calmar_ratio",
+    "sortino_ratio",
+];
+
+/// Partitions for the PBO's combinatorially symmetric cross-validation, at most.
+const PBO_PARTITIONS: usize = 16;
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct OptimizationResult {
+    /// How the study ran: sampler, seed, trials, window, objectives.
+    #[schemars(with = "Map<String, Value>")]
+    pub study: Value,
+    /// Trials by state: complete, infeasible, failed, not_run, duplicates, and
+    /// `unique` (distinct parameter sets evaluated: the N of the statistics).
+    #[schemars(with = "Map<String, Value>")]
+    pub counts: Value,
+    /// The best feasible trial by the training objective (first of the
+    /// leaderboard; for several objectives the Pareto front's first).
+    #[schemars(with = "Option<Map<String, Value>>")]
+    pub best: Option<Value>,
+    /// The best `top` distinct trials by the training objective, each with its
+    /// testing metrics and its rank by the testing objective among these rows.
+    #[schemars(with = "Vec<Map<String, Value>>")]
+    pub leaderboard: Vec<Value>,
+    /// Per trial in trial order: its objective value and the best so far.
+    #[schemars(with = "Vec<Map<String, Value>>")]
+    pub convergence: Vec<Value>,
+    /// Per searched parameter: the share of the objective's variance it
+    /// explains alone (correlation ratio η², binned), over complete trials.
+    #[schemars(with = "Map<String, Value>")]
+    pub importance: Value,
+    /// The two most important parameters' grid: best objective per cell.
+    #[schemars(with = "Option<Map<String, Value>>")]
+    pub heatmap: Option<Value>,
+    /// Probability of backtest overfitting (CSCV), deflated and probabilistic
+    /// Sharpe ratios of the best trial; each null with a reason when undefined.
+    #[schemars(with = "Map<String, Value>")]
+    pub overfitting: Value,
+    /// Strategies' sha256, candles of both periods, Jesse version.
+    #[schemars(with = "Map<String, Value>")]
+    pub provenance: Value,
+}
+
+struct Trial {
+    job_id: String,
+    result: TrialResult,
+}
+
+impl Trial {
+    fn value(&self) -> Option<f64> {
+        self.result
+            .summary
+            .values
+            .as_ref()
+            .and_then(|v| v.first().copied().flatten())
+    }
+
+    fn values(&self) -> Vec<Option<f64>> {
+        self.result.summary.values.clone().unwrap_or_default()
+    }
+}
+
+fn key_metrics(metrics: Option<&Value>) -> Value {
+    match metrics {
+        Some(m) => Value::Object(
+            KEY_METRICS
+                .iter()
+                .map(|k| (k.to_string(), m.get(*k).cloned().unwrap_or(Value::Null)))
+                .collect(),
+        ),
+        None => Value::Null,
+    }
+}
+
+pub async fn report(
+    rt: &dyn Runtime,
+    job: &JobRecord,
+    plan: &OptimizationPlan,
+) -> anyhow::Result<Outcome> {
+    let store = rt.store();
+    let mut trials: Vec<Trial> = Vec::new();
+    let mut ended: Vec<Value> = Vec::new();
+    let mut after = -1;
+    loop {
+        let page = store.child_results(&job.id, after, 200).await?;
+        let Some(last) = page.last() else { break };
+        after = last.index;
+        for child in page {
+            let parsed = child
+                .body
+                .filter(|_| child.status == JobStatus::Succeeded)
+                .and_then(|b| serde_json::from_value::<TrialResult>(b).ok());
+            match parsed {
+                Some(result) => trials.push(Trial {
+                    job_id: child.id,
+                    result,
+                }),
+                None => ended.push(json!({"trial": child.index, "job_id": child.id, "status": child.status, "error": child.error})),
+            }
+        }
+    }
+    // An early stop ends the study at its stop point, whatever ran past it.
+    let direction = plan.objectives[0].direction;
+    let stop = plan.early_stop.and_then(|patience| {
+        let summaries: Vec<_> = trials.iter().map(|t| t.result.summary.clone()).collect();
+        stop_point(&summaries, patience, direction)
+    });
+    let in_study = |t: &Trial| {
+        stop.is_none_or(|s| t.result.summary.trial <= s)
+            && t.result.summary.state != TrialState::NotRun
+    };
+
+    let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
+    for t in trials.iter().filter(|t| in_study(t)) {
+        let state = match t.result.summary.state {
+            TrialState::Complete => "complete",
+            TrialState::Infeasible => "infeasible",
+            TrialState::Failed => "failed",
+            TrialState::NotRun => "not_run",
+        };
+        *counts.entry(state).or_default() += 1;
+        if t.result.summary.duplicate_of.is_some() {
+            *counts.entry("duplicates").or_default() += 1;
+        }
+    }
+    let not_run = trials.iter().filter(|t| !in_study(t)).count() as i64
+        + ended
+            .iter()
+            .filter(|e| e["error"]["code"] == "early_stopped")
+            .count() as i64;
+    let errored = ended.len() as i64
+        - ended
+            .iter()
+            .filter(|e| e["error"]["code"] == "early_stopped")
+            .count() as i64;
+    // Distinct parameter sets evaluated (duplicates reuse an earlier evaluation).
+    let unique: Vec<&Trial> = trials
+        .iter()
+        .filter(|t| in_study(t) && t.result.summary.duplicate_of.is_none())
+        .filter(|t| t.result.summary.state != TrialState::Failed)
+        .collect();
+
+    // Ranking: feasible trials with a value, by the objective; ties by trial number.
+    let mut ranked: Vec<&Trial> = unique
+        .iter()
+        .copied()
+        .filter(|t| t.result.summary.state == TrialState::Complete && t.value().is_some())
+        .collect();
+    if plan.objectives.len() > 1 {
+        let front = pareto_front(&ranked, plan);
+        ranked.sort_by(|a, b| {
+            let fa = front.contains(&a.result.summary.trial);
+            let fb = front.contains(&b.result.summary.trial);
+            fb.cmp(&fa).then_with(|| order(a, b, direction))
+        });
+    } else {
+        ranked.sort_by(|a, b| order(a, b, direction));
+    }
+    let testing_metric = plan.objectives[0].testing_metric().to_string();
+    let testing_value = |t: &Trial| {
+        t.result
+            .testing
+            .as_ref()
+            .and_then(|m| m.get(&testing_metric))
+            .and_then(Value::as_f64)
+    };
+    let top: Vec<&Trial> = ranked.iter().copied().take(plan.top as usize).collect();
+    let mut by_testing: Vec<(usize, f64)> = top
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| testing_value(t).map(|v| (i, v)))
+        .collect();
+    let testing_direction = if plan.objectives[0].fitness {
+        Direction::Maximize
+    } else {
+        direction
+    };
+    by_testing.sort_by(|(ia, a), (ib, b)| {
+        let o = match testing_direction {
+            Direction::Maximize => b.total_cmp(a),
+            Direction::Minimize => a.total_cmp(b),
+        };
+        o.then(ia.cmp(ib))
+    });
+    let mut testing_rank = vec![Value::Null; top.len()];
+    for (rank, (i, _)) in by_testing.iter().enumerate() {
+        testing_rank[*i] = json!(rank + 1);
+    }
+    let row = |t: &Trial| {
+        json!({
+            "trial": t.result.summary.trial,
+            "job_id": t.job_id,
+            "state": t.result.summary.state,
+            "params": t.result.summary.params,
+            "values": t.values(),
+            "fitness": t.result.summary.fitness,
+            "training": key_metrics(t.result.training.as_ref()),
+            "testing": key_metrics(t.result.testing.as_ref()),
+            "testing_objective": testing_value(t),
+            "duplicate_of": t.result.summary.duplicate_of,
+            "seed": t.result.summary.seed,
+        })
+    };
+    let leaderboard: Vec<Value> = top
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut r = row(t);
+            r["rank"] = json!(i + 1);
+            r["testing_rank"] = testing_rank[i].clone();
+            r
+        })
+        .collect();
+
+    // Convergence in trial order (duplicates included: they are draws too).
+    let mut best_so_far: Option<f64> = None;
+    let convergence: Vec<Value> = trials
+        .iter()
+        .filter(|t| in_study(t))
+        .map(|t| {
+            let value = t.value();
+            if t.result.summary.state == TrialState::Complete
+                && let Some(v) = value
+                && best_so_far.is_none_or(|b| direction.better(v, b))
+            {
+                best_so_far = Some(v);
+            }
+            json!({"trial": t.result.summary.trial, "value": value, "best": best_so_far, "state": t.result.summary.state})
+        })
+        .collect();
+
+    let scored: Vec<(&Map<String, Value>, f64)> = unique
+        .iter()
+        .filter_map(|t| t.value().map(|v| (&t.result.summary.params, v)))
+        .collect();
+    let names: Vec<String> = plan.space.iter().map(|d| d.name.clone()).collect();
+    let importance = importance(&names, &scored);
+    let heatmap = heatmap(&names, &importance, &scored, direction);
+    let overfitting = overfitting(&unique, &ranked);
+
+    let provenance = trials
+        .iter()
+        .find(|t| !t.result.provenance.is_null())
+        .map(|t| t.result.provenance.clone())
+        .unwrap_or(Value::Null);
+    let best = leaderboard.first().cloned();
+    let mut counts_json: Map<String, Value> = counts
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    counts_json.insert("unique".into(), json!(unique.len()));
+    counts_json.insert("not_run".into(), json!(not_run));
+    counts_json.insert("errored".into(), json!(errored));
+    counts_json.insert("trials".into(), json!(plan.trials));
+    let study = json!({
+        "sampler": plan.sampler.as_str(),
+        "seed": plan.seed,
+        "trials": plan.trials,
+        "window": plan.window,
+        "objectives": plan.objectives,
+        "optimal_total": plan.optimal_total,
+        "constraints": plan.constraints,
+        "early_stop": plan.early_stop,
+        "stopped_after_trial": stop,
+        "space": plan.space,
+        "fixed": plan.fixed,
+        "training": {"start_date": day(plan.training.start_ms), "end_date": day(plan.training.end_ms)},
+        "testing": {"start_date": day(plan.testing.start_ms), "end_date": day(plan.testing.end_ms)},
+    });
+    let summary = json!({
+        "trials": plan.trials,
+        "unique": unique.len(),
+        "best_trial": best.as_ref().map(|b| b["trial"].clone()),
+        "best_value": best.as_ref().map(|b| b["values"][0].clone()),
+        "best_params": best.as_ref().map(|b| b["params"].clone()),
+        "pbo": overfitting["pbo"]["pbo"].clone(),
+        "deflated_sharpe": overfitting["deflated_sharpe"]["dsr"].clone(),
+    });
+    let rows: Vec<Value> = trials
+        .iter()
+        .map(|t| {
+            let mut r = row(t);
+            r["in_study"] = json!(in_study(t));
+            r["error"] = t.result.error.clone().unwrap_or(Value::Null);
+            r
+        })
+        .chain(ended)
+        .collect();
+    let result = OptimizationResult {
+        study,
+        counts: Value::Object(counts_json),
+        best,
+        leaderboard,
+        convergence,
+        importance: json!(
+            importance
+                .iter()
+                .map(|(n, v)| (n.clone(), json!(v)))
+                .collect::<Map<String, Value>>()
+        ),
+        heatmap,
+        overfitting,
+        provenance,
+    };
+    Ok(Outcome::Succeeded {
+        result: Box::new(JobResult {
+            body: serde_json::to_value(result).expect("results serialize"),
+            parts: vec![("trials".into(), rows)],
+        }),
+        summary,
+    })
+}
+
+fn day(ms: i64) -> String {
+    crate::time::to_rfc3339(ms)[..10].to_string()
+}
+
+fn order(a: &Trial, b: &Trial, direction: Direction) -> std::cmp::Ordering {
+    let (va, vb) = (a.value().unwrap_or(f64::NAN), b.value().unwrap_or(f64::NAN));
+    let o = match direction {
+        Direction::Maximize => vb.total_cmp(&va),
+        Direction::Minimize => va.total_cmp(&vb),
+    };
+    o.then(a.result.summary.trial.cmp(&b.result.summary.trial))
+}
+
+/// Trials no other trial dominates (at least as good in every objective,
+/// better in one).
+fn pareto_front(trials: &[&Trial], plan: &OptimizationPlan) -> Vec<i64> {
+    let oriented = |t: &Trial| -> Option<Vec<f64>> {
+        t.values()
+            .iter()
+            .zip(&plan.objectives)
+            .map(|(v, o)| {
+                v.map(|v| {
+                    if o.direction == Direction::Maximize {
+                        v
+                    } else {
+                        -v
+                    }
+                })
+            })
+            .collect()
+    };
+    let points: Vec<(i64, Vec<f64>)> = trials
+        .iter()
+        .filter_map(|t| oriented(t).map(|p| (t.result.summary.trial, p)))
+        .collect();
+    points
+        .iter()
+        .filter(|(_, p)| {
+            !points.iter().any(|(_, q)| {
+                q.iter().zip(p).all(|(a, b)| a >= b) && q.iter().zip(p).any(|(a, b)| a > b)
+            })
+        })
+        .map(|(t, _)| *t)
+        .collect()
+}
+
+/// A parameter value's bin: categorical and few-valued parameters by value,
+/// numeric ones with many values in ten equal-width bins.
+fn binner(name: &str, scored: &[(&Map<String, Value>, f64)]) -> impl Fn(&Value) -> String {
+    let mut distinct: Vec<String> = scored
+        .iter()
+        .map(|(p, _)| p.get(name).map(Value::to_string).unwrap_or_default())
+        .collect();
+    distinct.sort();
+    distinct.dedup();
+    let numbers: Vec<f64> = scored
+        .iter()
+        .filter_map(|(p, _)| p.get(name).and_then(Value::as_f64))
+        .collect();
+    let numeric = distinct.len() > 10 && numbers.len() == scored.len();
+    let (low, high) = numbers
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
+            (l.min(*v), h.max(*v))
+        });
+    move |v: &Value| {
+        if numeric && let Some(x) = v.as_f64() {
+            let width = (high - low) / 10.0;
+            let bin = if width > 0.0 {
+                (((x - low) / width).floor() as i64).clamp(0, 9)
+            } else {
+                0
+            };
+            let from = low + bin as f64 * width;
+            return format!(
+                "[{:.6}, {:.6}{}",
+                from,
+                from + width,
+                if bin == 9 { "]" } else { ")" }
+            );
+        }
+        v.to_string()
+    }
+}
+
+/// η² of the objective on each parameter's bins (between-bin variance over
+/// total variance), over complete trials.
+fn importance(names: &[String], scored: &[(&Map<String, Value>, f64)]) -> Vec<(String, f64)> {
+    let values: Vec<f64> = scored
+        .iter()
+        .map(|(_, v)| *v)
+        .filter(|v| v.is_finite())
+        .collect();
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n.max(1.0);
+    let total: f64 = values.iter().map(|v| (v - mean).powi(2)).sum();
+    let mut out: Vec<(String, f64)> = names
+        .iter()
+        .map(|name| {
+            if total <= 0.0 || scored.len() < 3 {
+                return (name.clone(), 0.0);
+            }
+            let bin = binner(name, scored);
+            let mut groups: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+            for (p, v) in scored.iter().filter(|(_, v)| v.is_finite()) {
+                let g = groups
+                    .entry(bin(p.get(name).unwrap_or(&Value::Null)))
+                    .or_default();
+                g.0 += v;
+                g.1 += 1.0;
+            }
+            let between: f64 = groups
+                .values()
+                .map(|(sum, count)| count * (sum / count - mean).powi(2))
+                .sum();
+            (name.clone(), between / total)
+        })
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    out
+}
+
+fn heatmap(
+    names: &[String],
+    importance: &[(String, f64)],
+    scored: &[(&Map<String, Value>, f64)],
+    direction: Direction,
+) -> Option<Value> {
+    if names.len() < 2 || scored.is_empty() {
+        return None;
+    }
+    let (x, y) = (&importance[0].0, &importance[1].0);
+    let (bx, by) = (binner(x, scored), binner(y, scored));
+    let mut cells: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for (p, v) in scored.iter().filter(|(_, v)| v.is_finite()) {
+        let key = (
+            bx(p.get(x).unwrap_or(&Value::Null)),
+            by(p.get(y).unwrap_or(&Value::Null)),
+        );
+        let cell = cells.entry(key).or_insert(*v);
+        if direction.better(*v, *cell) {
+            *cell = *v;
+        }
+    }
+    let sorted_axis = |pick: fn(&(String, String)) -> &String| {
+        let mut axis: Vec<String> = cells.keys().map(|k| pick(k).clone()).collect();
+        axis.sort_by(|a, b| match (a.parse::<f64>(), b.parse::<f64>()) {
+            (Ok(a), Ok(b)) => a.total_cmp(&b),
+            _ => a.cmp(b),
+        });
+        axis.dedup();
+        axis
+    };
+    let xs = sorted_axis(|k| &k.0);
+    let ys = sorted_axis(|k| &k.1);
+    let grid: Vec<Vec<Option<f64>>> = ys
+        .iter()
+        .map(|yv| {
+            xs.iter()
+                .map(|xv| cells.get(&(xv.clone(), yv.clone())).copied())
+                .collect()
+        })
+        .collect();
+    Some(json!({
+        "x": {"name": x, "values": xs},
+        "y": {"name": y, "values": ys},
+        "best": grid,
+        "note": "best objective value among the trials in each cell (rows: y, columns: x)",
+    }))
+}
+
+/// PBO over the distinct evaluated trials' training daily returns, and the
+/// deflated (and probabilistic) Sharpe ratio of the best, with the true
+/// number of trials.
+fn overfitting(unique: &[&Trial], ranked: &[&Trial]) -> Value {
+    let with_returns: Vec<&Trial> = unique
+        .iter()
+        .copied()
+        .filter(|t| !t.result.daily_returns.is_empty())
+        .collect();
+    // Align on the most common length (backtests of one period have one).
+    let mut lengths: BTreeMap<usize, usize> = BTreeMap::new();
+    for t in &with_returns {
+        *lengths.entry(t.result.daily_returns.len()).or_default() += 1;
+    }
+    let length = lengths
+        .iter()
+        .max_by_key(|(len, n)| (**n, **len))
+        .map(|(l, _)| *l)
+        .unwrap_or(0);
+    let series: Vec<Vec<f64>> = with_returns
+        .iter()
+        .map(|t| {
+            let mut r = t.result.daily_returns.clone();
+            r.resize(length, 0.0);
+            r
+        })
+        .collect();
+    let pbo = if series.len() < 2 {
+        json!({"pbo": null, "reason": "needs at least two distinct evaluated trials"})
+    } else {
+        let partitions = (PBO_PARTITIONS.min(length / 2) / 2) * 2;
+        if partitions < 2 {
+            json!({"pbo": null, "reason": format!("{length} daily returns are too few to partition")})
+        } else {
+            match crate::overfit::pbo_cscv(&series, partitions) {
+                Ok(pbo) => {
+                    let mut v = json!(pbo);
+                    v["partitions"] = json!(partitions);
+                    v["trials"] = json!(series.len());
+                    v
+                }
+                Err(reason) => json!({"pbo": null, "reason": reason}),
+            }
+        }
+    };
+    let sharpes: Vec<f64> = series
+        .iter()
+        .filter_map(|r| crate::overfit::sharpe(r))
+        .collect();
+    let dsr = match ranked.first() {
+        None => json!({"dsr": null, "reason": "no complete trial"}),
+        Some(best) if best.result.daily_returns.is_empty() => {
+            json!({"dsr": null, "reason": "the best trial has no daily returns"})
+        }
+        Some(best) => {
+            match crate::overfit::deflated_sharpe_ratio(&best.result.daily_returns, &sharpes) {
+                Some(d) => {
+                    let mut v = json!(d);
+                    v["trial"] = json!(best.result.summary.trial);
+                    v
+                }
+                None => {
+                    json!({"dsr": null, "reason": "undefined: needs at least two trials with varying Sharpe ratios and three daily returns"})
+                }
+            }
+        }
+    };
+    json!({
+        "pbo": pbo,
+        "deflated_sharpe": dsr,
+        "input": "daily returns of each distinct evaluated trial's training backtest (Jesse's daily Portfolio balance); Sharpe ratios per day, not annualized",
+    })
+}

@@ -1,0 +1,5 @@
+-- A parent's release window: a child is released only once every child at
+-- least `child_window` places before it has ended (NULL: no window). Studies
+-- whose sampler learns from finished trials use it, so trial k is always drawn
+-- knowing exactly trials 0..k-window, however many workers run them.
+ALTER TABLE jobs ADD COLUMN child_window BIGINT;
