@@ -366,6 +366,9 @@ pub fn progress_of(parent: &JobRecord, counts: &ChildCounts) -> (f64, String) {
     if counts.failed > 0 {
         stage.push_str(&format!(", {} failed", counts.failed));
     }
+    if let Some((value, index)) = parent.best {
+        stage.push_str(&format!(", best {value:.6} (child {index})"));
+    }
     if let Some(eta) = eta_seconds(parent, counts) {
         stage.push_str(&format!(", about {eta} s left"));
     }

@@ -57,6 +57,8 @@ pub struct JobRecord {
     /// A parent's release window: child k is released only once every child
     /// before k - window has ended (None: no window).
     pub child_window: Option<i64>,
+    /// A study's best objective value so far and the child that reached it.
+    pub best: Option<(f64, i64)>,
 }
 
 impl JobRecord {
@@ -196,12 +198,13 @@ pub struct Gap {
 
 const JOB_COLUMNS: &str = "id, kind, status, params, progress, stage, attempts, cancel_requested, \
                            error, summary, created_at, started_at, finished_at, parent_id, child_index, \
-                           released, waiting, child_cap, child_window";
+                           released, waiting, child_cap, child_window, best_value, best_child";
 /// The same columns without the params (a parent's plan can be megabytes; its
 /// children's bookkeeping never needs it).
 const JOB_HEAD_COLUMNS: &str = "id, kind, status, 'null' AS params, progress, stage, attempts, \
                                 cancel_requested, error, summary, created_at, started_at, finished_at, \
-                                parent_id, child_index, released, waiting, child_cap, child_window";
+                                parent_id, child_index, released, waiting, child_cap, child_window, \
+                                best_value, best_child";
 const UPSERT_CHUNK: usize = 3_000;
 
 /// The database behind the store. Every statement is written once, in SQL both
@@ -267,6 +270,8 @@ struct JobRow {
     waiting: i64,
     child_cap: Option<i64>,
     child_window: Option<i64>,
+    best_value: Option<f64>,
+    best_child: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -1584,6 +1589,36 @@ impl Store {
             .collect()
     }
 
+    /// Raises a parent's best-so-far to `value` (reached by child `index`) if
+    /// it is better in `direction` (maximize when true), atomically: trials
+    /// ending at once on many workers keep the true best.
+    pub async fn offer_best(
+        &self,
+        parent_id: &str,
+        value: f64,
+        index: i64,
+        maximize: bool,
+    ) -> Result<()> {
+        if !value.is_finite() {
+            return Ok(());
+        }
+        let sql = if maximize {
+            "UPDATE jobs SET best_value = $1, best_child = $2 WHERE id = $3 \
+             AND (best_value IS NULL OR best_value < $1 OR (best_value = $1 AND best_child > $2))"
+        } else {
+            "UPDATE jobs SET best_value = $1, best_child = $2 WHERE id = $3 \
+             AND (best_value IS NULL OR best_value > $1 OR (best_value = $1 AND best_child > $2))"
+        };
+        on_db!(self, pool => sqlx::query(sql)
+            .bind(value)
+            .bind(index)
+            .bind(parent_id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(())
+    }
+
     /// The summaries of a parent's children placed before `below_index`, by
     /// index (a study's trials read what the sampler may know this way: a few
     /// hundred bytes each, never the result bodies).
@@ -1686,6 +1721,7 @@ impl TryFrom<JobRow> for JobRecord {
             waiting: row.waiting != 0,
             child_cap: row.child_cap,
             child_window: row.child_window,
+            best: row.best_value.zip(row.best_child),
             id: row.id,
         })
     }

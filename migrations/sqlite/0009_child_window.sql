@@ -3,3 +3,8 @@
 -- whose sampler learns from finished trials use it, so trial k is always drawn
 -- knowing exactly trials 0..k-window, however many workers run them.
 ALTER TABLE jobs ADD COLUMN child_window INTEGER;
+
+-- A study's best objective value so far and the child that reached it, raised
+-- atomically as trials end (progress shows it while the study runs).
+ALTER TABLE jobs ADD COLUMN best_value REAL;
+ALTER TABLE jobs ADD COLUMN best_child INTEGER;

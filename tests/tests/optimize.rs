@@ -54,6 +54,12 @@ async fn trials(app: &TestApp, id: &str) -> Vec<Value> {
     }
 }
 
+async fn children_of(app: &TestApp, id: &str) -> Vec<Value> {
+    let (status, page) = app.get(&format!("/v1/jobs/{id}/children?limit=200")).await;
+    assert_eq!(status, 200, "{page}");
+    page["jobs"].as_array().unwrap().clone()
+}
+
 async fn result(app: &TestApp, id: &str) -> Value {
     let (status, result) = app.get(&format!("/v1/jobs/{id}/result")).await;
     assert_eq!(status, 200, "{result}");
@@ -193,6 +199,9 @@ async fn a_grid_study_covers_its_grid_with_jesses_fitness() {
         .collect();
     assert!(values.windows(2).all(|w| w[0] >= w[1]), "{values:?}");
     assert_eq!(result["best"], board[0]);
+    assert_eq!(job["best_so_far"]["value"], board[0]["values"][0], "{job}");
+    assert_eq!(job["best_so_far"]["child_index"], board[0]["trial"]);
+    assert_eq!(job["summary"]["best_trial"], board[0]["trial"]);
     assert!(board.iter().any(|r| r["testing_rank"] == 1));
     assert_eq!(result["convergence"].as_array().unwrap().len(), 6);
     assert!(result["importance"]["fast"].is_number());
@@ -250,4 +259,199 @@ async fn reference_fitness(spec: &Value) -> Value {
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+/// The trials of a finished study as (trial, params, values), the sampler's
+/// decisions and their outcomes.
+async fn decisions(app: &TestApp, id: &str) -> Vec<(Value, Value, Value)> {
+    trials(app, id)
+        .await
+        .iter()
+        .map(|r| (r["trial"].clone(), r["params"].clone(), r["values"].clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_seed_gives_the_same_study_on_one_worker_or_two() {
+    let csv = synthetic_csv("2024-01-01", "2024-03-01", 5);
+    // TPE past its 10 random start-up trials, so its model decides the last ones.
+    let body = study(json!({
+        "sampler": "tpe", "trials": 14, "window": 3, "seed": 11,
+        "hyperparameters": {"fast": {"min": 5, "max": 30}, "slow": {"min": 30, "max": 80, "step": 5}, "risk": {"fixed": 0.5}},
+    }));
+    let one = TestApp::spawn(Options::default()).await;
+    one.import_csv(&csv).await;
+    let id = submit(&one, &body).await;
+    let job = one.wait(&id, Duration::from_secs(600)).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let alone = decisions(&one, &id).await;
+    let board = result(&one, &id).await["leaderboard"].clone();
+    drop(one);
+
+    // Two runners, and two copies of the study interleaving on them.
+    let two = TestApp::spawn(Options {
+        runners: 2,
+        ..Default::default()
+    })
+    .await;
+    two.import_csv(&csv).await;
+    let a = submit(&two, &body).await;
+    let b = submit(&two, &body).await;
+    for id in [&a, &b] {
+        let job = two.wait(id, Duration::from_secs(600)).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+    }
+    assert_eq!(alone.len(), 14);
+    let mut params: Vec<String> = alone.iter().map(|d| d.1.to_string()).collect();
+    params.sort();
+    params.dedup();
+    assert!(params.len() > 5, "the sampler explores: {alone:?}");
+    for id in [&a, &b] {
+        assert_eq!(decisions(&two, id).await, alone, "same seed, same trials");
+        let other = result(&two, id).await["leaderboard"].clone();
+        let strip = |rows: &Value| -> Vec<Value> {
+            rows.as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    json!([
+                        r["trial"],
+                        r["params"],
+                        r["values"],
+                        r["testing"],
+                        r["rank"],
+                        r["testing_rank"]
+                    ])
+                })
+                .collect()
+        };
+        assert_eq!(strip(&other), strip(&board), "same leaderboard");
+    }
+    // A different seed draws differently.
+    let mut reseeded = body.clone();
+    reseeded["seed"] = json!(12);
+    let c = submit(&two, &reseeded).await;
+    two.wait(&c, Duration::from_secs(600)).await;
+    assert_ne!(decisions(&two, &c).await, alone);
+}
+
+/// Postgres + Redis: kill -9 the worker mid-study; another finishes it. No
+/// finished trial runs again, and the study equals an uninterrupted one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_study_loses_nothing() {
+    let mut app = TestApp::spawn(Options {
+        heartbeat_secs: 1,
+        requeue_after_secs: 2,
+        ..Options::distributed().await
+    })
+    .await;
+    app.import_csv(&synthetic_csv("2024-01-01", "2024-03-01", 5))
+        .await;
+    let body = study(
+        json!({"sampler": "random", "trials": 8, "seed": 5, "timeframe": "15m",
+        "hyperparameters": {"fast": {"min": 5, "max": 30}, "risk": {"fixed": 0.5}}}),
+    );
+    let id = submit(&app, &body).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let (_, job) = app.get(&format!("/v1/jobs/{id}")).await;
+        if job["children"]["succeeded"].as_i64().unwrap_or(0) >= 2
+            && job["children"]["running"] == 1
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let finished_before: Vec<(Value, Value)> = children_of(&app, &id)
+        .await
+        .iter()
+        .filter(|k| k["status"] == "succeeded")
+        .map(|k| (k["job_id"].clone(), k["finished_at"].clone()))
+        .collect();
+    app.kill_worker(0).await;
+    app.start_worker();
+    let job = app.wait(&id, Duration::from_secs(300)).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let after = children_of(&app, &id).await;
+    assert!(
+        after.iter().all(|k| k["status"] == "succeeded"),
+        "{after:#?}"
+    );
+    for (child, finished) in &finished_before {
+        let kid = after.iter().find(|k| &k["job_id"] == child).unwrap();
+        assert_eq!(kid["attempts"], 1, "a finished trial never re-runs");
+        assert_eq!(&kid["finished_at"], finished);
+    }
+    assert!(
+        after.iter().any(|k| k["attempts"] == 2),
+        "the trial killed with its worker ran again"
+    );
+    let interrupted = decisions(&app, &id).await;
+    let again = submit(&app, &body).await;
+    app.wait(&again, Duration::from_secs(300)).await;
+    assert_eq!(
+        decisions(&app, &again).await,
+        interrupted,
+        "interrupted or not, the same study"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn constraints_mark_trials_infeasible_and_cancel_stops_a_study() {
+    let app = TestApp::spawn(Options::default()).await;
+    app.import_csv(&synthetic_csv("2024-01-01", "2024-03-01", 7))
+        .await;
+    let id = submit(
+        &app,
+        &study(json!({"sampler": "random", "trials": 3, "seed": 1,
+        "constraints": {"min_trades": 100000, "metrics": [{"metric": "win_rate", "min": 0.0}]}})),
+    )
+    .await;
+    let job = app.wait(&id, Duration::from_secs(300)).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let result = result(&app, &id).await;
+    assert_eq!(result["counts"]["infeasible"], 3, "{}", result["counts"]);
+    assert!(
+        result["best"].is_null(),
+        "an infeasible trial is never best"
+    );
+    assert_eq!(result["leaderboard"], json!([]));
+    for row in trials(&app, &id).await {
+        assert_eq!(row["state"], "infeasible");
+        assert_eq!(row["error"]["broken"][0]["metric"], "total", "{row}");
+        assert!(row["fitness"].is_number(), "still scored: {row}");
+    }
+
+    // Cancel: the study ends at once, and no trial starts afterwards.
+    let id = submit(
+        &app,
+        &study(json!({"sampler": "random", "trials": 40, "seed": 2, "timeframe": "15m"})),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, job) = app.get(&format!("/v1/jobs/{id}")).await;
+        if job["children"]["succeeded"].as_i64().unwrap_or(0) >= 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, cancelled) = app
+        .post_json(&format!("/v1/jobs/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    let job = app.wait(&id, Duration::from_secs(30)).await;
+    assert_eq!(job["status"], "cancelled");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let kids = children_of(&app, &id).await;
+    assert_eq!(kids.len(), 40);
+    let ran = kids.iter().filter(|k| !k["started_at"].is_null()).count();
+    assert!(ran <= 3, "no trial starts after the cancel: {ran} ran");
+    assert!(
+        kids.iter()
+            .all(|k| k["status"] != "queued" && k["status"] != "running"),
+        "{kids:#?}"
+    );
 }

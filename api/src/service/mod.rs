@@ -113,7 +113,16 @@ pub struct JobView {
     /// A running parent's estimate of the seconds left, from its children's pace.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eta_seconds: Option<i64>,
+    /// A study's best objective value so far and the child (trial) that reached it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub best_so_far: Option<BestSoFar>,
     pub links: JobLinks,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct BestSoFar {
+    pub value: f64,
+    pub child_index: i64,
 }
 
 impl From<JobRecord> for JobView {
@@ -136,6 +145,9 @@ impl From<JobRecord> for JobView {
             child_index: job.child_index,
             children: None,
             eta_seconds: None,
+            best_so_far: job
+                .best
+                .map(|(value, child_index)| BestSoFar { value, child_index }),
         }
     }
 }

@@ -55,7 +55,7 @@ pub fn fitness(objective: &str, optimal_total: f64, training: &Value) -> Fitness
     };
     let total = number("total");
     // Jesse: `if training_metrics['total'] > 5` (NaN compares false).
-    if !(total > 5.0) {
+    if total.is_nan() || total <= 5.0 {
         return unusable;
     }
     let Some((_, metric, max)) = FITNESS.iter().find(|(n, _, _)| *n == objective) else {

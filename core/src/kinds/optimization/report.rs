@@ -542,7 +542,13 @@ fn overfitting(unique: &[&Trial], ranked: &[&Trial]) -> Value {
         } else {
             match crate::overfit::pbo_cscv(&series, partitions) {
                 Ok(pbo) => {
+                    let histogram = histogram(&pbo.logits, 20);
                     let mut v = json!(pbo);
+                    // Thousands of logits: the histogram says what they do.
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("logits");
+                    }
+                    v["logit_histogram"] = histogram;
                     v["partitions"] = json!(partitions);
                     v["trials"] = json!(series.len());
                     v
@@ -578,4 +584,29 @@ fn overfitting(unique: &[&Trial], ranked: &[&Trial]) -> Value {
         "deflated_sharpe": dsr,
         "input": "daily returns of each distinct evaluated trial's training backtest (Jesse's daily Portfolio balance); Sharpe ratios per day, not annualized",
     })
+}
+
+/// Equal-width histogram of finite values: bin edges and counts.
+fn histogram(values: &[f64], bins: usize) -> Value {
+    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if finite.is_empty() {
+        return json!({"edges": [], "counts": []});
+    }
+    let (low, high) = finite
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
+            (l.min(*v), h.max(*v))
+        });
+    let width = if high > low {
+        (high - low) / bins as f64
+    } else {
+        1.0
+    };
+    let mut counts = vec![0u64; bins];
+    for v in finite {
+        let i = (((v - low) / width).floor() as usize).min(bins - 1);
+        counts[i] += 1;
+    }
+    let edges: Vec<f64> = (0..=bins).map(|i| low + i as f64 * width).collect();
+    json!({"edges": edges, "counts": counts})
 }

@@ -382,6 +382,14 @@ async fn run_trial(
     } else {
         TrialState::Infeasible
     };
+    if state == TrialState::Complete
+        && let Some(Some(value)) = values.first()
+    {
+        let maximize = plan.objectives[0].direction == super::Direction::Maximize;
+        rt.store()
+            .offer_best(parent_id, *value, k, maximize)
+            .await?;
+    }
     let summary = TrialSummary {
         trial: k,
         state,
