@@ -398,7 +398,7 @@ async fn a_worker_killed_mid_study_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn constraints_mark_trials_infeasible_and_cancel_stops_a_study() {
+async fn constraints_nsga2_early_stop_and_cancel() {
     let app = TestApp::spawn(Options::default()).await;
     app.import_csv(&synthetic_csv("2024-01-01", "2024-03-01", 7))
         .await;
@@ -410,7 +410,7 @@ async fn constraints_mark_trials_infeasible_and_cancel_stops_a_study() {
     .await;
     let job = app.wait(&id, Duration::from_secs(300)).await;
     assert_eq!(job["status"], "succeeded", "{job}");
-    let result = result(&app, &id).await;
+    let result = self::result(&app, &id).await;
     assert_eq!(result["counts"]["infeasible"], 3, "{}", result["counts"]);
     assert!(
         result["best"].is_null(),
@@ -422,6 +422,56 @@ async fn constraints_mark_trials_infeasible_and_cancel_stops_a_study() {
         assert_eq!(row["error"]["broken"][0]["metric"], "total", "{row}");
         assert!(row["fitness"].is_number(), "still scored: {row}");
     }
+
+    // NSGA-II over two objectives: the leaderboard leads with the Pareto front.
+    let id = submit(&app, &study(json!({"sampler": "nsga2", "trials": 6, "seed": 4, "population_size": 3, "window": 1,
+        "objectives": [{"metric": "net_profit_percentage"}, {"metric": "max_drawdown", "direction": "maximize"}],
+        "hyperparameters": {"slow": {"fixed": 40}, "risk": {"fixed": 0.5}}}))).await;
+    let job = app.wait(&id, Duration::from_secs(300)).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let rows = trials(&app, &id).await;
+    assert_eq!(rows.len(), 6);
+    assert!(
+        rows.iter()
+            .all(|r| r["values"].as_array().unwrap().len() == 2),
+        "{rows:#?}"
+    );
+    let (_, nsga) = app
+        .get(&format!(
+            "/v1/jobs/{}/result",
+            rows[5]["job_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        nsga["system_attrs"]["nsga2:generation"], 1,
+        "NSGA-II's generations survive the rebuild: {nsga}"
+    );
+
+    // Early stop: once `early_stop` trials in a row do not improve the best, the
+    // study ends there and the trials past it do not run.
+    let id = submit(&app, &study(json!({"sampler": "random", "trials": 30, "seed": 9, "window": 1, "early_stop": 2,
+        "hyperparameters": {"fast": {"options": [8, 8, 8, 9]}, "slow": {"fixed": 40}, "risk": {"fixed": 0.5}}}))).await;
+    let job = app.wait(&id, Duration::from_secs(300)).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let result = self::result(&app, &id).await;
+    let last = result["study"]["stopped_after_trial"]
+        .as_i64()
+        .expect("stopped early");
+    assert!(last < 29, "{}", result["study"]);
+    assert_eq!(
+        result["convergence"].as_array().unwrap().len() as i64,
+        last + 1
+    );
+    assert!(
+        result["counts"]["not_run"].as_i64().unwrap() > 0,
+        "{}",
+        result["counts"]
+    );
+    assert!(
+        result["counts"]["duplicates"].as_i64().unwrap() > 0,
+        "identical draws reuse the first evaluation: {}",
+        result["counts"]
+    );
 
     // Cancel: the study ends at once, and no trial starts afterwards.
     let id = submit(
