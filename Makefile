@@ -4,7 +4,7 @@ CACHE_DIR ?= $(HOME)/.cache/jesse-mcp
 export CARGO_TARGET_DIR ?= $(CACHE_DIR)/target
 export JESSE_MCP_CACHE_DIR ?= $(CACHE_DIR)
 
-.PHONY: run test bench bench-batch venv build release lint fmt clean-data
+.PHONY: run test bench bench-batch bench-optimize venv build release lint fmt clean-data
 
 ## run: bootstrap what is missing, build, serve on 127.0.0.1:8080 with local workers
 run: release
@@ -21,6 +21,10 @@ bench: release
 ## bench-batch: only the batch bench (one batch vs separate submits vs a bare Jesse process pool)
 bench-batch: release
 	@ops/bench.sh batch
+
+## bench-optimize: only the optimization bench (one study through the service vs jesse.research.optimize)
+bench-optimize: release
+	@ops/bench.sh optimize
 
 ## venv: the cached Python venv with the pinned Jesse
 venv:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: runs the bench scripts with the venv's python against the release binaries.
-# `ops/bench.sh batch` runs only the batch bench (ops/bench_batch.py), which replaces its own
-# section of docs/BENCHMARKS.md and keeps the others.
+# `ops/bench.sh batch` runs only the batch bench (ops/bench_batch.py), `ops/bench.sh optimize`
+# only the optimization bench (ops/bench_optimize.py); each replaces its own section of
+# docs/BENCHMARKS.md and keeps the others.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -9,8 +10,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/jesse-mcp/target}"
 export PYTHONDONTWRITEBYTECODE=1  # the bench imports its helpers from ops/; no __pycache__ there
 part="${1:-all}"
 case "$part" in
-  all|batch) ;;
-  *) echo "usage: ops/bench.sh [all|batch]" >&2; exit 2 ;;
+  all|batch|optimize) ;;
+  *) echo "usage: ops/bench.sh [all|batch|optimize]" >&2; exit 2 ;;
 esac
 python="$(ops/python-env.sh)"
 cargo build --release --workspace --bins --quiet
@@ -18,4 +19,9 @@ if [ "$part" = all ]; then
   "$python" ops/bench.py "$CARGO_TARGET_DIR/release"
   "$python" ops/bench_scale.py "$CARGO_TARGET_DIR/release"
 fi
-"$python" ops/bench_batch.py "$CARGO_TARGET_DIR/release"
+if [ "$part" = all ] || [ "$part" = batch ]; then
+  "$python" ops/bench_batch.py "$CARGO_TARGET_DIR/release"
+fi
+if [ "$part" = all ] || [ "$part" = optimize ]; then
+  "$python" ops/bench_optimize.py "$CARGO_TARGET_DIR/release"
+fi

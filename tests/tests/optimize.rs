@@ -7,6 +7,9 @@
 use std::time::Duration;
 
 use jesse_mcp_tests::*;
+use rmcp::ServiceExt;
+use rmcp::model::CallToolRequestParams;
+use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::{Value, json};
 
 const TRAINING: (&str, &str) = ("2024-01-15", "2024-02-15");
@@ -239,6 +242,62 @@ async fn a_grid_study_covers_its_grid_with_jesses_fitness() {
         result["provenance"]["training"]["strategies"][0]["name"],
         "SmaCross"
     );
+
+    // The same study over MCP (`optimize`): the same leaderboard; a bad
+    // request is a tool error with the same envelope as REST's 422.
+    let transport = StreamableHttpClientTransport::from_uri(format!("{}/mcp", app.base));
+    let client = ().serve(transport).await.expect("MCP HTTP client");
+    let call = |tool: &str, args: Value| {
+        client.call_tool(
+            CallToolRequestParams::new(tool.to_string())
+                .with_arguments(args.as_object().unwrap().clone()),
+        )
+    };
+    let bad = call(
+        "optimize",
+        study(json!({"sampler": "grid", "hyperparameters": space, "trials": 5})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bad.is_error, Some(true));
+    assert!(
+        bad.content[0]
+            .as_text()
+            .unwrap()
+            .text
+            .contains("grid_too_large"),
+        "{bad:?}"
+    );
+    let submitted = call(
+        "optimize",
+        study(json!({"sampler": "grid", "hyperparameters": space, "seed": 3})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(submitted.is_error, Some(false), "{submitted:?}");
+    let mcp_id = submitted.structured_content.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let job = app.wait(&mcp_id, Duration::from_secs(600)).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let over_mcp = call("job_result", json!({"job_id": mcp_id}))
+        .await
+        .unwrap()
+        .structured_content
+        .unwrap();
+    let strip = |rows: &Value| -> Vec<Value> {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| json!([r["params"], r["values"], r["testing"]]))
+            .collect()
+    };
+    assert_eq!(
+        strip(&over_mcp["leaderboard"]),
+        strip(&result["leaderboard"])
+    );
+    client.cancel().await.ok();
 }
 
 /// Runs `tests/fixtures/reference_fitness.py` (Jesse's own get_fitness).
