@@ -253,10 +253,17 @@ impl Engine {
         let error = ErrorBody::new("cancelled", why);
         let withdrawn = self.inner.store.cancel_children(parent_id, &error).await?;
         for id in withdrawn {
-            if let Some(job) = self.inner.store.get_job(&id).await?
+            if let Some(job) = self.inner.store.get_job_head(&id).await?
                 && let Some(kind) = job.def()
             {
                 let _ = self.inner.queue.withdraw(kind.lane, &id).await;
+            }
+        }
+        // A child that is itself a parent (a walk-forward's studies) holds no
+        // worker that would see a flag: cancel it, and its children, here.
+        for (id, kind) in self.inner.store.running_children(parent_id).await? {
+            if crate::kinds::find(&kind).is_some_and(|k| k.parent) {
+                Box::pin(self.cancel(&id)).await?;
             }
         }
         Ok(())

@@ -1619,6 +1619,17 @@ impl Store {
         Ok(())
     }
 
+    /// A parent's running children with their kinds (to cancel nested parents).
+    pub async fn running_children(&self, parent_id: &str) -> Result<Vec<(String, String)>> {
+        let rows: Vec<(String, String)> = on_db!(self, pool => sqlx::query_as(
+            "SELECT id, kind FROM jobs WHERE parent_id = $1 AND status = 'running' ORDER BY id",
+        )
+        .bind(parent_id)
+        .fetch_all(pool)
+        .await?);
+        Ok(rows)
+    }
+
     /// The summaries of a parent's children placed before `below_index`, by
     /// index (a study's trials read what the sampler may know this way: a few
     /// hundred bytes each, never the result bodies).

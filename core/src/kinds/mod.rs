@@ -27,6 +27,7 @@ pub mod batch;
 pub mod candle_import;
 pub mod optimization;
 pub mod strategy_validation;
+pub mod walk_forward;
 
 /// Every kind this binary knows.
 pub static REGISTRY: &[&KindDef] = &[
@@ -36,6 +37,7 @@ pub static REGISTRY: &[&KindDef] = &[
     &batch::KIND,
     &optimization::KIND,
     &optimization::trial::KIND,
+    &walk_forward::KIND,
 ];
 
 /// The kind named `name`, if this binary knows it.
