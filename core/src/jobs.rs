@@ -184,6 +184,23 @@ pub struct BacktestPlan {
     /// With `allow_gaps`: the missing runs per series at submit (null otherwise).
     #[serde(default)]
     pub gap_report: Option<Value>,
+    /// A Monte Carlo scenario: the candles go through this Jesse candle
+    /// pipeline (`jesse.candle_pipelines`) before the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candles_pipeline: Option<CandlesPipeline>,
+}
+
+/// One of Jesse's candle pipelines with its arguments, seeded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CandlesPipeline {
+    /// The class in `jesse.candle_pipelines`, e.g. `MovingBlockBootstrapCandlesPipeline`.
+    pub class: String,
+    /// Its keyword arguments (`batch_size` included).
+    pub kwargs: Map<String, Value>,
+    /// Seeds numpy's global generator before the run (the Gaussian pipelines
+    /// draw from it; Jesse's own Monte Carlo leaves it unseeded).
+    #[serde(default)]
+    pub numpy_seed: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

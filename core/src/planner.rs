@@ -280,6 +280,7 @@ impl Planner {
             include_equity_curve: request.include_equity_curve,
             strategies: sources,
             gap_report: (!gap_report.is_empty()).then_some(Value::Object(gap_report)),
+            candles_pipeline: None,
         })
     }
 

@@ -188,6 +188,15 @@ def _run_loaded(request, classes, candles, warmup_candles, strategy_paths, start
     data_routes = [
         {"exchange": exchange, "symbol": r["symbol"], "timeframe": r["timeframe"]} for r in request["data_routes"]
     ]
+    pipeline_class, pipeline_kwargs = None, None
+    pipeline = request.get("candles_pipeline")
+    if pipeline:
+        import jesse.candle_pipelines as pipelines
+
+        pipeline_class = getattr(pipelines, pipeline["class"])
+        pipeline_kwargs = dict(pipeline.get("kwargs") or {})
+        if pipeline.get("numpy_seed") is not None:
+            np.random.seed(int(pipeline["numpy_seed"]))
     backtest_started = time.perf_counter()
     try:
         result = research.backtest(
@@ -199,6 +208,8 @@ def _run_loaded(request, classes, candles, warmup_candles, strategy_paths, start
             hyperparameters=hyperparameters,
             fast_mode=request.get("fast_mode", False),
             generate_equity_curve=request.get("generate_equity_curve", False),
+            candles_pipeline_class=pipeline_class,
+            candles_pipeline_kwargs=pipeline_kwargs,
         )
     except Exception as exc:  # noqa: BLE001 - reported to the user with its location
         return json.dumps(_error("strategy_runtime", exc, strategy_paths))

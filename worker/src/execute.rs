@@ -412,7 +412,9 @@ impl Executor {
             "strategies": strategies,
             "hyperparameters": plan.hyperparameters,
             "fast_mode": plan.fast_mode,
-            "generate_equity_curve": plan.include_equity_curve,
+            // Always: the daily equity is what analysis, charts and studies read.
+            "generate_equity_curve": true,
+            "candles_pipeline": plan.candles_pipeline,
         })
         .to_string();
         let request = RunRequest {
@@ -512,7 +514,7 @@ impl Executor {
         };
         let body = json!({
             "metrics": metrics,
-            "equity_curve": if plan.include_equity_curve { result["equity_curve"].take() } else { Value::Null },
+            "equity_curve": result["equity_curve"].take(),
             "provenance": {
                 "jesse_version": result["jesse_version"].as_str().map(str::to_string).unwrap_or(jesse_version),
                 "strategies": provenance,

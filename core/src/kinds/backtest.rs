@@ -48,7 +48,7 @@ pub struct BacktestResult {
     /// losing trade) are null because JSON cannot represent them.
     #[schemars(with = "serde_json::Map<String, Value>")]
     pub metrics: Value,
-    /// Daily equity curve, when the backtest was submitted with `include_equity_curve`.
+    /// Jesse's daily equity curve (its `Portfolio` series; null without trades).
     #[schemars(with = "Option<Vec<serde_json::Map<String, Value>>>")]
     pub equity_curve: Option<Value>,
     /// Jesse version, each strategy's sha256 and source, each series' candle
