@@ -5,6 +5,7 @@
 //! about the pinned Jesse release (exchanges, timeframes). It never links Python
 //! and never runs strategy code.
 
+pub mod analysis;
 pub mod backends;
 pub mod candles;
 pub mod engine;
@@ -15,6 +16,7 @@ pub mod kinds;
 pub mod overfit;
 pub mod planner;
 pub mod queue;
+pub mod rng;
 pub mod store;
 pub mod strategies;
 pub mod strategy_static;

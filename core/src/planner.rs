@@ -45,6 +45,11 @@ impl Planner {
         }
     }
 
+    /// The store plans read (jobs a request names, stored candles).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Plans with these sources instead of reading the strategy files: a
     /// parent's children run exactly the bytes validated at its submit.
     pub fn pin_sources(&self, sources: &[StrategySource]) {

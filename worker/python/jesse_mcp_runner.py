@@ -472,3 +472,39 @@ def sample_trial(request_json, candles, warmup_candles):
     return json.dumps({"ok": True, "params": _clean(trial.params),
                        "system_attrs": _clean({k: v for k, v in trial.system_attrs.items() if k != "constraints"})},
                       allow_nan=False)
+
+
+def significance_test(request_json, candles, warmup_candles):
+    """Jesse's rule significance test (``research.rule_significance_test``: pure numpy, no Ray) on the given
+    candles, with the request's strategy and hyperparameters. ``extra``: {n_simulations, random_seed,
+    bootstrap_mean_block_length}. Answers Jesse's result unchanged (NaN/inf as null)."""
+    request = json.loads(request_json)
+    extra = request.get("extra") or {}
+    sources = request["strategies"]
+    strategy_paths = {spec["path"] for spec in sources.values()}
+    try:
+        classes = {name: _load_strategy(name, spec["path"], spec["source"]) for name, spec in sources.items()}
+    except Exception as exc:  # noqa: BLE001 - any load failure is the strategy's
+        return json.dumps(_error("strategy_load", exc, strategy_paths))
+    try:
+        try:
+            hyperparameters = _merge_hyperparameters(classes, request.get("hyperparameters"))
+        except HyperparameterError as exc:
+            return json.dumps(_error("invalid_hyperparameters", exc, strategy_paths))
+        exchange = request["config"]["exchange"]
+        routes = [{"exchange": exchange, "strategy": classes[r["strategy"]], "symbol": r["symbol"],
+                   "timeframe": r["timeframe"]} for r in request["routes"]]
+        data_routes = [{"exchange": exchange, "symbol": r["symbol"], "timeframe": r["timeframe"]}
+                       for r in request["data_routes"]]
+        try:
+            result = research.rule_significance_test(
+                request["config"], routes, data_routes, candles, warmup_candles=warmup_candles or None,
+                hyperparameters=hyperparameters, n_simulations=int(extra["n_simulations"]),
+                random_seed=int(extra["random_seed"]), progress_bar=False,
+                bootstrap_mean_block_length=int(extra["bootstrap_mean_block_length"]),
+            )
+        except Exception as exc:  # noqa: BLE001 - reported to the user with its location
+            return json.dumps(_error("strategy_runtime", exc, strategy_paths))
+        return json.dumps({"ok": True, "jesse_version": JESSE_VERSION, **_clean(result)}, allow_nan=False)
+    finally:
+        _unload(classes)

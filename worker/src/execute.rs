@@ -324,7 +324,16 @@ impl Executor {
         Ok(())
     }
 
-    async fn attempt(&self, job: &JobRecord, plan: &BacktestPlan) -> anyhow::Result<Outcome> {
+    /// Runs `entry` of the runner module (`run_backtest`, or another Jesse call
+    /// on the same candles such as `significance_test`, given `extra` fields)
+    /// on the plan's candles.
+    async fn attempt(
+        &self,
+        job: &JobRecord,
+        plan: &BacktestPlan,
+        entry: &str,
+        extra: Option<&Value>,
+    ) -> anyhow::Result<Outcome> {
         let job_id = job.id.as_str();
         let queue_wait_ms = (job.started_at.unwrap_or(job.created_at) - job.created_at).max(0);
         // Strategy sources are read and hashed once; exactly these bytes run.
@@ -415,10 +424,11 @@ impl Executor {
             // Always: the daily equity is what analysis, charts and studies read.
             "generate_equity_curve": true,
             "candles_pipeline": plan.candles_pipeline,
+            "extra": extra,
         })
         .to_string();
         let request = RunRequest {
-            entry: "run_backtest".into(),
+            entry: entry.into(),
             request_json,
             series,
         };
@@ -498,6 +508,26 @@ impl Executor {
             .store()
             .set_progress(job_id, 0.95, "writing result")
             .await?;
+        if entry != "run_backtest" {
+            // Another Jesse call: its answer as it is, with the same provenance.
+            let mut body = result;
+            if let Some(o) = body.as_object_mut() {
+                o.remove("ok");
+            }
+            body["provenance"] = json!({
+                "jesse_version": body["jesse_version"].take(),
+                "strategies": provenance,
+                "candles": fingerprints,
+            });
+            body["timings"] = response.timings;
+            return Ok(Outcome::Succeeded {
+                summary: Value::Null,
+                result: Box::new(JobResult {
+                    body,
+                    parts: Vec::new(),
+                }),
+            });
+        }
         let metrics = result["metrics"].take();
         let summary = summary_of(&metrics);
         let mut timings = response.timings;
@@ -700,7 +730,7 @@ impl Runtime for Executor {
         job: &'a JobRecord,
         plan: &'a BacktestPlan,
     ) -> BoxFuture<'a, anyhow::Result<Outcome>> {
-        Box::pin(self.attempt(job, plan))
+        Box::pin(self.attempt(job, plan, "run_backtest", None))
     }
 
     fn validate_strategy<'a>(
@@ -708,6 +738,16 @@ impl Runtime for Executor {
         plan: &'a ValidationPlan,
     ) -> BoxFuture<'a, anyhow::Result<Outcome>> {
         Box::pin(self.validate(plan))
+    }
+
+    fn run_jesse<'a>(
+        &'a self,
+        job: &'a JobRecord,
+        plan: &'a BacktestPlan,
+        entry: &'static str,
+        extra: &'a Value,
+    ) -> BoxFuture<'a, anyhow::Result<Outcome>> {
+        Box::pin(self.attempt(job, plan, entry, Some(extra)))
     }
 
     fn call_python<'a>(

@@ -25,7 +25,9 @@ use crate::store::{JobRecord, JobResult, Store};
 pub mod backtest;
 pub mod batch;
 pub mod candle_import;
+pub mod monte_carlo;
 pub mod optimization;
+pub mod significance;
 pub mod strategy_validation;
 pub mod walk_forward;
 
@@ -38,6 +40,8 @@ pub static REGISTRY: &[&KindDef] = &[
     &optimization::KIND,
     &optimization::trial::KIND,
     &walk_forward::KIND,
+    &monte_carlo::KIND,
+    &significance::KIND,
 ];
 
 /// The kind named `name`, if this binary knows it.
@@ -174,6 +178,16 @@ pub trait Runtime: Send + Sync {
     fn validate_strategy<'a>(
         &'a self,
         plan: &'a ValidationPlan,
+    ) -> BoxFuture<'a, anyhow::Result<Outcome>>;
+    /// Runs another Jesse call of the runner module on a backtest plan's candles
+    /// (e.g. `significance_test`); `extra` reaches it as the request's `extra`.
+    /// Its answer is the result body, with the candles' provenance.
+    fn run_jesse<'a>(
+        &'a self,
+        job: &'a JobRecord,
+        plan: &'a BacktestPlan,
+        entry: &'static str,
+        extra: &'a Value,
     ) -> BoxFuture<'a, anyhow::Result<Outcome>>;
     /// Calls a runner entry that needs no candles (a sampler's draw, a
     /// statistic from the pinned venv) with a JSON request; answers its JSON
