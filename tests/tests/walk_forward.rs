@@ -60,6 +60,10 @@ async fn windows_tile_the_range_and_match_bare_jesse_out_of_sample() {
             "invalid_windows",
         ),
         (analysis(json!({"mode": "sideways"})), "invalid_request"),
+        (
+            analysis(json!({"timeframe": "1D", "test_days": 5})),
+            "window_too_short",
+        ),
     ] {
         let (status, error) = app.post_json("/v1/walk-forward", &body).await;
         assert_eq!(

@@ -28,6 +28,8 @@ use crate::store::{JobRecord, JobResult};
 const DAY_MS: i64 = 86_400_000;
 /// Windows one analysis may hold.
 pub const MAX_WINDOWS: usize = 100;
+/// Candles of the largest timeframe every in- and out-of-sample period holds at least.
+const MIN_CANDLES: i64 = 10;
 
 pub static KIND: KindDef = KindDef {
     name: "walk_forward",
@@ -274,6 +276,30 @@ fn plan(planner: &Planner, request: Value) -> BoxFuture<'_, Result<Value, ApiErr
                 "too_many_windows",
                 format!(
                     "the range makes more than {MAX_WINDOWS} windows; lengthen test_days or step_days"
+                ),
+            ));
+        }
+        // A period shorter than a few candles of the largest timeframe cannot trade.
+        let largest = ["timeframe"]
+            .iter()
+            .filter_map(|k| body.get(*k).and_then(Value::as_str).map(str::to_string))
+            .chain(
+                body.get("routes")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r["timeframe"].as_str().map(str::to_string)),
+            )
+            .filter_map(|tf| crate::jesse::timeframe_minutes(&tf))
+            .max()
+            .unwrap_or(1);
+        let shortest = train.min(test) * 1440;
+        if shortest < MIN_CANDLES * largest {
+            return Err(invalid(
+                "window_too_short",
+                format!(
+                    "a {}-day period holds fewer than {MIN_CANDLES} candles of the {largest}-minute timeframe; lengthen train_days and test_days",
+                    train.min(test)
                 ),
             ));
         }
