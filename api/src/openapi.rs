@@ -172,6 +172,46 @@ pub const ERROR_CODES: &[ErrorCodeDoc] = &[
         422,
         "The strategy path resolves outside the strategies directory (a symlink).",
     ),
+    code(
+        "not_a_backtest",
+        422,
+        "Analysis and comparison read a backtest's result; the job is of another kind (`details.kind`).",
+    ),
+    code(
+        "invalid_job_ids",
+        422,
+        "A comparison needs 2 to 20 distinct job ids.",
+    ),
+    code(
+        "unknown_job_id",
+        422,
+        "A job id in the body names no job (`details.job_id`).",
+    ),
+    code(
+        "job_not_succeeded",
+        422,
+        "A job in the body has not succeeded (`details.job_id`, `details.status`); only finished results can be compared.",
+    ),
+    code(
+        "unknown_chart",
+        404,
+        "No chart of that name; `details.names` lists the charts of the job's kind (URLs end in `.png`).",
+    ),
+    code(
+        "chart_not_applicable",
+        422,
+        "The chart does not apply to the job's kind; `details.names` lists those that do.",
+    ),
+    code(
+        "chart_unavailable",
+        422,
+        "The job's result lacks what the chart shows (a backtest without trades has no equity curve).",
+    ),
+    code(
+        "invalid_chart_size",
+        422,
+        "`width` must be 320..2400 and `height` 240..1600 pixels.",
+    ),
     planning(
         "unsupported_exchange",
         "The exchange is not one Jesse can backtest (or import from); `details.supported` lists them.",
@@ -244,6 +284,45 @@ pub const ERROR_CODES: &[ErrorCodeDoc] = &[
         "invalid_rank_by",
         "A batch's `rank_by` is not one of Jesse's numeric metrics.",
     ),
+    planning(
+        "invalid_search_space",
+        "A study's search space entry is unusable (empty range, bad step, options with a range...); `details.field` names it.",
+    ),
+    planning(
+        "empty_search_space",
+        "Nothing to optimize: no searchable hyperparameter is declared or given.",
+    ),
+    planning(
+        "grid_too_large",
+        "A grid study has more points than `trials` (or than a study may hold, 10000).",
+    ),
+    planning(
+        "invalid_objective",
+        "The objective is neither one of Jesse's fitness functions nor a numeric Jesse metric.",
+    ),
+    planning(
+        "invalid_objectives",
+        "The objectives do not fit the sampler (nsga2 needs two or more, the others one).",
+    ),
+    planning(
+        "invalid_early_stop",
+        "early_stop needs a single objective.",
+    ),
+    planning("invalid_constraint", "A study's constraint names no numeric metric or has no usable bound."),
+    planning(
+        "overlapping_periods",
+        "A study's training and testing periods overlap; testing must be out of sample.",
+    ),
+    planning("invalid_dates", "The periods are missing, mixed or too short to split."),
+    planning("invalid_windows", "Walk-forward windows cannot be cut from the range with these lengths."),
+    planning("too_many_windows", "The walk-forward range makes more than 100 windows."),
+    planning(
+        "window_too_short",
+        "A walk-forward period holds fewer than 10 candles of the largest timeframe.",
+    ),
+    planning("unknown_source", "The Monte Carlo `source` names no job."),
+    planning("invalid_source", "The Monte Carlo `source` job is not a succeeded backtest."),
+    planning("invalid_pipeline", "The candle pipeline's parameters are unusable for Jesse's pipeline."),
     code(
         "internal",
         500,
@@ -314,6 +393,18 @@ pub const JOB_ERROR_CODES: &[(&str, &str)] = &[
     (
         "exchange_error",
         "A candle import: the exchange answered with an error.",
+    ),
+    (
+        "early_stopped",
+        "A study's trial past its early stop: not run.",
+    ),
+    (
+        "too_few_trades",
+        "A trade Monte Carlo of a backtest with fewer than two closed trades.",
+    ),
+    (
+        "source_failed",
+        "A Monte Carlo whose original backtest failed or is gone.",
     ),
 ];
 
@@ -440,6 +531,7 @@ pub fn document(routes: &[Route], mcp_tools: &[McpTool]) -> Value {
         },
         "tags": [
             {"name": "jobs", "description": "Submits of every job kind, and the one job resource they share."},
+            {"name": "analysis", "description": "Analysis, comparison and PNG charts of finished jobs, computed from their stored results."},
             {"name": "candles", "description": "Stored 1m candles: uploads, imports through Jesse's drivers, gap reports, exports."},
             {"name": "schedules", "description": "Series kept current by scheduled imports."},
             {"name": "strategies", "description": "Strategy sources in Jesse's layout, with static and deep validation."},

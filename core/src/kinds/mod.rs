@@ -133,6 +133,24 @@ pub fn schema_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
     generator.subschema_for::<T>()
 }
 
+/// A type's schema as an object (not a reference), registered with the
+/// generator so its nested references resolve in the generator's document:
+/// for request schemas composed from other requests' fields.
+pub fn definition_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Value {
+    let reference = generator.subschema_for::<T>().to_value();
+    match reference["$ref"]
+        .as_str()
+        .and_then(|r| r.rsplit('/').next())
+    {
+        Some(name) => generator
+            .definitions()
+            .get(name)
+            .cloned()
+            .unwrap_or(reference),
+        None => reference,
+    }
+}
+
 /// JSON Schema of a job's `kind` field: a string naming one of the registered
 /// kinds (a fleet member of another version may show others).
 pub fn kind_schema(_: &mut SchemaGenerator) -> Schema {

@@ -58,22 +58,14 @@ pub struct SignificanceFields {
 const FIELDS: &[&str] = &["n_simulations", "seed", "bootstrap_mean_block_length"];
 
 fn request_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    let mut schema = schemars::schema_for!(BacktestRequest).to_value();
-    let fields = schemars::schema_for!(SignificanceFields).to_value();
+    let mut schema = super::definition_of::<BacktestRequest>(generator);
+    let fields = super::definition_of::<SignificanceFields>(generator);
     if let Some(props) = schema["properties"].as_object_mut() {
         for (name, s) in fields["properties"].as_object().into_iter().flatten() {
             props.insert(name.clone(), s.clone());
         }
     }
-    let defs = schema["$defs"].as_object().cloned().unwrap_or_default();
-    if let Some(o) = schema.as_object_mut() {
-        o.remove("$defs");
-        o.remove("$schema");
-        o.insert("title".into(), json!("SignificanceTestRequest"));
-    }
-    for (name, s) in defs {
-        generator.definitions_mut().entry(name).or_insert(s);
-    }
+    schema["title"] = json!("SignificanceTestRequest");
     schemars::Schema::try_from(schema).expect("an object schema")
 }
 

@@ -109,8 +109,10 @@ const REPLACED_FIELDS: &[&str] = &["training", "testing", "testing_fraction"];
 /// The request's schema: the optimization request without its periods, plus
 /// the windows.
 fn request_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    let mut study = schemars::schema_for!(OptimizationRequest).to_value();
-    let windows = schemars::schema_for!(WindowsSpec).to_value();
+    // Registered through the generator, so nested references follow its
+    // convention (OpenAPI components, MCP $defs) and resolve.
+    let mut study = super::definition_of::<OptimizationRequest>(generator);
+    let windows = super::definition_of::<WindowsSpec>(generator);
     if let Some(props) = study["properties"].as_object_mut() {
         for name in REPLACED_FIELDS.iter().chain(WINDOW_FIELDS) {
             props.remove(*name);
@@ -122,17 +124,7 @@ fn request_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema
     let mut required: Vec<Value> = study["required"].as_array().cloned().unwrap_or_default();
     required.extend(windows["required"].as_array().cloned().unwrap_or_default());
     study["required"] = Value::Array(required);
-    let mut defs = study["$defs"].as_object().cloned().unwrap_or_default();
-    defs.extend(windows["$defs"].as_object().cloned().unwrap_or_default());
-    if let Some(o) = study.as_object_mut() {
-        o.remove("$defs");
-        o.remove("$schema");
-        o.insert("title".into(), json!("WalkForwardRequest"));
-    }
-    // Shared definitions go where the generator keeps them, referenced alike.
-    for (name, schema) in defs {
-        generator.definitions_mut().entry(name).or_insert(schema);
-    }
+    study["title"] = json!("WalkForwardRequest");
     schemars::Schema::try_from(study).expect("an object schema")
 }
 
