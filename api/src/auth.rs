@@ -104,6 +104,10 @@ fn needed(method: &Method, path: &str) -> Scope {
     if path.starts_with("/mcp") {
         return Scope::Read;
     }
+    // A comparison reads stored results; it is a POST only for its list of ids.
+    if path == "/v1/compare" {
+        return Scope::Read;
+    }
     if method != Method::GET && method != Method::HEAD {
         return Scope::Run;
     }

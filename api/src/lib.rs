@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod charts;
 pub mod config;
 pub mod error;
 pub mod mcp;

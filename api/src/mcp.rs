@@ -7,16 +7,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
+use jesse_mcp_core::analysis::{Analysis, Comparison};
 use jesse_mcp_core::kinds::{KindDef, REGISTRY};
 use rmcp::handler::server::router::tool::{ToolRoute, ToolRouter};
 use rmcp::handler::server::tool::{IntoCallToolResult, ToolCallContext};
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CancelTaskParams, GetTaskParams, GetTaskResult,
-    Implementation, JsonObject, ListResourcesResult, PaginatedRequestParams,
-    ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
-    Resource, ResourceContents, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
-    UpdateTaskParams,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
+    GetTaskParams, GetTaskResult, Implementation, JsonObject, ListResourcesResult,
+    PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ServerCapabilities,
+    ServerConfig, Tool, ToolAnnotations, UpdateTaskParams,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, Json, RoleServer, ServerHandler, tool, tool_handler, tool_router};
@@ -29,9 +31,9 @@ use crate::auth::{Granted, Scope, forbidden};
 use crate::error::ApiError;
 use crate::rest::ValidateBody;
 use crate::service::{
-    GapReport, JobAccepted, JobList, JobView, ResultQuery, ResultView, ScheduleList, SchedulesBody,
-    SeriesList, Service, StrategyDeleted, StrategyList, StrategyView, StrategyWritten,
-    ValidationReport,
+    CompareRequest, GapReport, JobAccepted, JobList, JobView, ResultQuery, ResultView,
+    ScheduleList, SchedulesBody, SeriesList, Service, StrategyDeleted, StrategyList, StrategyView,
+    StrategyWritten, ValidationReport,
 };
 
 // Declared here rather than in lib.rs: the Tasks extension is part of the MCP frontend.
@@ -46,7 +48,9 @@ job_id (repeat while the status is queued or running; each call waits at most 50
 status is succeeded, job_result for metrics (and trades/equity curve if requested). A failed job carries an error \
 with the reason (for strategy errors: exception type, message and line). Dates are YYYY-MM-DD UTC; end_date is exclusive. \
 Strategies: strategy_list / strategy_read, then strategy_validate (deep=true to smoke-test) before strategy_write; \
-each strategy is also the resource jesse://strategies/<name>.";
+each strategy is also the resource jesse://strategies/<name>. \
+After a backtest: analyze (drawdowns, monthly returns, VaR, PSR, exposure), compare (2 to 20 backtests) and \
+chart (PNG images: equity, drawdown, monthly, histogram; fan for Monte Carlo) read its stored result at once.";
 
 #[derive(Clone)]
 pub struct JesseMcp {
@@ -95,8 +99,33 @@ pub struct JobResultArgs {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
+pub struct AnalyzeArgs {
+    /// The id of a succeeded backtest job.
+    pub job_id: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ChartArgs {
+    /// The id of a succeeded backtest or monte_carlo job.
+    pub job_id: String,
+    /// The chart: `equity` (equity with drawdown below), `drawdown`, `monthly` (heatmap),
+    /// `histogram` (daily returns) of a backtest; `fan` (percentile bands) and `histogram`
+    /// (scenarios' total returns) of a monte_carlo job.
+    #[schemars(extend("enum" = ["equity", "drawdown", "monthly", "histogram", "fan"]))]
+    pub name: String,
+    /// Width in pixels, 320..2400 (default 1000).
+    #[serde(default)]
+    #[schemars(range(min = 320, max = 2400))]
+    pub width: Option<u32>,
+    /// Height in pixels, 240..1600 (default 600).
+    #[serde(default)]
+    #[schemars(range(min = 240, max = 1600))]
+    pub height: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
 pub struct JobListArgs {
-    /// Only jobs of this kind: `backtest`, `backtest_batch`, `candle_import`, `strategy_validation`.
+    /// Only jobs of this kind: `backtest`, `backtest_batch`, `optimization`, `optimization_trial`, `walk_forward`, `monte_carlo`, `significance_test`, `candle_import`, `strategy_validation`.
     #[serde(default)]
     pub kind: Option<String>,
     /// Only jobs with this status: queued, running, succeeded, failed, cancelled.
@@ -348,6 +377,78 @@ impl JesseMcp {
             .await
             .map(Json)
             .map_err(tool_error)
+    }
+
+    #[tool(
+        description = "Analyze a succeeded backtest from its stored result (answers at once): the 5 worst \
+        drawdown periods (depth %, start, trough, recovery, duration), monthly and yearly returns, 30-day rolling \
+        Sharpe, daily return distribution (mean, std, skew, kurtosis, historical VaR and CVaR at 95 % and 99 %), \
+        probabilistic Sharpe ratio, exposure and time in market, and the source (strategies' sha256, candle \
+        fingerprints). Sections that need trades are null with a reason in `unavailable`.",
+        annotations(
+            title = "Analyze backtest",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn analyze(
+        &self,
+        Parameters(args): Parameters<AnalyzeArgs>,
+    ) -> Result<Json<Analysis>, String> {
+        self.service
+            .analyze(&args.job_id)
+            .await
+            .map(Json)
+            .map_err(tool_error)
+    }
+
+    #[tool(
+        description = "Compare 2 to 20 succeeded backtests side by side (answers at once): key Jesse metrics per job, \
+        equity curves aligned on one calendar (percent of each starting balance), and the correlation matrix of \
+        daily returns over common days.",
+        annotations(
+            title = "Compare backtests",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn compare(
+        &self,
+        Parameters(args): Parameters<CompareRequest>,
+    ) -> Result<Json<Comparison>, String> {
+        self.service
+            .compare(args)
+            .await
+            .map(Json)
+            .map_err(tool_error)
+    }
+
+    #[tool(
+        description = "Draw a chart of a succeeded job as a PNG image: `equity`, `drawdown`, `monthly`, `histogram` \
+        for a backtest; `fan`, `histogram` for a monte_carlo job. Optional width (320..2400) and height \
+        (240..1600) in pixels, default 1000 x 600.",
+        annotations(title = "Chart", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn chart(
+        &self,
+        Parameters(args): Parameters<ChartArgs>,
+    ) -> Result<CallToolResult, String> {
+        let png = self
+            .service
+            .chart(&args.job_id, &args.name, args.width, args.height)
+            .await
+            .map_err(tool_error)?;
+        let caption = format!(
+            "{} chart of job {} ({} bytes of PNG)",
+            args.name,
+            args.job_id.trim(),
+            png.len()
+        );
+        let data = base64::engine::general_purpose::STANDARD.encode(&png);
+        Ok(CallToolResult::success(vec![
+            ContentBlock::image(data, "image/png"),
+            ContentBlock::text(caption),
+        ]))
     }
 
     #[tool(

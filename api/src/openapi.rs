@@ -304,25 +304,40 @@ pub const ERROR_CODES: &[ErrorCodeDoc] = &[
         "invalid_objectives",
         "The objectives do not fit the sampler (nsga2 needs two or more, the others one).",
     ),
+    planning("invalid_early_stop", "early_stop needs a single objective."),
     planning(
-        "invalid_early_stop",
-        "early_stop needs a single objective.",
+        "invalid_constraint",
+        "A study's constraint names no numeric metric or has no usable bound.",
     ),
-    planning("invalid_constraint", "A study's constraint names no numeric metric or has no usable bound."),
     planning(
         "overlapping_periods",
         "A study's training and testing periods overlap; testing must be out of sample.",
     ),
-    planning("invalid_dates", "The periods are missing, mixed or too short to split."),
-    planning("invalid_windows", "Walk-forward windows cannot be cut from the range with these lengths."),
-    planning("too_many_windows", "The walk-forward range makes more than 100 windows."),
+    planning(
+        "invalid_dates",
+        "The periods are missing, mixed or too short to split.",
+    ),
+    planning(
+        "invalid_windows",
+        "Walk-forward windows cannot be cut from the range with these lengths.",
+    ),
+    planning(
+        "too_many_windows",
+        "The walk-forward range makes more than 100 windows.",
+    ),
     planning(
         "window_too_short",
         "A walk-forward period holds fewer than 10 candles of the largest timeframe.",
     ),
     planning("unknown_source", "The Monte Carlo `source` names no job."),
-    planning("invalid_source", "The Monte Carlo `source` job is not a succeeded backtest."),
-    planning("invalid_pipeline", "The candle pipeline's parameters are unusable for Jesse's pipeline."),
+    planning(
+        "invalid_source",
+        "The Monte Carlo `source` job is not a succeeded backtest.",
+    ),
+    planning(
+        "invalid_pipeline",
+        "The candle pipeline's parameters are unusable for Jesse's pipeline.",
+    ),
     code(
         "internal",
         500,

@@ -27,10 +27,11 @@ use crate::auth::Scope;
 use crate::error::ApiError;
 use crate::openapi::JobKindName;
 use crate::service::{
-    CsvImportReport, GapReport, JobAccepted, JobList, JobView, ResultQuery, ResultView,
-    ScheduleList, SchedulesBody, SeriesList, Service, StrategyDeleted, StrategyList, StrategyView,
-    StrategyWritten, ValidationReport,
+    CompareRequest, CsvImportReport, GapReport, JobAccepted, JobList, JobView, ResultQuery,
+    ResultView, ScheduleList, SchedulesBody, SeriesList, Service, StrategyDeleted, StrategyList,
+    StrategyView, StrategyWritten, ValidationReport,
 };
+use jesse_mcp_core::analysis::{Analysis, Comparison};
 
 /// Limit for JSON bodies; backtest requests are small.
 pub const JSON_BODY_LIMIT: usize = 1024 * 1024;
@@ -49,7 +50,8 @@ const JSON_BODY_CODES: &[&str] = &[
 pub fn router(service: Service) -> Router {
     let mut router = Router::new();
     for route in routes() {
-        router = router.route(&route.path, route.handler);
+        let path = route.served_at.as_deref().unwrap_or(&route.path);
+        router = router.route(path, route.handler);
     }
     router
         .fallback(not_found)
@@ -63,6 +65,10 @@ pub struct Route {
     pub method: Method,
     /// The path template, the same for axum and OpenAPI (`/v1/jobs/{id}`).
     pub path: String,
+    /// The template axum serves when it differs: axum's router has no
+    /// parameters with a suffix (`{name}.png`), so such a route is served as
+    /// one whole segment and its handler strips the suffix.
+    served_at: Option<String>,
     pub operation_id: String,
     pub summary: String,
     pub description: String,
@@ -122,6 +128,7 @@ impl Route {
         Self {
             method,
             path: path.to_string(),
+            served_at: None,
             operation_id: String::new(),
             summary: String::new(),
             description: String::new(),
@@ -163,6 +170,11 @@ impl Route {
 
     fn describe(mut self, description: &str) -> Self {
         self.description = description.to_string();
+        self
+    }
+
+    fn served_at(mut self, path: &str) -> Self {
+        self.served_at = Some(path.to_string());
         self
     }
 
@@ -226,6 +238,24 @@ impl Route {
             status,
             description,
             media_type: Some("application/json"),
+            schema: Some(schema),
+            headers: Vec::new(),
+        });
+        self
+    }
+
+    /// A success response that is not JSON (an image).
+    fn reply_media(
+        mut self,
+        status: u16,
+        description: &'static str,
+        media_type: &'static str,
+        schema: SchemaFn,
+    ) -> Self {
+        self.responses.push(Reply {
+            status,
+            description,
+            media_type: Some(media_type),
             schema: Some(schema),
             headers: Vec::new(),
         });
@@ -348,6 +378,27 @@ pub fn routes() -> Vec<Route> {
             .query::<ChildrenQuery>()
             .reply(200, "a page of child jobs; pass `next_cursor` as `cursor` for the next one", schema::<JobList>)
             .errors(&["job_not_found", "invalid_status", "invalid_limit"]),
+        Route::get("/v1/jobs/{id}/analysis", get_analysis)
+            .doc("getJobAnalysis", "analysis", "Analysis of a succeeded backtest: drawdowns, period returns, rolling Sharpe, return distribution, PSR, exposure")
+            .describe("Computed from the stored result at once (no job): the 5 worst drawdown periods (depth, start, trough, recovery, duration), monthly and yearly returns, the 30-day rolling Sharpe ratio (daily returns, annualized by √365), the daily return distribution (mean, std, skew, kurtosis) with historical VaR and CVaR at 95 % and 99 %, the probabilistic Sharpe ratio against 0, exposure and time in market from the trades' entry and exit times, and `source`: the job, its strategies' sha256 and candle fingerprints. A section is null when the result lacks what it needs (a backtest without trades has no equity curve); `unavailable` says why.")
+            .path::<JobPath>()
+            .reply(200, "the analysis", schema::<Analysis>)
+            .errors(&["job_not_found", "not_a_backtest", "result_not_ready", "job_has_no_result"]),
+        Route::get("/v1/jobs/{id}/charts/{name}.png", get_chart)
+            .served_at("/v1/jobs/{id}/charts/{file}")
+            .doc("getJobChart", "analysis", "A chart of a succeeded job, as PNG")
+            .describe("`equity` (equity with the drawdown below), `drawdown` (with the 5 worst periods), `monthly` (monthly-returns heatmap) and `histogram` (daily returns) for a backtest; `fan` (percentile bands of equity) and `histogram` (the scenarios' total returns) for a monte_carlo job. The same data and size always give the same bytes. A name that does not apply to the job's kind is refused with the names that do (`details.names`).")
+            .path::<ChartPath>()
+            .query::<ChartQuery>()
+            .reply_media(200, "the chart", "image/png", png_schema)
+            .errors(&["job_not_found", "unknown_chart", "chart_not_applicable", "chart_unavailable", "invalid_chart_size", "result_not_ready", "job_has_no_result"]),
+        Route::post("/v1/compare", compare)
+            .scope(Scope::Read)
+            .doc("compareBacktests", "analysis", "Compare 2 to 20 succeeded backtests side by side")
+            .describe("Reads their stored results (nothing runs): a metrics table (key Jesse metrics per job, with each job's provenance), the equity curves on one calendar (the union of their days; each job's equity as percent of its starting balance, null where it has no sample) and the correlation matrix of daily returns over each pair's common days. An id that is unknown, not a backtest or not succeeded is refused with 422 naming it (`details.job_id`).")
+            .json_body(schema::<CompareRequest>)
+            .reply(200, "the comparison", schema::<Comparison>)
+            .errors(&["invalid_job_ids", "unknown_job_id", "not_a_backtest", "job_not_succeeded"]),
         Route::post("/v1/jobs/{id}/cancel", cancel_job)
             .doc("cancelJob", "jobs", "Cancel a queued job at once, or interrupt a running one")
             .describe("A parent job is cancelled with its children.")
@@ -485,6 +536,10 @@ fn result_schema(generator: &mut SchemaGenerator) -> Schema {
     json_schema!({"allOf": [view], "anyOf": kinds})
 }
 
+fn png_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string", "contentMediaType": "image/png", "description": "PNG bytes."})
+}
+
 fn any_object(_: &mut SchemaGenerator) -> Schema {
     json_schema!({"type": "object"})
 }
@@ -523,6 +578,65 @@ fn series_deleted_schema(_: &mut SchemaGenerator) -> Schema {
 struct JobPath {
     /// Job id (a ULID) as returned by a submit or listed by GET /v1/jobs.
     id: String,
+}
+
+/// `{id}` and `{name}` of `GET /v1/jobs/{id}/charts/{name}.png` as documented;
+/// the handler extracts [`ChartFile`], the path as axum serves it.
+#[derive(JsonSchema)]
+#[allow(dead_code, reason = "a schema only: its fields document the path")]
+struct ChartPath {
+    /// Job id (a ULID) of a succeeded backtest or monte_carlo job.
+    id: String,
+    /// The chart: `equity`, `drawdown`, `monthly`, `histogram` (backtest); `fan`, `histogram` (monte_carlo).
+    #[schemars(extend("enum" = ["equity", "drawdown", "monthly", "histogram", "fan"]))]
+    name: String,
+}
+
+/// The same path as axum serves it: `{file}` is `<name>.png`.
+#[derive(Deserialize)]
+struct ChartFile {
+    id: String,
+    file: String,
+}
+
+/// The size of a chart.
+#[derive(Deserialize, JsonSchema)]
+struct ChartQuery {
+    /// Width in pixels, 320 to 2400 (default 1000).
+    #[schemars(range(min = 320, max = 2400))]
+    width: Option<u32>,
+    /// Height in pixels, 240 to 1600 (default 600).
+    #[schemars(range(min = 240, max = 1600))]
+    height: Option<u32>,
+}
+
+async fn get_analysis(
+    State(service): State<Service>,
+    Path(JobPath { id }): Path<JobPath>,
+) -> Result<Response, ApiError> {
+    Ok(Json(service.analyze(&id).await?).into_response())
+}
+
+async fn get_chart(
+    State(service): State<Service>,
+    Path(ChartFile { id, file }): Path<ChartFile>,
+    ApiQuery(q): ApiQuery<ChartQuery>,
+) -> Result<Response, ApiError> {
+    let Some(name) = file.strip_suffix(".png") else {
+        return Err(ApiError::not_found(
+            "unknown_chart",
+            format!("charts are PNG files: GET /v1/jobs/{id}/charts/<name>.png, not '{file}'"),
+        ));
+    };
+    let png = service.chart(&id, name, q.width, q.height).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "image/png")], png).into_response())
+}
+
+async fn compare(
+    State(service): State<Service>,
+    ApiJson(request): ApiJson<CompareRequest>,
+) -> Result<Response, ApiError> {
+    Ok(Json(service.compare(request).await?).into_response())
 }
 
 /// `{exchange}/{symbol}` of the candle routes.
@@ -984,10 +1098,11 @@ mod tests {
     fn path_parameters_match_templates() {
         let document = crate::openapi::document(&routes(), &[]);
         for route in routes() {
+            // A segment's parameter, with or without a suffix (`{name}.png`).
             let mut templated: Vec<&str> = route
                 .path
                 .split('/')
-                .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+                .filter_map(|s| s.strip_prefix('{')?.split_once('}').map(|(p, _)| p))
                 .collect();
             templated.sort_unstable();
             let operation =

@@ -445,7 +445,13 @@ pub fn exposure(intervals: &[(i64, i64)], start_ms: i64, end_ms: i64) -> Exposur
     for (a, b) in &merged {
         days.extend(a.div_euclid(DAY_MS)..=(b - 1).div_euclid(DAY_MS));
     }
-    let pct = |part: f64, whole: f64| if whole > 0.0 { part / whole * 100.0 } else { 0.0 };
+    let pct = |part: f64, whole: f64| {
+        if whole > 0.0 {
+            part / whole * 100.0
+        } else {
+            0.0
+        }
+    };
     let days_total = days_total.max(0) as usize;
     Exposure {
         trades: intervals.len(),
@@ -603,7 +609,7 @@ pub fn trade_intervals(trades: &[Value]) -> Vec<(i64, i64)> {
         .filter_map(|t| {
             let open = t["opened_at"].as_f64()?;
             let close = t["closed_at"].as_f64()?;
-            (open.is_finite() && close.is_finite()).then(|| (open as i64, close as i64))
+            (open.is_finite() && close.is_finite()).then_some((open as i64, close as i64))
         })
         .collect()
 }
@@ -648,9 +654,7 @@ pub fn analyze(job_id: &str, body: &Value, trades: &[Value]) -> Analysis {
                 starting_equity: first.value,
                 final_equity: last.value,
                 total_return_pct: (last.value / first.value - 1.0) * 100.0,
-                max_drawdown_pct: drawdown_series(&values)
-                    .into_iter()
-                    .fold(0.0, f64::min),
+                max_drawdown_pct: drawdown_series(&values).into_iter().fold(0.0, f64::min),
             });
             let mut periods = drawdown_periods(&curve);
             periods.truncate(TOP_DRAWDOWNS);
@@ -829,7 +833,11 @@ pub fn compare(jobs: &[(String, Value)]) -> Comparison {
         .iter()
         .map(|(_, body)| portfolio_curve(&body["equity_curve"]).map(|c| by_day(&c)))
         .collect();
-    let dates: BTreeSet<NaiveDate> = curves.iter().flatten().flat_map(|c| c.keys().copied()).collect();
+    let dates: BTreeSet<NaiveDate> = curves
+        .iter()
+        .flatten()
+        .flat_map(|c| c.keys().copied())
+        .collect();
     let series = jobs
         .iter()
         .zip(&curves)
@@ -995,7 +1003,10 @@ mod tests {
         let curve = jesse_curve(
             START_A,
             100.0,
-            &values.windows(2).map(|w| w[1] / w[0] - 1.0).collect::<Vec<_>>(),
+            &values
+                .windows(2)
+                .map(|w| w[1] / w[0] - 1.0)
+                .collect::<Vec<_>>(),
         );
         let periods = drawdown_periods(&curve);
         assert_eq!(periods.len(), 3);
@@ -1053,10 +1064,22 @@ mod tests {
         assert!((d.skew.unwrap() - -0.0029295070727302806).abs() < 1e-12);
         assert_close(d.kurtosis.unwrap(), 1.7925709391138722, "kurtosis");
         assert_close(d.min_pct.unwrap(), -0.01100000000000012 * 100.0, "min");
-        assert_close(d.var_95_pct.unwrap(), -0.010000000000000047 * 100.0, "var95");
-        assert_close(d.cvar_95_pct.unwrap(), -0.010750000000000037 * 100.0, "cvar95");
+        assert_close(
+            d.var_95_pct.unwrap(),
+            -0.010000000000000047 * 100.0,
+            "var95",
+        );
+        assert_close(
+            d.cvar_95_pct.unwrap(),
+            -0.010750000000000037 * 100.0,
+            "cvar95",
+        );
         assert_close(d.var_99_pct.unwrap(), -0.01100000000000004 * 100.0, "var99");
-        assert_close(d.cvar_99_pct.unwrap(), -0.01100000000000012 * 100.0, "cvar99");
+        assert_close(
+            d.cvar_99_pct.unwrap(),
+            -0.01100000000000012 * 100.0,
+            "cvar99",
+        );
         let s = sharpe_stats(&x);
         // The mean is ~0 (4e-5 over values of 1e-2): NumPy's pairwise sum and
         // ours differ in the last digits of it, hence 1e-9 here.
@@ -1093,8 +1116,18 @@ mod tests {
         assert_eq!(periods.len(), 3);
         let expected = [
             (-2.110485358046321, "2023-12-10", "2024-02-08", None),
-            (-0.9000000000000008, "2023-11-30", "2023-12-01", Some("2023-12-04")),
-            (-0.8000000000000118, "2023-12-05", "2023-12-06", Some("2023-12-09")),
+            (
+                -0.9000000000000008,
+                "2023-11-30",
+                "2023-12-01",
+                Some("2023-12-04"),
+            ),
+            (
+                -0.8000000000000118,
+                "2023-12-05",
+                "2023-12-06",
+                Some("2023-12-09"),
+            ),
         ];
         for (p, (depth, start, trough, recovery)) in periods.iter().zip(expected) {
             assert!((p.depth_pct - depth).abs() < 1e-12, "{p:?}");
@@ -1160,11 +1193,17 @@ mod tests {
     #[test]
     fn analysis_of_a_body_and_of_one_without_trades() {
         let curve = curve_a();
-        let trades = vec![json!({"opened_at": START_A as f64, "closed_at": (START_A + DAY_MS) as f64})];
+        let trades =
+            vec![json!({"opened_at": START_A as f64, "closed_at": (START_A + DAY_MS) as f64})];
         let a = analyze("01J", &body(Some(&curve), 1), &trades);
         assert!(a.unavailable.is_empty(), "{:?}", a.unavailable);
         assert_eq!(a.source.strategies[0].sha256, "abc");
-        assert_eq!(a.source.candles["Binance Perpetual Futures-BTC-USDT"].sha256.as_deref(), Some("def"));
+        assert_eq!(
+            a.source.candles["Binance Perpetual Futures-BTC-USDT"]
+                .sha256
+                .as_deref(),
+            Some("def")
+        );
         assert_eq!(a.source.quote_currency(), Some("USDT"));
         assert_eq!(a.source.start_date.as_deref(), Some("2023-12-01"));
         assert_eq!(a.source.end_date.as_deref(), Some("2024-02-13"));
@@ -1180,7 +1219,11 @@ mod tests {
             .iter()
             .map(|m| 1.0 + m.return_pct / 100.0)
             .product();
-        assert_close((growth - 1.0) * 100.0, summary.total_return_pct, "compounded months");
+        assert_close(
+            (growth - 1.0) * 100.0,
+            summary.total_return_pct,
+            "compounded months",
+        );
         let exposure = a.exposure.as_ref().unwrap();
         assert_eq!((exposure.days_with_position, exposure.days_total), (1, 74));
         assert_eq!(exposure.open_at_end, Some(1));
@@ -1209,7 +1252,11 @@ mod tests {
         assert_eq!(sb[10], Some(100.0));
         assert_close(sb[70].unwrap(), 98.40517434781255, "B last");
         assert_eq!(sb[71], None);
-        assert_close(c.equity.series[0].values[74].unwrap(), 100.13714863111754, "A last");
+        assert_close(
+            c.equity.series[0].values[74].unwrap(),
+            100.13714863111754,
+            "A last",
+        );
         assert!(c.equity.series[2].values.iter().all(Option::is_none));
         assert!(c.jobs[2].no_curve.is_some() && c.jobs[0].no_curve.is_none());
 

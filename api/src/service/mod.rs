@@ -23,9 +23,11 @@ use serde_json::{Value, json};
 
 use crate::error::ApiError;
 
+mod analysis;
 mod candles;
 mod schedules;
 mod strategies;
+pub use analysis::{CompareRequest, MAX_COMPARED};
 pub use candles::{GapReport, ImportRequest};
 pub use schedules::{Housekeeping, ScheduleList, SchedulesBody};
 pub use strategies::{
@@ -503,36 +505,8 @@ impl Service {
     /// name the rows of any kind, e.g. a batch's leaderboard).
     pub async fn get_result(&self, id: &str, query: &ResultQuery) -> Result<ResultView, ApiError> {
         let job = self.job_record(id).await?;
-        match job.status {
-            JobStatus::Succeeded => {}
-            JobStatus::Queued | JobStatus::Running => {
-                return Err(ApiError::conflict(
-                    "result_not_ready",
-                    format!(
-                        "job {} is {}; poll GET /v1/jobs/{} until it succeeds",
-                        job.id,
-                        job.status.as_str(),
-                        job.id
-                    ),
-                ));
-            }
-            JobStatus::Failed | JobStatus::Cancelled => {
-                return Err(ApiError::conflict(
-                    "job_has_no_result",
-                    format!(
-                        "job {} {} and has no result; see its error",
-                        job.id,
-                        job.status.as_str()
-                    ),
-                )
-                .with_details(json!({"job_error": job.error})));
-            }
-        }
-        let (_, mut body) = match self.inner.engine.store().result_body(&job.id).await? {
-            Some(found) => found,
-            // A job that succeeded before results were kept for its kind.
-            None => (job.kind.clone(), job.summary.clone().unwrap_or(json!({}))),
-        };
+        require_succeeded(&job)?;
+        let mut body = self.stored_body(&job).await?;
         if query.include_equity_curve == Some(false)
             && let Some(object) = body.as_object_mut()
         {
@@ -570,6 +544,17 @@ impl Service {
             kind: job.kind,
             body,
         })
+    }
+
+    /// A succeeded job's stored result body.
+    async fn stored_body(&self, job: &JobRecord) -> Result<Value, ApiError> {
+        Ok(
+            match self.inner.engine.store().result_body(&job.id).await? {
+                Some((_, body)) => body,
+                // A job that succeeded before results were kept for its kind.
+                None => job.summary.clone().unwrap_or(json!({})),
+            },
+        )
     }
 
     // ---- candles ------------------------------------------------------------
@@ -647,6 +632,31 @@ impl Service {
                 })
                 .collect(),
         })
+    }
+}
+
+/// A result exists only once a job succeeded: 409 with the reason otherwise.
+fn require_succeeded(job: &JobRecord) -> Result<(), ApiError> {
+    match job.status {
+        JobStatus::Succeeded => Ok(()),
+        JobStatus::Queued | JobStatus::Running => Err(ApiError::conflict(
+            "result_not_ready",
+            format!(
+                "job {} is {}; poll GET /v1/jobs/{} until it succeeds",
+                job.id,
+                job.status.as_str(),
+                job.id
+            ),
+        )),
+        JobStatus::Failed | JobStatus::Cancelled => Err(ApiError::conflict(
+            "job_has_no_result",
+            format!(
+                "job {} {} and has no result; see its error",
+                job.id,
+                job.status.as_str()
+            ),
+        )
+        .with_details(json!({"job_error": job.error}))),
     }
 }
 

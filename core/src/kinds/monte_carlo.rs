@@ -315,7 +315,7 @@ fn plan(planner: &Planner, request: Value) -> BoxFuture<'_, Result<Value, ApiErr
 fn pipeline(spec: PipelineSpec, backtest: &BacktestPlan) -> Result<CandlesPipeline, ApiError> {
     let bad = |m: String| invalid("invalid_pipeline", m).with_details(json!({"field": "pipeline"}));
     let batch = spec.batch_size.unwrap_or(1440);
-    if batch < 2 || batch > 525_600 {
+    if !(2..=525_600).contains(&batch) {
         return Err(bad(
             "pipeline.batch_size must be from 2 to 525600 minutes".into()
         ));
@@ -947,7 +947,7 @@ mod tests {
     #[test]
     fn a_drawdown_never_passes_minus_100_percent() {
         // Trades that each lose more than the equity they started with (leverage).
-        let returns = vec![-0.9, 0.5, -1.7, 0.3, -0.95, 2.0];
+        let returns = [-0.9, 0.5, -1.7, 0.3, -0.95, 2.0];
         let closes: Vec<i64> = (1..=6).map(|d| d * 86_400_000).collect();
         for seed in 0..200 {
             let mut rng = SplitMix64::new(seed);
