@@ -88,7 +88,8 @@ def role(pid, me):
         return "runner" if b"runner" in argv[1:2] else "worker"
     if name == "jesse-mcp-api":
         return "api"
-    if argv[0].startswith(b"ray::") or any(b"default_worker.py" in a for a in argv):
+    # A Ray worker is `ray::IDLE` or `ray::<task>`; Ray's agents are `ray::DashboardAgent`, `ray::RuntimeEnvAgent`.
+    if (argv[0].startswith(b"ray::") and not argv[0].endswith(b"Agent")) or any(b"default_worker.py" in a for a in argv):
         return "ray_worker"
     return "other"
 
