@@ -29,6 +29,17 @@ pub fn parse_day(value: &str) -> Result<i64, String> {
             "'{value}' is not a date; use YYYY-MM-DD (UTC), e.g. 2024-01-31"
         ));
     };
+    // Crypto markets have no candles before 2009, and a far-future date would
+    // size work (and buffers) by an absurd span: both are mistakes to name.
+    let (first, last) = (
+        NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date"),
+        NaiveDate::from_ymd_opt(2200, 12, 31).expect("a date"),
+    );
+    if day < first || day > last {
+        return Err(format!(
+            "'{value}' is outside the dates this service accepts (1970-01-01 to 2200-12-31)"
+        ));
+    }
     Ok(day
         .and_hms_opt(0, 0, 0)
         .expect("midnight exists")
@@ -64,6 +75,14 @@ pub fn parse_candle_timestamp(value: &str) -> Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absurd_dates_are_refused() {
+        assert!(parse_day("+262142-12-31").unwrap_err().contains("outside"));
+        assert!(parse_day("1969-12-31").is_err());
+        assert_eq!(parse_day("1970-01-01"), Ok(0));
+        assert!(parse_day("2200-12-31").is_ok());
+    }
 
     #[test]
     fn days_floor_to_midnight() {

@@ -71,6 +71,19 @@ async fn bad_submits_are_rejected_specifically_and_enqueue_nothing() {
             "YYYY-MM-DD",
         ),
         (
+            // Once accepted with allow_gaps, then the worker sized a buffer by
+            // the span and aborted (issue 12).
+            "absurd end date",
+            with(
+                with(good.clone(), "end_date", json!("+262142-12-31")),
+                "allow_gaps",
+                json!(true),
+            ),
+            422,
+            "invalid_date",
+            "outside the dates",
+        ),
+        (
             "negative balance",
             with(good.clone(), "starting_balance", json!(-5)),
             422,
