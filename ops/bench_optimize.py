@@ -103,7 +103,7 @@ class CpuMeter:
 
     def __init__(self):
         self.me, self.clock = os.getpid(), os.sysconf("SC_CLK_TCK")
-        self.samples, self.roles, self.jesse_roots = [], {}, set()
+        self.samples, self.roles, self.jesse_roots, self.database = [], {}, set(), None
         self.lock, self.stop = threading.Lock(), threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -142,6 +142,15 @@ class CpuMeter:
             if p == self.me:
                 return role(pid, self.me), chain
             p = table[p][0]
+        if self.database:
+            # Postgres's backends serving Jesse's project database work for Jesse's runs.
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    title = f.read()
+            except OSError:
+                return None
+            if title.startswith(b"postgres: ") and f" {self.database} ".encode() in title:
+                return "postgres", []
         return None
 
     def _role(self, pid):
@@ -578,8 +587,8 @@ def report(rounds, n_candles, bench_s):
     lines += ["", "CPU per trial (ms; CPU seconds of each kind of process during the timed run ÷ trials; /proc "
               "sampled every 0.5 s, so a process's last half second before it exits can be missed):", "",
               "| runners | run | backtests (runners / Ray workers) | worker process | API | Jesse's driver + Ray's "
-              "raylet, GCS… | bench client |",
-              "|---|---|---|---|---|---|---|"]
+              "raylet, GCS… | Postgres (Jesse's project database) | bench client |",
+              "|---|---|---|---|---|---|---|---|"]
     for n in RUNNERS:
         runs = []
         if jesse_ok:
@@ -589,11 +598,11 @@ def report(rounds, n_candles, bench_s):
         for name, cpus in runs:
             per = lambda k: med(c.get(k, 0) for c in cpus) / TRIALS * 1e3  # noqa: E731
             if name == "service":
-                lines.append(f"| {n} | service | {per('runner'):.0f} | {per('worker'):.1f} | {per('api'):.1f} | — | "
+                lines.append(f"| {n} | service | {per('runner'):.0f} | {per('worker'):.1f} | {per('api'):.1f} | — | — | "
                              f"{per('client'):.1f} |")
             else:
                 lines.append(f"| {n} | {name} | {per('ray_worker'):.0f} | — | — | {per('jesse_other'):.1f} | "
-                             f"{per('client'):.1f} |")
+                             f"{per('postgres'):.1f} | {per('client'):.1f} |")
     per_round = []
     for n in RUNNERS:
         cells = []
@@ -650,6 +659,7 @@ def main():
     data, csv = os.path.join(work, "data"), os.path.join(work, "candles.csv")
     api = os.path.join(BIN, "jesse-mcp-api")
     meter = CpuMeter()
+    meter.database = database
     try:
         # The bench's synthetic candles, into the store and (the same file) into Jesse's arrays.
         subprocess.run([api, "candles", "synth", "--start", "2023-01-01", "--end", TESTING[1], "--csv", csv],
