@@ -177,12 +177,23 @@ async fn unknown_symbols_and_empty_ranges_are_clear() {
     let (status, answer) = app
         .post_json(
             "/v1/candles/imports",
-            &json!({"exchange": "Binance Spot", "symbol": "BTC-USDT", "start_date": "2999-01-01"}),
+            &json!({"exchange": "Binance Spot", "symbol": "BTC-USDT", "start_date": "2199-01-01"}),
         )
         .await;
     assert_eq!(
         (status, answer["error"]["code"].as_str()),
         (422, Some("invalid_date_range"))
+    );
+    // Past the dates the service accepts at all.
+    let (status, answer) = app
+        .post_json(
+            "/v1/candles/imports",
+            &json!({"exchange": "Binance Spot", "symbol": "BTC-USDT", "start_date": "2999-01-01"}),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("invalid_date"))
     );
 }
 
