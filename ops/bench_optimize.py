@@ -6,7 +6,7 @@ synthetic candles, run two ways with 1 and with 2 runners, in the same run:
   (a) Jesse: `jesse.research.optimize(...)` in a plain Python process with
       `cpu_cores` = runners and `trials` = TRIALS / 3 (Jesse runs `trials` × the
       number of hyperparameters; SmaCross declares 3), in the Jesse project it
-      needs (see jesse_child). Timed around the call only: imports, candle
+      needs (see jesse_project). Timed around the call only: imports, candle
       loading and the project's set-up are excluded. Timed twice in the same
       process: as a user calls it (Ray starts and stops inside the call), and
       with Ray already started and its workers warmed by a small study.
@@ -26,12 +26,15 @@ Jesse, service (reversed in odd rounds). The machine may be shared: each run
 waits until other processes have used under 5 % of the CPU for 3 s (at most
 BENCH_OPT_QUIET_WAIT s, default 300), and a run during which they used more
 than 10 % of it is run again (up to BENCH_OPT_RETRIES times, default 2).
-Medians are reported. Replaces its section
-of docs/BENCHMARKS.md (or appends it) when run with the default runner counts.
+Medians are reported. Replaces its section of docs/BENCHMARKS.md (or appends
+it) when run with the default runner counts. Needs the machine's Postgres
+(127.0.0.1, user postgres) for Jesse's project: a scratch database, dropped at the end.
 
 Usage: python ops/bench_optimize.py BIN_DIR
        python ops/bench_optimize.py BIN_DIR --jesse CSV CPU_CORES DATABASE PARAMS_JSON  (one Jesse process, run by the bench)
+       python ops/bench_optimize.py BIN_DIR --jesse-migrate DATABASE  (Jesse's migrations, run by the bench)
 """
+import contextlib
 import datetime as dt
 import json
 import os
@@ -186,20 +189,20 @@ def too_busy(cpu, wall):
 
 # --- (a) Jesse: research.optimize ----------------------------------------------------------
 
-def jesse_child(csv, cores, database, params_path):
-    """One plain Python process: Jesse's optimize as a user calls it, then again with Ray
-    warm, both replaying the trials in `params_path`. Prints `BEGIN <name>` / `END <name>`
-    around each timed call (the bench's CPU marks) and one `RESULT {json}` line at the end."""
+@contextlib.contextmanager
+def jesse_project(database):
+    """A scratch Jesse project as the working directory, for this process and its Ray workers.
+
+    research.optimize needs one: it takes the strategy by name and checks for
+    strategies/<Name>/__init__.py under the working directory, its own and its Ray workers'
+    (started there). Jesse's logging then creates ./storage, which makes the directory a
+    project (strategies/ + storage/): a worker importing Jesse there exits without a .env, and
+    a backtest's first closed trade opens Jesse's Postgres database
+    (closed_trade_repository.close_trade). So: a real project, with a .env naming a scratch
+    database whose tables Jesse's migrator made (what `jesse run` does), and a copy of the
+    strategy (Jesse may rewrite a strategy file it loads by name)."""
     scratch = tempfile.mkdtemp(prefix="jesse-mcp-optimize-")
     try:
-        # research.optimize needs a Jesse project: it takes the strategy by name and checks for
-        # strategies/<Name>/__init__.py under the working directory, its own and its Ray
-        # workers' (started there). Jesse's logging then creates ./storage, which makes the
-        # directory a project (strategies/ + storage/): a worker importing Jesse there exits
-        # without a .env, and a backtest's first closed trade opens Jesse's Postgres database
-        # (closed_trade_repository.close_trade). So: a real project, with a .env naming a scratch
-        # database whose tables Jesse's migrator creates (what `jesse run` does), and a copy of
-        # the strategy (Jesse may rewrite a strategy file it loads by name).
         os.makedirs(os.path.join(scratch, "strategies", "SmaCross"))
         os.makedirs(os.path.join(scratch, "storage"))
         shutil.copy(STRATEGY, os.path.join(scratch, "strategies", "SmaCross", "__init__.py"))
@@ -208,9 +211,24 @@ def jesse_child(csv, cores, database, params_path):
                     f"POSTGRES_PORT=5432\nPOSTGRES_USERNAME={PG_USER}\nPOSTGRES_PASSWORD=\n")
         os.chdir(scratch)
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        _jesse_calls(csv, cores, params_path)
+        yield
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def jesse_migrate(database):
+    """Jesse's migrations alone (`--jesse-migrate`): the project database's tables, once per bench."""
+    with jesse_project(database):
+        from jesse.services import migrator
+        migrator.run()
+
+
+def jesse_child(csv, cores, database, params_path):
+    """One plain Python process: Jesse's optimize as a user calls it, then again with Ray
+    warm, both replaying the trials in `params_path`. Prints `BEGIN <name>` / `END <name>`
+    around each timed call (the bench's CPU marks) and one `RESULT {json}` line at the end."""
+    with jesse_project(database):
+        _jesse_calls(csv, cores, params_path)
 
 
 def _jesse_calls(csv, cores, params_path):
@@ -222,8 +240,6 @@ def _jesse_calls(csv, cores, params_path):
     import ray
     from jesse.services.ray_runtime import initialize_ray
     import_s = time.perf_counter() - t
-    from jesse.services import migrator
-    migrator.run()
     optimize_module = sys.modules["jesse.research.optimize"]
     own_draw = optimize_module._generate_trial_params
 
@@ -284,7 +300,25 @@ def _jesse_calls(csv, cores, params_path):
     out["warmup_s"] = time.perf_counter() - t
     out["warm"] = timed("warm")
     ray.shutdown()
+    out["update_n"] = 1000
+    out["update_ms"] = _close_trade_ms(out["update_n"])
     say("RESULT " + json.dumps(out))
+
+
+def _close_trade_ms(n):
+    """What one closed trade costs a backtest in a Jesse project, measured alone: the statement
+    closed_trade_repository.close_trade sends (an UPDATE of the trade's row, which a research
+    backtest never stored, so it matches nothing), in ms."""
+    import jesse.helpers as jh
+    from jesse.models.ClosedTrade import ClosedTrade
+    from jesse.services.db import database
+    database.open_connection()
+    ids = [jh.generate_unique_id() for _ in range(n)]
+    t = time.perf_counter()
+    for trade_id in ids:
+        now = jh.now_to_timestamp()
+        ClosedTrade.update(closed_at=now, updated_at=now).where(ClosedTrade.id == trade_id).execute()
+    return (time.perf_counter() - t) / n * 1e3
 
 
 def psql(sql, database="postgres"):
@@ -332,7 +366,7 @@ def run_jesse(csv, cores, database, draws, meter):
             raise BenchFailure(f"Jesse {name}: {result[name]['completed']} of {result[name]['total']} trials "
                                f"completed, expected {TRIALS}")
     time.sleep(0.5)  # a backend's statistics reach pg_stat_database when it exits
-    result["pg_transactions"] = pg_transactions(database) - transactions
+    result["pg_transactions"] = pg_transactions(database) - transactions - result["update_n"]
     result["trials_run"] = 2 * TRIALS + 3 * cores
     return result
 
@@ -531,8 +565,8 @@ def report(rounds, n_candles, bench_s):
         lines += [f"**jesse.research.optimize failed here, so there is no Jesse figure:** {'; '.join(errors)}", ""]
     lines += ["| runners (= Jesse's cpu_cores) | Jesse, Ray started in the call (s) | Jesse, Ray warm (s) | service (s) | "
               "Jesse trials/s (Ray started in the call / warm) | service trials/s | **service ÷ Jesse** (Ray started "
-              "in the call / warm) | target |",
-              "|---|---|---|---|---|---|---|---|"]
+              "in the call / warm) | service ÷ Jesse warm, per round | target |",
+              "|---|---|---|---|---|---|---|---|---|"]
     summary = {}
     for n in RUNNERS:
         s_wall = med(r[n]["service"]["wall_s"] for r in rounds)
@@ -544,11 +578,12 @@ def report(rounds, n_candles, bench_s):
             rc, rw = s_rate / (TRIALS / cold), s_rate / (TRIALS / warm)
             verdict = ("met" if rw >= 1.0 else
                        "met against the call, **not met** against warm Ray" if rc >= 1.0 else "**not met**")
+            each = ", ".join(f"{r[n]['jesse']['warm']['wall_s'] / r[n]['service']['wall_s']:.2f}" for r in rounds)
             lines.append(f"| {n} | {cold:.2f} | {warm:.2f} | {s_wall:.2f} | {TRIALS / cold:.2f} / {TRIALS / warm:.2f} | "
-                         f"{s_rate:.2f} | **{rc:.2f}** / **{rw:.2f}** | ≥ 1.0 ({verdict}) |")
+                         f"{s_rate:.2f} | **{rc:.2f}** / **{rw:.2f}** | {each} | ≥ 1.0 ({verdict}) |")
             summary[n].update(cold=cold, warm=warm)
         else:
-            lines.append(f"| {n} | — | — | {s_wall:.2f} | — | {s_rate:.2f} | — | ≥ 1.0 (not measured) |")
+            lines.append(f"| {n} | — | — | {s_wall:.2f} | — | {s_rate:.2f} | — | — | ≥ 1.0 (not measured) |")
     if 1 in summary and 2 in summary:
         s1, s2 = summary[1]["service"], summary[2]["service"]
         speedup = s1 / s2
@@ -575,15 +610,25 @@ def report(rounds, n_candles, bench_s):
                  "time between trials (claiming the next, the study's start and report).")
     if jesse_ok:
         lines += ["", "Jesse's process (medians): imports (jesse.research, ray; excluded from every time above), "
-                  "`initialize_ray` alone and the warm-up study (3 × cores trials) before the warm call, and "
-                  "Postgres transactions per trial (the whole process: migrations, both timed calls and the "
-                  "warm-up):", "",
-                  "| cpu_cores | imports (s) | initialize_ray (s) | warm-up study (s) | Postgres transactions per trial |",
-                  "|---|---|---|---|---|"]
+                  "`initialize_ray` alone, the warm-up study (3 × cores trials) before the warm call, Postgres "
+                  "transactions per trial (both timed calls and the warm-up; the project's tables were made once "
+                  "before, by Jesse's migrator) and one such transaction measured alone:", "",
+                  "| cpu_cores | imports (s) | initialize_ray (s) | warm-up study (s) | Postgres transactions per trial | "
+                  "one close_trade UPDATE, alone (ms) |",
+                  "|---|---|---|---|---|---|"]
         for n in RUNNERS:
             j = [r[n]["jesse"] for r in rounds]
             lines.append(f"| {n} | {med(x['import_s'] for x in j):.2f} | {med(x['ray_start_s'] for x in j):.2f} | "
-                         f"{med(x['warmup_s'] for x in j):.2f} | {med(x['pg_transactions'] / x['trials_run'] for x in j):.0f} |")
+                         f"{med(x['warmup_s'] for x in j):.2f} | {med(x['pg_transactions'] / x['trials_run'] for x in j):.0f} | "
+                         f"{med(x['update_ms'] for x in j):.2f} |")
+        per_trial = med(r[n]["jesse"]["pg_transactions"] / r[n]["jesse"]["trials_run"] * r[n]["jesse"]["update_ms"]
+                        for r in rounds for n in RUNNERS)
+        lines += ["", f"So the project's UPDATEs cost Jesse about {per_trial:.0f} ms of backtest time per trial "
+                  "(transactions per trial × one UPDATE: an estimate, they cannot be switched off in a project). "
+                  "Without them, Jesse with Ray warm would take about " + ", ".join(
+                      f"{summary[n]['warm'] - per_trial * TRIALS / n / 1e3:.2f} s with {n} cpu_cores "
+                      f"(service ÷ Jesse {(summary[n]['warm'] - per_trial * TRIALS / n / 1e3) / summary[n]['service']:.2f})"
+                      for n in RUNNERS) + "."]
     lines += ["", "CPU per trial (ms; CPU seconds of each kind of process during the timed run ÷ trials; /proc "
               "sampled every 0.5 s, so a process's last half second before it exits can be missed):", "",
               "| runners | run | backtests (runners / Ray workers) | worker process | API | Jesse's driver + Ray's "
@@ -661,6 +706,9 @@ def main():
     meter = CpuMeter()
     meter.database = database
     try:
+        # The project's tables, once, as `jesse run` makes them before any research.
+        subprocess.run([sys.executable, os.path.abspath(__file__), BIN, "--jesse-migrate", database],
+                       check=True, capture_output=True)
         # The bench's synthetic candles, into the store and (the same file) into Jesse's arrays.
         subprocess.run([api, "candles", "synth", "--start", "2023-01-01", "--end", TESTING[1], "--csv", csv],
                        check=True, capture_output=True)
@@ -697,5 +745,7 @@ def main():
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[2] == "--jesse":
         jesse_child(sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6])
+    elif len(sys.argv) > 2 and sys.argv[2] == "--jesse-migrate":
+        jesse_migrate(sys.argv[3])
     else:
         main()
