@@ -14,7 +14,9 @@ pub struct ApiConfig {
     /// Strategies in Jesse's layout: `<dir>/<Name>/__init__.py`.
     #[arg(long, env = "JESSE_MCP_STRATEGIES_DIR", default_value = "strategies")]
     pub strategies_dir: PathBuf,
-    /// Host headers the MCP endpoint accepts, comma-separated (loopback names by default).
+    /// Host headers the service answers (REST, MCP and the dashboard alike),
+    /// comma-separated: `host` (any port) or `host:port`; `*` accepts any Host.
+    /// Loopback names by default; another Host gets 421 `host_not_allowed`.
     #[arg(
         long,
         env = "JESSE_MCP_ALLOWED_HOSTS",
@@ -22,8 +24,10 @@ pub struct ApiConfig {
         default_value = "localhost,127.0.0.1,::1"
     )]
     pub allowed_hosts: Vec<String>,
-    /// Bearer tokens and their scopes: `token=read+run,othertoken=admin` (scopes: read,
-    /// run, strategies:write, admin). Required to listen on a non-loopback address.
+    /// Bearer tokens and their scopes: `token=read+run,name:othertoken=admin` (scopes:
+    /// read, run, strategies:write, admin; the optional name, else `token<N>` by
+    /// position, is what logs and the audit trail show). Required to listen on a
+    /// non-loopback address.
     #[arg(
         long,
         env = "JESSE_MCP_TOKENS",
@@ -31,7 +35,10 @@ pub struct ApiConfig {
         hide_env_values = true
     )]
     pub tokens: String,
-    /// Origins the MCP endpoint accepts (comma-separated; empty: not checked).
+    /// Web origins, besides the service's own, whose pages may call it from a
+    /// browser (comma-separated `scheme://host[:port]`, `scheme://host:*`, `null`;
+    /// a missing port is the scheme's default). Other origins get 403
+    /// `origin_not_allowed`; requests without an Origin (not from a browser) pass.
     #[arg(
         long,
         env = "JESSE_MCP_ALLOWED_ORIGINS",

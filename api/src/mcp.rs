@@ -27,7 +27,7 @@ use schemars::generate::SchemaSettings;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::auth::{Granted, Scope, forbidden};
+use crate::auth::{Granted, Scope};
 use crate::error::ApiError;
 use crate::rest::ValidateBody;
 use crate::service::{
@@ -273,14 +273,14 @@ fn require(ctx: &RequestContext<RoleServer>, scope: Scope) -> Result<(), String>
 }
 
 fn require_scope(ctx: &RequestContext<RoleServer>, scope: Scope) -> Result<(), ApiError> {
-    let granted = ctx
-        .extensions
+    crate::auth::check(granted(ctx), scope)
+}
+
+/// The token of the HTTP request carrying this call (None: no tokens, or stdio).
+fn granted(ctx: &RequestContext<RoleServer>) -> Option<&Granted> {
+    ctx.extensions
         .get::<axum::http::request::Parts>()
-        .and_then(|parts| parts.extensions.get::<Granted>());
-    match granted {
-        Some(granted) if !granted.allows(scope) => Err(forbidden(scope)),
-        _ => Ok(()),
-    }
+        .and_then(|parts| parts.extensions.get::<Granted>())
 }
 
 #[tool_router]
@@ -679,7 +679,12 @@ impl JesseMcp {
     ) -> Result<Json<StrategyWritten>, String> {
         require(&ctx, Scope::StrategiesWrite)?;
         self.service
-            .put_strategy(&args.name, args.code, args.if_match)
+            .put_strategy(
+                &args.name,
+                args.code,
+                args.if_match,
+                crate::auth::actor(granted(&ctx)),
+            )
             .await
             .map(Json)
             .map_err(tool_error)
@@ -688,7 +693,8 @@ impl JesseMcp {
     #[tool(
         description = "Validate strategy code without saving it. Static checks always (syntax with line/column, the \
         Strategy subclass, required methods, hyperparameters schema); with deep=true also imports it and runs a \
-        short smoke backtest in a runner, reporting runtime errors with their line (takes a few seconds).",
+        short smoke backtest in a runner, reporting runtime errors with their line (takes a few seconds; it runs \
+        the code, so it needs the strategies:write scope besides run).",
         annotations(
             title = "Validate strategy",
             read_only_hint = true,
@@ -701,8 +707,17 @@ impl JesseMcp {
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<ValidationReport>, String> {
         require(&ctx, Scope::Run)?;
+        // Deep validation runs the submitted code: it needs the scope that writes code.
+        if args.deep {
+            require(&ctx, Scope::StrategiesWrite)?;
+        }
         self.service
-            .validate_strategy(args.name.as_deref(), &args.code, args.deep)
+            .validate_strategy(
+                args.name.as_deref(),
+                &args.code,
+                args.deep,
+                crate::auth::actor(granted(&ctx)),
+            )
             .await
             .map(Json)
             .map_err(tool_error)
@@ -725,7 +740,7 @@ impl JesseMcp {
     ) -> Result<Json<StrategyDeleted>, String> {
         require(&ctx, Scope::StrategiesWrite)?;
         self.service
-            .delete_strategy(&args.name, args.if_match)
+            .delete_strategy(&args.name, args.if_match, crate::auth::actor(granted(&ctx)))
             .await
             .map(Json)
             .map_err(tool_error)

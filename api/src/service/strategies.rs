@@ -1,7 +1,9 @@
 //! Strategy management: list, read, write, validate, delete. Static checks run
 //! here (never executing code); deep checks are short jobs in a runner. The
 //! newest deep report of a source is looked up by its sha256, so an edit never
-//! inherits an old verdict.
+//! inherits an old verdict. Writes, deletes and deep validations (the calls
+//! that put code where it runs) are logged to the `audit` tracing target with
+//! the caller's token name and the source's sha256.
 
 use std::time::Duration;
 
@@ -175,6 +177,7 @@ impl Service {
         name: &str,
         code: String,
         if_match: Option<String>,
+        actor: &str,
     ) -> Result<StrategyWritten, ApiError> {
         check_name(name)?;
         check_size(&code)?;
@@ -195,16 +198,20 @@ impl Service {
                         "internal error; see the service log",
                     )
                 })??;
-        tracing::info!(
-            strategy = name,
-            sha256 = file.sha256,
-            created,
-            "strategy written"
-        );
         if created {
             let _ = self.inner.strategy_set_changed.send(());
         }
         let deep = self.enqueue_validation(&file.name, &file.source).await?;
+        tracing::info!(
+            target: "audit",
+            action = "strategy.write",
+            token = actor,
+            strategy = name,
+            sha256 = file.sha256,
+            created,
+            validation_job = deep.job_id,
+            "strategy written"
+        );
         Ok(StrategyWritten {
             strategy: self.summarize(&file, Some(deep)).await?,
             created,
@@ -215,8 +222,18 @@ impl Service {
         &self,
         name: &str,
         if_match: Option<String>,
+        actor: &str,
     ) -> Result<StrategyDeleted, ApiError> {
         check_name(name)?;
+        // For the audit trail: what was there (a read racing the delete may miss it).
+        let sha256 = self
+            .inner
+            .engine
+            .strategies()
+            .read(name)
+            .ok()
+            .flatten()
+            .map(|file| file.sha256);
         let dir = self.inner.engine.strategies().clone();
         let owned = name.to_string();
         let deleted = tokio::task::spawn_blocking(move || dir.delete(&owned, if_match.as_deref()))
@@ -232,7 +249,14 @@ impl Service {
         if !deleted {
             return Err(self.strategy_not_found(name));
         }
-        tracing::info!(strategy = name, "strategy deleted");
+        tracing::info!(
+            target: "audit",
+            action = "strategy.delete",
+            token = actor,
+            strategy = name,
+            sha256 = sha256.as_deref().unwrap_or("unknown"),
+            "strategy deleted"
+        );
         let _ = self.inner.strategy_set_changed.send(());
         Ok(StrategyDeleted {
             name: name.to_string(),
@@ -246,6 +270,7 @@ impl Service {
         name: Option<&str>,
         code: &str,
         deep: bool,
+        actor: &str,
     ) -> Result<ValidationReport, ApiError> {
         if let Some(name) = name {
             check_name(name)?;
@@ -260,6 +285,15 @@ impl Service {
             let queued = self
                 .enqueue_validation(name.unwrap_or(&class), code)
                 .await?;
+            tracing::info!(
+                target: "audit",
+                action = "strategy.validate_deep",
+                token = actor,
+                strategy = name.unwrap_or(&class),
+                sha256 = sha256_hex(code),
+                validation_job = queued.job_id,
+                "deep validation of submitted code"
+            );
             Some(self.await_validation(queued).await?)
         } else {
             None
