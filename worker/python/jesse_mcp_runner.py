@@ -10,8 +10,10 @@ their real file path, so a result's provenance hash always matches the code
 that ran and tracebacks point at the user's file and line.
 """
 
+import errno
 import importlib.util
 import json
+import linecache
 import math
 import os
 import sys
@@ -83,6 +85,9 @@ def _load_strategy(name, path, source):
     )
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
+    # Tracebacks quote the source that ran, not whatever the file holds now (and
+    # a sandboxed job may not be able to read the file at all).
+    linecache.cache[path] = (len(source), None, source.splitlines(True), path)
     try:
         code = compile(source, path, "exec")
         exec(code, module.__dict__)
@@ -127,8 +132,19 @@ def _text(value):
     return value.encode("utf-8", "replace").decode("utf-8") if isinstance(value, str) else value
 
 
+def limit_kind(exc):
+    """The sandbox limit an exception reports, if any: a MemoryError is the address-space
+    limit (RLIMIT_AS), EFBIG the file-size limit (RLIMIT_FSIZE; Python ignores SIGXFSZ)."""
+    if isinstance(exc, MemoryError):
+        return "memory_limit"
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+        return "file_size_limit"
+    return None
+
+
 def _error(kind, exc, strategy_paths):
     """Describes an exception with the innermost line that belongs to a strategy file."""
+    kind = limit_kind(exc) or kind
     frames = traceback.extract_tb(exc.__traceback__)
     location = None
     for frame in reversed(frames):
@@ -304,6 +320,8 @@ def validate_strategy(request_json, candles, warmup_candles):
     except StrategyLoadError as exc:
         report(str(exc))
     except Exception as exc:  # noqa: BLE001 - whatever importing raises is the strategy's
+        if limit_kind(exc):
+            raise  # a sandbox limit: the job fails with its code
         report(f"importing the strategy raised {type(exc).__name__}: {exc}", exc)
     try:
         cls = classes.get(name)
@@ -337,11 +355,83 @@ def validate_strategy(request_json, candles, warmup_candles):
                     warnings.append({"line": None, "column": None,
                                      "message": "the smoke backtest on synthetic candles opened no trade"})
             except Exception as exc:  # noqa: BLE001
+                if limit_kind(exc):
+                    raise
                 report(f"the smoke backtest raised {type(exc).__name__}: {exc}", exc)
     finally:
         _unload(classes)
     return json.dumps({"ok": True, "valid": not errors, "errors": errors, "warnings": warnings,
                        "hyperparameters": hyperparameters, "smoke": smoke}, allow_nan=False)
+
+
+def sandbox_paths():
+    """The interpreter's trees (prefixes and import path, real paths included): what
+    a sandboxed job must be able to read."""
+    paths = set()
+    for path in [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *sys.path]:
+        if path and os.path.isabs(path) and os.path.exists(path):
+            paths.add(path)
+            paths.add(os.path.realpath(path))
+    return sorted(paths)
+
+
+_JOB_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED",
+            "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+            "VECLIB_MAXIMUM_THREADS")
+
+
+def enter_job_environment(job_dir):
+    """In a job's process: the environment it needs and nothing else (the runner's
+    own, already clean, may hold proxy settings for imports), HOME and TMPDIR in
+    its scratch directory."""
+    import tempfile
+
+    for key in list(os.environ):
+        if key not in _JOB_ENV and not key.startswith("LC_"):
+            del os.environ[key]
+    os.environ["HOME"] = os.environ["TMPDIR"] = str(job_dir)
+    tempfile.tempdir = None
+
+
+def warm_up():
+    """Runs one short backtest of a built-in strategy so the modules and caches Jesse
+    loads on first use are in the runner before it forks job processes (each job
+    would load them again otherwise)."""
+    from jesse.strategies import Strategy
+
+    class WarmUp(Strategy):
+        def should_long(self):
+            return self.index % 40 == 0
+
+        def go_long(self):
+            self.buy = 0.001, self.price
+
+        def should_cancel_entry(self):
+            return True
+
+        def update_position(self):
+            if self.index % 40 == 10:
+                self.liquidate()
+
+    exchange, symbol, start = "Binance Perpetual Futures", "BTC-USDT", 1_672_531_200_000
+
+    def candles(n, first):
+        price = 40_000 + np.cumsum(np.sin(np.arange(n) / 30.0))
+        return np.column_stack([first + np.arange(n) * 60_000, price, price + 1, price + 2, price - 2,
+                                np.ones(n)]).astype(np.float64)
+
+    config = {"starting_balance": 10_000, "fee": 0.001, "type": "futures", "futures_leverage": 1,
+              "futures_leverage_mode": "cross", "exchange": exchange, "warm_up_candles": 10}
+    key = f"{exchange}-{symbol}"
+    research.backtest(
+        config, [{"exchange": exchange, "strategy": WarmUp, "symbol": symbol, "timeframe": "15m"}], [],
+        {key: {"exchange": exchange, "symbol": symbol, "candles": candles(2 * 1440, start)}},
+        warmup_candles={key: {"exchange": exchange, "symbol": symbol,
+                              "candles": candles(150 * 15, start - 150 * 15 * 60_000)}},
+        generate_equity_curve=True,
+    )
+    import traceback as _  # noqa: F401 - used by error reports in jobs
+    import types as _types  # noqa: F401
 
 
 _drivers = {}
@@ -508,3 +598,103 @@ def significance_test(request_json, candles, warmup_candles):
         return json.dumps({"ok": True, "jesse_version": JESSE_VERSION, **_clean(result)}, allow_nan=False)
     finally:
         _unload(classes)
+
+
+def _pairs_kalman(a, b, delta, observation_variance):
+    """Kalman filter of a time-varying regression a_t = alpha_t + beta_t * b_t + e_t with
+    random-walk states: x0 = [0, 0], P0 = 0, Q = delta / (1 - delta) * I, R = the OLS residual
+    variance. Answers the filtered (alpha_t, beta_t) after each observation."""
+    n = len(a)
+    x = np.zeros(2)
+    p = np.zeros((2, 2))
+    q = delta / (1.0 - delta) * np.eye(2)
+    alphas, betas = np.empty(n), np.empty(n)
+    for t in range(n):
+        f = np.array([1.0, b[t]])
+        p = p + q
+        error = a[t] - f @ x
+        s = f @ p @ f + observation_variance
+        k = p @ f / s
+        x = x + k * error
+        p = p - np.outer(k, f) @ p
+        alphas[t], betas[t] = x[0], x[1]
+    return alphas, betas
+
+
+def _pairs_one(a, b, kalman, delta):
+    import statsmodels.api as sm
+    from statsmodels.tsa.stattools import coint
+    from statsmodels.tsa.vector_ar.vecm import coint_johansen
+
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    returns_a = np.diff(a) / a[:-1]
+    returns_b = np.diff(b) / b[:-1]
+    out = {"correlation_of_returns": np.corrcoef(returns_a, returns_b)[0, 1]}
+    eg = {}
+    for name, (y, x) in (("a_on_b", (a, b)), ("b_on_a", (b, a))):
+        t_stat, p_value, crit = coint(y, x)
+        eg[name] = {"t_stat": t_stat, "p_value": p_value,
+                    "crit_values": {"1%": crit[0], "5%": crit[1], "10%": crit[2]}}
+    out["engle_granger"] = eg
+    johansen = coint_johansen(np.column_stack([a, b]), 0, 1)
+    rank = 0
+    while rank < 2 and johansen.lr1[rank] > johansen.cvt[rank, 1]:
+        rank += 1
+    out["johansen"] = {
+        "det_order": 0, "k_ar_diff": 1,
+        "trace_stat": johansen.lr1, "trace_crit_90_95_99": johansen.cvt,
+        "max_eig_stat": johansen.lr2, "max_eig_crit_90_95_99": johansen.cvm,
+        "eigenvalues": johansen.eig, "rank_95": rank,
+    }
+    ols = sm.OLS(a, sm.add_constant(b)).fit()
+    intercept, beta = ols.params[0], ols.params[1]
+    out["ols"] = {"hedge_ratio": beta, "intercept": intercept, "r_squared": ols.rsquared}
+    spread = a - intercept - beta * b
+    ou = sm.OLS(np.diff(spread), sm.add_constant(spread[:-1])).fit()
+    lam = ou.params[1]
+    out["ou_lambda"] = lam
+    out["half_life_bars"] = -math.log(2) / lam if lam < 0 else None
+    out["spread_zscore"] = (spread[-1] - spread.mean()) / spread.std()
+    out["spread_mean"] = spread.mean()
+    out["spread_std"] = spread.std()
+    if kalman:
+        variance = float(np.var(ols.resid))
+        alphas, betas = _pairs_kalman(a, b, delta, variance)
+        points = np.unique(np.linspace(0, len(a) - 1, min(len(a), 200)).round().astype(int))
+        out["kalman"] = {
+            "delta": delta, "observation_variance": variance,
+            "hedge_ratio_last": betas[-1], "intercept_last": alphas[-1],
+            "hedge_ratio_mean": betas.mean(), "hedge_ratio_std": betas.std(),
+            "hedge_ratio_min": betas.min(), "hedge_ratio_max": betas.max(),
+            "path": [[int(i), betas[i]] for i in points],
+        }
+    return out
+
+
+def pairs_stats(request_json, candles, warmup_candles):
+    """Cointegration statistics of price pairs (statsmodels 0.14.6 as pinned).
+
+    ``request_json``: {pairs: [{a: [closes], b: [closes]}], kalman: bool, kalman_delta: float}: each pair's
+    closes aligned bar by bar. Per pair: correlation of simple returns; Engle-Granger ``coint`` of a on b and
+    of b on a (defaults: constant, AIC lag choice); Johansen ``coint_johansen(det_order=0, k_ar_diff=1)``;
+    OLS hedge ratio of a on b with an intercept; the OU half-life from OLS of the spread's change on its
+    lagged level; the last spread's z-score (population std); optionally a Kalman-filtered hedge ratio.
+    A pair whose statistics raise answers {error}. NaN and inf are null."""
+    import warnings
+
+    import statsmodels
+
+    request = json.loads(request_json)
+    kalman = bool(request.get("kalman"))
+    delta = float(request.get("kalman_delta") or 1e-4)
+    results = []
+    for pair in request["pairs"]:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                results.append(_pairs_one(pair["a"], pair["b"], kalman, delta))
+        except Exception as exc:  # noqa: BLE001 - reported per pair (e.g. a constant series)
+            results.append({"error": _text(f"{type(exc).__name__}: {exc}")})
+    return json.dumps({"ok": True, "statsmodels_version": statsmodels.__version__,
+                       "numpy_version": np.__version__, "results": _clean(results)}, allow_nan=False)

@@ -55,6 +55,31 @@ pub struct WorkerConfig {
     /// `{"Binance Spot": "http://mirror.local/api"}` (mirrors, proxies, test servers).
     #[arg(long, env = "JESSE_MCP_EXCHANGE_ENDPOINTS")]
     pub exchange_endpoints: Option<String>,
+    /// `off` runs strategy code without the sandbox (no Landlock, network
+    /// namespace, uid switch, clean environment or rlimits; logged loudly).
+    /// Each job still runs in a fresh process. Anything else: on.
+    #[arg(long, env = "JESSE_MCP_SANDBOX", default_value = "on")]
+    pub sandbox: String,
+    /// The uid jobs run as when the service runs as root (`off`: keep uid 0,
+    /// with every capability dropped). Its gid is JESSE_MCP_RUNNER_GID.
+    #[arg(long, env = "JESSE_MCP_RUNNER_UID", default_value = "65534")]
+    pub runner_uid: String,
+    /// The gid jobs run as with JESSE_MCP_RUNNER_UID (default: the same number).
+    #[arg(long, env = "JESSE_MCP_RUNNER_GID")]
+    pub runner_gid: Option<u32>,
+    /// Address space of a job's process (RLIMIT_AS), in MiB. A job going over
+    /// it fails with `memory_limit_exceeded`.
+    #[arg(long, env = "JESSE_MCP_RUNNER_MEMORY_MB", default_value_t = 4096)]
+    pub runner_memory_mb: u64,
+    /// CPU seconds of a job's process (RLIMIT_CPU): `cpu_limit_exceeded`.
+    #[arg(long, env = "JESSE_MCP_RUNNER_CPU_SECS", default_value_t = 3600)]
+    pub runner_cpu_secs: u64,
+    /// Largest file a job may write (RLIMIT_FSIZE), in MiB: `file_size_limit_exceeded`.
+    #[arg(long, env = "JESSE_MCP_RUNNER_FILE_SIZE_MB", default_value_t = 64)]
+    pub runner_file_size_mb: u64,
+    /// Processes (and threads) of the runner uid (RLIMIT_NPROC).
+    #[arg(long, env = "JESSE_MCP_RUNNER_MAX_PROCS", default_value_t = 256)]
+    pub runner_max_procs: u64,
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "JESSE_MCP_LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,
@@ -71,6 +96,26 @@ impl WorkerConfig {
 }
 
 impl WorkerConfig {
+    /// The runners' sandbox, from `JESSE_MCP_SANDBOX` and the `JESSE_MCP_RUNNER_*` limits.
+    pub fn sandbox(&self) -> anyhow::Result<crate::sandbox::SandboxSettings> {
+        let uid = match self.runner_uid.trim() {
+            "off" | "" => None,
+            text => Some(text.parse::<u32>().map_err(|_| {
+                anyhow::anyhow!("JESSE_MCP_RUNNER_UID must be a numeric uid or `off`, not {text:?}")
+            })?),
+        };
+        Ok(crate::sandbox::SandboxSettings {
+            enabled: !self.sandbox.trim().eq_ignore_ascii_case("off"),
+            uid,
+            gid: self.runner_gid.or(uid),
+            memory_mb: self.runner_memory_mb.max(256),
+            cpu_secs: self.runner_cpu_secs.max(1),
+            file_size_mb: self.runner_file_size_mb.max(1),
+            max_procs: self.runner_max_procs.max(16),
+            strategies_dir: std::path::absolute(&self.strategies_dir)?,
+        })
+    }
+
     /// `JESSE_MCP_EXCHANGE_ENDPOINTS` parsed: exchange name → base URL.
     pub fn exchange_endpoints(&self) -> anyhow::Result<std::collections::HashMap<String, String>> {
         match self.exchange_endpoints.as_deref().map(str::trim).filter(|s| !s.is_empty()) {

@@ -11,6 +11,7 @@ mod poll;
 mod pool;
 mod protocol;
 mod runner;
+mod sandbox;
 mod wake;
 
 use std::path::PathBuf;
@@ -57,6 +58,9 @@ enum Command {
         scratch: PathBuf,
         #[arg(long, default_value_t = 0)]
         nice: i32,
+        /// The sandbox settings, as JSON (`sandbox::SandboxSettings`).
+        #[arg(long)]
+        sandbox: String,
     },
 }
 
@@ -66,12 +70,15 @@ fn main() -> anyhow::Result<()> {
         python,
         scratch,
         nice,
+        sandbox,
     }) = cli.command
     {
+        let sandbox = serde_json::from_str(&sandbox).context("--sandbox")?;
         return runner::main(runner::RunnerArgs {
             python,
             scratch,
             nice,
+            sandbox,
         });
     }
     init_logging(&cli.config.log_format);
@@ -109,9 +116,18 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         startup_timeout: Duration::from_secs(120),
         grace: Duration::from_secs(config.kill_grace_secs),
         nice: config.runner_nice,
+        sandbox: config.sandbox()?,
     };
+    if !spec.sandbox.enabled {
+        tracing::warn!(
+            "JESSE_MCP_SANDBOX=off: STRATEGY CODE RUNS UNSANDBOXED, with this worker's uid, \
+             environment, network and filesystem access (each job still gets a fresh process)"
+        );
+    }
     tracing::info!(runners = size, strategies = %config.strategies_dir.display(), "starting runners");
     let pool = Pool::start(spec, size).await?;
+    let sandbox = pool.sandbox_status().await.unwrap_or_default();
+    sandbox::log_status(&sandbox);
     let candles = candle_cache::CandleCache::new(config.candle_cache_mb * 1024 * 1024);
     config
         .exchange_endpoints()
@@ -203,6 +219,10 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
                 tokio::time::sleep(heartbeat).await;
             }
         });
+    }
+    // What runners enforce, for the API's /ready.
+    if let Err(e) = sandbox::publish(executor.engine.store(), &sandbox).await {
+        tracing::warn!(error = %e, "could not publish the sandbox status");
     }
     // Runner restarts are reported through the store, for the API's /metrics.
     {

@@ -3,7 +3,11 @@
 //! A runner is a child process (`jesse-mcp-worker runner`) with a warm Jesse.
 //! Stopping one is the only hard guarantee against a runaway strategy: SIGINT
 //! first (KeyboardInterrupt, Jesse resets its state on the way out), SIGKILL if
-//! it has not answered within the grace period, then a fresh runner.
+//! it has not answered within the grace period, then a fresh runner. Signals
+//! go to the runner's process group, which holds the job's forked process.
+//!
+//! Runners start with a clean environment (unless JESSE_MCP_SANDBOX=off): no
+//! tokens, database or queue URLs reach a process that runs strategy code.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -17,6 +21,34 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{Mutex, Semaphore};
 
 use crate::protocol::{MAX_FRAME, Ready, RunRequest};
+use crate::sandbox::{SandboxSettings, SandboxStatus};
+
+/// Variables a runner keeps from the worker's environment (besides `LC_*`):
+/// the locale, the search path, where the venv's libraries are, and the proxy
+/// and certificate settings exchange imports may need. Job processes keep less
+/// (see `enter_job_environment` in the runner module).
+const RUNNER_ENV: &[&str] = &[
+    "PATH",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "LD_LIBRARY_PATH",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONHASHSEED",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+];
 
 #[derive(Clone, Debug)]
 pub struct RunnerSpec {
@@ -26,6 +58,7 @@ pub struct RunnerSpec {
     pub startup_timeout: Duration,
     pub grace: Duration,
     pub nice: i32,
+    pub sandbox: SandboxSettings,
 }
 
 pub struct Runner {
@@ -34,6 +67,8 @@ pub struct Runner {
     stdout: ChildStdout,
     pub slot: usize,
     pub jesse_version: String,
+    /// What this runner's jobs are held to.
+    pub sandbox: SandboxStatus,
 }
 
 /// Why a run did not produce a response from Python.
@@ -69,10 +104,35 @@ impl Runner {
             .arg(&scratch)
             .arg("--nice")
             .arg(spec.nice.to_string())
+            .arg("--sandbox")
+            .arg(serde_json::to_string(&spec.sandbox)?)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
+        if spec.sandbox.enabled {
+            command.env_clear();
+            for (key, value) in std::env::vars_os() {
+                let name = key.to_string_lossy();
+                if RUNNER_ENV.contains(&name.as_ref()) || name.starts_with("LC_") {
+                    command.env(key, value);
+                }
+            }
+            command
+                .env("HOME", &scratch)
+                .env("TMPDIR", scratch.join("job"));
+        }
+        // Job processes are forked from the runner: BLAS and OpenMP pools stay
+        // single-threaded, so the runner has no thread but its own at fork time.
+        for key in [
+            "OPENBLAS_NUM_THREADS",
+            "OMP_NUM_THREADS",
+            "MKL_NUM_THREADS",
+            "NUMEXPR_NUM_THREADS",
+            "VECLIB_MAXIMUM_THREADS",
+        ] {
+            command.env(key, "1");
+        }
         // Its own session (and so process group): a Ctrl-C or service-manager signal
         // aimed at the worker must not interrupt running jobs; the worker stops
         // runners itself. Its own session is also its own scheduler autogroup, where
@@ -111,6 +171,12 @@ impl Runner {
             );
         }
         let jesse_version = ready.jesse_version.unwrap_or_default();
+        let sandbox: SandboxStatus = ready
+            .sandbox
+            .map(serde_json::from_value)
+            .transpose()
+            .context("runner sent a malformed sandbox status")?
+            .unwrap_or_default();
         tracing::info!(slot, pid = child.id(), jesse_version, "runner ready");
         Ok(Runner {
             child,
@@ -118,6 +184,7 @@ impl Runner {
             stdout,
             slot,
             jesse_version,
+            sandbox,
         })
     }
 
@@ -174,8 +241,9 @@ impl Runner {
     /// SIGINT, then wait for the interrupted job's answer; SIGKILL after the grace period.
     async fn interrupt(&mut self, spec: &RunnerSpec) {
         if let Some(pid) = self.child.id() {
-            // SAFETY: signalling our own child by pid.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
+            // The runner leads its process group, which holds the job's process.
+            // SAFETY: signalling our own child's process group.
+            unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGINT) };
         }
         match tokio::time::timeout(spec.grace, read_frame(&mut self.stdout)).await {
             Ok(Ok(_)) => tracing::info!(slot = self.slot, "runner stopped the job on SIGINT"),
@@ -187,6 +255,11 @@ impl Runner {
     }
 
     async fn kill(&mut self) {
+        if let (Some(pid), Ok(None)) = (self.child.id(), self.child.try_wait()) {
+            // The job's process too (it also dies with the runner: parent-death signal).
+            // SAFETY: signalling our own, not yet reaped, child's process group.
+            unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+        }
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
@@ -285,6 +358,11 @@ impl Pool {
 
     pub fn spec(&self) -> &RunnerSpec {
         &self.spec
+    }
+
+    /// The sandbox status of one idle runner (they all share the machine).
+    pub async fn sandbox_status(&self) -> Option<SandboxStatus> {
+        self.idle.lock().await.first().map(|r| r.sandbox.clone())
     }
 
     pub async fn checkout(&self) -> anyhow::Result<Runner> {

@@ -1,6 +1,13 @@
 //! A runner process: one embedded CPython (the venv's), `jesse.research` imported
 //! once, one job at a time, driven over pipes by the worker.
 //!
+//! The runner is a warm "zygote": it never runs strategy code itself. Each job
+//! whose entry may run strategy code runs in a child forked from it, which
+//! enters the sandbox ([`crate::sandbox`]), runs the entry, writes its answer
+//! back through a pipe and exits; so nothing a job does (monkeypatching Jesse or
+//! numpy, globals, files) reaches the next job. The worker signals the runner's
+//! process group, so a SIGINT reaches the job's process too.
+//!
 //! This is the only module that touches pyo3. Python is initialised on the main
 //! thread before anything else, with signal handlers installed, so the worker's
 //! SIGINT raises KeyboardInterrupt inside a runaway strategy. The working
@@ -10,9 +17,9 @@
 
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::mem::MaybeUninit;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -25,6 +32,13 @@ use pyo3::types::PyDict;
 use pyo3::{Py, ffi};
 
 use crate::protocol::{Ready, RunRequest, read_frame, read_rows, write_frame};
+use crate::sandbox::{Sandbox, SandboxSettings};
+
+/// Entries that run only the service's own code (no strategy): they run in the
+/// runner itself, which keeps their caches (an exchange driver's HTTP session,
+/// imported libraries) and, for candle imports, the network. Every other entry,
+/// including any added later, runs in a fresh sandboxed process.
+const TRUSTED_ENTRIES: &[&str] = &["fetch_candles", "sample_trial", "pairs_stats"];
 
 const RUNNER_PY: &CStr = pyo3::ffi::c_str!(include_str!("../python/jesse_mcp_runner.py"));
 
@@ -34,6 +48,16 @@ pub struct RunnerArgs {
     /// Scheduling niceness: research is batch work, so the API and the worker's
     /// own I/O stay responsive on a machine whose cores all run Jesse.
     pub nice: i32,
+    pub sandbox: SandboxSettings,
+}
+
+/// What a job's entry produced.
+enum Answer {
+    /// Python's JSON answer (or an error report in the same shape).
+    Json(String),
+    /// The job's process died without answering (wait status): the runner dies
+    /// the same way, so the worker treats it as a lost runner, as before forking.
+    Died(i32),
 }
 
 pub fn main(args: RunnerArgs) -> anyhow::Result<()> {
@@ -46,6 +70,8 @@ pub fn main(args: RunnerArgs) -> anyhow::Result<()> {
         }
         // Best effort: a failure leaves the runner at the worker's priority.
         libc::setpriority(libc::PRIO_PROCESS, 0, args.nice);
+        // Processes a job leaves behind are re-parented here, and killed after the job.
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
     }
     // Where the kernel groups tasks by session (autogroup, the default on desktops
     // and plain servers), niceness only ranks tasks within a group; the runner leads
@@ -69,13 +95,20 @@ pub fn main(args: RunnerArgs) -> anyhow::Result<()> {
     let mut out = BufWriter::new(protocol_stdout()?);
     let mut input = BufReader::with_capacity(1 << 20, std::io::stdin().lock());
 
-    let module = match init_python(&args.python).and_then(|()| load_module()) {
-        Ok(module) => module,
+    let started = init_python(&args.python)
+        .and_then(|()| load_module())
+        .and_then(|module| {
+            let sandbox = prepare(&module, args.sandbox, &args.scratch)?;
+            Ok((module, sandbox))
+        });
+    let (module, sandbox) = match started {
+        Ok(started) => started,
         Err(e) => {
             let ready = Ready {
                 ok: false,
                 jesse_version: None,
                 error: Some(format!("{e:#}")),
+                sandbox: None,
             };
             write_frame(&mut out, &serde_json::to_vec(&ready)?)?;
             return Err(e);
@@ -89,7 +122,9 @@ pub fn main(args: RunnerArgs) -> anyhow::Result<()> {
         ok: true,
         jesse_version: Some(version),
         error: None,
+        sandbox: Some(serde_json::to_value(&sandbox.status)?),
     };
+    let protocol_fd = out.get_ref().as_raw_fd();
     write_frame(&mut out, &serde_json::to_vec(&ready)?)?;
 
     while let Some(frame) = read_frame(&mut input)? {
@@ -102,29 +137,70 @@ pub fn main(args: RunnerArgs) -> anyhow::Result<()> {
             series.push((header, trading, warmup));
         }
         let received_ms = started.elapsed().as_secs_f64() * 1e3;
+        let mut fork_ms = None;
         let response = Python::attach(|py| {
-            run_one(py, &module, &request.entry, &request.request_json, series)
+            let job = Job {
+                module: &module,
+                sandbox: &sandbox,
+                protocol_fd,
+                entry: &request.entry,
+                request_json: &request.request_json,
+            };
+            run_one(py, job, series, &mut fork_ms)
         });
         let jesse_ms = started.elapsed().as_secs_f64() * 1e3 - received_ms;
         let body = match response {
-            Ok(json) => json,
+            Ok(Answer::Json(json)) => json,
+            Ok(Answer::Died(status)) => {
+                reap_children();
+                die_like(status)
+            }
             Err(e) => Python::attach(|py| interrupted_or_crashed(py, &e)),
         };
+        let fork = fork_ms.map_or(String::new(), |ms| format!(",\"job_fork_ms\":{ms:.3}"));
         let framed = format!(
-            "{{\"timings\":{{\"runner_receive_ms\":{received_ms:.3},\"jesse_ms\":{jesse_ms:.3}}},\"result\":{body}}}"
+            "{{\"timings\":{{\"runner_receive_ms\":{received_ms:.3},\"jesse_ms\":{jesse_ms:.3}{fork}}},\"result\":{body}}}"
         );
         write_frame(&mut out, framed.as_bytes())?;
+        // After the answer is on its way: the job's process and anything it left.
+        reap_children();
     }
     Ok(())
 }
 
+/// Warms Jesse up (one built-in backtest, so jobs do not each load what Jesse
+/// loads on first use) and prepares the sandbox jobs enter.
+fn prepare(
+    module: &Py<PyModule>,
+    settings: SandboxSettings,
+    scratch: &Path,
+) -> anyhow::Result<Sandbox> {
+    let paths = Python::attach(|py| -> PyResult<Vec<String>> {
+        let module = module.bind(py);
+        module.getattr("warm_up")?.call0()?;
+        module.getattr("sandbox_paths")?.call0()?.extract()
+    })
+    .map_err(|e| anyhow::anyhow!("warming Jesse up: {e}"))?;
+    let paths: Vec<PathBuf> = paths.into_iter().map(PathBuf::from).collect();
+    Sandbox::prepare(settings, scratch, &paths).context("preparing the runner sandbox")
+}
+
+/// One request, as the runner received it.
+struct Job<'a> {
+    module: &'a Py<PyModule>,
+    sandbox: &'a Sandbox,
+    /// The worker's end of the protocol: closed in job processes.
+    protocol_fd: RawFd,
+    entry: &'a str,
+    request_json: &'a str,
+}
+
 fn run_one(
     py: Python<'_>,
-    module: &Py<PyModule>,
-    entry: &str,
-    request_json: &str,
+    job: Job<'_>,
     series: Vec<(&crate::protocol::SeriesHeader, Vec<f64>, Vec<f64>)>,
-) -> PyResult<String> {
+    fork_ms: &mut Option<f64>,
+) -> PyResult<Answer> {
     // A SIGINT aimed at the previous job may still be pending; it must not hit this one.
     let _ = py.check_signals();
     let candles = PyDict::new(py);
@@ -147,20 +223,221 @@ fn run_one(
             target.set_item(&header.key, entry)?;
         }
     }
-    module
-        .bind(py)
-        .getattr(entry)?
-        .call1((request_json, candles, warmup))?
-        .extract()
+    let module = job.module.bind(py);
+    let function = module.getattr(job.entry)?;
+    if TRUSTED_ENTRIES.contains(&job.entry) {
+        return function
+            .call1((job.request_json, candles, warmup))?
+            .extract()
+            .map(Answer::Json);
+    }
+    // Runs in the job's process, inside the sandbox.
+    let call = || -> PyResult<String> {
+        if job.sandbox.status.enabled {
+            module
+                .getattr("enter_job_environment")?
+                .call1((job.sandbox.job_dir(),))?;
+        }
+        function
+            .call1((job.request_json, candles, warmup))?
+            .extract()
+    };
+    job.sandbox.reset_job_dir().map_err(|e| {
+        pyo3::exceptions::PyOSError::new_err(format!(
+            "emptying the job scratch directory {}: {e}",
+            job.sandbox.job_dir().display()
+        ))
+    })?;
+    in_job_process(py, job.sandbox, job.protocol_fd, call, fork_ms)
+}
+
+/// Forks the job's process, which enters the sandbox, runs `call`, writes its
+/// answer (length-prefixed) to a pipe and exits. The runner waits for the answer
+/// with the GIL released.
+fn in_job_process(
+    py: Python<'_>,
+    sandbox: &Sandbox,
+    protocol_fd: RawFd,
+    call: impl FnOnce() -> PyResult<String>,
+    fork_ms: &mut Option<f64>,
+) -> PyResult<Answer> {
+    let os_error = |what: &str| {
+        pyo3::exceptions::PyOSError::new_err(format!("{what}: {}", std::io::Error::last_os_error()))
+    };
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two descriptors into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(os_error("creating the job pipe"));
+    }
+    let (read_fd, write_fd) = (fds[0], fds[1]);
+    let forking = Instant::now();
+    // SAFETY: CPython's fork protocol, with the GIL held (we are attached): its
+    // locks are taken before and reinitialised after, in both processes. The
+    // runner has no other thread (BLAS pools are single-threaded, see pool.rs).
+    let pid = unsafe {
+        ffi::PyOS_BeforeFork();
+        let pid = libc::fork();
+        if pid == 0 {
+            ffi::PyOS_AfterFork_Child();
+        } else {
+            ffi::PyOS_AfterFork_Parent();
+        }
+        pid
+    };
+    if pid == 0 {
+        // The job's process: never returns.
+        // SAFETY: our own end of the pipe, unused here.
+        unsafe { libc::close(read_fd) };
+        let body = match sandbox.enter(&[protocol_fd]) {
+            Err(message) => error_json("sandbox", "SandboxError", &message),
+            Ok(()) => match call() {
+                Ok(json) => json,
+                Err(e) => interrupted_or_crashed(py, &e),
+            },
+        };
+        let _ = py.run(
+            c"import sys\nsys.stdout.flush()\nsys.stderr.flush()",
+            None,
+            None,
+        );
+        // SAFETY: the write end is this process's; _exit skips Python's teardown
+        // (the runner's state is not the job's to finalise).
+        unsafe {
+            let mut pipe = File::from_raw_fd(write_fd);
+            let _ = pipe
+                .write_all(&(body.len() as u64).to_le_bytes())
+                .and_then(|()| pipe.write_all(body.as_bytes()));
+            drop(pipe);
+            libc::_exit(0);
+        }
+    }
+    *fork_ms = Some(forking.elapsed().as_secs_f64() * 1e3);
+    // SAFETY: the child's end; the runner keeps only the read end.
+    unsafe { libc::close(write_fd) };
+    if pid < 0 {
+        // SAFETY: our read end.
+        unsafe { libc::close(read_fd) };
+        return Err(os_error("forking the job process"));
+    }
+    let answer = py.detach(move || {
+        // SAFETY: the read end is owned by this File from here on.
+        let mut pipe = unsafe { File::from_raw_fd(read_fd) };
+        let mut buffer = Vec::new();
+        // read_to_end retries reads interrupted by the worker's SIGINT.
+        let _ = pipe.read_to_end(&mut buffer);
+        if buffer.len() >= 8 {
+            let len = u64::from_le_bytes(buffer[..8].try_into().expect("8 bytes"));
+            if len == (buffer.len() - 8) as u64 {
+                return Ok(String::from_utf8_lossy(&buffer[8..]).into_owned());
+            }
+        }
+        Err(wait_for(pid))
+    });
+    Ok(match answer {
+        Ok(json) => Answer::Json(json),
+        Err(status) if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGXCPU => {
+            Answer::Json(error_json(
+                "cpu_limit",
+                "SIGXCPU",
+                "the job used up its CPU time (JESSE_MCP_RUNNER_CPU_SECS)",
+            ))
+        }
+        Err(status) if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGXFSZ => {
+            Answer::Json(error_json(
+                "file_size_limit",
+                "SIGXFSZ",
+                "the job wrote a file larger than JESSE_MCP_RUNNER_FILE_SIZE_MB",
+            ))
+        }
+        Err(status) => Answer::Died(status),
+    })
+}
+
+/// waitpid, through EINTR; the wait status.
+fn wait_for(pid: libc::pid_t) -> i32 {
+    let mut status = 0;
+    // SAFETY: waiting on our own child.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break;
+        }
+    }
+    status
+}
+
+/// Kills and reaps every child of the runner: the finished job's process and
+/// whatever it started (orphans are re-parented here, the runner being a subreaper).
+fn reap_children() {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    let list = format!("/proc/self/task/{tid}/children");
+    for _ in 0..1000 {
+        let pids: Vec<libc::pid_t> = std::fs::read_to_string(&list)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if pids.is_empty() {
+            break;
+        }
+        for pid in &pids {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        for pid in pids {
+            wait_for(pid);
+        }
+    }
+    // Children /proc did not list (e.g. without CONFIG_PROC_CHILDREN).
+    // SAFETY: non-blocking reap of any child.
+    while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+}
+
+/// The job's process died without answering: the runner ends the same way, so
+/// the worker sees a lost runner (retried, then `runner_crashed`), as a crash in
+/// the runner itself always did.
+fn die_like(status: i32) -> ! {
+    let how = if libc::WIFSIGNALED(status) {
+        format!("was killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("exited with code {}", libc::WEXITSTATUS(status))
+    };
+    eprintln!("runner: the job's process {how} without answering; the runner stops the same way");
+    // SAFETY: resetting a signal's disposition and raising it on ourselves, or exiting.
+    unsafe {
+        if libc::WIFSIGNALED(status) {
+            let signal = libc::WTERMSIG(status);
+            libc::signal(signal, libc::SIG_DFL);
+            libc::raise(signal);
+            libc::_exit(128 + signal);
+        }
+        libc::_exit(libc::WEXITSTATUS(status))
+    }
+}
+
+/// An error report in the shape entries answer with.
+fn error_json(kind: &str, type_name: &str, message: &str) -> String {
+    serde_json::json!({
+        "ok": false,
+        "error": {"kind": kind, "type": type_name, "message": message, "location": null, "traceback": null}
+    })
+    .to_string()
 }
 
 /// Exceptions that escape `run_backtest` are not the strategy's: they are the
 /// worker's interrupt (KeyboardInterrupt) or a failure of the runner itself.
 fn interrupted_or_crashed(py: Python<'_>, error: &PyErr) -> String {
     let kind = if error.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
-        "interrupted"
+        "interrupted".to_string()
+    } else if error.is_instance_of::<pyo3::exceptions::PyMemoryError>(py) {
+        // Escaped a validation (which re-raises sandbox limits) or the runner's own code.
+        "memory_limit".to_string()
     } else {
-        "runner"
+        let limit = PyModule::import(py, "jesse_mcp_runner")
+            .and_then(|m| m.getattr("limit_kind"))
+            .and_then(|f| f.call1((error.value(py),)))
+            .and_then(|k| k.extract::<Option<String>>());
+        limit.ok().flatten().unwrap_or_else(|| "runner".to_string())
     };
     let body = serde_json::json!({
         "ok": false,
