@@ -4,7 +4,7 @@ CACHE_DIR ?= $(HOME)/.cache/jesse-mcp
 export CARGO_TARGET_DIR ?= $(CACHE_DIR)/target
 export JESSE_MCP_CACHE_DIR ?= $(CACHE_DIR)
 
-.PHONY: run test bench bench-batch bench-optimize venv build release lint fmt clean-data
+.PHONY: run test bench bench-batch bench-optimize bench-durability fuzz venv browser vendor-web build release lint fmt clean-data
 
 ## run: bootstrap what is missing, build, serve on 127.0.0.1:8080 with local workers
 run: release
@@ -25,6 +25,22 @@ bench-batch: release
 ## bench-optimize: only the optimization bench (one study through the service vs jesse.research.optimize)
 bench-optimize: release
 	@ops/bench.sh optimize
+
+## bench-durability: only the submit bench (SQLite synchronous=FULL vs NORMAL)
+bench-durability: release
+	@ops/bench.sh durability
+
+## browser: Debian's chromium and the browser tests' locked npm packages (for the dashboard tests)
+browser:
+	@ops/browser-env.sh >/dev/null
+
+## vendor-web: copy the locked lightweight-charts into web/vendor/ (after changing tests/browser/package-lock.json)
+vendor-web:
+	@ops/vendor-web.sh
+
+## fuzz: libFuzzer on the CSV parser, the strategy checker and the runner frames (FUZZ_SECONDS each, default 60)
+fuzz:
+	@ops/fuzz.sh
 
 ## venv: the cached Python venv with the pinned Jesse
 venv:

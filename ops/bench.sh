@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: runs the bench scripts with the venv's python against the release binaries.
 # `ops/bench.sh batch` runs only the batch bench (ops/bench_batch.py), `ops/bench.sh optimize`
-# only the optimization bench (ops/bench_optimize.py); each replaces its own section of
+# only the optimization bench (ops/bench_optimize.py), `ops/bench.sh durability` only the
+# submit-durability bench (ops/bench_submit.py); each replaces its own section of
 # docs/BENCHMARKS.md and keeps the others.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -10,8 +11,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/jesse-mcp/target}"
 export PYTHONDONTWRITEBYTECODE=1  # the bench imports its helpers from ops/; no __pycache__ there
 part="${1:-all}"
 case "$part" in
-  all|batch|optimize) ;;
-  *) echo "usage: ops/bench.sh [all|batch|optimize]" >&2; exit 2 ;;
+  all|batch|optimize|durability) ;;
+  *) echo "usage: ops/bench.sh [all|batch|optimize|durability]" >&2; exit 2 ;;
 esac
 python="$(ops/python-env.sh)"
 cargo build --release --workspace --bins --quiet
@@ -24,4 +25,7 @@ if [ "$part" = all ] || [ "$part" = batch ]; then
 fi
 if [ "$part" = all ] || [ "$part" = optimize ]; then
   "$python" ops/bench_optimize.py "$CARGO_TARGET_DIR/release"
+fi
+if [ "$part" = all ] || [ "$part" = durability ]; then
+  "$python" ops/bench_submit.py "$CARGO_TARGET_DIR/release"
 fi

@@ -15,6 +15,9 @@ psql -h 127.0.0.1 -U postgres -d test -tAc \
     | psql -h 127.0.0.1 -U postgres -d test -q >/dev/null
 redis-cli -h 127.0.0.1 --scan --pattern 'jesse-mcp-test-*' | xargs -r -n 500 redis-cli -h 127.0.0.1 del >/dev/null
 echo "== docker-compose config"; ops/compose-check.sh
+# The dashboard's browser tests: Debian's chromium and the locked npm packages
+# (cached outside the clone); web/vendor/ must be the locked lightweight-charts.
+echo "== browser"; ops/browser-env.sh >/dev/null; ops/vendor-web.sh --check
 echo "== fmt"; cargo fmt --all --check
 echo "== clippy"; cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== build"; cargo build --workspace --bins --quiet

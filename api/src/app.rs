@@ -1,6 +1,7 @@
 //! Builds and runs the HTTP application: REST under `/v1`, MCP at `/mcp`, on one
-//! listener. `Application::build` binds (port 0 works for tests), `port()` tells
-//! where, `run_until_stopped` serves until the shutdown future resolves.
+//! listener, all of it behind `auth`'s two layers. `Application::build` binds
+//! (port 0 works for tests), `port()` tells where, `run_until_stopped` serves
+//! until the shutdown future resolves.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +34,14 @@ pub async fn open_service(config: &ApiConfig) -> anyhow::Result<Service> {
 
 impl Application {
     pub async fn build(config: &ApiConfig) -> anyhow::Result<Self> {
+        // The whole app, MCP and whatever else is mounted, sits behind one gate
+        // (Host, Origin, content type, then tokens): see `auth`.
+        let gate = Arc::new(crate::auth::Gate::new(
+            crate::auth::Tokens::parse(&config.tokens)?,
+            crate::auth::RouteRules::from_routes(&crate::rest::routes()),
+            &config.allowed_hosts,
+            &config.allowed_origins,
+        )?);
         let service = open_service(config).await?;
         let shutdown = CancellationToken::new();
         let mcp_service = {
@@ -40,16 +49,12 @@ impl Application {
             StreamableHttpService::new(
                 move || Ok(JesseMcp::new(service.clone())),
                 Arc::new(LocalSessionManager::default()),
+                // Host and Origin are checked by `auth::guard` for every route,
+                // MCP included, so rmcp's own checks (one more copy of the same
+                // rules) are off.
                 StreamableHttpServerConfig::default()
-                    .with_allowed_hosts(config.allowed_hosts.clone())
-                    .with_allowed_origins(
-                        config
-                            .allowed_origins
-                            .iter()
-                            .filter(|o| !o.is_empty())
-                            .cloned()
-                            .collect::<Vec<_>>(),
-                    )
+                    .disable_allowed_hosts()
+                    .disable_allowed_origins()
                     .with_cancellation_token(shutdown.child_token()),
             )
         };
@@ -63,19 +68,28 @@ impl Application {
             },
             shutdown.child_token(),
         );
-        let tokens = crate::auth::Tokens::parse(&config.tokens)?;
         let router = crate::rest::router(service)
             .nest_service("/mcp", mcp_service)
+            .layer(axum::middleware::map_response(label_untyped_errors))
             .layer(axum::middleware::from_fn_with_state(
-                tokens.clone(),
+                gate.clone(),
                 crate::auth::require_token,
             ))
+            // The dashboard's page and assets (no data: the page reads the API
+            // with the visitor's token) load without a token, so the page can
+            // ask for one; Host and Origin rules apply to them as to the API.
+            .merge(crate::dashboard::router())
+            .layer(axum::middleware::from_fn_with_state(
+                gate.clone(),
+                crate::auth::guard,
+            ))
+            // Spans carry method, URI and version, never headers (tokens).
             .layer(tower_http::trace::TraceLayer::new_for_http());
         let listener = TcpListener::bind(&config.addr)
             .await
             .with_context(|| format!("binding {} (JESSE_MCP_ADDR)", config.addr))?;
         let bound = listener.local_addr()?;
-        if !bound.ip().is_loopback() && !tokens.enabled() {
+        if !bound.ip().is_loopback() && !gate.tokens_enabled() {
             anyhow::bail!(
                 "refusing to listen on {bound} without tokens: set JESSE_MCP_TOKENS (token=scopes) or bind to 127.0.0.1"
             );
@@ -136,4 +150,24 @@ fn spawn_scheduler(
             }
         }
     });
+}
+
+/// The MCP transport (rmcp) answers its own refusals (406 without a usable
+/// Accept header, 400 without a session id, 404 for an ended session) as text
+/// without a Content-Type; they are labelled `text/plain`, as documented.
+async fn label_untyped_errors(mut response: axum::response::Response) -> axum::response::Response {
+    use axum::body::HttpBody;
+    let status = response.status();
+    if (status.is_client_error() || status.is_server_error())
+        && !response
+            .headers()
+            .contains_key(axum::http::header::CONTENT_TYPE)
+        && response.body().size_hint().exact() != Some(0)
+    {
+        response.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    response
 }

@@ -6,6 +6,7 @@ pub mod app;
 pub mod auth;
 pub mod charts;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod mcp;
 pub mod metrics;

@@ -131,7 +131,17 @@ pub const ERROR_CODES: &[ErrorCodeDoc] = &[
     code(
         "unsupported_media_type",
         415,
-        "Send JSON with the header Content-Type: application/json.",
+        "The body's Content-Type is not the route's: `application/json`, or `text/csv` for the CSV upload (`details.expected`). Form-encoded, multipart and text/plain bodies are refused everywhere, so no cross-site form can change anything.",
+    ),
+    code(
+        "origin_not_allowed",
+        403,
+        "A browser sent the request from another web origin; only the service's own origin and those in JESSE_MCP_ALLOWED_ORIGINS may call it.",
+    ),
+    code(
+        "host_not_allowed",
+        421,
+        "The Host header names a host this service does not answer for (JESSE_MCP_ALLOWED_HOSTS; loopback names by default). Refuses DNS rebinding.",
     ),
     code(
         "invalid_request",
@@ -329,10 +339,37 @@ pub const ERROR_CODES: &[ErrorCodeDoc] = &[
         "window_too_short",
         "A walk-forward period holds fewer than 10 candles of the largest timeframe.",
     ),
-    planning("unknown_source", "The Monte Carlo `source` names no job."),
+    planning(
+        "unknown_source",
+        "The Monte Carlo `source` (or a pairs backtest's `screen_job_id`) names no job.",
+    ),
     planning(
         "invalid_source",
         "The Monte Carlo `source` job is not a succeeded backtest.",
+    ),
+    planning(
+        "too_few_symbols",
+        "A pairs screen needs at least 2 symbols with candles in the range.",
+    ),
+    planning(
+        "too_many_symbols",
+        "A pairs screen takes at most 50 symbols; list the ones to screen in `symbols`.",
+    ),
+    planning(
+        "invalid_symbols",
+        "A symbol list repeats a symbol, or a pairs backtest's `symbols` are not two different legs.",
+    ),
+    planning(
+        "no_candles",
+        "No 1m candles of a listed symbol are stored in the range (`details.symbol`).",
+    ),
+    planning(
+        "insufficient_overlap",
+        "Two series of a pairs screen share fewer than 100 bars of the timeframe in the range (`details.pair`).",
+    ),
+    planning(
+        "too_many_bars",
+        "A pairs screen's range holds more than 50000 bars of the timeframe per series.",
     ),
     planning(
         "invalid_pipeline",
@@ -368,6 +405,22 @@ pub const JOB_ERROR_CODES: &[(&str, &str)] = &[
     (
         "runner_error",
         "Jesse or the runner raised outside the strategy; `details` carries the exception.",
+    ),
+    (
+        "memory_limit_exceeded",
+        "The job's process went over its address-space limit (JESSE_MCP_RUNNER_MEMORY_MB; Python's MemoryError). Not retried.",
+    ),
+    (
+        "cpu_limit_exceeded",
+        "The job's process used up its CPU time (JESSE_MCP_RUNNER_CPU_SECS). Not retried.",
+    ),
+    (
+        "file_size_limit_exceeded",
+        "The job wrote a file larger than JESSE_MCP_RUNNER_FILE_SIZE_MB. Not retried.",
+    ),
+    (
+        "sandbox_failed",
+        "The job's process could not enter the sandbox, so the strategy was not run; see the worker log.",
     ),
     (
         "strategy_error",
@@ -416,6 +469,14 @@ pub const JOB_ERROR_CODES: &[(&str, &str)] = &[
     (
         "too_few_trades",
         "A trade Monte Carlo of a backtest with fewer than two closed trades.",
+    ),
+    (
+        "candles_changed",
+        "A pairs screen whose chunks read different candles of a series (it changed while the screen ran).",
+    ),
+    (
+        "backtest_failed",
+        "A pairs backtest whose child backtest failed; `details.error` is its error.",
     ),
     (
         "source_failed",
@@ -818,8 +879,21 @@ fn mcp_path(tools: &[McpTool]) -> Map<String, Value> {
     let errors = json!({
         "401": {"description": "`unauthorized`: no valid bearer token (tokens configured).",
                 "content": {"application/json": {"schema": {"$ref": format!("{COMPONENTS}ErrorEnvelope")}}}},
-        "403": {"description": "`forbidden`: the token lacks the `read` scope.",
+        "403": {"description": "`forbidden`: the token lacks the `read` scope. `origin_not_allowed`: a browser page of another origin sent it.",
                 "content": {"application/json": {"schema": {"$ref": format!("{COMPONENTS}ErrorEnvelope")}}}},
+        "415": {"description": "`unsupported_media_type`: a body that is not `application/json`.",
+                "content": {"application/json": {"schema": {"$ref": format!("{COMPONENTS}ErrorEnvelope")}}}},
+        "421": {"description": "`host_not_allowed`: the Host header is not one JESSE_MCP_ALLOWED_HOSTS lists.",
+                "content": {"application/json": {"schema": {"$ref": format!("{COMPONENTS}ErrorEnvelope")}}}},
+        // The MCP transport's own refusals (rmcp), as plain text.
+        "400": {"description": "Not a message of the streamable HTTP transport: a request other than `initialize` without \
+                                `Mcp-Session-Id`, or a body that is not JSON-RPC.",
+                "content": {"text/plain": {"schema": {"type": "string"}}}},
+        "404": {"description": "The `Mcp-Session-Id` names no live session (ended, or never created): initialize again.",
+                "content": {"text/plain": {"schema": {"type": "string"}}}},
+        "406": {"description": "The Accept header lacks what the transport answers with: `application/json` and \
+                                `text/event-stream` for POST, `text/event-stream` for GET.",
+                "content": {"text/plain": {"schema": {"type": "string"}}}},
     });
     let security = json!([{SECURITY_SCHEME: ["read"]}]);
     let operation = |id: &str, summary: &str, body: Option<Value>, ok: Value| {

@@ -10,7 +10,9 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{
+    DefaultBodyLimit, Extension, FromRequest, FromRequestParts, Path, Request, State,
+};
 use axum::handler::Handler;
 use axum::http::{HeaderMap, Method, StatusCode, request::Parts};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +25,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::auth::Scope;
+use crate::auth::{Granted, Scope};
 use crate::error::ApiError;
 use crate::openapi::JobKindName;
 use crate::service::{
@@ -35,8 +37,13 @@ use jesse_mcp_core::analysis::{Analysis, Comparison};
 
 /// Limit for JSON bodies; backtest requests are small.
 pub const JSON_BODY_LIMIT: usize = 1024 * 1024;
-/// Limit for CSV uploads (a year of 1m candles is about 40 MB).
-pub const CSV_BODY_LIMIT: usize = 512 * 1024 * 1024;
+/// Limit for CSV uploads: a year of 1m candles is about 40 MB, so three years
+/// fit. An upload is held whole while it is parsed (about 2.5 times its size
+/// with the parsed rows), and at most [`CSV_UPLOADS_AT_ONCE`] are read at once.
+pub const CSV_BODY_LIMIT: usize = 128 * 1024 * 1024;
+/// CSV uploads read and parsed at the same time per API process; others wait.
+pub const CSV_UPLOADS_AT_ONCE: usize = 2;
+static CSV_UPLOADS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(CSV_UPLOADS_AT_ONCE);
 
 /// Codes any JSON body can be refused with.
 const JSON_BODY_CODES: &[&str] = &[
@@ -311,6 +318,11 @@ impl Route {
         if self.scope.is_some() {
             codes.extend(["unauthorized", "forbidden"]);
         }
+        // `auth::guard`, in front of every route.
+        codes.extend(["host_not_allowed", "origin_not_allowed"]);
+        if !matches!(self.method, Method::GET | Method::HEAD) {
+            codes.push("unsupported_media_type");
+        }
         codes.push("internal");
         if self.store {
             codes.push("unavailable");
@@ -432,6 +444,7 @@ pub fn routes() -> Vec<Route> {
             .errors(&["series_not_found", "invalid_symbol", "invalid_date", "invalid_date_range"]),
         Route::get("/v1/candles/{exchange}/{symbol}/csv", export_csv)
             .doc("exportCandlesCsv", "candles", "Export the rows as CSV in the import format")
+            .describe("The range defaults to the stored one and is cut to it; the rows are read from the store page by page as they are sent. A series that is not stored is a 404 `series_not_found`.")
             .path::<SeriesPath>()
             .query::<RangeQuery>()
             .reply_text(200, "the rows, streamed", "text/csv")
@@ -452,7 +465,7 @@ pub fn routes() -> Vec<Route> {
             .errors(&["invalid_encoding", "unsafe_path"]),
         Route::post("/v1/strategies/validate", validate_strategy)
             .doc("validateStrategy", "strategies", "Validate code without saving it")
-            .describe("Static validation (syntax, class, hyperparameters); with `deep: true` also a short job that imports and smoke-tests it in a runner.")
+            .describe("Static validation (syntax, class, hyperparameters); with `deep: true` also a short job that imports and smoke-tests it in a runner. Deep validation executes the submitted code, so with tokens configured it also needs the `strategies:write` scope (403 `forbidden` otherwise, nothing runs).")
             .json_body(schema::<ValidateBody>)
             .reply(200, "the report: valid, errors [{line, column, message}], warnings, hyperparameters, deep", schema::<ValidationReport>)
             .errors(&["invalid_strategy_name", "source_too_large"]),
@@ -557,7 +570,12 @@ fn health_schema(_: &mut SchemaGenerator) -> Schema {
 }
 
 fn ready_schema(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({"type": "object", "properties": {"ready": {"const": true}}, "required": ["ready"]})
+    json_schema!({"type": "object", "properties": {
+        "ready": {"const": true},
+        "sandbox": {"type": ["object", "null"], "description": "What runners enforce on strategy code, as the latest worker to start reported it (null before any worker started): `enabled` (JESSE_MCP_SANDBOX), `landlock_abi`, and per part (`filesystem`, `network`, `uid`, `environment`, `rlimits`) whether it is enforced on this machine. Details are in that worker's start-up log.",
+            "properties": {"enabled": {"type": "boolean"}, "landlock_abi": {"type": "integer"}},
+            "additionalProperties": {"type": ["boolean", "integer"]}},
+    }, "required": ["ready"]})
 }
 
 fn series_deleted_schema(_: &mut SchemaGenerator) -> Schema {
@@ -737,7 +755,27 @@ async fn health(State(service): State<Service>) -> Response {
 }
 
 async fn ready(State(service): State<Service>) -> Result<Response, ApiError> {
-    Ok(Json(service.ready().await?).into_response())
+    let mut body = service.ready().await?;
+    // Workers publish their runners' sandbox status as `sandbox.*` counters.
+    let mut sandbox = serde_json::Map::new();
+    for (name, value) in service.store().counters().await? {
+        if let Some(part) = name.strip_prefix("sandbox.") {
+            sandbox.insert(
+                part.to_string(),
+                if part == "landlock_abi" {
+                    value.into()
+                } else {
+                    (value != 0).into()
+                },
+            );
+        }
+    }
+    body["sandbox"] = if sandbox.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(sandbox)
+    };
+    Ok(Json(body).into_response())
 }
 
 async fn metrics(State(service): State<Service>) -> Result<Response, ApiError> {
@@ -899,6 +937,11 @@ async fn import_csv(
             "give the series as query parameters: /v1/candles/csv?exchange=Binance%20Perpetual%20Futures&symbol=BTC-USDT",
         ));
     };
+    // Bounds the memory of uploads: each is held whole while it is parsed.
+    let _upload = CSV_UPLOADS
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
     let body = Bytes::from_request(request, &()).await.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             payload_too_large(CSV_BODY_LIMIT)
@@ -947,7 +990,14 @@ async fn export_csv(
             q.end_date.as_deref(),
         )
         .await?;
-    let stream = futures::stream::iter(chunks.into_iter().map(Ok::<_, std::convert::Infallible>));
+    // Read from the store page by page as the client takes them; a store
+    // error mid-stream ends the response early (logged), as no status is left to send.
+    let stream = futures::StreamExt::map(chunks, |chunk| {
+        chunk.map_err(|e| {
+            tracing::error!(error = %e, "CSV export failed mid-stream");
+            std::io::Error::other("the store failed while reading the series")
+        })
+    });
     Ok((
         [(axum::http::header::CONTENT_TYPE, "text/csv")],
         axum::body::Body::from_stream(stream),
@@ -1014,11 +1064,13 @@ struct StrategyBody {
 async fn put_strategy(
     State(service): State<Service>,
     Path(StrategyPath { name }): Path<StrategyPath>,
+    granted: Option<Extension<Granted>>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<StrategyBody>,
 ) -> Result<Response, ApiError> {
+    let actor = crate::auth::actor(granted.as_deref());
     let written = service
-        .put_strategy(&name, body.code, if_match(&headers)?)
+        .put_strategy(&name, body.code, if_match(&headers)?, actor)
         .await?;
     let status = if written.created {
         StatusCode::CREATED
@@ -1031,9 +1083,16 @@ async fn put_strategy(
 async fn delete_strategy(
     State(service): State<Service>,
     Path(StrategyPath { name }): Path<StrategyPath>,
+    granted: Option<Extension<Granted>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    Ok(Json(service.delete_strategy(&name, if_match(&headers)?).await?).into_response())
+    let actor = crate::auth::actor(granted.as_deref());
+    Ok(Json(
+        service
+            .delete_strategy(&name, if_match(&headers)?, actor)
+            .await?,
+    )
+    .into_response())
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -1051,11 +1110,17 @@ pub struct ValidateBody {
 
 async fn validate_strategy(
     State(service): State<Service>,
+    granted: Option<Extension<Granted>>,
     ApiJson(body): ApiJson<ValidateBody>,
 ) -> Result<Response, ApiError> {
+    // Deep validation runs the submitted code: it needs the scope that writes code.
+    if body.deep {
+        crate::auth::check(granted.as_deref(), Scope::StrategiesWrite)?;
+    }
+    let actor = crate::auth::actor(granted.as_deref());
     Ok(Json(
         service
-            .validate_strategy(body.name.as_deref(), &body.code, body.deep)
+            .validate_strategy(body.name.as_deref(), &body.code, body.deep, actor)
             .await?,
     )
     .into_response())

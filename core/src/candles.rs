@@ -88,21 +88,38 @@ const COLUMNS: [&str; 6] = ["timestamp", "open", "high", "low", "close", "volume
 
 /// Parses a CSV of 1m candles. Bad rows are counted and the first one reported;
 /// a timestamp repeated within the file is rejected (the first occurrence stays).
+///
+/// The dialect is RFC 4180 on one line per record: LF or CRLF line ends, an
+/// optional UTF-8 byte order mark, fields optionally in double quotes (`""` is a
+/// quote inside one). A line a record cannot be read from (a quote left open, a
+/// carriage return inside the line, text after a closing quote) is rejected
+/// with its number; candle fields never hold line breaks.
 pub fn parse_csv(body: &[u8]) -> Result<ParsedCsv, CsvError> {
     let text = std::str::from_utf8(body).map_err(|_| CsvError::NotUtf8)?;
-    let mut lines = text.lines().enumerate();
-    let header = loop {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut lines = text
+        .split('\n')
+        .map(|line| line.strip_suffix('\r').unwrap_or(line))
+        .enumerate();
+    let (header_no, header) = loop {
         match lines.next() {
             None => return Err(CsvError::Empty),
             Some((_, line)) if line.trim().is_empty() => continue,
-            Some((_, line)) => break line,
+            Some((number, line)) => break (number as u64 + 1, line),
         }
     };
-    let names: Vec<String> = header
-        .trim_start_matches('\u{feff}')
-        .split(',')
-        .map(|h| h.trim().trim_matches('"').to_ascii_lowercase())
-        .collect();
+    let names: Vec<String> = match split_fields(header) {
+        Ok(fields) => fields
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect(),
+        Err(reason) => {
+            return Err(CsvError::BadHeader(format!(
+                "{} (line {header_no}: {reason})",
+                COLUMNS.join(",")
+            )));
+        }
+    };
     let mut index = [0usize; 6];
     let mut missing = Vec::new();
     for (slot, column) in COLUMNS.iter().enumerate() {
@@ -128,10 +145,13 @@ pub fn parse_csv(body: &[u8]) -> Result<ParsedCsv, CsvError> {
         if line.trim().is_empty() {
             continue;
         }
-        let fields: Vec<&str> = line
-            .split(',')
-            .map(|f| f.trim().trim_matches('"'))
-            .collect();
+        let fields = match split_fields(line) {
+            Ok(fields) => fields,
+            Err(reason) => {
+                reject(&mut parsed, line_no, reason);
+                continue;
+            }
+        };
         if fields.len() < names.len() {
             reject(
                 &mut parsed,
@@ -140,7 +160,7 @@ pub fn parse_csv(body: &[u8]) -> Result<ParsedCsv, CsvError> {
             );
             continue;
         }
-        let timestamp = match parse_candle_timestamp(fields[index[0]]) {
+        let timestamp = match parse_candle_timestamp(fields[index[0]].trim()) {
             Ok(ts) => ts,
             Err(e) => {
                 reject(&mut parsed, line_no, e);
@@ -150,7 +170,7 @@ pub fn parse_csv(body: &[u8]) -> Result<ParsedCsv, CsvError> {
         let mut values = [0.0f64; 5];
         let mut bad = None;
         for (slot, value) in values.iter_mut().enumerate() {
-            let raw = fields[index[slot + 1]];
+            let raw = fields[index[slot + 1]].trim();
             match raw.parse::<f64>() {
                 Ok(v) => *value = v,
                 Err(_) => {
@@ -188,6 +208,76 @@ pub fn parse_csv(body: &[u8]) -> Result<ParsedCsv, CsvError> {
     }
     parsed.candles.sort_by_key(|c| c.timestamp);
     Ok(parsed)
+}
+
+/// The fields of one CSV line (its line end already removed): unquoted fields
+/// as they are, quoted ones without their quotes and with `""` read as `"`.
+/// Why the line is not a record otherwise.
+fn split_fields(line: &str) -> Result<Vec<std::borrow::Cow<'_, str>>, String> {
+    use std::borrow::Cow;
+    if line.contains('\r') {
+        return Err("a carriage return inside the line (use LF or CRLF line ends)".into());
+    }
+    let mut fields = Vec::new();
+    let mut rest = line;
+    loop {
+        let number = fields.len() + 1;
+        let trimmed = rest.trim_start();
+        if let Some(quoted) = trimmed.strip_prefix('"') {
+            // A quoted field: up to the quote that is not doubled.
+            let mut value: Option<String> = None;
+            let mut from = 0;
+            let close = loop {
+                match quoted[from..].find('"') {
+                    None => {
+                        return Err(format!(
+                            "field {number} opens a quote that does not close on this line"
+                        ));
+                    }
+                    Some(at) if quoted[from + at + 1..].starts_with('"') => {
+                        value
+                            .get_or_insert_with(String::new)
+                            .push_str(&quoted[from..from + at + 1]);
+                        from += at + 2;
+                    }
+                    Some(at) => break from + at,
+                }
+            };
+            let field = match value {
+                Some(mut text) => {
+                    text.push_str(&quoted[from..close]);
+                    Cow::Owned(text)
+                }
+                None => Cow::Borrowed(&quoted[..close]),
+            };
+            fields.push(field);
+            let after = quoted[close + 1..].trim_start();
+            match after.strip_prefix(',') {
+                Some(next) => rest = next,
+                None if after.is_empty() => return Ok(fields),
+                None => {
+                    return Err(format!(
+                        "unexpected text after the closing quote of field {number}"
+                    ));
+                }
+            }
+        } else {
+            let (field, next) = match rest.find(',') {
+                Some(at) => (&rest[..at], Some(&rest[at + 1..])),
+                None => (rest, None),
+            };
+            if field.contains('"') {
+                return Err(format!(
+                    "a quote inside unquoted field {number} (quote the whole field, doubling inner quotes)"
+                ));
+            }
+            fields.push(Cow::Borrowed(field));
+            match next {
+                Some(next) => rest = next,
+                None => return Ok(fields),
+            }
+        }
+    }
 }
 
 /// Writes candles as CSV in the import format (`timestamp,open,high,low,close,volume`).
@@ -289,6 +379,73 @@ mod tests {
         let parsed = parse_csv(csv.as_bytes()).unwrap();
         assert_eq!(parsed.candles.len(), 1);
         assert_eq!(parsed.rejected, 2);
+    }
+
+    #[test]
+    fn crlf_line_ends_and_a_byte_order_mark() {
+        let csv = "\u{feff}timestamp,open,high,low,close,volume\r\n\
+                   60000,1,2,0.5,1.5,10\r\n\
+                   \r\n\
+                   120000,1,2,0.5,1.5,11\r\n";
+        let parsed = parse_csv(csv.as_bytes()).unwrap();
+        assert_eq!(parsed.rejected, 0, "{:?}", parsed.first_rejection);
+        assert_eq!(parsed.candles.len(), 2);
+        assert_eq!(parsed.candles[1].volume, 11.0);
+        // A BOM before a first data field that is not the header's is still only a BOM.
+        let parsed = parse_csv(
+            "\u{feff}\"timestamp\",open,high,low,close,volume\n60000,1,2,0.5,1.5,1\n".as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(parsed.candles.len(), 1);
+    }
+
+    #[test]
+    fn quoted_fields_are_read_as_rfc_4180_says() {
+        let csv = "\"timestamp\",\"open\",\"high\",\"low\",\"close\",\"volume\"\n\
+                   \"60000\",\"1\", \"2\" ,0.5,1.5,10\n\
+                   \"2024-01-01T00:01:00Z\",1,2,0.5,1.5,10,\"a note, with a comma and \"\"quotes\"\"\"\n";
+        let parsed = parse_csv(csv.as_bytes()).unwrap();
+        assert_eq!(parsed.rejected, 0, "{:?}", parsed.first_rejection);
+        assert_eq!(parsed.candles.len(), 2);
+        assert_eq!(parsed.candles[0].high, 2.0);
+        assert_eq!(
+            split_fields("\"a,b\",\"c\"\"d\",,e").unwrap(),
+            ["a,b", "c\"d", "", "e"]
+        );
+        assert_eq!(split_fields("\"\"").unwrap(), [""]);
+    }
+
+    #[test]
+    fn unreadable_lines_are_rejected_with_their_number() {
+        let csv = "timestamp,open,high,low,close,volume\n\
+                   60000,1,2,0.5,1.5,10\n\
+                   \"120000,1,2,0.5,1.5,10\n\
+                   180000,\"1\"x,2,0.5,1.5,10\n\
+                   240000,1\"5,2,0.5,1.5,10\n\
+                   300000,1,2,0.5,1.5,10\r300000,1,2,0.5,1.5,10\n\
+                   360000,\"1,5\",2,0.5,1.5,10\n\
+                   420000,1,2,0.5,1.5,10\n";
+        let parsed = parse_csv(csv.as_bytes()).unwrap();
+        assert_eq!(parsed.candles.len(), 2);
+        assert_eq!(parsed.rejected, 5);
+        let first = parsed.first_rejection.unwrap();
+        assert_eq!(first.line, 3);
+        assert!(first.reason.contains("does not close"), "{}", first.reason);
+        let reason = |line: &str| split_fields(line).unwrap_err();
+        assert!(reason("1,\"2\"x").contains("after the closing quote of field 2"));
+        assert!(reason("1,2\"3").contains("quote inside unquoted field 2"));
+        assert!(reason("1,2\r3").contains("carriage return"));
+        // A quoted number with a thousands separator is one field, and not a number.
+        let parsed =
+            parse_csv(b"timestamp,open,high,low,close,volume\n60000,\"1,5\",2,0.5,1.5,10\n")
+                .unwrap();
+        assert_eq!(
+            parsed.first_rejection.unwrap().reason,
+            "open '1,5' is not a number"
+        );
+        // A header that cannot be read names its line.
+        let header = parse_csv(b"\n\"timestamp,open,high,low,close,volume\n").unwrap_err();
+        assert!(header.to_string().contains("line 2"), "{header}");
     }
 
     #[test]

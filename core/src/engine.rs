@@ -342,7 +342,11 @@ impl Engine {
         let counts = store.child_counts(parent_id).await?;
         if counts.total > 0 {
             let (progress, stage) = progress_of(&parent, &counts);
-            store.set_progress(parent_id, progress, &stage).await?;
+            // Progress is shown, not relied on: the store retried a busy moment,
+            // and a write that still failed does not stop the parent moving on.
+            if let Err(e) = store.set_progress(parent_id, progress, &stage).await {
+                tracing::warn!(job.id = parent_id, error = %e, "parent progress not recorded");
+            }
         }
         if counts.total > 0 && counts.done() == counts.total && store.wake(parent_id).await? {
             tracing::info!(

@@ -39,6 +39,8 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("queue error: {0}")]
     Queue(String),
+    #[error("configuration error: {0}")]
+    Config(String),
 }
 
 /// A refusal or failure as the frontends report it: an HTTP status plus the

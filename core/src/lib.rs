@@ -24,6 +24,32 @@ pub mod time;
 
 pub use error::{ApiError, ErrorBody, StoreError};
 
+/// How durably the SQLite store commits (`JESSE_MCP_SQLITE_SYNCHRONOUS`).
+///
+/// `full` (the default) fsyncs the write-ahead log at every commit, so a job
+/// answered with 202 survives a power loss, not only a crash. `normal` skips
+/// that fsync: faster commits, but the last ones before a power loss can be
+/// lost (never corrupted). The queue's own file stays `normal`: the store is
+/// the record, and [`engine::Engine::requeue_lost`] re-enqueues a stored job
+/// the queue lost. Postgres commits are durable with its default
+/// `synchronous_commit = on`.
+pub fn sqlite_synchronous() -> Result<sqlx::sqlite::SqliteSynchronous, StoreError> {
+    use sqlx::sqlite::SqliteSynchronous;
+    match std::env::var("JESSE_MCP_SQLITE_SYNCHRONOUS")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "" | "full" => Ok(SqliteSynchronous::Full),
+        "normal" => Ok(SqliteSynchronous::Normal),
+        other => Err(StoreError::Config(format!(
+            "JESSE_MCP_SQLITE_SYNCHRONOUS={other:?} is not a choice: use `full` (the default: \
+             a 202 survives a power loss) or `normal` (faster commits, the last ones can be \
+             lost on power loss)"
+        ))),
+    }
+}
+
 /// Serialises creating and migrating the SQLite files of a data directory across
 /// processes (API, workers and CLI may start together on a fresh directory, and
 /// SQLite migrations take no lock of their own). Held until the file drops.

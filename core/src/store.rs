@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, QueryBuilder, SqlitePool};
 
 use crate::candles::Candle;
@@ -206,6 +206,8 @@ const JOB_HEAD_COLUMNS: &str = "id, kind, status, 'null' AS params, progress, st
                                 parent_id, child_index, released, waiting, child_cap, child_window, \
                                 best_value, best_child";
 const UPSERT_CHUNK: usize = 3_000;
+/// How long a SQLite statement waits for another connection's write lock.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The database behind the store. Every statement is written once, in SQL both
 /// engines accept (`$n` parameters, `ON CONFLICT`, `IS DISTINCT FROM`), and runs
@@ -304,6 +306,13 @@ impl Store {
     /// Connects to `url` and applies migrations. Postgres migrations take an
     /// advisory lock, so many processes may start against one database at once.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, SQLITE_BUSY_TIMEOUT).await
+    }
+
+    /// [`Store::connect`] with a SQLite busy timeout of its own: how long a
+    /// statement waits for another connection's write lock before it fails
+    /// as busy (Postgres waits for row locks as long as they are held).
+    pub async fn connect_with(url: &str, sqlite_busy_timeout: Duration) -> Result<Self> {
         let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
@@ -317,8 +326,9 @@ impl Store {
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(30))
+                // A 202 is durable: see `crate::sqlite_synchronous`.
+                .synchronous(crate::sqlite_synchronous()?)
+                .busy_timeout(sqlite_busy_timeout)
                 .foreign_keys(true)
                 // Range scans of candles read pages through a memory map instead of
                 // copying each one out of the OS cache (about a third faster for a year).
@@ -534,18 +544,24 @@ impl Store {
         Ok(holder.flatten().is_none_or(|h| h == owner))
     }
 
+    /// Shows a running job's progress and stage. A store that is busy or
+    /// unreachable for a moment (a lock held past the busy timeout, a dropped
+    /// connection) is waited out: see [`retry_transient`].
     pub async fn set_progress(&self, id: &str, progress: f64, stage: &str) -> Result<()> {
-        on_db!(self, pool => sqlx::query(
-            "UPDATE jobs SET progress = $1, stage = $2, updated_at = $3 WHERE id = $4 AND status = 'running'",
-        )
-        .bind(progress)
-        .bind(stage)
-        .bind(now_ms())
-        .bind(id)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        Ok(())
+        retry_transient("writing progress", || async {
+            on_db!(self, pool => sqlx::query(
+                "UPDATE jobs SET progress = $1, stage = $2, updated_at = $3 WHERE id = $4 AND status = 'running'",
+            )
+            .bind(progress)
+            .bind(stage)
+            .bind(now_ms())
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+            Ok(())
+        })
+        .await
     }
 
     /// Moves a job to a terminal status. A job that is already terminal keeps
@@ -672,20 +688,24 @@ impl Store {
         Ok(())
     }
 
-    /// Merges `patch`'s keys into a stored result's body (e.g. the time the write took).
+    /// Merges `patch`'s keys into a stored result's body (e.g. the time the
+    /// write took), waiting out a store that is busy for a moment.
     pub async fn patch_result(&self, job_id: &str, key: &str, value: &Value) -> Result<()> {
-        let Some((_, mut body)) = self.result_body(job_id).await? else {
-            return Ok(());
-        };
-        body[key] = value.clone();
-        let text = serde_json::to_string(&body)?;
-        on_db!(self, pool => sqlx::query("UPDATE job_results SET body = $1 WHERE job_id = $2")
-            .bind(&text)
-            .bind(job_id)
-            .execute(pool)
-            .await?
-            .rows_affected());
-        Ok(())
+        retry_transient("patching a result", || async {
+            let Some((_, mut body)) = self.result_body(job_id).await? else {
+                return Ok(());
+            };
+            body[key] = value.clone();
+            let text = serde_json::to_string(&body)?;
+            on_db!(self, pool => sqlx::query("UPDATE job_results SET body = $1 WHERE job_id = $2")
+                .bind(&text)
+                .bind(job_id)
+                .execute(pool)
+                .await?
+                .rows_affected());
+            Ok(())
+        })
+        .await
     }
 
     /// A result's kind and body.
@@ -788,40 +808,66 @@ impl Store {
     // ---- candles ------------------------------------------------------------
 
     /// Idempotent upsert of 1m candles, counting inserted, changed and unchanged rows.
+    ///
+    /// Written a chunk per transaction, so a large upload never holds the
+    /// store's write lock for its whole length (a chunk that was written stays
+    /// written; the upsert is idempotent, so repeating the call completes it).
+    /// The counts are exact under concurrent writers of the same series on
+    /// both engines: each chunk's rows are counted by the statement that writes
+    /// them, and the summary's row count moves by the rows inserted in the same
+    /// transaction. Rows are written in timestamp order, so concurrent writers
+    /// take row locks in the same order and never deadlock; a timestamp given
+    /// twice is written once (the last one given wins), the other counted unchanged.
     pub async fn upsert_candles(
         &self,
         exchange: &str,
         symbol: &str,
         candles: &[Candle],
     ) -> Result<UpsertCounts> {
-        let mut counts = UpsertCounts::default();
-        if candles.is_empty() {
-            return Ok(counts);
+        let ordered;
+        let rows = if candles.windows(2).all(|w| w[0].timestamp < w[1].timestamp) {
+            candles
+        } else {
+            let mut sorted = candles.to_vec();
+            sorted.sort_by_key(|c| c.timestamp);
+            let mut unique: Vec<Candle> = Vec::with_capacity(sorted.len());
+            for candle in sorted {
+                match unique.last_mut() {
+                    Some(last) if last.timestamp == candle.timestamp => *last = candle,
+                    _ => unique.push(candle),
+                }
+            }
+            ordered = unique;
+            &ordered[..]
+        };
+        let mut counts = UpsertCounts {
+            unchanged: (candles.len() - rows.len()) as u64,
+            ..UpsertCounts::default()
+        };
+        for chunk in rows.chunks(UPSERT_CHUNK) {
+            let (inserted, affected) = self.upsert_chunk(exchange, symbol, chunk).await?;
+            counts.inserted += inserted;
+            counts.updated += affected.saturating_sub(inserted);
+            counts.unchanged += (chunk.len() as u64).saturating_sub(affected);
         }
-        let first = candles
-            .iter()
-            .map(|c| c.timestamp)
-            .min()
-            .expect("non-empty");
-        let last = candles
-            .iter()
-            .map(|c| c.timestamp)
-            .max()
-            .expect("non-empty");
-        in_tx!(self, tx => {
-            for chunk in candles.chunks(UPSERT_CHUNK) {
-                let (lo, hi) = chunk.iter().fold((i64::MAX, i64::MIN), |(lo, hi), c| {
-                    (lo.min(c.timestamp), hi.max(c.timestamp))
-                });
-                let count_range = "SELECT COUNT(*) FROM candles WHERE exchange = $1 AND symbol = $2 \
-                                   AND timeframe = '1m' AND timestamp BETWEEN $3 AND $4";
-                let before: i64 = sqlx::query_scalar(count_range)
-                    .bind(exchange)
-                    .bind(symbol)
-                    .bind(lo)
-                    .bind(hi)
-                    .fetch_one(&mut *tx)
-                    .await?;
+        Ok(counts)
+    }
+
+    /// Writes one chunk of ordered, distinct candles and moves the series'
+    /// summary, in one transaction: `(inserted, inserted + updated)`.
+    async fn upsert_chunk(
+        &self,
+        exchange: &str,
+        symbol: &str,
+        chunk: &[Candle],
+    ) -> Result<(u64, u64)> {
+        let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else {
+            return Ok((0, 0));
+        };
+        let (lo, hi) = (first.timestamp, last.timestamp);
+        // The upsert statement: an unchanged row is left alone (not counted as written).
+        macro_rules! upsert {
+            () => {{
                 let mut query = QueryBuilder::new(
                     "INSERT INTO candles (exchange, symbol, timeframe, timestamp, open, close, high, low, volume) ",
                 );
@@ -846,7 +892,32 @@ impl Store {
                      OR candles.low IS DISTINCT FROM excluded.low \
                      OR candles.volume IS DISTINCT FROM excluded.volume",
                 );
-                let affected = query.build().execute(&mut *tx).await?.rows_affected();
+                query
+            }};
+        }
+        const SUMMARY: &str = "INSERT INTO candle_series (exchange, symbol, timeframe, first_ts, last_ts, row_count, updated_at) \
+             VALUES ($1, $2, '1m', $3, $4, $5, $6) ON CONFLICT (exchange, symbol, timeframe) DO UPDATE SET \
+             first_ts = CASE WHEN excluded.first_ts < candle_series.first_ts \
+                             THEN excluded.first_ts ELSE candle_series.first_ts END, \
+             last_ts = CASE WHEN excluded.last_ts > candle_series.last_ts \
+                            THEN excluded.last_ts ELSE candle_series.last_ts END, \
+             row_count = candle_series.row_count + excluded.row_count, \
+             version = candle_series.version + 1, updated_at = excluded.updated_at";
+        match &self.db {
+            Db::Sqlite(pool) => {
+                // BEGIN IMMEDIATE serialises writers, so the rows counted before and
+                // after the statement differ by exactly the rows it inserted.
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let count_range = "SELECT COUNT(*) FROM candles WHERE exchange = $1 AND symbol = $2 \
+                                   AND timeframe = '1m' AND timestamp BETWEEN $3 AND $4";
+                let before: i64 = sqlx::query_scalar(count_range)
+                    .bind(exchange)
+                    .bind(symbol)
+                    .bind(lo)
+                    .bind(hi)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let affected = upsert!().build().execute(&mut *tx).await?.rows_affected();
                 let after: i64 = sqlx::query_scalar(count_range)
                     .bind(exchange)
                     .bind(symbol)
@@ -854,31 +925,41 @@ impl Store {
                     .bind(hi)
                     .fetch_one(&mut *tx)
                     .await?;
-                let inserted = (after - before) as u64;
-                counts.inserted += inserted;
-                counts.updated += affected - inserted;
-                counts.unchanged += chunk.len() as u64 - affected;
+                let inserted = u64::try_from(after - before).unwrap_or(0);
+                sqlx::query(SUMMARY)
+                    .bind(exchange)
+                    .bind(symbol)
+                    .bind(lo)
+                    .bind(hi)
+                    .bind(inserted as i64)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok((inserted, affected))
             }
-            sqlx::query(
-                "INSERT INTO candle_series (exchange, symbol, timeframe, first_ts, last_ts, row_count, updated_at) \
-                 VALUES ($1, $2, '1m', $3, $4, $5, $6) ON CONFLICT (exchange, symbol, timeframe) DO UPDATE SET \
-                 first_ts = CASE WHEN excluded.first_ts < candle_series.first_ts \
-                                 THEN excluded.first_ts ELSE candle_series.first_ts END, \
-                 last_ts = CASE WHEN excluded.last_ts > candle_series.last_ts \
-                                THEN excluded.last_ts ELSE candle_series.last_ts END, \
-                 row_count = candle_series.row_count + excluded.row_count, \
-                 version = candle_series.version + 1, updated_at = excluded.updated_at",
-            )
-            .bind(exchange)
-            .bind(symbol)
-            .bind(first)
-            .bind(last)
-            .bind(counts.inserted as i64)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
-        });
-        Ok(counts)
+            Db::Postgres(pool) => {
+                // Under READ COMMITTED other writers commit between any two
+                // statements, so the rows are counted by the upsert itself: a row
+                // it inserted has no xmax, a row it updated has this transaction's.
+                let mut tx = pool.begin().await?;
+                let mut query = upsert!();
+                query.push(" RETURNING (xmax = 0)");
+                let written: Vec<bool> = query.build_query_scalar().fetch_all(&mut *tx).await?;
+                let inserted = written.iter().filter(|fresh| **fresh).count() as u64;
+                sqlx::query(SUMMARY)
+                    .bind(exchange)
+                    .bind(symbol)
+                    .bind(lo)
+                    .bind(hi)
+                    .bind(inserted as i64)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok((inserted, written.len() as u64))
+            }
+        }
     }
 
     /// Recounts the series' gaps between its first and last row into the summary.
@@ -983,28 +1064,45 @@ impl Store {
         .await?))
     }
 
-    /// Replaces the whole schedule list; series kept keep their last tick.
+    /// Replaces the whole schedule list; series kept keep their creation time
+    /// and last tick. One transaction of upserts and a delete of the series no
+    /// longer listed, serialised against other replacements (SQLite's write
+    /// lock; a table lock on Postgres, which readers pass), so concurrent
+    /// replacements each succeed and the list ends as the last one left it.
     pub async fn replace_schedules(&self, schedules: &[ScheduleRecord]) -> Result<()> {
+        let postgres = matches!(self.db, Db::Postgres(_));
         in_tx!(self, tx => {
-            let existing: Vec<(String, String, Option<i64>, i64)> =
-                sqlx::query_as("SELECT exchange, symbol, last_fired_at, created_at FROM schedules")
-                    .fetch_all(&mut *tx)
+            if postgres {
+                sqlx::query("LOCK TABLE schedules IN SHARE ROW EXCLUSIVE MODE")
+                    .execute(&mut *tx)
                     .await?;
-            sqlx::query("DELETE FROM schedules").execute(&mut *tx).await?;
+            }
+            let mut drop = QueryBuilder::new("DELETE FROM schedules");
+            if !schedules.is_empty() {
+                drop.push(" WHERE (exchange, symbol) NOT IN (");
+                let mut list = drop.separated(", ");
+                for schedule in schedules {
+                    list.push("(")
+                        .push_bind_unseparated(&schedule.exchange)
+                        .push_unseparated(", ")
+                        .push_bind_unseparated(&schedule.symbol)
+                        .push_unseparated(")");
+                }
+                drop.push(")");
+            }
+            drop.build().execute(&mut *tx).await?;
             for schedule in schedules {
-                let previous = existing
-                    .iter()
-                    .find(|(e, s, _, _)| *e == schedule.exchange && *s == schedule.symbol);
                 sqlx::query(
                     "INSERT INTO schedules (exchange, symbol, cron, start_date, created_at, last_fired_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (exchange, symbol) DO UPDATE SET \
+                     cron = excluded.cron, start_date = excluded.start_date",
                 )
                 .bind(&schedule.exchange)
                 .bind(&schedule.symbol)
                 .bind(&schedule.cron)
                 .bind(&schedule.start_date)
-                .bind(previous.map_or(schedule.created_at, |p| p.3))
-                .bind(previous.and_then(|p| p.2))
+                .bind(schedule.created_at)
+                .bind(schedule.last_fired_at)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -1119,6 +1217,42 @@ impl Store {
         .await?))
     }
 
+    /// The first `limit` rows of `[start, end)` of a series, in order: a page
+    /// of an export (the next page starts a minute after the last row).
+    pub async fn candle_page(
+        &self,
+        exchange: &str,
+        symbol: &str,
+        start: i64,
+        end: i64,
+        limit: usize,
+    ) -> Result<Vec<Candle>> {
+        type Row = (i64, f64, f64, f64, f64, f64);
+        let rows: Vec<Row> = on_db!(self, pool => sqlx::query_as(
+            "SELECT timestamp, open, close, high, low, volume FROM candles WHERE exchange = $1 \
+             AND symbol = $2 AND timeframe = '1m' AND timestamp >= $3 AND timestamp < $4 \
+             ORDER BY timestamp LIMIT $5",
+        )
+        .bind(exchange)
+        .bind(symbol)
+        .bind(start)
+        .bind(end)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(pool)
+        .await?);
+        Ok(rows
+            .into_iter()
+            .map(|(timestamp, open, close, high, low, volume)| Candle {
+                timestamp,
+                open,
+                close,
+                high,
+                low,
+                volume,
+            })
+            .collect())
+    }
+
     /// Missing minutes of `[start, end)`, as half-open runs.
     pub async fn gaps(
         &self,
@@ -1169,8 +1303,14 @@ impl Store {
         start: i64,
         end: i64,
     ) -> Result<Vec<f64>> {
-        let expected = ((end - start) / MINUTE_MS).max(0) as usize;
-        let mut out = Vec::with_capacity(expected * 6);
+        // Room for the rows the range can hold, but never more than the series
+        // has: a range of centuries over a few rows reserves a few rows.
+        let minutes = (end.saturating_sub(start) / MINUTE_MS).max(0);
+        let stored = match self.series_bounds(exchange, symbol).await? {
+            Some((_, _, rows)) => rows.max(0),
+            None => 0,
+        };
+        let mut out = Vec::with_capacity(usize::try_from(minutes.min(stored)).unwrap_or(0) * 6);
         match &self.db {
             Db::Sqlite(pool) => {
                 let mut conn = pool.acquire().await?;
@@ -1192,6 +1332,59 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+/// How long a running job's bookkeeping writes (progress, stage, timings)
+/// keep retrying a store that is busy or unreachable before giving up.
+pub const TRANSIENT_RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// Whether a store error is a moment's trouble rather than a fault of the
+/// statement: SQLite busy or locked (a writer held the lock past the busy
+/// timeout), a Postgres deadlock, serialisation failure, lock timeout, server
+/// restart or connection failure, or a pool with no free connection.
+pub fn is_transient(error: &StoreError) -> bool {
+    let StoreError::Database(error) = error else {
+        return false;
+    };
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => {
+            let Some(code) = db.code() else {
+                return false;
+            };
+            if let Ok(sqlite) = code.parse::<i32>() {
+                // Extended result codes keep the primary code in the low byte.
+                return matches!(sqlite & 0xff, 5 | 6); // SQLITE_BUSY, SQLITE_LOCKED
+            }
+            matches!(
+                code.as_ref(),
+                "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03" | "53300"
+            ) || code.starts_with("08")
+        }
+        _ => false,
+    }
+}
+
+/// Runs `op` again while it fails with a transient error (see [`is_transient`]),
+/// with a short doubling backoff, for up to [`TRANSIENT_RETRY_FOR`]; any
+/// other error, or the last transient one, is returned.
+pub async fn retry_transient<T, F, Fut>(what: &str, mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let deadline = std::time::Instant::now() + TRANSIENT_RETRY_FOR;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match op().await {
+            Err(e) if is_transient(&e) && std::time::Instant::now() + delay < deadline => {
+                tracing::warn!(error = %e, "{what}: the store is busy; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
     }
 }
 

@@ -77,6 +77,8 @@ pub struct Options {
     pub requeue_after_secs: u64,
     /// JESSE_MCP_QUEUE_RETENTION_SECS for API instances.
     pub queue_retention_secs: u64,
+    /// Extra environment for worker processes (e.g. sandbox limits, planted secrets).
+    pub worker_env: Vec<(&'static str, String)>,
 }
 
 impl Options {
@@ -117,6 +119,7 @@ impl Default for Options {
             shutdown_grace_secs: 10,
             requeue_after_secs: 60,
             queue_retention_secs: 3600,
+            worker_env: Vec::new(),
         }
     }
 }
@@ -252,6 +255,7 @@ impl TestApp {
         let mut command = Command::new(bin("jesse-mcp-worker"));
         command
             .envs(self.env())
+            .envs(self.options.worker_env.iter().cloned())
             .stdin(Stdio::null())
             .stderr(file)
             .kill_on_drop(true);

@@ -76,6 +76,11 @@ conformance!(
     candles_upsert_load_and_summaries,
     gaps_are_half_open_runs,
     schedules_leases_counters_validations,
+    concurrent_imports_of_one_series_count_exactly,
+    loading_a_wide_range_allocates_what_is_stored,
+    candle_pages_walk_a_series_in_order,
+    concurrent_schedule_replacements_all_succeed,
+    a_large_upsert_commits_chunk_by_chunk,
 );
 
 fn new_id() -> String {
@@ -930,4 +935,204 @@ async fn schedules_leases_counters_validations(store: &Store) {
             .unwrap()
             .is_none()
     );
+}
+
+/// Writers of overlapping ranges of one series at once (each with its own
+/// prices, so some rows are updated): every writer's counts add up to its
+/// rows, the inserted rows add up to what is stored, and so does the summary.
+async fn concurrent_imports_of_one_series_count_exactly(store: &Store) {
+    let (exchange, symbol) = ("Binance Spot", "CONC-USDT");
+    let start = day("2024-05-01");
+    for round in 0..4u64 {
+        let symbol = format!("{symbol}{round}");
+        let writers: Vec<_> = (0..6u64)
+            .map(|writer| {
+                let store = store.clone();
+                let symbol = symbol.clone();
+                // 4,000 rows (two chunks) starting 500 minutes after the previous writer's.
+                let from = start + (writer as i64) * 500 * MINUTE_MS;
+                let mut rows =
+                    synthetic(from, from + 4_000 * MINUTE_MS, 100.0, round * 10 + writer);
+                if writer % 2 == 1 {
+                    rows.reverse(); // the store must not depend on the caller's order
+                }
+                tokio::spawn(async move {
+                    let counts = store.upsert_candles(exchange, &symbol, &rows).await;
+                    (rows.len() as u64, counts)
+                })
+            })
+            .collect();
+        let mut inserted = 0;
+        for writer in writers {
+            let (len, counts) = writer.await.expect("writer panicked");
+            let counts = counts.expect("upsert");
+            assert_eq!(
+                counts.inserted + counts.updated + counts.unchanged,
+                len,
+                "{counts:?}"
+            );
+            inserted += counts.inserted;
+        }
+        let stored = store
+            .count_candles(exchange, &symbol, 0, i64::MAX / 2)
+            .await
+            .unwrap();
+        assert_eq!(stored, 4_000 + 5 * 500, "round {round}");
+        assert_eq!(inserted as i64, stored, "round {round}: inserted counts");
+        let series = store.list_series().await.unwrap();
+        let summary = series.iter().find(|s| s.symbol == symbol).expect("summary");
+        assert_eq!(summary.rows, stored, "round {round}: summary rows");
+        assert_eq!(summary.first, start);
+        assert_eq!(summary.last, start + (stored - 1) * MINUTE_MS);
+    }
+}
+
+/// A range of decades over a series of ten rows reserves room for ten rows,
+/// not for every minute of the range (a far-future end once aborted a worker).
+async fn loading_a_wide_range_allocates_what_is_stored(store: &Store) {
+    let (exchange, symbol) = ("Binance Spot", "WIDE-USDT");
+    let start = day("2024-01-01");
+    let candles = synthetic(start, start + 10 * MINUTE_MS, 10.0, 3);
+    store
+        .upsert_candles(exchange, symbol, &candles)
+        .await
+        .unwrap();
+    let loaded = store
+        .load_candles(exchange, symbol, day("1970-01-01"), day("2099-12-31"))
+        .await
+        .unwrap();
+    assert_eq!(loaded.len(), 60);
+    assert!(loaded.capacity() <= 60, "capacity {}", loaded.capacity());
+    let none = store
+        .load_candles(exchange, "NONE-USDT", day("1970-01-01"), day("2099-12-31"))
+        .await
+        .unwrap();
+    assert!(none.is_empty() && none.capacity() == 0);
+    // Reversed and extreme bounds are empty, never an overflow.
+    assert!(
+        store
+            .load_candles(exchange, symbol, i64::MAX, i64::MIN)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .load_candles(exchange, symbol, i64::MIN, i64::MAX)
+            .await
+            .unwrap()
+            .len(),
+        60
+    );
+}
+
+/// Pages of a series (what the CSV export streams) are its rows in order,
+/// each once, whatever the page size and the gaps.
+async fn candle_pages_walk_a_series_in_order(store: &Store) {
+    let (exchange, symbol) = ("Binance Spot", "PAGE-USDT");
+    let start = day("2024-02-01");
+    let mut candles = synthetic(start, start + 1_000 * MINUTE_MS, 10.0, 4);
+    candles.retain(|c| (c.timestamp - start) / MINUTE_MS % 7 != 3);
+    store
+        .upsert_candles(exchange, symbol, &candles)
+        .await
+        .unwrap();
+    for page in [1, 6, 250, 10_000] {
+        let mut got = Vec::new();
+        let mut from = day("1970-01-01");
+        loop {
+            let rows = store
+                .candle_page(exchange, symbol, from, day("2099-01-01"), page)
+                .await
+                .unwrap();
+            assert!(rows.len() <= page);
+            let Some(last) = rows.last() else { break };
+            from = last.timestamp + MINUTE_MS;
+            got.extend(rows);
+        }
+        assert_eq!(got, candles, "page size {page}");
+    }
+    let inner = store
+        .candle_page(
+            exchange,
+            symbol,
+            start + MINUTE_MS,
+            start + 3 * MINUTE_MS,
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(inner, candles[1..3]);
+}
+
+/// Many replacements of the schedule list at once: each succeeds, and the
+/// list ends as one of them left it.
+async fn concurrent_schedule_replacements_all_succeed(store: &Store) {
+    let schedule = |symbol: String| ScheduleRecord {
+        exchange: "Binance Spot".into(),
+        symbol,
+        cron: "0 30 2 * * *".into(),
+        start_date: None,
+        created_at: 1,
+        last_fired_at: None,
+    };
+    for round in 0..5 {
+        let writers: Vec<_> = (0..8)
+            .map(|writer| {
+                let store = store.clone();
+                // Overlapping lists: each writer keeps some series of the others.
+                let list: Vec<ScheduleRecord> = (0..6)
+                    .map(|i| schedule(format!("S{}-USDT", (writer + i) % 10)))
+                    .collect();
+                tokio::spawn(async move { store.replace_schedules(&list).await })
+            })
+            .collect();
+        for writer in writers {
+            writer
+                .await
+                .expect("writer panicked")
+                .unwrap_or_else(|e| panic!("round {round}: replace_schedules failed: {e}"));
+        }
+        let listed = store.list_schedules().await.unwrap();
+        assert_eq!(listed.len(), 6, "round {round}: {listed:?}");
+    }
+}
+
+/// A large upsert is written a chunk per transaction: readers see it grow
+/// while it runs (it never holds the write lock for its whole length), and
+/// its counts and the summary come out the same as one transaction's.
+async fn a_large_upsert_commits_chunk_by_chunk(store: &Store) {
+    let (exchange, symbol) = ("Binance Spot", "BIG-USDT");
+    let start = day("2023-01-01");
+    let rows = synthetic(start, start + 90_000 * MINUTE_MS, 20.0, 9);
+    let total = rows.len() as i64;
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move { store.upsert_candles(exchange, symbol, &rows).await })
+    };
+    let mut seen_partial = false;
+    while !writer.is_finished() {
+        let stored = store
+            .count_candles(exchange, symbol, start, start + total * MINUTE_MS)
+            .await
+            .unwrap();
+        seen_partial |= stored > 0 && stored < total;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let counts = writer.await.unwrap().unwrap();
+    assert_eq!(
+        counts,
+        UpsertCounts {
+            inserted: total as u64,
+            updated: 0,
+            unchanged: 0
+        }
+    );
+    assert!(
+        seen_partial,
+        "no reader saw the upsert part-way: one long transaction"
+    );
+    let series = store.list_series().await.unwrap();
+    let summary = series.iter().find(|s| s.symbol == symbol).unwrap();
+    assert_eq!((summary.rows, summary.first), (total, start));
 }

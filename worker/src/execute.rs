@@ -131,6 +131,18 @@ impl Executor {
                     return Ok(());
                 }
             };
+            if job.cancel_requested {
+                // Cancelled while an earlier attempt ran, and that worker died or
+                // restarted before it could stop: the cancel wins.
+                let error = ErrorBody::new(
+                    "cancelled",
+                    "cancelled by request (the attempt running at the time was interrupted)",
+                );
+                self.finish(&job, JobStatus::Cancelled, Some(&error), None)
+                    .await?;
+                tracing::info!(job.id = job_id, "job cancelled before its next attempt");
+                return Ok(());
+            }
             if job.attempts > self.config.max_attempts {
                 // Redelivered after the worker itself died under it, too often.
                 let reason = if last_loss.is_empty() {
@@ -162,10 +174,14 @@ impl Executor {
                         let mut timings = timings.clone();
                         timings["result_write_ms"] =
                             json!(write_started.elapsed().as_secs_f64() * 1e3);
-                        self.engine
-                            .store()
-                            .patch_result(job_id, "timings", &timings)
-                            .await?;
+                        advisory(
+                            job_id,
+                            "timings",
+                            self.engine
+                                .store()
+                                .patch_result(job_id, "timings", &timings)
+                                .await,
+                        );
                     }
                     self.finish(&job, JobStatus::Succeeded, None, Some(&summary))
                         .await?;
@@ -204,6 +220,11 @@ impl Executor {
                     return Ok(());
                 }
                 Ok(Outcome::Cancelled) => {
+                    if !self.engine.store().holds_lease(job_id, &self.owner).await? {
+                        // Stopped because another worker took the job over: its
+                        // run, not this one, ends the job.
+                        return Ok(());
+                    }
                     let error = ErrorBody::new("cancelled", "cancelled by request while running");
                     self.finish(&job, JobStatus::Cancelled, Some(&error), None)
                         .await?;
@@ -356,10 +377,14 @@ impl Executor {
             );
         }
 
-        self.engine
-            .store()
-            .set_progress(job_id, 0.05, "loading candles")
-            .await?;
+        advisory(
+            job_id,
+            "progress",
+            self.engine
+                .store()
+                .set_progress(job_id, 0.05, "loading candles")
+                .await,
+        );
         let load_started = Instant::now();
         let mut series = Vec::new();
         let mut loaded = Vec::new();
@@ -437,10 +462,14 @@ impl Executor {
             .flat_map(|d| [d.trading.as_slice(), d.warmup.as_slice()])
             .collect();
 
-        self.engine
-            .store()
-            .set_progress(job_id, 0.15, "running Jesse")
-            .await?;
+        advisory(
+            job_id,
+            "progress",
+            self.engine
+                .store()
+                .set_progress(job_id, 0.15, "running Jesse")
+                .await,
+        );
         let mut runner = self.pool.checkout().await?;
         let deadline = Instant::now() + Duration::from_secs(self.config.job_timeout_secs);
         let hashing = {
@@ -504,10 +533,14 @@ impl Executor {
         if result["ok"] != json!(true) {
             return Ok(Outcome::Failed(python_error(&result["error"])));
         }
-        self.engine
-            .store()
-            .set_progress(job_id, 0.95, "writing result")
-            .await?;
+        advisory(
+            job_id,
+            "progress",
+            self.engine
+                .store()
+                .set_progress(job_id, 0.95, "writing result")
+                .await,
+        );
         if entry != "run_backtest" {
             // Another Jesse call: its answer as it is, with the same provenance.
             let mut body = result;
@@ -566,7 +599,7 @@ impl Executor {
 
     /// Deep validation: the exact source, imported and smoke-tested in a runner on
     /// synthetic candles (15m, 240 warm-up candles, three days), bounded in time.
-    async fn validate(&self, plan: &ValidationPlan) -> anyhow::Result<Outcome> {
+    async fn validate(&self, job_id: &str, plan: &ValidationPlan) -> anyhow::Result<Outcome> {
         const DAY: i64 = 86_400_000;
         let start = 1_672_531_200_000; // 2023-01-01; the candles are synthetic anyway
         let warmup_start = start - 240 * 15 * MINUTE_MS;
@@ -613,7 +646,7 @@ impl Executor {
                 &request,
                 &[&trading, &warmup],
                 Instant::now() + timeout,
-                std::future::pending(),
+                self.cancel_requested(job_id),
             )
             .await;
         let lost = match &response {
@@ -697,17 +730,21 @@ impl Executor {
         }
     }
 
-    /// Resolves once the job's cancel flag is set in the store (checked every 250 ms).
-    async fn cancel_requested(&self, job_id: &str) {
-        loop {
+    /// Resolves once the job's run must stop: its cancel flag is set in the
+    /// store (checked every 250 ms), or this worker lost its lease to another
+    /// (checked every second), whose work would replace this run's anyway.
+    pub(crate) async fn cancel_requested(&self, job_id: &str) {
+        let store = self.engine.store();
+        for tick in 1u64.. {
             tokio::time::sleep(Duration::from_millis(250)).await;
-            if self
-                .engine
-                .store()
-                .cancel_requested(job_id)
-                .await
-                .unwrap_or(false)
-            {
+            if store.cancel_requested(job_id).await.unwrap_or(false) {
+                return;
+            }
+            if tick % 4 == 0 && matches!(store.holds_lease(job_id, &self.owner).await, Ok(false)) {
+                tracing::warn!(
+                    job.id = job_id,
+                    "another worker took this job over; stopping this run"
+                );
                 return;
             }
         }
@@ -735,9 +772,10 @@ impl Runtime for Executor {
 
     fn validate_strategy<'a>(
         &'a self,
+        job: &'a JobRecord,
         plan: &'a ValidationPlan,
     ) -> BoxFuture<'a, anyhow::Result<Outcome>> {
-        Box::pin(self.validate(plan))
+        Box::pin(self.validate(&job.id, plan))
     }
 
     fn run_jesse<'a>(
@@ -784,6 +822,11 @@ fn python_error(error: &Value) -> ErrorBody {
         "strategy_runtime" => "strategy_error",
         "interrupted" => "interrupted",
         "invalid_hyperparameters" => "invalid_hyperparameters",
+        // Sandbox limits (see worker/src/sandbox.rs).
+        "memory_limit" => "memory_limit_exceeded",
+        "cpu_limit" => "cpu_limit_exceeded",
+        "file_size_limit" => "file_size_limit_exceeded",
+        "sandbox" => "sandbox_failed",
         _ => "runner_error",
     };
     let mut text = if kind == "invalid_hyperparameters" {
@@ -826,6 +869,15 @@ fn summary_of(metrics: &Value) -> Value {
         }
     }
     Value::Object(summary)
+}
+
+/// A running job's bookkeeping write (progress, stage, timings): the store
+/// already waited out a busy or unreachable moment (`retry_transient`); if it
+/// still failed, the job goes on without it, as it is no part of its outcome.
+fn advisory(job_id: &str, what: &str, written: Result<(), jesse_mcp_core::StoreError>) {
+    if let Err(e) = written {
+        tracing::warn!(job.id = job_id, error = %e, "{what} not recorded; the job goes on");
+    }
 }
 
 /// Runs a store write until it succeeds or two minutes pass: an outcome that

@@ -52,6 +52,8 @@ enum Call {
     Failed(ErrorBody),
     Cancelled,
     Lost(String),
+    /// The job's own deadline passed (JESSE_MCP_JOB_TIMEOUT_SECS).
+    TimedOut,
 }
 
 impl Executor {
@@ -67,6 +69,7 @@ impl Executor {
             .gaps(&plan.exchange, &plan.symbol, plan.start_ms, plan.end_ms)
             .await?;
         let to_fetch: i64 = missing.iter().map(|g| g.minutes).sum();
+        let deadline = Instant::now() + Duration::from_secs(self.config.job_timeout_secs);
         let mut runner = self.pool.checkout().await?;
         let result = self
             .import_with(
@@ -76,6 +79,7 @@ impl Executor {
                 endpoint.as_deref(),
                 &missing,
                 to_fetch,
+                deadline,
             )
             .await;
         let lost = if runner.is_dead() {
@@ -90,6 +94,7 @@ impl Executor {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn import_with(
         &self,
         runner: &mut Runner,
@@ -98,6 +103,7 @@ impl Executor {
         endpoint: Option<&str>,
         missing: &[jesse_mcp_core::store::Gap],
         to_fetch: i64,
+        deadline: Instant,
     ) -> anyhow::Result<Outcome> {
         let started = Instant::now();
         let (mut inserted, mut updated, mut pages, mut fetched_minutes) = (0u64, 0u64, 0u64, 0i64);
@@ -105,13 +111,22 @@ impl Executor {
         let mut listing: Option<i64> = None;
         if to_fetch > 0 {
             match self
-                .call(runner, plan, endpoint, json!({"op": "first"}), &mut spacing)
+                .call(
+                    runner,
+                    job_id,
+                    plan,
+                    endpoint,
+                    json!({"op": "first"}),
+                    &mut spacing,
+                    deadline,
+                )
                 .await?
             {
                 Call::Ok(answer) => listing = answer["first"].as_i64(),
                 Call::Failed(error) => return Ok(Outcome::Failed(error)),
                 Call::Cancelled => return Ok(Outcome::Cancelled),
                 Call::Lost(reason) => return Ok(Outcome::RunnerLost(reason)),
+                Call::TimedOut => return Ok(self.import_timed_out()),
             }
         }
         'gaps: for gap in missing {
@@ -127,10 +142,12 @@ impl Executor {
                 let page = match self
                     .call(
                         runner,
+                        job_id,
                         plan,
                         endpoint,
                         json!({"op": "page", "start": cursor}),
                         &mut spacing,
+                        deadline,
                     )
                     .await?
                 {
@@ -138,6 +155,7 @@ impl Executor {
                     Call::Failed(error) => return Ok(Outcome::Failed(error)),
                     Call::Cancelled => return Ok(Outcome::Cancelled),
                     Call::Lost(reason) => return Ok(Outcome::RunnerLost(reason)),
+                    Call::TimedOut => return Ok(self.import_timed_out()),
                 };
                 pages += 1;
                 let rows: Vec<Candle> = page["rows"]
@@ -235,15 +253,42 @@ impl Executor {
         })
     }
 
+    fn import_timed_out(&self) -> Outcome {
+        Outcome::Failed(ErrorBody::new(
+            "timed_out",
+            format!(
+                "the import did not finish within {} s (JESSE_MCP_JOB_TIMEOUT_SECS); the candles \
+                 stored so far are kept, and a rerun continues from the first missing minute",
+                self.config.job_timeout_secs
+            ),
+        ))
+    }
+
+    /// Waits `wait`, unless the job's cancel is requested (Some(Cancelled)) or
+    /// its deadline comes first (Some(TimedOut)).
+    async fn pause(&self, job_id: &str, wait: Duration, deadline: Instant) -> Option<Call> {
+        let until = (Instant::now() + wait).min(deadline);
+        tokio::select! {
+            () = tokio::time::sleep_until(until.into()) => {
+                (Instant::now() >= deadline).then_some(Call::TimedOut)
+            }
+            () = self.cancel_requested(job_id) => Some(Call::Cancelled),
+        }
+    }
+
     /// One driver call, paced per exchange, with bounded retries for rate limits
-    /// and outages. Unknown symbols and other errors fail at once.
+    /// and outages. Unknown symbols and other errors fail at once. Cancel and the
+    /// job's deadline stop it at any point, between retries included.
+    #[allow(clippy::too_many_arguments)]
     async fn call(
         &self,
         runner: &mut Runner,
+        job_id: &str,
         plan: &ImportPlan,
         endpoint: Option<&str>,
         mut request: Value,
         spacing: &mut Duration,
+        deadline: Instant,
     ) -> anyhow::Result<Call> {
         request["exchange"] = json!(plan.exchange);
         request["symbol"] = json!(plan.symbol);
@@ -255,19 +300,24 @@ impl Executor {
         };
         let mut attempt = 0;
         loop {
-            self.pacer.wait(&plan.exchange, *spacing).await;
-            let deadline = Instant::now() + Duration::from_secs(120);
+            tokio::select! {
+                () = self.pacer.wait(&plan.exchange, *spacing) => {}
+                () = self.cancel_requested(job_id) => return Ok(Call::Cancelled),
+                () = tokio::time::sleep_until(deadline.into()) => return Ok(Call::TimedOut),
+            }
+            let call_deadline = (Instant::now() + Duration::from_secs(120)).min(deadline);
             let answer = match runner
                 .run(
                     self.pool.spec(),
                     &request,
                     &[],
-                    deadline,
-                    std::future::pending(),
+                    call_deadline,
+                    self.cancel_requested(job_id),
                 )
                 .await
             {
                 Ok(response) => response.result,
+                Err(RunError::TimedOut) if Instant::now() >= deadline => return Ok(Call::TimedOut),
                 Err(RunError::TimedOut) => {
                     json!({"fetch_error": {"kind": "unavailable", "message": "no answer from the exchange within 120 s"}})
                 }
@@ -337,7 +387,9 @@ impl Executor {
                 wait_ms = wait.as_millis() as u64,
                 "exchange call failed; retrying"
             );
-            tokio::time::sleep(wait).await;
+            if let Some(stop) = self.pause(job_id, wait, deadline).await {
+                return Ok(stop);
+            }
         }
     }
 }

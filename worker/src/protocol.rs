@@ -17,6 +17,9 @@ pub struct Ready {
     pub ok: bool,
     pub jesse_version: Option<String>,
     pub error: Option<String>,
+    /// What the runner's jobs are held to (`crate::sandbox::SandboxStatus`).
+    #[serde(default)]
+    pub sandbox: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -59,14 +62,65 @@ pub fn read_frame(input: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
             "frame of {len} bytes exceeds the limit"
         )));
     }
-    let mut body = vec![0u8; len];
-    input.read_exact(&mut body)?;
+    // Grown as bytes arrive: a length prefix alone never reserves memory.
+    let mut body = Vec::with_capacity(len.min(CHUNK_BYTES));
+    input.take(len as u64).read_to_end(&mut body)?;
+    if body.len() != len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(Some(body))
 }
 
-/// Reads `rows` candles (6 f64 each) straight into an f64 buffer.
+/// The most memory a read reserves ahead of the bytes that fill it.
+const CHUNK_BYTES: usize = 8 << 20;
+
+/// Reads `rows` candles (6 f64 each) straight into an f64 buffer, which grows
+/// as rows arrive (a header claiming more rows than are sent reserves nothing).
 pub fn read_rows(input: &mut impl Read, rows: usize) -> std::io::Result<Vec<f64>> {
-    let mut values = vec![0f64; rows * 6];
-    input.read_exact(bytemuck::cast_slice_mut(&mut values))?;
+    let total = rows
+        .checked_mul(6)
+        .ok_or_else(|| std::io::Error::other(format!("{rows} rows is not a row count")))?;
+    let chunk = CHUNK_BYTES / 8;
+    let mut values: Vec<f64> = Vec::with_capacity(total.min(chunk));
+    while values.len() < total {
+        let filled = values.len();
+        let next = (total - filled).min(chunk);
+        values.resize(filled + next, 0.0);
+        input.read_exact(bytemuck::cast_slice_mut(&mut values[filled..]))?;
+    }
     Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_length_prefix_without_its_bytes_is_an_error() {
+        let mut stream = Vec::from(((MAX_FRAME) as u32).to_le_bytes());
+        stream.extend_from_slice(b"{}");
+        let error = read_frame(&mut stream.as_slice()).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof);
+        let too_long = Vec::from(((MAX_FRAME + 1) as u32).to_le_bytes());
+        assert!(read_frame(&mut too_long.as_slice()).is_err());
+        assert!(read_frame(&mut [].as_slice()).unwrap().is_none());
+    }
+
+    #[test]
+    fn row_counts_that_overflow_or_outrun_the_stream_are_errors() {
+        // Found while writing fuzz/fuzz_targets/runner_frames.rs: `rows * 6` overflowed.
+        assert!(read_rows(&mut [0u8; 48].as_slice(), usize::MAX).is_err());
+        assert!(read_rows(&mut [0u8; 48].as_slice(), 1 << 40).is_err());
+        let row: Vec<u8> = (0..6).flat_map(|i| f64::from(i).to_le_bytes()).collect();
+        assert_eq!(
+            read_rows(&mut row.as_slice(), 1).unwrap(),
+            vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+        );
+        let mut frame = Vec::new();
+        write_frame(&mut frame, b"{\"a\":1}").unwrap();
+        assert_eq!(
+            read_frame(&mut frame.as_slice()).unwrap().unwrap(),
+            b"{\"a\":1}"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! Candle data beyond CSV: import jobs through Jesse's drivers, gap reports,
 //! CSV export and deletion of a series.
 
+use futures::StreamExt;
 use jesse_mcp_core::store::Gap;
 use jesse_mcp_core::time::{MINUTE_MS, now_ms, parse_day, to_rfc3339};
 use schemars::JsonSchema;
@@ -11,6 +12,17 @@ use super::{Service, check_symbol};
 use crate::error::ApiError;
 
 pub use jesse_mcp_core::kinds::candle_import::ImportRequest;
+
+/// Rows per page of a CSV export: each page is read from the store, written
+/// out and dropped before the next is read.
+pub const EXPORT_PAGE_ROWS: usize = 10_000;
+
+const CSV_HEADER: &str = "timestamp,open,high,low,close,volume\n";
+
+/// A CSV export: its chunks in order, read from the store as they are sent.
+pub type CsvExport = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<String, jesse_mcp_core::StoreError>> + Send>,
+>;
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct GapReport {
@@ -96,36 +108,53 @@ impl Service {
         )
     }
 
-    /// The rows of `[start, end)` as CSV in the import format, a month per chunk.
+    /// The rows of `[start, end)` of a stored series as CSV in the import
+    /// format, as a stream of chunks read from the store a page at a time
+    /// (memory stays constant whatever the range). The range is cut to the
+    /// stored one first; a series that is not stored is `series_not_found`.
     pub async fn export_csv(
         &self,
         exchange: &str,
         symbol: &str,
         start: Option<&str>,
         end: Option<&str>,
-    ) -> Result<Vec<String>, ApiError> {
-        let (mut from, end_ms) = self.resolve_range(exchange, symbol, start, end).await?;
-        let mut chunks = vec!["timestamp,open,high,low,close,volume\n".to_string()];
-        while from < end_ms {
-            let to = (from + 31 * 1440 * MINUTE_MS).min(end_ms);
-            let rows = self
-                .inner
-                .engine
-                .store()
-                .load_candles(exchange, symbol, from, to)
-                .await?;
-            let mut chunk = String::with_capacity(rows.len() * 10);
-            for r in rows.chunks_exact(6) {
-                // Stored as Jesse's [ts, open, close, high, low, volume]; written as the import header says.
-                chunk.push_str(&format!(
-                    "{},{},{},{},{},{}\n",
-                    r[0] as i64, r[1], r[3], r[4], r[2], r[5]
-                ));
+    ) -> Result<CsvExport, ApiError> {
+        let (start_ms, end_ms) = self.resolve_range(exchange, symbol, start, end).await?;
+        let series = self.inner.engine.store().list_series().await?;
+        let stored = series
+            .iter()
+            .find(|s| s.exchange == exchange && s.symbol == symbol)
+            .ok_or_else(|| self.series_not_found(exchange, symbol))?;
+        let from = start_ms.max(stored.first);
+        let until = end_ms.min(stored.last + MINUTE_MS);
+        let store = self.inner.engine.store().clone();
+        let (exchange, symbol) = (exchange.to_string(), symbol.to_string());
+        let header = futures::stream::once(async { Ok(CSV_HEADER.to_string()) });
+        let pages = futures::stream::try_unfold(Some(from), move |cursor| {
+            let (store, exchange, symbol) = (store.clone(), exchange.clone(), symbol.clone());
+            async move {
+                let Some(from) = cursor.filter(|from| *from < until) else {
+                    return Ok(None);
+                };
+                let rows = store
+                    .candle_page(&exchange, &symbol, from, until, EXPORT_PAGE_ROWS)
+                    .await?;
+                let Some(last) = rows.last() else {
+                    return Ok(None);
+                };
+                let next = (rows.len() == EXPORT_PAGE_ROWS).then_some(last.timestamp + MINUTE_MS);
+                let mut chunk = String::with_capacity(rows.len() * 48);
+                for c in &rows {
+                    // Written as the import header says: open, high, low, close.
+                    chunk.push_str(&format!(
+                        "{},{},{},{},{},{}\n",
+                        c.timestamp, c.open, c.high, c.low, c.close, c.volume
+                    ));
+                }
+                Ok(Some((chunk, next)))
             }
-            chunks.push(chunk);
-            from = to;
-        }
-        Ok(chunks)
+        });
+        Ok(Box::pin(header.chain(pages)))
     }
 
     pub async fn delete_series(

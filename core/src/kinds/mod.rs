@@ -27,6 +27,7 @@ pub mod batch;
 pub mod candle_import;
 pub mod monte_carlo;
 pub mod optimization;
+pub mod pairs;
 pub mod significance;
 pub mod strategy_validation;
 pub mod walk_forward;
@@ -42,6 +43,9 @@ pub static REGISTRY: &[&KindDef] = &[
     &walk_forward::KIND,
     &monte_carlo::KIND,
     &significance::KIND,
+    &pairs::screen::KIND,
+    &pairs::chunk::KIND,
+    &pairs::trade::KIND,
 ];
 
 /// The kind named `name`, if this binary knows it.
@@ -192,9 +196,11 @@ pub trait Runtime: Send + Sync {
         job: &'a JobRecord,
         plan: &'a BacktestPlan,
     ) -> BoxFuture<'a, anyhow::Result<Outcome>>;
-    /// Imports and smoke-tests a strategy source in a runner.
+    /// Imports and smoke-tests a strategy source in a runner (stopped when
+    /// the job's cancel is requested).
     fn validate_strategy<'a>(
         &'a self,
+        job: &'a JobRecord,
         plan: &'a ValidationPlan,
     ) -> BoxFuture<'a, anyhow::Result<Outcome>>;
     /// Runs another Jesse call of the runner module on a backtest plan's candles

@@ -58,7 +58,7 @@ fn execute<'a>(rt: &'a dyn Runtime, job: &'a JobRecord) -> BoxFuture<'a, anyhow:
             Ok(plan) => plan,
             Err(outcome) => return Ok(outcome),
         };
-        let outcome = rt.validate_strategy(&plan).await?;
+        let outcome = rt.validate_strategy(job, &plan).await?;
         if let Outcome::Succeeded { result, .. } = &outcome {
             rt.store()
                 .save_validation(&job.id, &plan.name, &plan.sha256, &result.body)
