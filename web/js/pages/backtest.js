@@ -88,7 +88,10 @@ async function candleChart(ctx, box, note, plan, trades) {
   if (!ctx.alive) return;
   const bars = candlesFromCsv(csv, minutes).filter((b) => b.time * 1000 >= plan.start_ms && b.time * 1000 < plan.end_ms);
   const width = minutes * 60;
-  const at = (ms) => Math.floor(ms / 1000 / width) * width;
+  // A position Jesse closes at the end of the range closes at the last bar's end:
+  // marked on the last bar.
+  const last = bars.length ? bars[bars.length - 1].time : 0;
+  const at = (ms) => Math.min(Math.floor(ms / 1000 / width) * width, last);
   const markers = [];
   for (const t of trades) {
     if (t.symbol && t.symbol !== route.symbol) continue;

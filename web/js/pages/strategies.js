@@ -62,7 +62,7 @@ function list(ctx, el) {
       { title: 'deep validation', cell: (st) => (st.deep_validation ? badge(st.deep_validation.status) : '—') },
       { title: 'modified (UTC)', cell: (st) => when(st.modified_at) },
       { title: 'sha256', cell: (st) => h('span', { class: 'mono muted' }, st.sha256.slice(0, 12)) },
-    ], strategies, { testid: 'strategies-table', rowAttrs: (st) => ({ 'data-strategy': st.name, 'data-valid': st.valid }) }));
+    ], strategies, { testid: 'strategies-table', rowAttrs: (st) => ({ 'data-strategy': st.name, 'data-valid': String(st.valid) }) }));
   }, 5000);
 }
 
