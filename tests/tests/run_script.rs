@@ -42,6 +42,9 @@ impl Service {
         }
         let data_dir = dir.join("data");
         let log = dir.join("run.log");
+        // One open file for both streams, so neither overwrites the other.
+        let out = std::fs::File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
         let child = std::process::Command::new("bash")
             .arg(repo_root().join("ops/run.sh"))
             .current_dir(repo_root())
@@ -59,8 +62,8 @@ impl Service {
             .env_remove("JESSE_MCP_DATABASE_URL")
             .env_remove("JESSE_MCP_QUEUE_URL")
             .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::options().append(true).open(&log).unwrap())
+            .stdout(out)
+            .stderr(err)
             .process_group(0)
             .spawn()
             .expect("start ops/run.sh");
@@ -250,11 +253,12 @@ async fn worker_processes_sets_how_many_workers_run() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(service.worker_pid(3).is_none());
-    assert!(
-        service.log().contains("with 2 worker process(es)"),
-        "{}",
-        service.log()
-    );
+    // The banner follows the first healthy answer.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !service.log().contains("with 2 worker process(es)") {
+        assert!(Instant::now() < deadline, "{}", service.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[test]
