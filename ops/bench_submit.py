@@ -74,7 +74,8 @@ def main():
     medians = {m: statistics.median([statistics.median(r) for r in rs]) for m, rs in runs.items()}
     tails = {m: statistics.median([p95(r) for r in rs]) for m, rs in runs.items()}
     lines = ["", HEADING, "",
-             f"{platform.machine()}, {os.cpu_count()} cores; {ROUNDS} alternating rounds of {SUBMITS} sequential "
+             f"{platform.machine()}, {os.cpu_count()} cores, {os.path.basename(os.path.normpath(BIN))} build; "
+             f"{ROUNDS} alternating rounds of {SUBMITS} sequential "
              "`POST /v1/backtests` each, API alone on a fresh SQLite store; medians over rounds.", "",
              "| store commit | submit median (ms) | submit p95 (ms) |", "|---|---|---|"]
     for mode, label in (("full", "`synchronous=FULL` (default: a 202 survives power loss)"),
