@@ -1752,6 +1752,21 @@ impl Store {
     }
 
     /// A page of a parent's children with their result bodies, by index.
+    /// The children after `after_index`, `page` at a time (see [`ChildPages`]).
+    pub fn child_pages<'a>(
+        &'a self,
+        parent_id: &'a str,
+        after_index: i64,
+        page: i64,
+    ) -> ChildPages<'a> {
+        ChildPages {
+            store: self,
+            parent_id,
+            after: after_index,
+            page,
+        }
+    }
+
     pub async fn child_results(
         &self,
         parent_id: &str,
@@ -1884,6 +1899,29 @@ impl Store {
         .fetch_one(pool)
         .await?);
         Ok(total.unwrap_or(0))
+    }
+}
+
+/// A parent's children in child order, read a page at a time as they are
+/// asked for (a parent combining thousands of children never holds them all).
+pub struct ChildPages<'a> {
+    store: &'a Store,
+    parent_id: &'a str,
+    after: i64,
+    page: i64,
+}
+
+impl ChildPages<'_> {
+    /// The next page, or None once every child has been read.
+    pub async fn next(&mut self) -> Result<Option<Vec<ChildResult>>> {
+        let rows = self
+            .store
+            .child_results(self.parent_id, self.after, self.page)
+            .await?;
+        Ok(rows.last().map(|last| last.index).map(|last| {
+            self.after = last;
+            rows
+        }))
     }
 }
 

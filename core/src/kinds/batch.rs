@@ -505,11 +505,8 @@ async fn leaderboard(
     let mut ranked: Vec<(Option<f64>, Value)> = Vec::new();
     let mut ended: Vec<Value> = Vec::new();
     let (mut succeeded, mut failed, mut cancelled) = (0, 0, 0);
-    let mut after = -1;
-    loop {
-        let page = store.child_results(&job.id, after, 500).await?;
-        let Some(last) = page.last() else { break };
-        after = last.index;
+    let mut pages = store.child_pages(&job.id, -1, 500);
+    while let Some(page) = pages.next().await? {
         for child in page {
             let overrides = plan
                 .overrides

@@ -820,11 +820,9 @@ async fn candles_mode(
     let mut scenarios = Vec::new();
     let mut fans = Vec::new();
     let mut failed = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = rt.store().child_results(&job.id, after, 200).await?;
-        let Some(last) = page.last() else { break };
-        after = last.index;
+    // Child 0 is the original backtest; the scenarios follow it.
+    let mut pages = rt.store().child_pages(&job.id, 0, 200);
+    while let Some(page) = pages.next().await? {
         for c in page {
             match (c.status, c.body) {
                 (JobStatus::Succeeded, Some(body)) => {

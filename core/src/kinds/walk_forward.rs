@@ -417,11 +417,11 @@ async fn children(
     count: i64,
 ) -> anyhow::Result<Vec<Child>> {
     let mut out = Vec::new();
-    let mut after = from - 1;
+    let mut pages = rt.store().child_pages(parent, from - 1, 50);
     while (out.len() as i64) < count {
-        let page = rt.store().child_results(parent, after, 50).await?;
-        let Some(last) = page.last() else { break };
-        after = last.index;
+        let Some(page) = pages.next().await? else {
+            break;
+        };
         for c in page {
             if c.index >= from + count {
                 break;

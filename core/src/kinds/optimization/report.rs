@@ -104,11 +104,8 @@ pub async fn report(
     let store = rt.store();
     let mut trials: Vec<Trial> = Vec::new();
     let mut ended: Vec<Value> = Vec::new();
-    let mut after = -1;
-    loop {
-        let page = store.child_results(&job.id, after, 200).await?;
-        let Some(last) = page.last() else { break };
-        after = last.index;
+    let mut pages = store.child_pages(&job.id, -1, 200);
+    while let Some(page) = pages.next().await? {
         for child in page {
             let parsed = child
                 .body

@@ -438,11 +438,8 @@ async fn combine(
     let mut candles: Map<String, Value> = Map::new();
     let mut versions = Value::Null;
     let mut children = Vec::new();
-    let mut after = -1;
-    loop {
-        let page = rt.store().child_results(&job.id, after, 100).await?;
-        let Some(last) = page.last() else { break };
-        after = last.index;
+    let mut pages = rt.store().child_pages(&job.id, -1, 100);
+    while let Some(page) = pages.next().await? {
         for child in page {
             children
                 .push(json!({"index": child.index, "job_id": child.id, "status": child.status}));
