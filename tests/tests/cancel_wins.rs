@@ -143,8 +143,10 @@ async fn a_deep_validation_is_cancelled() {
     assert_eq!(answer["deep"]["status"], "cancelled", "{answer}");
 }
 
-/// A cancel requested while the worker running the job was frozen, which then
-/// died: the next worker to get the job ends it cancelled instead of running it.
+/// A cancel requested for a job whose worker died under it before it could
+/// act on it: the next worker to get the job ends it cancelled instead of
+/// running it. (The worker is killed first: frozen instead, it can hold
+/// SQLite's write lock, and the cancel itself would wait on it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_cancelled_before_a_restart_is_not_run_again() {
     let mut app = TestApp::spawn(Options {
@@ -160,12 +162,11 @@ async fn a_job_cancelled_before_a_restart_is_not_run_again() {
         .submit(&backtest_body("Sleeper", "1h", "2024-01-20", "2024-01-23"))
         .await;
     app.wait_for_status(&job_id, "running", LONG).await;
-    app.signal_worker(0, libc::SIGSTOP);
+    app.kill_worker(0).await;
     let (status, _) = app
         .post_json(&format!("/v1/jobs/{job_id}/cancel"), &json!({}))
         .await;
     assert_eq!(status, 200);
-    app.kill_worker(0).await;
     app.start_worker();
     let job = app.wait(&job_id, LONG).await;
     assert_eq!(job["status"], "cancelled", "{job}");
