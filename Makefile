@@ -4,11 +4,17 @@ CACHE_DIR ?= $(HOME)/.cache/jesse-mcp
 export CARGO_TARGET_DIR ?= $(CACHE_DIR)/target
 export JESSE_MCP_CACHE_DIR ?= $(CACHE_DIR)
 
-.PHONY: run test bench bench-batch bench-optimize bench-durability fuzz venv browser vendor-web build release lint fmt clean-data
+.PHONY: run help test bench bench-batch bench-optimize bench-durability fuzz venv browser vendor-web build release lint fmt clean-data
 
 ## run: bootstrap what is missing, build, serve on 127.0.0.1:8080 with local workers
 run: release
 	@ops/run.sh
+
+## help: list these targets
+help:
+	@echo 'make <target>   (default: run)'
+	@sed -nE 's/^## ([A-Za-z0-9_-]+): (.*)/\1\t\2/p' $(firstword $(MAKEFILE_LIST)) | \
+		awk -F'\t' '{ printf "  %-18s %s\n", $$1, $$2 }'
 
 ## test: the whole suite (unit + end-to-end with real Jesse), plus fmt and clippy
 test:
@@ -46,19 +52,23 @@ fuzz:
 venv:
 	@ops/python-env.sh >/dev/null
 
+## build: debug build of the binaries
 build: venv
 	cargo build --workspace --bins
 
+## release: release build of the binaries (what make run serves)
 release: venv
 	cargo build --release --workspace --bins
 
+## lint: cargo fmt --check and clippy with warnings as errors
 lint: venv
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+## fmt: format the workspace
 fmt:
 	cargo fmt --all
 
-## clean-data: delete the local store and queue (data/)
+## clean-data: delete the local store and queue (data/); the next make run stores the demo data again
 clean-data:
 	rm -rf data

@@ -18,6 +18,7 @@ echo "== docker-compose config"; ops/compose-check.sh
 # The dashboard's browser tests: Debian's chromium and the locked npm packages
 # (cached outside the clone); web/vendor/ must be the locked lightweight-charts.
 echo "== browser"; ops/browser-env.sh >/dev/null; ops/vendor-web.sh --check
+echo "== MCP clients"; ops/mcp-clients-env.sh >/dev/null  # the TypeScript SDK (npm lock); the Python SDK is in the tools venv
 echo "== fmt"; cargo fmt --all --check
 echo "== clippy"; cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== build"; cargo build --workspace --bins --quiet

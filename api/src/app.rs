@@ -1,7 +1,8 @@
 //! Builds and runs the HTTP application: REST under `/v1`, MCP at `/mcp`, on one
-//! listener, all of it behind `auth`'s two layers. `Application::build` binds
-//! (port 0 works for tests), `port()` tells where, `run_until_stopped` serves
-//! until the shutdown future resolves.
+//! listener, all of it behind `auth`'s two layers (and `/mcp` behind one more:
+//! the JSON-RPC errors and session ends rmcp leaves to the HTTP layer).
+//! `Application::build` binds (port 0 works for tests), `port()` tells where,
+//! `run_until_stopped` serves until the shutdown future resolves.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,20 +45,26 @@ impl Application {
         )?);
         let service = open_service(config).await?;
         let shutdown = CancellationToken::new();
+        let sessions = Arc::new(LocalSessionManager::default());
         let mcp_service = {
             let service = service.clone();
             StreamableHttpService::new(
                 move || Ok(JesseMcp::new(service.clone())),
-                Arc::new(LocalSessionManager::default()),
+                sessions.clone(),
                 // Host and Origin are checked by `auth::guard` for every route,
                 // MCP included, so rmcp's own checks (one more copy of the same
                 // rules) are off.
                 StreamableHttpServerConfig::default()
                     .disable_allowed_hosts()
                     .disable_allowed_origins()
+                    .with_max_request_body_bytes(MCP_BODY_LIMIT)
                     .with_cancellation_token(shutdown.child_token()),
             )
         };
+        let mcp_service = tower::Layer::layer(
+            &axum::middleware::from_fn_with_state(sessions, mcp_protocol_errors),
+            mcp_service,
+        );
         spawn_scheduler(
             service.clone(),
             config.scheduler_tick_ms,
@@ -151,6 +158,209 @@ fn spawn_scheduler(
         }
     });
 }
+
+/// The largest JSON-RPC message `/mcp` reads (rmcp's default).
+const MCP_BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+/// What the JSON-RPC and MCP specs ask of `/mcp` and rmcp leaves out. A POST
+/// body that is no JSON is a parse error (-32700), JSON that is no JSON-RPC 2.0
+/// message an invalid request (-32600), a known method whose params have the
+/// wrong shape invalid params (-32602): HTTP 400 with the JSON-RPC error as
+/// the body (rmcp answers all three with a 415 in plain text). A DELETE ends
+/// its session with 204 and answers 404 for a session that is not (or no
+/// longer) there, as a POST or GET naming it does.
+async fn mcp_protocol_errors(
+    axum::extract::State(sessions): axum::extract::State<Arc<LocalSessionManager>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{Method, StatusCode, header};
+    use axum::response::IntoResponse;
+    use rmcp::transport::streamable_http_server::session::SessionManager;
+    match *request.method() {
+        Method::POST
+            if request
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| {
+                    v.trim_start()
+                        .to_ascii_lowercase()
+                        .starts_with("application/json")
+                }) =>
+        {
+            let (parts, body) = request.into_parts();
+            let Ok(bytes) = axum::body::to_bytes(body, MCP_BODY_LIMIT).await else {
+                return (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("Payload Too Large: request body exceeds {MCP_BODY_LIMIT} bytes"),
+                )
+                    .into_response();
+            };
+            if let Some((code, id, message)) = jsonrpc_refusal(&bytes) {
+                let error = serde_json::json!({
+                    "jsonrpc": "2.0",
+                    "id": id,
+                    "error": {"code": code, "message": message},
+                });
+                return (StatusCode::BAD_REQUEST, axum::Json(error)).into_response();
+            }
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(bytes),
+            ))
+            .await
+        }
+        Method::DELETE => {
+            let session = request
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+                .map(Arc::<str>::from);
+            if let Some(id) = &session
+                && !sessions.has_session(id).await.unwrap_or(false)
+            {
+                return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
+            }
+            let response = next.run(request).await;
+            if response.status() == StatusCode::ACCEPTED {
+                return StatusCode::NO_CONTENT.into_response();
+            }
+            response
+        }
+        _ => next.run(request).await,
+    }
+}
+
+/// Why a POSTed body is no acceptable JSON-RPC message, as (code, id, message);
+/// None when it is one (rmcp then handles it, unknown methods included).
+fn jsonrpc_refusal(body: &[u8]) -> Option<(i32, serde_json::Value, String)> {
+    use rmcp::model::ClientJsonRpcMessage;
+    use serde_json::Value;
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(value) => value,
+        Err(e) => {
+            return Some((
+                -32700,
+                Value::Null,
+                format!("Parse error: the body is not JSON: {e}"),
+            ));
+        }
+    };
+    let invalid = |id: Value, why: &str| Some((-32600, id, format!("Invalid Request: {why}")));
+    let Value::Object(message) = &value else {
+        let why = if value.is_array() {
+            "batches are not supported; send one JSON-RPC message per request"
+        } else {
+            "a JSON-RPC message is a JSON object"
+        };
+        return invalid(Value::Null, why);
+    };
+    // An id that is itself invalid is not echoed (JSON-RPC: null when unknown).
+    let id = message.get("id").cloned();
+    let echo = match &id {
+        Some(id @ (Value::String(_) | Value::Number(_))) => id.clone(),
+        _ => Value::Null,
+    };
+    if message.get("jsonrpc") != Some(&Value::from("2.0")) {
+        return invalid(echo, "\"jsonrpc\" must be \"2.0\"");
+    }
+    if let Some(id) = &id
+        && !(id.is_string() || id.as_i64().is_some())
+    {
+        return invalid(Value::Null, "\"id\" must be a string or an integer");
+    }
+    match message.get("method") {
+        Some(Value::String(method)) => {
+            match message.get("params") {
+                None | Some(Value::Object(_)) => {}
+                Some(_) => {
+                    return Some((
+                        -32602,
+                        echo,
+                        format!("Invalid params: the params of {method} must be an object"),
+                    ));
+                }
+            }
+            if serde_json::from_value::<ClientJsonRpcMessage>(value.clone()).is_err()
+                || known_method_as_custom(&value)
+            {
+                return Some((
+                    -32602,
+                    echo,
+                    format!("Invalid params: the params do not match what {method} takes"),
+                ));
+            }
+            None
+        }
+        Some(_) => invalid(echo, "\"method\" must be a string"),
+        // A response or an error from the client (to a server request).
+        None if message.contains_key("result") || message.contains_key("error") => {
+            if id.is_none() {
+                return invalid(
+                    Value::Null,
+                    "a response needs the id of the request it answers",
+                );
+            }
+            serde_json::from_value::<ClientJsonRpcMessage>(value.clone())
+                .is_err()
+                .then(|| {
+                    (
+                        -32600,
+                        echo,
+                        "Invalid Request: not a JSON-RPC response".into(),
+                    )
+                })
+        }
+        None => invalid(
+            echo,
+            "no \"method\" (a request or notification) and no \"result\" or \"error\" (a response)",
+        ),
+    }
+}
+
+/// rmcp reads a message with a known method but params it cannot take as a
+/// custom request or notification: that is invalid params, not an unknown method.
+fn known_method_as_custom(value: &serde_json::Value) -> bool {
+    use rmcp::model::{ClientJsonRpcMessage, ClientNotification, ClientRequest};
+    let method = value["method"].as_str().unwrap_or_default();
+    let custom = match serde_json::from_value::<ClientJsonRpcMessage>(value.clone()) {
+        Ok(ClientJsonRpcMessage::Request(r)) => {
+            matches!(r.request, ClientRequest::CustomRequest(_))
+        }
+        Ok(ClientJsonRpcMessage::Notification(n)) => {
+            matches!(n.notification, ClientNotification::CustomNotification(_))
+        }
+        _ => false,
+    };
+    custom && KNOWN_METHODS.contains(&method)
+}
+
+/// The methods of the MCP revisions rmcp speaks that a client sends.
+const KNOWN_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "server/discover",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "tasks/get",
+    "tasks/cancel",
+    "tasks/list",
+    "tasks/result",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+];
 
 /// The MCP transport (rmcp) answers its own refusals (406 without a usable
 /// Accept header, 400 without a session id, 404 for an ended session) as text

@@ -512,6 +512,20 @@ fn request_authority(request: &Request) -> Option<Authority> {
 
 /// Same origin: the page was served by this very authority (whatever the scheme,
 /// which a TLS proxy in front may change).
+/// `http(s)://localhost`, `127.x.x.x` or `[::1]`, any port.
+fn loopback_origin(origin: &Origin) -> bool {
+    match origin {
+        Origin::Null => false,
+        Origin::Tuple { host, .. } => {
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            host.eq_ignore_ascii_case("localhost")
+                || bare
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+    }
+}
+
 fn same_origin(origin: &Origin, host: &Authority) -> bool {
     match origin {
         Origin::Null => false,
@@ -571,9 +585,14 @@ pub async fn guard(State(gate): State<Arc<Gate>>, request: Request, next: Next) 
     let mut cors_origin: Option<HeaderValue> = None;
     if let Some(value) = request.headers().get(header::ORIGIN) {
         let origin = value.to_str().ok().and_then(Origin::parse_header);
-        let allowed = origin
-            .as_ref()
-            .is_some_and(|o| same_origin(o, &host) || gate.origin_listed(o));
+        // MCP clients' web UIs (the Inspector on localhost:6274) run on loopback
+        // beside the service: the MCP transport spec allows loopback origins, and
+        // a page there is a local process, which could call the API without a
+        // browser anyway. The Host check above keeps rebound names out.
+        let mcp = request.uri().path() == "/mcp" || request.uri().path().starts_with("/mcp/");
+        let allowed = origin.as_ref().is_some_and(|o| {
+            same_origin(o, &host) || gate.origin_listed(o) || (mcp && loopback_origin(o))
+        });
         if !allowed {
             tracing::warn!(origin = ?value, "refused: cross-origin request");
             return ApiError::new(

@@ -55,6 +55,7 @@ static ASSETS: &[Asset] = &[
     asset!("js/pages/optimization.js", JS),
     asset!("js/pages/walk_forward.js", JS),
     asset!("js/pages/monte_carlo.js", JS),
+    asset!("js/pages/pipeline.js", JS),
     asset!("js/pages/candles.js", JS),
     asset!("js/pages/strategies.js", JS),
     asset!("vendor/lightweight-charts.standalone.production.mjs", JS),

@@ -1,12 +1,14 @@
 //! `jesse-mcp-api`: serves REST + MCP over HTTP (`serve`, the default), MCP over
 //! stdio (`mcp-stdio`), schema setup (`migrate`), and offline candle tools
-//! (`candles import-csv|synth`).
+//! (`candles import-csv|synth|demo`).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use jesse_mcp_api::{ApiConfig, Application, app::open_service};
+use jesse_mcp_core::candles::CandleSource;
 use rmcp::ServiceExt;
 
 #[derive(Parser)]
@@ -48,7 +50,13 @@ enum CandlesCommand {
         symbol: String,
         file: PathBuf,
     },
-    /// Generate reproducible synthetic 1m candles for demos, into the store or a CSV file.
+    /// Store the demo series if the store holds no candles: a year (2023) of
+    /// synthetic 1m candles for Binance Perpetual Futures BTC-USDT, labelled
+    /// `synthetic` (not market prices) in listings, gap reports and results.
+    /// `make run` and ops/mcp-stdio.sh run it on start; it writes only to stderr.
+    Demo,
+    /// Generate reproducible synthetic 1m candles for demos and tests, into the
+    /// store (labelled `synthetic`) or a CSV file.
     Synth {
         #[arg(long, default_value = "Binance Perpetual Futures")]
         exchange: String,
@@ -78,10 +86,11 @@ fn init_logging(format: &str) {
         tracing_subscriber::EnvFilter::new("info,sqlx=warn,rmcp=warn,tower_http=warn")
     });
     // stderr always: stdout belongs to the MCP protocol in stdio mode.
+    // Colours only for a person at a terminal, never into files or pipes.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(false);
+        .with_ansi(std::io::stderr().is_terminal());
     if format == "json" {
         builder.json().init();
     } else {
@@ -157,6 +166,43 @@ async fn candles(config: ApiConfig, command: CandlesCommand) -> anyhow::Result<(
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
+        CandlesCommand::Demo => {
+            use jesse_mcp_core::candles::demo;
+            let service = open_service(&config).await?;
+            let store = service.store();
+            if demo::settle_unknown(store).await? {
+                eprintln!(
+                    "jesse-mcp: labelled the stored {} {} series as synthetic demo data (it was stored before \
+                     sources were recorded)",
+                    demo::EXCHANGE,
+                    demo::SYMBOL
+                );
+            }
+            if !store.list_series().await?.is_empty() {
+                return Ok(());
+            }
+            let candles = demo::candles();
+            store
+                .upsert_candles(
+                    demo::EXCHANGE,
+                    demo::SYMBOL,
+                    CandleSource::Synthetic,
+                    &candles,
+                )
+                .await?;
+            store
+                .refresh_gap_count(demo::EXCHANGE, demo::SYMBOL)
+                .await?;
+            eprintln!(
+                "jesse-mcp: stored DEMO DATA: {} synthetic 1m candles (not market prices) as {} {}, 2023; \
+                 listings and results say source \"synthetic\"; an exchange import or CSV upload for that \
+                 exchange and symbol replaces them",
+                candles.len(),
+                demo::EXCHANGE,
+                demo::SYMBOL
+            );
+            Ok(())
+        }
         CandlesCommand::Synth {
             exchange,
             symbol,
@@ -179,24 +225,41 @@ async fn candles(config: ApiConfig, command: CandlesCommand) -> anyhow::Result<(
                 eprintln!("wrote {} candles to {}", candles.len(), path.display());
                 return Ok(());
             }
+            if !jesse_mcp_core::jesse::is_backtesting_exchange(&exchange) {
+                bail!("exchange '{exchange}' is not one Jesse can backtest");
+            }
+            jesse_mcp_core::planner::check_symbol(&symbol).map_err(|e| anyhow::anyhow!("{e}"))?;
             let service = open_service(&config).await?;
-            if if_empty
-                && !service
-                    .list_series()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?
-                    .series
-                    .is_empty()
-            {
+            let store = service.store();
+            if if_empty && !store.list_series().await?.is_empty() {
                 return Ok(());
             }
-            let mut body = Vec::new();
-            jesse_mcp_core::candles::write_csv(&candles, &mut body)?;
-            let report = service
-                .import_csv(&exchange, &symbol, &body)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            if let Some(source) = store
+                .series_source(&exchange, &symbol)
+                .await?
+                .filter(|s| s != CandleSource::Synthetic.as_str())
+            {
+                bail!(
+                    "{exchange} {symbol} holds {source} candles; synthetic candles never share a series with \
+                     others: use another symbol, or delete the series first"
+                );
+            }
+            let counts = store
+                .upsert_candles(&exchange, &symbol, CandleSource::Synthetic, &candles)
+                .await?;
+            store.refresh_gap_count(&exchange, &symbol).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "exchange": exchange,
+                    "symbol": symbol,
+                    "source": "synthetic",
+                    "rows": candles.len(),
+                    "inserted": counts.inserted,
+                    "updated": counts.updated,
+                    "unchanged": counts.unchanged,
+                }))?
+            );
             Ok(())
         }
     }

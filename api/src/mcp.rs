@@ -37,6 +37,8 @@ use crate::service::{
 };
 
 // Declared here rather than in lib.rs: the Tasks extension is part of the MCP frontend.
+#[path = "mcp_research.rs"]
+mod research;
 #[path = "mcp_tasks.rs"]
 mod tasks;
 
@@ -59,21 +61,25 @@ pub struct JesseMcp {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct JobIdArgs {
     /// The job id returned by `backtest` (a ULID such as 01JD3...).
     pub job_id: String,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct JobWaitArgs {
     /// The job id returned by `backtest`.
     pub job_id: String,
-    /// How long to wait for the job to finish, 1..50 seconds (default 30).
+    /// How long to wait for the job to finish, 1..50 seconds (default 30); other values are refused.
     #[serde(default)]
+    #[schemars(range(min = 1, max = 50))]
     pub timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct JobResultArgs {
     /// The id of a succeeded job.
     pub job_id: String,
@@ -96,15 +102,20 @@ pub struct JobResultArgs {
     /// Number of rows to return, default 100, at most 10000.
     #[serde(default)]
     pub limit: Option<usize>,
+    /// Keep each trade's nested orders (default false: compact trades).
+    #[serde(default)]
+    pub include_orders: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AnalyzeArgs {
     /// The id of a succeeded backtest job.
     pub job_id: String,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ChartArgs {
     /// The id of a succeeded backtest or monte_carlo job.
     pub job_id: String,
@@ -124,6 +135,7 @@ pub struct ChartArgs {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct JobListArgs {
     /// Only jobs of this kind: `backtest`, `backtest_batch`, `optimization`, `optimization_trial`, `walk_forward`, `monte_carlo`, `significance_test`, `candle_import`, `strategy_validation`.
     #[serde(default)]
@@ -131,6 +143,15 @@ pub struct JobListArgs {
     /// Only jobs with this status: queued, running, succeeded, failed, cancelled.
     #[serde(default)]
     pub status: Option<String>,
+    /// Only jobs whose subject names this strategy (exact name, e.g. `SmaCross`).
+    #[serde(default)]
+    pub strategy: Option<String>,
+    /// Only jobs whose subject names this symbol (e.g. `BTC-USDT`).
+    #[serde(default)]
+    pub symbol: Option<String>,
+    /// Only jobs submitted with this tag.
+    #[serde(default)]
+    pub tag: Option<String>,
     /// Page size, 1..200 (default 20).
     #[serde(default)]
     pub limit: Option<i64>,
@@ -140,6 +161,7 @@ pub struct JobListArgs {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct JobChildrenArgs {
     /// The parent job's id (e.g. returned by `backtest_batch`).
     pub job_id: String,
@@ -155,6 +177,7 @@ pub struct JobChildrenArgs {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SeriesArgs {
     /// Exchange name as Jesse spells it, e.g. `Binance Perpetual Futures`.
     pub exchange: String,
@@ -169,12 +192,14 @@ pub struct SeriesArgs {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct StrategyNameArgs {
     /// Strategy name: letters, digits and underscore, e.g. `SmaCross` (the folder `<name>/__init__.py`).
     pub name: String,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct StrategyWriteArgs {
     /// Strategy name; the file must define `class <name>(Strategy)`.
     pub name: String,
@@ -186,6 +211,7 @@ pub struct StrategyWriteArgs {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct StrategyDeleteArgs {
     pub name: String,
     /// The sha256 you read; the delete fails if the file changed since.
@@ -262,8 +288,224 @@ fn request_schema(kind: &KindDef) -> Arc<JsonObject> {
     Arc::new(root)
 }
 
+/// JSON Schema 2020-12's own formats (and OpenAPI's `int32`/`int64`/`float`/
+/// `double`/`uint*` are not among them: Ajv-based clients warn or refuse).
+const STANDARD_FORMATS: &[&str] = &[
+    "date-time",
+    "date",
+    "time",
+    "duration",
+    "email",
+    "idn-email",
+    "hostname",
+    "idn-hostname",
+    "ipv4",
+    "ipv6",
+    "uri",
+    "uri-reference",
+    "iri",
+    "iri-reference",
+    "uuid",
+    "uri-template",
+    "json-pointer",
+    "relative-json-pointer",
+    "regex",
+];
+
+/// Keywords whose value may be a boolean by design (`additionalProperties:
+/// false` is how a closed object is written everywhere); any other place that
+/// takes a schema gets an object.
+const BOOLEAN_VALUED: &[&str] = &[
+    "additionalProperties",
+    "unevaluatedProperties",
+    "additionalItems",
+    "unevaluatedItems",
+];
+/// Keywords whose value is one schema (`items` may also be an array of them).
+const SUBSCHEMA: &[&str] = &[
+    "items",
+    "contains",
+    "not",
+    "propertyNames",
+    "if",
+    "then",
+    "else",
+    "additionalProperties",
+    "unevaluatedProperties",
+    "additionalItems",
+    "unevaluatedItems",
+    "contentSchema",
+];
+/// Keywords whose value is a list of schemas.
+const SUBSCHEMA_LISTS: &[&str] = &["allOf", "anyOf", "oneOf", "prefixItems"];
+/// Keywords whose value maps names to schemas.
+const SUBSCHEMA_MAPS: &[&str] = &[
+    "properties",
+    "patternProperties",
+    "dependentSchemas",
+    "$defs",
+    "definitions",
+];
+
+/// A tool schema as every MCP client accepts it, whatever schemars emitted:
+/// no bare `true`/`false` where a schema is expected (the TypeScript SDK, and
+/// so the MCP Inspector, rejects the whole `tools/list` answer for one; `true`
+/// becomes `{}`, `false` `{"not": {}}`) and only standard formats (an
+/// unsigned integer keeps its meaning as `minimum: 0`). Values (`enum`,
+/// `const`, `default`, `examples`) are left alone.
+pub(crate) fn make_portable(schema: &mut Value) {
+    portable_at(schema, None);
+}
+
+fn portable_at(node: &mut Value, keyword: Option<&str>) {
+    match node {
+        Value::Bool(_) if keyword.is_some_and(|k| BOOLEAN_VALUED.contains(&k)) => {}
+        Value::Bool(true) => *node = Value::Object(JsonObject::new()),
+        Value::Bool(false) => *node = serde_json::json!({"not": {}}),
+        Value::Object(map) => {
+            if let Some(format) = map.get("format").and_then(Value::as_str)
+                && !STANDARD_FORMATS.contains(&format)
+            {
+                let unsigned = format.starts_with("uint");
+                map.remove("format");
+                if unsigned && !map.contains_key("minimum") && !map.contains_key("exclusiveMinimum")
+                {
+                    map.insert("minimum".into(), Value::from(0));
+                }
+            }
+            for key in SUBSCHEMA_MAPS {
+                if let Some(Value::Object(children)) = map.get_mut(*key) {
+                    for child in children.values_mut() {
+                        portable_at(child, None);
+                    }
+                }
+            }
+            for key in SUBSCHEMA_LISTS {
+                if let Some(Value::Array(children)) = map.get_mut(*key) {
+                    for child in children {
+                        portable_at(child, None);
+                    }
+                }
+            }
+            for key in SUBSCHEMA {
+                match map.get_mut(*key) {
+                    Some(Value::Array(children)) if *key == "items" => {
+                        for child in children {
+                            portable_at(child, None);
+                        }
+                    }
+                    Some(child) => portable_at(child, Some(key)),
+                    None => {}
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn portable_object(schema: &JsonObject) -> Arc<JsonObject> {
+    let mut value = Value::Object(schema.clone());
+    make_portable(&mut value);
+    match value {
+        Value::Object(object) => Arc::new(object),
+        _ => unreachable!("an object schema stays an object"),
+    }
+}
+
+/// rmcp's own argument errors (serde's "missing field", "unknown field",
+/// "invalid type") reach the client as plain text; this makes them the tool
+/// errors every other refusal is, in the `{error: {code, message, details}}`
+/// envelope. Tools without arguments refuse arguments they would ignore.
+fn checked_arguments(route: &mut ToolRoute<JesseMcp>) {
+    let inner = route.call.clone();
+    let tool = route.attr.name.clone();
+    let takes_nothing = route
+        .attr
+        .input_schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .is_none_or(JsonObject::is_empty)
+        && !["allOf", "anyOf", "oneOf", "$ref", "additionalProperties"]
+            .iter()
+            .any(|k| route.attr.input_schema.contains_key(*k));
+    route.call = Arc::new(move |ctx: ToolCallContext<'_, JesseMcp>| {
+        let inner = inner.clone();
+        let tool = tool.clone();
+        Box::pin(async move {
+            if takes_nothing
+                && let Some(name) = ctx.arguments.as_ref().and_then(|a| a.keys().next())
+            {
+                return Ok(argument_error(
+                    &tool,
+                    format!("unknown field `{name}`: {tool} takes no arguments"),
+                ));
+            }
+            match inner(ctx).await {
+                Err(error)
+                    if error.code == rmcp::model::ErrorCode::INVALID_PARAMS
+                        && error.message.starts_with(ARGUMENT_ERROR_PREFIX) =>
+                {
+                    let reason = error.message[ARGUMENT_ERROR_PREFIX.len()..].trim();
+                    Ok(argument_error(&tool, reason.to_string()))
+                }
+                other => other,
+            }
+        })
+    });
+}
+
+/// How rmcp words a `Parameters<T>` that did not deserialize.
+const ARGUMENT_ERROR_PREFIX: &str = "failed to deserialize parameters:";
+
+fn argument_error(tool: &str, reason: String) -> CallToolResponse {
+    let error = ApiError::invalid(
+        "invalid_arguments",
+        format!("the arguments of {tool} do not match its inputSchema: {reason}"),
+    )
+    .with_details(serde_json::json!({"tool": tool, "reason": reason}));
+    CallToolResult::error(vec![ContentBlock::text(error.envelope().to_string())]).into()
+}
+
 fn tool_error(error: ApiError) -> String {
-    error.envelope().to_string()
+    mcp_wording(error).envelope().to_string()
+}
+
+/// The service words its hints for REST (`GET /v1/jobs/...`); an MCP user gets
+/// the tool that does the same instead. Codes and details are unchanged.
+pub(crate) fn mcp_wording(mut error: ApiError) -> ApiError {
+    error.body.message = mcp_message(&error.body.message);
+    error
+}
+
+pub(crate) fn mcp_message(message: &str) -> String {
+    let mut text = message
+        .replace("listed by GET /v1/jobs", "listed by job_list")
+        .replace(
+            "Import them (POST /v1/candles/csv)",
+            "Import them (candles_import, or POST /v1/candles/csv with a CSV file over REST)",
+        )
+        .replace(
+            "GET /v1/pipelines/templates lists the templates",
+            "the resource jesse://pipelines/templates lists the templates",
+        )
+        .replace(
+            "(research_pipeline, POST /v1/pipelines)",
+            "(research_pipeline)",
+        );
+    // "poll GET /v1/jobs/<id> until it succeeds" (a result asked for too early).
+    if let Some(start) = text.find("poll GET /v1/jobs/") {
+        let rest = &text[start + "poll GET /v1/jobs/".len()..];
+        let id: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
+        let end = start + "poll GET /v1/jobs/".len() + id.len();
+        text.replace_range(
+            start..end,
+            &format!("call job_wait with job_id {id} (or poll job_get)"),
+        );
+    }
+    text
 }
 
 /// Over HTTP with tokens configured, a tool that changes something needs its
@@ -292,13 +534,21 @@ impl JesseMcp {
         }
     }
 
-    /// Every tool: the ones below, and a submit tool per kind users can submit.
+    /// Every tool: the ones below, and a submit tool per kind users can submit,
+    /// each with portable schemas and argument errors in the error envelope.
     pub fn tools() -> ToolRouter<Self> {
         let mut tool_router = Self::tool_router();
         for kind in REGISTRY.iter().copied() {
             if let Some(route) = submit_tool(kind) {
                 tool_router.add_route(route);
             }
+        }
+        for route in tool_router.map.values_mut() {
+            route.attr.input_schema = portable_object(&route.attr.input_schema);
+            if let Some(output) = &route.attr.output_schema {
+                route.attr.output_schema = Some(portable_object(output));
+            }
+            checked_arguments(route);
         }
         tool_router
     }
@@ -320,9 +570,28 @@ impl JesseMcp {
     }
 
     #[tool(
+        description = "Read a job's log: the lines its strategy printed (stream stdout/stderr) and logged with \
+        self.log (info/error), in order, each with its seq and the simulated time it was written at. Works while \
+        the job runs. Paged: pass next_after as after for the next page (null: the end of what is stored now). \
+        At most 10,000 lines / 1 MiB per job; a final system line says when the log was truncated.",
+        annotations(title = "Job log", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn job_logs(
+        &self,
+        Parameters(args): Parameters<crate::service::JobLogsArgs>,
+    ) -> Result<Json<crate::service::JobLogs>, String> {
+        self.service
+            .job_logs(&args.job_id, args.after, args.limit)
+            .await
+            .map(Json)
+            .map_err(tool_error)
+    }
+
+    #[tool(
         description = "Wait for a job to finish: returns the job (as job_get) as soon as it is succeeded, failed or \
-        cancelled, or after timeout_seconds (at most 50) if it is still running; call again in that case. Sends \
-        progress notifications while waiting when the request carries a progress token.",
+        cancelled, or after timeout_seconds (1..50, default 30) if it is still running; call again in that case. \
+        Sends progress notifications while waiting when the request carries a progress token, the last one at 1.0 \
+        when the job has finished.",
         annotations(title = "Wait for job", read_only_hint = true, open_world_hint = false)
     )]
     async fn job_wait(
@@ -330,29 +599,48 @@ impl JesseMcp {
         Parameters(args): Parameters<JobWaitArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<JobView>, String> {
-        let timeout = Duration::from_secs(
-            args.timeout_seconds
-                .unwrap_or(30)
-                .clamp(1, crate::service::MAX_WAIT_SECS),
-        );
+        let max = crate::service::MAX_WAIT_SECS;
+        let seconds = args.timeout_seconds.unwrap_or(30);
+        if !(1..=max).contains(&seconds) {
+            return Err(tool_error(
+                ApiError::invalid(
+                    "invalid_timeout",
+                    format!(
+                        "timeout_seconds must be 1..{max} (got {seconds}); call job_wait again while the job is queued or running"
+                    ),
+                )
+                .with_details(serde_json::json!({"timeout_seconds": seconds, "min": 1, "max": max})),
+            ));
+        }
         let token = ctx.meta.get_progress_token();
         let peer = ctx.peer.clone();
+        let notify = |progress: f64, message: String| {
+            let token = token.clone();
+            let peer = peer.clone();
+            async move {
+                if let Some(token) = token {
+                    let note = ProgressNotificationParam::new(token, progress)
+                        .with_total(1.0)
+                        .with_message(message);
+                    let _ = peer.notify_progress(note).await;
+                }
+            }
+        };
         let job = self
             .service
-            .wait_job(&args.job_id, timeout, |progress, message| {
-                let token = token.clone();
-                let peer = peer.clone();
-                async move {
-                    if let Some(token) = token {
-                        let note = ProgressNotificationParam::new(token, progress)
-                            .with_total(1.0)
-                            .with_message(message);
-                        let _ = peer.notify_progress(note).await;
-                    }
-                }
-            })
+            .wait_job(&args.job_id, Duration::from_secs(seconds), &notify)
             .await
             .map_err(tool_error)?;
+        // A finished job's last word: 1.0, whatever the last report during the run said.
+        if job.status.is_terminal() {
+            notify(1.0, job.status.as_str().to_string()).await;
+            // The TypeScript SDK handles a notification a microtask later than a
+            // response read in the same chunk, and drops progress for a request
+            // already answered: a short gap keeps the two apart on the wire.
+            if ctx.meta.get_progress_token().is_some() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         Ok(Json(job))
     }
 
@@ -371,6 +659,7 @@ impl JesseMcp {
             include_equity_curve: args.include_equity_curve,
             trades_offset: args.trades_offset.or(args.offset).unwrap_or(0),
             trades_limit: Some(args.trades_limit.or(args.limit).unwrap_or(100)),
+            include_orders: args.include_orders.unwrap_or(false),
         };
         self.service
             .get_result(&args.job_id, &query)
@@ -452,7 +741,8 @@ impl JesseMcp {
     }
 
     #[tool(
-        description = "List jobs, newest first, optionally filtered by kind and status; page with cursor.",
+        description = "List jobs, newest first, each with its subject (strategy, exchange, symbol, timeframe, range, \
+        hyperparameters) and tags; filter by kind, status, strategy, symbol or tag; page with cursor.",
         annotations(title = "List jobs", read_only_hint = true, open_world_hint = false)
     )]
     async fn job_list(
@@ -460,12 +750,15 @@ impl JesseMcp {
         Parameters(args): Parameters<JobListArgs>,
     ) -> Result<Json<JobList>, String> {
         self.service
-            .list_jobs(
-                args.kind.as_deref(),
-                args.status.as_deref(),
-                Some(args.limit.unwrap_or(20)),
-                args.cursor.as_deref(),
-            )
+            .find_jobs(&crate::service::JobQuery {
+                kind: args.kind.as_deref(),
+                status: args.status.as_deref(),
+                strategy: args.strategy.as_deref(),
+                symbol: args.symbol.as_deref(),
+                tag: args.tag.as_deref(),
+                limit: Some(args.limit.unwrap_or(20)),
+                cursor: args.cursor.as_deref(),
+            })
             .await
             .map(Json)
             .map_err(tool_error)
@@ -521,7 +814,8 @@ impl JesseMcp {
     }
 
     #[tool(
-        description = "List the stored 1m candle series (exchange, symbol, first/last minute, rows, missing minutes). \
+        description = "List the stored 1m candle series (exchange, symbol, first/last minute, rows, missing minutes, \
+        source). source `synthetic` is demo data, not market prices (see each series' note). \
         A backtest needs candles for its whole range plus warm-up.",
         annotations(
             title = "Candles available",
@@ -838,8 +1132,37 @@ impl ServerHandler for JesseMcp {
                         s.name, s.sha256, s.valid
                     ))
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let resources = research::resources().into_iter().chain(resources).collect();
         Ok(ListResourcesResult::with_all_items(resources))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourceTemplatesResult, ErrorData> {
+        Ok(rmcp::model::ListResourceTemplatesResult::with_all_items(
+            research::resource_templates(),
+        ))
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListPromptsResult, ErrorData> {
+        Ok(rmcp::model::ListPromptsResult::with_all_items(
+            research::prompts(),
+        ))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: rmcp::model::GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetPromptResponse, ErrorData> {
+        research::prompt(&request.name, request.arguments.as_ref()).map(Into::into)
     }
 
     async fn read_resource(
@@ -847,6 +1170,23 @@ impl ServerHandler for JesseMcp {
         request: ReadResourceRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
+        if request.uri == research::TEMPLATES_URI {
+            let text = serde_json::to_string_pretty(&self.service.pipeline_templates())
+                .unwrap_or_default();
+            let contents = ResourceContents::text(text, request.uri.clone())
+                .with_mime_type("application/json");
+            return Ok(ReadResourceResult::new(vec![contents]).into());
+        }
+        if let Some(id) = request.uri.strip_prefix(research::REPORT_URI) {
+            let report = self
+                .service
+                .pipeline_report(id)
+                .await
+                .map_err(|e| ErrorData::resource_not_found(e.body.message, None))?;
+            let contents =
+                ResourceContents::text(report, request.uri.clone()).with_mime_type("text/markdown");
+            return Ok(ReadResourceResult::new(vec![contents]).into());
+        }
         let Some(name) = request.uri.strip_prefix(STRATEGY_URI) else {
             return Err(ErrorData::resource_not_found(
                 format!(
@@ -872,10 +1212,189 @@ impl ServerHandler for JesseMcp {
                 .enable_tools()
                 .enable_resources()
                 .enable_resources_list_changed()
+                .enable_prompts()
                 .enable_tasks()
                 .build(),
         )
         .with_server_info(Implementation::new("jesse-mcp", env!("CARGO_PKG_VERSION")))
         .with_instructions(INSTRUCTIONS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the MCP Inspector's `--strict` lint and the TypeScript SDK refuse, found
+    /// by walking every node of a schema (not only the keywords `make_portable`
+    /// knows): a boolean that is not the value of a boolean-valued keyword, a
+    /// format that is not JSON Schema's. Values (`enum`, `const`, `default`,
+    /// `examples`) are data, not schemas.
+    fn findings(node: &Value, path: &str, key: Option<&str>, out: &mut Vec<String>) {
+        const BOOLEAN_KEYWORDS: &[&str] = &[
+            "additionalProperties",
+            "unevaluatedProperties",
+            "additionalItems",
+            "unevaluatedItems",
+            "uniqueItems",
+            "readOnly",
+            "writeOnly",
+            "deprecated",
+        ];
+        const FORMATS: &[&str] = &[
+            "date-time",
+            "date",
+            "time",
+            "duration",
+            "email",
+            "idn-email",
+            "hostname",
+            "idn-hostname",
+            "ipv4",
+            "ipv6",
+            "uri",
+            "uri-reference",
+            "iri",
+            "iri-reference",
+            "uuid",
+            "uri-template",
+            "json-pointer",
+            "relative-json-pointer",
+            "regex",
+        ];
+        match node {
+            Value::Bool(b) if !key.is_some_and(|k| BOOLEAN_KEYWORDS.contains(&k)) => {
+                out.push(format!("{path}: bare {b} where a schema is expected"));
+            }
+            Value::Object(map) => {
+                // The keys under `properties`/`$defs` are names, each holding a schema.
+                let names = ["properties", "$defs", "definitions", "patternProperties"]
+                    .contains(&key.unwrap_or(""));
+                for (k, v) in map {
+                    let child = format!("{path}.{k}");
+                    if names {
+                        findings(v, &child, None, out);
+                    } else if ["enum", "const", "default", "examples"].contains(&k.as_str()) {
+                        continue;
+                    } else if k == "format" {
+                        if !v.as_str().is_some_and(|f| FORMATS.contains(&f)) {
+                            out.push(format!("{child}: non-standard format {v}"));
+                        }
+                    } else {
+                        findings(v, &child, Some(k), out);
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    findings(v, &format!("{path}[{i}]"), None, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_tool_schema_is_portable() {
+        let tools = JesseMcp::tools().list_all();
+        assert!(tools.len() > 20, "{} tools", tools.len());
+        let mut out = Vec::new();
+        for tool in &tools {
+            let input = Value::Object((*tool.input_schema).clone());
+            findings(
+                &input,
+                &format!("{}.inputSchema", tool.name),
+                None,
+                &mut out,
+            );
+            // The TypeScript SDK requires an object at the root of both.
+            if input["type"] != "object" {
+                out.push(format!(
+                    "{}.inputSchema: root type is not object",
+                    tool.name
+                ));
+            }
+            if let Some(output) = &tool.output_schema {
+                let output = Value::Object((**output).clone());
+                findings(
+                    &output,
+                    &format!("{}.outputSchema", tool.name),
+                    None,
+                    &mut out,
+                );
+                if output["type"] != "object" {
+                    out.push(format!(
+                        "{}.outputSchema: root type is not object",
+                        tool.name
+                    ));
+                }
+            }
+        }
+        assert!(
+            out.is_empty(),
+            "{} portability errors:\n{}",
+            out.len(),
+            out.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_check_finds_what_schemars_emits_and_make_portable_removes_it() {
+        let mut schema = serde_json::json!({
+            "type": "object",
+            "properties": {
+                "trades": true,
+                "never": false,
+                "count": {"type": "integer", "format": "uint64", "minimum": 0},
+                "size": {"type": "integer", "format": "uint"},
+                "ratio": {"type": "number", "format": "double"},
+                "when": {"type": "string", "format": "date-time"},
+                "flag": {"type": "boolean", "default": true, "enum": [true, false]},
+                "rows": {"type": "array", "items": true, "uniqueItems": true}
+            },
+            "additionalProperties": false,
+            "$defs": {"Any": true, "Nested": {"anyOf": [true, {"type": "integer", "format": "int64"}]}}
+        });
+        let mut before = Vec::new();
+        findings(&schema, "", None, &mut before);
+        assert_eq!(before.len(), 9, "{before:#?}");
+        make_portable(&mut schema);
+        let mut after = Vec::new();
+        findings(&schema, "", None, &mut after);
+        assert!(after.is_empty(), "{after:#?}");
+        let properties = &schema["properties"];
+        assert_eq!(properties["trades"], serde_json::json!({}));
+        assert_eq!(properties["never"], serde_json::json!({"not": {}}));
+        assert_eq!(properties["size"]["minimum"], 0, "unsigned stays unsigned");
+        assert_eq!(properties["when"]["format"], "date-time");
+        assert_eq!(properties["flag"]["enum"], serde_json::json!([true, false]));
+        assert_eq!(schema["additionalProperties"], false);
+        assert_eq!(schema["$defs"]["Nested"]["anyOf"][0], serde_json::json!({}));
+    }
+
+    #[test]
+    fn hints_name_mcp_tools_not_rest_paths() {
+        let id = "01JAAAAAAAAAAAAAAAAAAAAAAA";
+        let not_ready = mcp_message(&format!(
+            "job {id} is running; poll GET /v1/jobs/{id} until it succeeds"
+        ));
+        assert_eq!(
+            not_ready,
+            format!(
+                "job {id} is running; call job_wait with job_id {id} (or poll job_get) until it succeeds"
+            )
+        );
+        let unknown = mcp_message(
+            "no job with id 'x'; ids are returned by submits and listed by GET /v1/jobs",
+        );
+        assert!(unknown.ends_with("listed by job_list"), "{unknown}");
+        assert!(!unknown.contains("/v1"));
+        for rest in [
+            "give either steps or a template (with its params); GET /v1/pipelines/templates lists the templates",
+            "job x is a backtest job; reports belong to pipeline jobs (research_pipeline, POST /v1/pipelines)",
+        ] {
+            let mcp = mcp_message(rest);
+            assert!(!mcp.contains("/v1/"), "{mcp}");
+        }
     }
 }

@@ -39,9 +39,15 @@ pub(crate) fn client_declared(ctx: &RequestContext<RoleServer>) -> bool {
 /// A job-creating tool is one whose output is [`Submitted`]: the same test
 /// picks up every future submit tool without a list to keep in step.
 pub(crate) fn is_job_tool(tool: &Tool) -> bool {
+    // Tools are listed with portable schemas (`mcp::make_portable`): compare like with like.
+    static SUBMITTED: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| {
+        let mut schema = Value::Object((*schema_for_output::<Submitted>()).clone());
+        crate::mcp::make_portable(&mut schema);
+        schema
+    });
     tool.output_schema
         .as_deref()
-        .is_some_and(|schema| *schema == *schema_for_output::<Submitted>())
+        .is_some_and(|schema| SUBMITTED.as_object() == Some(schema))
 }
 
 /// Peers before 2026-07-28 know no `resultType`; the handler strips it from
@@ -136,6 +142,7 @@ pub(crate) async fn update(service: &Service, task_id: &str) -> Result<(), Error
 /// params (-32602, as SEP-2663 requires), a store outage an internal error the
 /// client may retry. The service's error envelope rides along as `data`.
 pub(crate) fn protocol_error(error: ApiError) -> ErrorData {
+    let error = crate::mcp::mcp_wording(error);
     let data = Some(error.envelope());
     let message = format!("{}: {}", error.body.code, error.body.message);
     match error.status.as_u16() {
@@ -240,7 +247,11 @@ async fn success_result(service: &Service, job: JobView) -> Result<CallToolResul
 /// A failed job as the tool error it is, in the envelope every tool error uses.
 fn failure_result(error: Option<&ErrorBody>) -> CallToolResult {
     let envelope = match error {
-        Some(error) => json!({ "error": error }),
+        Some(error) => {
+            let mut error = error.clone();
+            error.message = crate::mcp::mcp_message(&error.message);
+            json!({ "error": error })
+        }
         None => {
             json!({ "error": { "code": "failed", "message": "the job failed without a reason" } })
         }

@@ -160,7 +160,22 @@ pub const ERROR_CODES: &[ErrorCodeDoc] = &[
     ),
     code("invalid_kind", 422, "Unknown job kind in a filter."),
     code("invalid_status", 422, "Unknown job status in a filter."),
+    code(
+        "invalid_filter",
+        422,
+        "A `strategy`, `symbol` or `tag` filter no job can match (too long, or a control character).",
+    ),
     code("invalid_limit", 422, "`limit` is outside 1..200."),
+    code(
+        "invalid_arguments",
+        422,
+        "MCP only: a tool's arguments do not match its inputSchema (a missing or unknown field, a wrong type); `details.tool` names the tool.",
+    ),
+    code(
+        "invalid_timeout",
+        422,
+        "MCP only: `job_wait`'s `timeout_seconds` is outside 1..50.",
+    ),
     code(
         "invalid_csv",
         422,
@@ -188,6 +203,16 @@ pub const ERROR_CODES: &[ErrorCodeDoc] = &[
         "Analysis and comparison read a backtest's result; the job is of another kind (`details.kind`).",
     ),
     code(
+        "not_exportable",
+        422,
+        "trades.csv and equity.csv export a backtest's trades and equity curve; the job is of another kind (`details.kind`).",
+    ),
+    code(
+        "equity_curve_not_computed",
+        422,
+        "The backtest's stored result has no equity curve to export (stored before the worker kept one for every backtest).",
+    ),
+    code(
         "invalid_job_ids",
         422,
         "A comparison needs 2 to 20 distinct job ids.",
@@ -206,6 +231,57 @@ pub const ERROR_CODES: &[ErrorCodeDoc] = &[
         "unknown_chart",
         404,
         "No chart of that name; `details.names` lists the charts of the job's kind (URLs end in `.png`).",
+    ),
+    code(
+        "not_a_pipeline",
+        422,
+        "A report was asked of a job that is not a research pipeline.",
+    ),
+    planning(
+        "invalid_pipeline_name",
+        "A pipeline's name must be 1 to 100 characters.",
+    ),
+    planning("invalid_steps", "A pipeline has 1 to 20 steps."),
+    planning(
+        "invalid_step_id",
+        "A step id is 1 to 40 of a-z, 0-9 and _, starting with a letter; `details.step` names it.",
+    ),
+    planning("duplicate_step_id", "Two steps of a pipeline share an id."),
+    planning(
+        "unknown_step_kind",
+        "A step's kind is not one a pipeline step can be; `details.allowed` lists them.",
+    ),
+    planning(
+        "invalid_step_input",
+        "A step's input is not an object, or is larger than 64 KiB.",
+    ),
+    planning(
+        "invalid_reference",
+        "A `${step.path}` reference in a step's input is malformed.",
+    ),
+    planning(
+        "invalid_gate",
+        "A gate is not `<step>.<path> <op> <literal>`, compares a non-number with an ordering, or names a later step.",
+    ),
+    planning(
+        "unknown_step_reference",
+        "A step's needs, input or gate names a step the pipeline does not have (`details.missing`).",
+    ),
+    planning(
+        "later_step_reference",
+        "A step names a step listed after it; list steps in the order they run.",
+    ),
+    planning(
+        "pipeline_cycle",
+        "Steps depend on each other in a cycle; the message writes it out.",
+    ),
+    planning(
+        "unknown_output_path",
+        "A reference or gate names a path that the producing step's kind never has in its result; the message lists the known fields.",
+    ),
+    planning(
+        "unknown_template",
+        "No pipeline template of that name; `details.available` lists them (GET /v1/pipelines/templates).",
     ),
     code(
         "chart_not_applicable",
@@ -265,6 +341,14 @@ pub const ERROR_CODES: &[ErrorCodeDoc] = &[
     planning(
         "invalid_strategy",
         "The strategy does not pass static validation; `details.errors` lists the problems.",
+    ),
+    planning(
+        "invalid_tags",
+        "`tags` is not a list of at most 16 strings of 1 to 64 characters; `details` gives the bounds.",
+    ),
+    planning(
+        "invalid_hyperparameter",
+        "A hyperparameter value (a backtest's, a batch variant's, a study's range, option or fixed value) is not one the strategy declares: wrong type, outside [min, max], or not among its options. `details` names the field, the value and the declaration.",
     ),
     planning(
         "unknown_hyperparameter",
@@ -393,6 +477,14 @@ pub const JOB_ERROR_CODES: &[(&str, &str)] = &[
     (
         "cancelled",
         "Cancelled by request (or its parent job ended).",
+    ),
+    (
+        "step_failed",
+        "A pipeline's step failed or was cancelled; `details` names the step, its job and its error.",
+    ),
+    (
+        "step_input_rejected",
+        "A pipeline's step could not start: its input, with earlier outputs filled in, was refused by its kind (`details.error`).",
     ),
     (
         "timed_out",
@@ -607,6 +699,7 @@ pub fn document(routes: &[Route], mcp_tools: &[McpTool]) -> Value {
         },
         "tags": [
             {"name": "jobs", "description": "Submits of every job kind, and the one job resource they share."},
+            {"name": "pipelines", "description": "Research pipelines: templates and reports (the submit is POST /v1/pipelines under jobs)."},
             {"name": "analysis", "description": "Analysis, comparison and PNG charts of finished jobs, computed from their stored results."},
             {"name": "candles", "description": "Stored 1m candles: uploads, imports through Jesse's drivers, gap reports, exports."},
             {"name": "schedules", "description": "Series kept current by scheduled imports."},
@@ -652,7 +745,11 @@ fn operation(route: &Route, generator: &mut SchemaGenerator) -> Value {
     }
     if let Some(body) = &route.body {
         let mut media = Map::new();
-        media.insert("schema".into(), (body.schema)(generator).to_value());
+        let schema = match body.kind {
+            Some(kind) => kind.request_schema(generator),
+            None => (body.schema)(generator),
+        };
+        media.insert("schema".into(), schema.to_value());
         if let Some(example) = body.example {
             media.insert("example".into(), example.into());
         }
@@ -885,10 +982,11 @@ fn mcp_path(tools: &[McpTool]) -> Map<String, Value> {
                 "content": {"application/json": {"schema": {"$ref": format!("{COMPONENTS}ErrorEnvelope")}}}},
         "421": {"description": "`host_not_allowed`: the Host header is not one JESSE_MCP_ALLOWED_HOSTS lists.",
                 "content": {"application/json": {"schema": {"$ref": format!("{COMPONENTS}ErrorEnvelope")}}}},
-        // The MCP transport's own refusals (rmcp), as plain text.
-        "400": {"description": "Not a message of the streamable HTTP transport: a request other than `initialize` without \
-                                `Mcp-Session-Id`, or a body that is not JSON-RPC.",
-                "content": {"text/plain": {"schema": {"type": "string"}}}},
+        // The MCP transport's own refusals (rmcp), as plain text; malformed JSON-RPC as a JSON-RPC error.
+        "400": {"description": "Not a message of the streamable HTTP transport: a body that is no JSON (JSON-RPC error \
+                                -32700), no JSON-RPC 2.0 message (-32600) or params a method cannot take (-32602), as a \
+                                JSON-RPC error object; a request other than `initialize` without `Mcp-Session-Id` (plain text).",
+                "content": {"application/json": {"schema": {"type": "object"}}, "text/plain": {"schema": {"type": "string"}}}},
         "404": {"description": "The `Mcp-Session-Id` names no live session (ended, or never created): initialize again.",
                 "content": {"text/plain": {"schema": {"type": "string"}}}},
         "406": {"description": "The Accept header lacks what the transport answers with: `application/json` and \
@@ -947,7 +1045,7 @@ fn mcp_path(tools: &[McpTool]) -> Map<String, Value> {
             "mcpDelete",
             "MCP streamable HTTP: end the session",
             None,
-            json!({"202": {"description": "The session ended."}}),
+            json!({"204": {"description": "The session ended (a DELETE of it again answers 404)."}}),
         ),
     );
     path

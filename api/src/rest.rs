@@ -29,9 +29,9 @@ use crate::auth::{Granted, Scope};
 use crate::error::ApiError;
 use crate::openapi::JobKindName;
 use crate::service::{
-    CompareRequest, CsvImportReport, GapReport, JobAccepted, JobList, JobView, ResultQuery,
-    ResultView, ScheduleList, SchedulesBody, SeriesList, Service, StrategyDeleted, StrategyList,
-    StrategyView, StrategyWritten, ValidationReport,
+    CompareRequest, CsvImportReport, GapReport, JobAccepted, JobList, JobQuery, JobView,
+    ResultQuery, ResultView, ScheduleList, SchedulesBody, SeriesList, Service, StrategyDeleted,
+    StrategyList, StrategyView, StrategyWritten, ValidationReport,
 };
 use jesse_mcp_core::analysis::{Analysis, Comparison};
 
@@ -112,6 +112,9 @@ pub struct Body {
     pub media_type: &'static str,
     pub schema: SchemaFn,
     pub example: Option<&'static str>,
+    /// A kind's submit: its schema is the kind's request with the fields every
+    /// submit takes ([`KindDef::request_schema`]), the one MCP shows too.
+    pub kind: Option<&'static KindDef>,
 }
 
 pub struct Reply {
@@ -226,8 +229,16 @@ impl Route {
             media_type: "application/json",
             schema,
             example: None,
+            kind: None,
         });
         self.json_body = true;
+        self
+    }
+
+    fn submit_of(mut self, kind: &'static KindDef) -> Self {
+        if let Some(body) = &mut self.body {
+            body.kind = Some(kind);
+        }
         self
     }
 
@@ -236,6 +247,7 @@ impl Route {
             media_type,
             schema,
             example: Some(example),
+            kind: None,
         });
         self
     }
@@ -368,10 +380,10 @@ pub fn routes() -> Vec<Route> {
             .doc("openapi", "operations", "This document (OpenAPI 3.1)")
             .reply(200, "the OpenAPI document", any_object),
         Route::get("/v1/jobs", list_jobs)
-            .doc("listJobs", "jobs", "List jobs of every kind, newest first")
+            .doc("listJobs", "jobs", "List jobs of every kind, newest first, each with its subject and tags")
             .query::<ListQuery>()
             .reply(200, "a page of jobs; pass `next_cursor` as `cursor` for the next one", schema::<JobList>)
-            .errors(&["invalid_kind", "invalid_status", "invalid_limit"]),
+            .errors(&["invalid_kind", "invalid_status", "invalid_filter", "invalid_limit"]),
         Route::get("/v1/jobs/{id}", get_job)
             .doc("getJob", "jobs", "A job's status, progress, stage, error and summary")
             .path::<JobPath>()
@@ -379,17 +391,47 @@ pub fn routes() -> Vec<Route> {
             .errors(&["job_not_found"]),
         Route::get("/v1/jobs/{id}/result", get_result)
             .doc("getJobResult", "jobs", "A succeeded job's result")
-            .describe("Metrics, trades (paged) and the equity curve when asked for, provenance (Jesse version, strategy sha256s, candle fingerprints), timings.")
+            .describe("Metrics, trades (paged) and the equity curve when asked for, provenance (Jesse version, strategy sha256s, candle fingerprints), timings. Times are integer ms since the epoch with an RFC 3339 sibling: each trade's `opened_at`/`opened_at_iso`, `closed_at`/`closed_at_iso`; the equity curve is `[{name, points: [{time, date, value}]}]`. Trades leave out their nested `orders` unless `include_orders=true`. See docs/RESULTS.md.")
             .path::<JobPath>()
             .query::<ResultParams>()
             .reply(200, "the result: the kind's result body (see `JobKind`)", result_schema)
             .errors(&["job_not_found", "result_not_ready", "job_has_no_result"]),
+        Route::get("/v1/jobs/{id}/trades.csv", trades_csv)
+            .doc("exportJobTradesCsv", "jobs", "A succeeded backtest's closed trades as CSV")
+            .describe("RFC 4180, CRLF line ends, a header row: `id,strategy_name,symbol,exchange,type,entry_price,exit_price,qty,opened_at,opened_at_iso,closed_at,closed_at_iso,fee,size,PNL,PNL_percentage,holding_period`. Times are integer ms since the epoch with an RFC 3339 UTC column beside each, as in the JSON result; `holding_period` is Jesse's, in seconds; null is an empty field. Every trade, in Jesse's order, read from the store page by page as it is sent. Only a `backtest` job has trades (422 `not_exportable` for other kinds).")
+            .path::<JobPath>()
+            .reply_text(200, "the trades, streamed", "text/csv")
+            .errors(&["job_not_found", "not_exportable", "result_not_ready", "job_has_no_result"]),
+        Route::get("/v1/jobs/{id}/equity.csv", equity_csv)
+            .doc("exportJobEquityCsv", "jobs", "A succeeded backtest's equity curve as CSV")
+            .describe("RFC 4180, CRLF line ends, header `series,time,date,value`: one row per daily point of each series (`Portfolio`), `time` in integer ms since the epoch and `date` in RFC 3339 UTC, as in the JSON result. Every backtest keeps its curve (`include_equity_curve` only decides whether the JSON result shows it); one without trades has an empty curve (the header alone).")
+            .path::<JobPath>()
+            .reply_text(200, "the equity curve", "text/csv")
+            .errors(&["job_not_found", "not_exportable", "equity_curve_not_computed", "result_not_ready", "job_has_no_result"]),
         Route::get("/v1/jobs/{id}/children", list_children)
             .doc("listJobChildren", "jobs", "The child jobs of a parent job (a batch), in order")
             .path::<JobPath>()
             .query::<ChildrenQuery>()
             .reply(200, "a page of child jobs; pass `next_cursor` as `cursor` for the next one", schema::<JobList>)
             .errors(&["job_not_found", "invalid_status", "invalid_limit"]),
+        Route::get("/v1/jobs/{id}/logs", job_logs)
+            .doc("getJobLogs", "jobs", "A job's log: what its strategy printed and logged with self.log, in order")
+            .describe("Lines of `print` output (`stdout`, `stderr`) and of `self.log(...)` (`info`, `error`), each with its `seq`, the simulated time it was written at (null outside the simulation) and when it was received. Stored while the job runs, so a running job's log can be read as it grows. At most 10,000 lines / 1 MiB per job; then one `system` line says the log was truncated. Paged: pass `next_after` as `after` for the next page (null: the end of what is stored now).")
+            .path::<JobPath>()
+            .query::<LogsQuery>()
+            .reply(200, "a page of the job's log", schema::<crate::service::JobLogs>)
+            .errors(&["job_not_found", "invalid_limit"]),
+        Route::get("/v1/jobs/{id}/report", get_report)
+            .doc("getPipelineReport", "pipelines", "A finished pipeline's report, as Markdown")
+            .describe("The verdict, every step with its job id and headline, every gate with its value and the job that produced it, and each step's key tables and chart links. The same text is the result's `report` and the MCP resource jesse://reports/{id}.")
+            .path::<JobPath>()
+            .reply_text(200, "the report", "text/markdown")
+            .errors(&["job_not_found", "not_a_pipeline", "result_not_ready", "job_has_no_result"]),
+        Route::get("/v1/pipelines/templates", pipeline_templates)
+            .stateless()
+            .doc("listPipelineTemplates", "pipelines", "The built-in pipeline templates")
+            .describe("Each template's name, title, what it runs, the JSON Schema of its `params` and an example request for POST /v1/pipelines.")
+            .reply(200, "the templates", any_object),
         Route::get("/v1/jobs/{id}/analysis", get_analysis)
             .doc("getJobAnalysis", "analysis", "Analysis of a succeeded backtest: drawdowns, period returns, rolling Sharpe, return distribution, PSR, exposure")
             .describe("Computed from the stored result at once (no job): the 5 worst drawdown periods (depth, start, trough, recovery, duration), monthly and yearly returns, the 30-day rolling Sharpe ratio (daily returns, annualized by √365), the daily return distribution (mean, std, skew, kurtosis) with historical VaR and CVaR at 95 % and 99 %, the probabilistic Sharpe ratio against 0, exposure and time in market from the trades' entry and exit times, and `source`: the job, its strategies' sha256 and candle fingerprints. A section is null when the result lacks what it needs (a backtest without trades has no equity curve); `unavailable` says why.")
@@ -527,6 +569,7 @@ fn submit_route(kind: &'static KindDef) -> Option<Route> {
             "1 to 200 visible ASCII characters: a retried submit with the same key returns the same job (409 if the request differs).",
         )
         .json_body(kind.request_schema)
+        .submit_of(kind)
         .reply(202, "queued (or, with a reused Idempotency-Key, the earlier job)", schema::<JobAccepted>)
         .errors(&["invalid_idempotency_key", "idempotency_key_reused"]);
     route.errors.extend(planning);
@@ -564,18 +607,28 @@ fn health_schema(_: &mut SchemaGenerator) -> Schema {
             "status": {"const": "ok"},
             "version": {"type": "string"},
             "queue": {"type": "object", "description": "Jobs waiting, per queue.", "additionalProperties": {"type": "integer"}},
+            "runners": runners_schema(),
         },
-        "required": ["status", "version"],
+        "required": ["status", "version", "runners"],
     })
+}
+
+fn runners_schema() -> Value {
+    serde_json::json!({"type": "object", "description": "Runners of the live workers (from their heartbeats): `ready` (warm, \
+    taking jobs) of `total`, over `workers` processes. Jobs wait in the queue while `ready` is 0.",
+        "properties": {"ready": {"type": "integer", "minimum": 0}, "total": {"type": "integer", "minimum": 0},
+            "workers": {"type": "integer", "minimum": 0}},
+        "required": ["ready", "total", "workers"]})
 }
 
 fn ready_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({"type": "object", "properties": {
         "ready": {"const": true},
+        "runners": runners_schema(),
         "sandbox": {"type": ["object", "null"], "description": "What runners enforce on strategy code, as the latest worker to start reported it (null before any worker started): `enabled` (JESSE_MCP_SANDBOX), `landlock_abi`, and per part (`filesystem`, `network`, `uid`, `environment`, `rlimits`) whether it is enforced on this machine. Details are in that worker's start-up log.",
             "properties": {"enabled": {"type": "boolean"}, "landlock_abi": {"type": "integer"}},
             "additionalProperties": {"type": ["boolean", "integer"]}},
-    }, "required": ["ready"]})
+    }, "required": ["ready", "runners"]})
 }
 
 fn series_deleted_schema(_: &mut SchemaGenerator) -> Schema {
@@ -633,6 +686,25 @@ async fn get_analysis(
     Path(JobPath { id }): Path<JobPath>,
 ) -> Result<Response, ApiError> {
     Ok(Json(service.analyze(&id).await?).into_response())
+}
+
+async fn get_report(
+    State(service): State<Service>,
+    Path(JobPath { id }): Path<JobPath>,
+) -> Result<Response, ApiError> {
+    let report = service.pipeline_report(&id).await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/markdown; charset=utf-8",
+        )],
+        report,
+    )
+        .into_response())
+}
+
+async fn pipeline_templates(State(service): State<Service>) -> Response {
+    Json(service.pipeline_templates()).into_response()
 }
 
 async fn get_chart(
@@ -748,14 +820,28 @@ where
 }
 
 async fn health(State(service): State<Service>) -> Response {
-    match service.health().await {
+    let answer = async {
+        let mut body = service.health().await?;
+        body["runners"] = runners(&service).await?;
+        Ok::<_, ApiError>(body)
+    };
+    match answer.await {
         Ok(body) => Json(body).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
+/// The live fleet's runners, from the workers' heartbeats: `ready` (warm) of
+/// `total`, over `workers` processes. A worker announces its runners before
+/// they start and counts them ready once they have.
+async fn runners(service: &Service) -> Result<Value, ApiError> {
+    let (ready, total, workers) = service.store().fleet_readiness().await?;
+    Ok(serde_json::json!({"ready": ready, "total": total, "workers": workers}))
+}
+
 async fn ready(State(service): State<Service>) -> Result<Response, ApiError> {
     let mut body = service.ready().await?;
+    body["runners"] = runners(&service).await?;
     // Workers publish their runners' sandbox status as `sandbox.*` counters.
     let mut sandbox = serde_json::Map::new();
     for (name, value) in service.store().counters().await? {
@@ -819,6 +905,12 @@ struct ListQuery {
     /// Only jobs in this status.
     #[schemars(with = "Option<JobStatus>")]
     status: Option<String>,
+    /// Only jobs whose subject names this strategy (exact name, e.g. `SmaCross`).
+    strategy: Option<String>,
+    /// Only jobs whose subject names this symbol (e.g. `BTC-USDT`).
+    symbol: Option<String>,
+    /// Only jobs submitted with this tag.
+    tag: Option<String>,
     /// Page size, 1 to 200 (default 50).
     #[schemars(range(min = 1, max = 200))]
     limit: Option<i64>,
@@ -831,12 +923,15 @@ async fn list_jobs(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     let list = service
-        .list_jobs(
-            q.kind.as_deref(),
-            q.status.as_deref(),
-            q.limit,
-            q.cursor.as_deref(),
-        )
+        .find_jobs(&JobQuery {
+            kind: q.kind.as_deref(),
+            status: q.status.as_deref(),
+            strategy: q.strategy.as_deref(),
+            symbol: q.symbol.as_deref(),
+            tag: q.tag.as_deref(),
+            limit: q.limit,
+            cursor: q.cursor.as_deref(),
+        })
         .await?;
     Ok(Json(list).into_response())
 }
@@ -865,6 +960,25 @@ async fn list_children(
     Ok(Json(list).into_response())
 }
 
+/// `GET /v1/jobs/{id}/logs` paging.
+#[derive(Deserialize, JsonSchema)]
+struct LogsQuery {
+    /// The `seq` of the last line you have (`next_after` of the previous page);
+    /// the page starts after it. Default: from the first line.
+    after: Option<u64>,
+    /// Lines per page, 1 to 200 (default 200).
+    #[schemars(range(min = 1, max = 200))]
+    limit: Option<i64>,
+}
+
+async fn job_logs(
+    State(service): State<Service>,
+    Path(JobPath { id }): Path<JobPath>,
+    ApiQuery(q): ApiQuery<LogsQuery>,
+) -> Result<Response, ApiError> {
+    Ok(Json(service.job_logs(&id, q.after, q.limit).await?).into_response())
+}
+
 async fn get_job(
     State(service): State<Service>,
     Path(JobPath { id }): Path<JobPath>,
@@ -888,6 +1002,8 @@ struct ResultParams {
     offset: Option<usize>,
     /// Rows per page of any kind's rows (default and at most 10000).
     limit: Option<usize>,
+    /// Keep each trade's nested `orders` (default false: compact trades).
+    include_orders: Option<bool>,
 }
 
 async fn get_result(
@@ -900,8 +1016,40 @@ async fn get_result(
         include_equity_curve: q.include_equity_curve,
         trades_offset: q.trades_offset.or(q.offset).unwrap_or(0),
         trades_limit: q.trades_limit.or(q.limit),
+        include_orders: q.include_orders.unwrap_or(false),
     };
     Ok(Json(service.get_result(&id, &query).await?).into_response())
+}
+
+async fn trades_csv(
+    State(service): State<Service>,
+    Path(JobPath { id }): Path<JobPath>,
+) -> Result<Response, ApiError> {
+    let chunks = service.trades_csv(&id).await?;
+    // As the candle export: a store error mid-stream ends the response early (logged).
+    let stream = futures::StreamExt::map(chunks, |chunk| {
+        chunk.map_err(|e| {
+            tracing::error!(error = %e, "trades CSV export failed mid-stream");
+            std::io::Error::other("the store failed while reading the trades")
+        })
+    });
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+async fn equity_csv(
+    State(service): State<Service>,
+    Path(JobPath { id }): Path<JobPath>,
+) -> Result<Response, ApiError> {
+    let csv = service.equity_csv(&id).await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        csv,
+    )
+        .into_response())
 }
 
 async fn cancel_job(

@@ -493,6 +493,9 @@ pub struct CandleFingerprint {
     /// sha256 of the exact float64 input.
     #[serde(default)]
     pub sha256: Option<String>,
+    /// Where the series' candles came from: synthetic, csv, import, mixed or unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// Where the numbers come from: the backtest job and what it ran on.

@@ -72,11 +72,12 @@ impl Engine {
         Planner::new(self.inner.store.clone(), self.inner.strategies.clone())
     }
 
-    /// Plans a request of `kind` and enqueues it.
+    /// Plans a request of `kind` and enqueues it. The `tags` every submit
+    /// accepts are taken out first (the kind's request does not know them).
     pub async fn submit(
         &self,
         kind: &'static KindDef,
-        request: Value,
+        mut request: Value,
         idempotency_key: Option<&str>,
     ) -> Result<Accepted, ApiError> {
         if let Some(key) = idempotency_key
@@ -87,8 +88,10 @@ impl Engine {
                 "the Idempotency-Key header must be 1 to 200 characters",
             ));
         }
+        let tags = crate::subject::take_tags(&mut request)?;
         let params = (kind.plan)(&self.planner(), request).await?;
-        self.enqueue(kind, params, idempotency_key).await
+        self.enqueue_tagged(kind, params, &tags, idempotency_key)
+            .await
     }
 
     /// Records a planned job and puts it on its lane's queue; answers once both happened.
@@ -98,20 +101,36 @@ impl Engine {
         params: Value,
         idempotency_key: Option<&str>,
     ) -> Result<Accepted, ApiError> {
+        self.enqueue_tagged(kind, params, &[], idempotency_key)
+            .await
+    }
+
+    /// [`Engine::enqueue`] with the submit's tags (part of the request an
+    /// idempotency key stands for).
+    pub async fn enqueue_tagged(
+        &self,
+        kind: &'static KindDef,
+        params: Value,
+        tags: &[String],
+        idempotency_key: Option<&str>,
+    ) -> Result<Accepted, ApiError> {
         let id = new_job_id();
         let inserted = self
             .inner
             .store
-            .insert_job(NewJob {
-                id: &id,
-                kind: kind.name,
-                params: &params,
-                idempotency_key,
-            })
+            .insert_tagged_job(
+                NewJob {
+                    id: &id,
+                    kind: kind.name,
+                    params: &params,
+                    idempotency_key,
+                },
+                tags,
+            )
             .await?;
         let job = match inserted {
             Inserted::Existing(job) => {
-                if job.params != params {
+                if job.params != params || job.tags != tags {
                     return Err(ApiError::conflict(
                         "idempotency_key_reused",
                         "this Idempotency-Key was already used for a different request; use a new key",
@@ -348,10 +367,17 @@ impl Engine {
                 tracing::warn!(job.id = parent_id, error = %e, "parent progress not recorded");
             }
         }
-        if counts.total > 0 && counts.done() == counts.total && store.wake(parent_id).await? {
+        // A parent that starts children as others end (a pipeline's steps) is
+        // woken by each newly ended child; others once all have ended.
+        let all_ended = counts.done() == counts.total;
+        let newly_ended = !all_ended
+            && parent.def().is_some_and(KindDef::wakes_per_child)
+            && counts.done() > store.children_seen(parent_id).await?;
+        if counts.total > 0 && (all_ended || newly_ended) && store.wake(parent_id).await? {
             tracing::info!(
                 job.id = parent_id,
-                "every child ended; the parent runs again to combine them"
+                all_ended,
+                "children ended; the parent runs again to go on"
             );
             if let Some(parent) = store.get_job_head(parent_id).await? {
                 self.ensure_enqueued(&parent).await?;

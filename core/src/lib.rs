@@ -20,6 +20,7 @@ pub mod rng;
 pub mod store;
 pub mod strategies;
 pub mod strategy_static;
+pub mod subject;
 pub mod time;
 
 pub use error::{ApiError, ErrorBody, StoreError};

@@ -17,13 +17,32 @@ use crate::jesse::{
 use crate::jobs::{BacktestPlan, BacktestRequest, RouteSpec, StrategySource};
 use crate::store::{Gap, Store};
 use crate::strategies::StrategyDir;
-use crate::strategy_static::{StaticReport, validate_static};
+use crate::strategy_static::{Hyperparameter, StaticReport, validate_static};
 use crate::time::{MINUTE_MS, parse_day, to_rfc3339};
 
 /// (exchange, symbol, start, end) of a gap scan.
 type GapKey = (String, String, i64, i64);
-/// A strategy's pinned source and its declared hyperparameter names.
-type PinnedSource = (StrategySource, Option<Vec<String>>);
+/// A strategy's pinned source and what it declares.
+#[derive(Clone)]
+struct PinnedSource {
+    source: StrategySource,
+    /// Its hyperparameters: the literal `hyperparameters()` list, else the
+    /// ones its deep validation saw when run (None: neither is known).
+    declared: Option<Vec<Hyperparameter>>,
+    /// Whether the deep validation verdict was looked up (once per session).
+    deep_read: bool,
+}
+
+impl PinnedSource {
+    fn new(source: StrategySource) -> Self {
+        let declared = validate_static(Some(&source.name), &source.source).hyperparameters;
+        Self {
+            deep_read: declared.is_some(),
+            declared,
+            source,
+        }
+    }
+}
 
 pub struct Planner {
     store: Store,
@@ -55,11 +74,14 @@ impl Planner {
     pub fn pin_sources(&self, sources: &[StrategySource]) {
         let mut memo = self.sources.lock().expect("source memo");
         for source in sources {
-            let declared = validate_static(Some(&source.name), &source.source)
-                .hyperparameters
-                .map(|hs| hs.into_iter().map(|h| h.name).collect());
-            memo.insert(source.name.clone(), (source.clone(), declared));
+            memo.insert(source.name.clone(), PinnedSource::new(source.clone()));
         }
+    }
+
+    /// A strategy's source as every plan of this session pins it (read once,
+    /// statically checked): what a pipeline pins at submit for all its steps.
+    pub async fn strategy_source(&self, name: &str) -> Result<StrategySource, ApiError> {
+        self.check_strategy(name, None).await
     }
 
     async fn gaps(
@@ -126,8 +148,10 @@ impl Planner {
         let mut sources: Vec<StrategySource> = Vec::new();
         for route in &routes {
             if !sources.iter().any(|s| s.name == route.strategy) {
-                sources
-                    .push(self.check_strategy(&route.strategy, request.hyperparameters.as_ref())?);
+                sources.push(
+                    self.check_strategy(&route.strategy, request.hyperparameters.as_ref())
+                        .await?,
+                );
             }
             check_symbol(&route.symbol)?;
             max_minutes = max_minutes.max(check_timeframe(&route.timeframe)?);
@@ -289,7 +313,7 @@ impl Planner {
         })
     }
 
-    fn check_strategy(
+    async fn check_strategy(
         &self,
         name: &str,
         hyperparameters: Option<&serde_json::Map<String, Value>>,
@@ -301,26 +325,46 @@ impl Planner {
             )
             .with_details(json!({"field": "strategy"})));
         }
+        let pinned = self.pinned(name).await?;
+        check_hyperparameters(name, pinned.declared.as_deref(), hyperparameters)?;
+        Ok(pinned.source)
+    }
+
+    /// The strategy's source for this session (read and validated once) and
+    /// its declared hyperparameters, from the deep validation of the same
+    /// bytes when `hyperparameters()` is not a literal list.
+    async fn pinned(&self, name: &str) -> Result<PinnedSource, ApiError> {
         let memo = self.sources.lock().expect("source memo").get(name).cloned();
-        let (source, declared) = match memo {
+        let mut pinned = match memo {
             Some(found) => found,
-            None => {
-                let found = self.read_strategy(name)?;
-                self.sources
-                    .lock()
-                    .expect("source memo")
-                    .insert(name.to_string(), found.clone());
-                found
-            }
+            None => PinnedSource::new(self.read_strategy(name)?),
         };
-        check_hyperparameter_names(name, declared.as_deref(), hyperparameters)?;
-        Ok(source)
+        if !pinned.deep_read {
+            pinned.deep_read = true;
+            pinned.declared = self
+                .store
+                .latest_validation(name, &pinned.source.sha256)
+                .await?
+                .and_then(|(_, report)| deep_hyperparameters(&report));
+        }
+        self.sources
+            .lock()
+            .expect("source memo")
+            .insert(name.to_string(), pinned.clone());
+        Ok(pinned)
+    }
+
+    /// What a strategy planned in this session declares (see [`Planner::pinned`]).
+    pub async fn declared_hyperparameters(
+        &self,
+        name: &str,
+    ) -> Result<Option<Vec<Hyperparameter>>, ApiError> {
+        Ok(self.pinned(name).await?.declared)
     }
 
     /// Static checks of a strategy before a job is queued: broken code is
-    /// answered at submit, not after a worker ran. Returns the source to pin and
-    /// the declared hyperparameter names (None when not a literal list).
-    fn read_strategy(&self, name: &str) -> Result<(StrategySource, Option<Vec<String>>), ApiError> {
+    /// answered at submit, not after a worker ran. Returns the source to pin.
+    fn read_strategy(&self, name: &str) -> Result<StrategySource, ApiError> {
         let file = self.strategies.read(name)?.ok_or_else(|| {
             ApiError::invalid(
                 "unknown_strategy",
@@ -333,18 +377,144 @@ impl Planner {
             return Err(invalid_source(&report)
                 .with_details(json!({"strategy": name, "errors": report.errors})));
         }
-        let declared = report
-            .hyperparameters
-            .map(|hs| hs.into_iter().map(|h| h.name).collect());
-        Ok((
-            StrategySource {
-                name: file.name,
-                sha256: file.sha256,
-                source: file.source,
-            },
-            declared,
-        ))
+        Ok(StrategySource {
+            name: file.name,
+            sha256: file.sha256,
+            source: file.source,
+        })
     }
+}
+
+/// The hyperparameters a deep validation report saw `hyperparameters()`
+/// return. An entry it could not read keeps its name (its values are then
+/// not checked), so the name is never refused as undeclared.
+fn deep_hyperparameters(report: &Value) -> Option<Vec<Hyperparameter>> {
+    let entries = report["hyperparameters"].as_array()?;
+    Some(
+        entries
+            .iter()
+            .filter_map(|entry| {
+                serde_json::from_value(entry.clone()).ok().or_else(|| {
+                    Some(Hyperparameter {
+                        name: entry["name"].as_str()?.to_string(),
+                        kind: "unknown".into(),
+                        min: None,
+                        max: None,
+                        step: None,
+                        options: None,
+                        default: None,
+                    })
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Checks a request's hyperparameters against what the strategy declares:
+/// the names, then each value's type, range and options.
+fn check_hyperparameters(
+    name: &str,
+    declared: Option<&[Hyperparameter]>,
+    hyperparameters: Option<&serde_json::Map<String, Value>>,
+) -> Result<(), ApiError> {
+    let names: Option<Vec<String>> = declared.map(|d| d.iter().map(|h| h.name.clone()).collect());
+    check_hyperparameter_names(name, names.as_deref(), hyperparameters)?;
+    let (Some(declared), Some(values)) = (declared, hyperparameters) else {
+        return Ok(());
+    };
+    for (key, value) in values {
+        if let Some(hp) = declared.iter().find(|h| &h.name == key) {
+            check_value(name, hp, value, &format!("hyperparameters.{key}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// A value for a declared hyperparameter, or a 422 naming it and what is allowed.
+pub fn check_value(
+    strategy: &str,
+    hp: &Hyperparameter,
+    value: &Value,
+    field: &str,
+) -> Result<(), ApiError> {
+    hp.check(value).map_err(|why| {
+        ApiError::invalid(
+            "invalid_hyperparameter",
+            format!(
+                "{field} = {value} {why}; {strategy} declares {}",
+                hp.allowed()
+            ),
+        )
+        .with_details(json!({
+            "field": field,
+            "value": value,
+            "strategy": strategy,
+            "declared": hp,
+        }))
+    })
+}
+
+/// Checks a study's search space against the declared hyperparameters: a
+/// range inside the declared bounds, options and fixed values each a value
+/// the parameter takes.
+pub fn check_search_space(
+    strategy: &str,
+    declared: Option<&[Hyperparameter]>,
+    space: &[crate::kinds::optimization::Dimension],
+    fixed: &serde_json::Map<String, Value>,
+) -> Result<(), ApiError> {
+    let Some(declared) = declared else {
+        return Ok(());
+    };
+    let find = |name: &str| declared.iter().find(|h| h.name == name);
+    for dimension in space {
+        let Some(hp) = find(&dimension.name) else {
+            continue;
+        };
+        let field = format!("hyperparameters.{}", dimension.name);
+        if let Some(choices) = &dimension.choices {
+            for choice in choices {
+                check_value(strategy, hp, choice, &field)?;
+            }
+            continue;
+        }
+        for bound in [dimension.low, dimension.high].into_iter().flatten() {
+            // A whole bound of an int parameter is checked as the int it is.
+            let value = if bound.fract() == 0.0 && bound.abs() < 9.0e15 {
+                json!(bound as i64)
+            } else {
+                json!(bound)
+            };
+            hp.check_range(&value).map_err(|why| {
+                ApiError::invalid(
+                    "invalid_hyperparameter",
+                    format!(
+                        "{field}: the range [{}, {}] reaches {value}, which {why}; {strategy} declares {}",
+                        show_number(dimension.low),
+                        show_number(dimension.high),
+                        hp.allowed()
+                    ),
+                )
+                .with_details(json!({
+                    "field": field,
+                    "min": dimension.low,
+                    "max": dimension.high,
+                    "strategy": strategy,
+                    "declared": hp,
+                }))
+            })?;
+        }
+    }
+    for (name, value) in fixed {
+        if let Some(hp) = find(name) {
+            check_value(strategy, hp, value, &format!("hyperparameters.{name}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn show_number(value: Option<f64>) -> String {
+    value.map_or_else(|| "?".into(), |v| v.to_string())
 }
 
 /// Refuses hyperparameter names the strategy does not declare.

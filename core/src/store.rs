@@ -14,7 +14,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, QueryBuilder, SqlitePool};
 
-use crate::candles::Candle;
+use crate::candles::{Candle, CandleSource};
 use crate::error::{ErrorBody, StoreError};
 use crate::jobs::JobStatus;
 use crate::time::{MINUTE_MS, now_ms};
@@ -59,6 +59,10 @@ pub struct JobRecord {
     pub child_window: Option<i64>,
     /// A study's best objective value so far and the child that reached it.
     pub best: Option<(f64, i64)>,
+    /// What the job is about (strategy, symbol, range...), from its plan.
+    pub subject: crate::subject::JobSubject,
+    /// The tags given at submit.
+    pub tags: Vec<String>,
 }
 
 impl JobRecord {
@@ -115,6 +119,12 @@ pub enum Inserted {
 #[derive(Debug, Default, Clone)]
 pub struct JobFilter {
     pub kind: Option<String>,
+    /// Only jobs whose subject names this strategy (one of them, for several).
+    pub strategy: Option<String>,
+    /// Only jobs whose subject names this symbol (one of them, for several).
+    pub symbol: Option<String>,
+    /// Only jobs tagged with this tag.
+    pub tag: Option<String>,
     /// Only the children of this job (ascending by id when set).
     pub parent_id: Option<String>,
     pub status: Option<JobStatus>,
@@ -174,6 +184,9 @@ pub struct SeriesSummary {
     pub last_import_at: Option<i64>,
     /// Runs of missing minutes between first and last (as of the last write).
     pub gaps: i64,
+    /// Where the rows came from: `synthetic` (demo data), `csv`, `import`,
+    /// `mixed` (csv and import) or `unknown` (stored before sources were recorded).
+    pub source: String,
 }
 
 /// A series kept current by scheduled imports.
@@ -198,13 +211,20 @@ pub struct Gap {
 
 const JOB_COLUMNS: &str = "id, kind, status, params, progress, stage, attempts, cancel_requested, \
                            error, summary, created_at, started_at, finished_at, parent_id, child_index, \
-                           released, waiting, child_cap, child_window, best_value, best_child";
+                           released, waiting, child_cap, child_window, best_value, best_child, \
+                           subject, tags";
 /// The same columns without the params (a parent's plan can be megabytes; its
 /// children's bookkeeping never needs it).
 const JOB_HEAD_COLUMNS: &str = "id, kind, status, 'null' AS params, progress, stage, attempts, \
                                 cancel_requested, error, summary, created_at, started_at, finished_at, \
                                 parent_id, child_index, released, waiting, child_cap, child_window, \
-                                best_value, best_child";
+                                best_value, best_child, subject, tags";
+/// A listing's columns: the subject instead of the params, which are read
+/// only for a job recorded before subjects were (its subject is derived then).
+const JOB_LIST_COLUMNS: &str = "id, kind, status, CASE WHEN subject IS NULL THEN params ELSE 'null' END \
+                                AS params, progress, stage, attempts, cancel_requested, error, summary, \
+                                created_at, started_at, finished_at, parent_id, child_index, released, \
+                                waiting, child_cap, child_window, best_value, best_child, subject, tags";
 const UPSERT_CHUNK: usize = 3_000;
 /// How long a SQLite statement waits for another connection's write lock.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -274,6 +294,8 @@ struct JobRow {
     child_window: Option<i64>,
     best_value: Option<f64>,
     best_child: Option<i64>,
+    subject: Option<String>,
+    tags: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -286,6 +308,7 @@ struct SeriesRow {
     row_count: i64,
     last_import_at: Option<i64>,
     gap_count: i64,
+    source: String,
 }
 
 impl Store {
@@ -368,23 +391,48 @@ impl Store {
 
     /// Inserts a queued job, or returns the job an idempotency key already names.
     pub async fn insert_job(&self, job: NewJob<'_>) -> Result<Inserted> {
+        self.insert_tagged_job(job, &[]).await
+    }
+
+    /// [`Store::insert_job`] with the submit's tags. The job's subject is
+    /// derived from its plan here, and its labels (strategies, symbols, tags)
+    /// recorded with it for the listing's filters.
+    pub async fn insert_tagged_job(&self, job: NewJob<'_>, tags: &[String]) -> Result<Inserted> {
         let now = now_ms();
         let params = serde_json::to_string(job.params)?;
-        // One round trip: RETURNING gives the new row, or nothing on a key conflict.
+        let subject = crate::subject::subject_of(job.kind, job.params);
+        let mut labels = subject.labels();
+        labels.extend(tags.iter().map(|t| ("tag", t.clone())));
+        let subject = serde_json::to_string(&subject)?;
+        let tags = serde_json::to_string(tags)?;
+        // One statement: RETURNING gives the new row, or nothing on a key conflict.
         let sql = format!(
-            "INSERT INTO jobs (id, kind, status, params, created_at, updated_at, idempotency_key) \
-             VALUES ($1, $2, 'queued', $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING \
-             RETURNING {JOB_COLUMNS}"
+            "INSERT INTO jobs (id, kind, status, params, created_at, updated_at, idempotency_key, \
+             subject, tags) VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (idempotency_key) DO NOTHING RETURNING {JOB_COLUMNS}"
         );
-        let created: Option<JobRow> = on_db!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str()))
-            .bind(job.id)
-            .bind(job.kind)
-            .bind(&params)
-            .bind(now)
-            .bind(now)
-            .bind(job.idempotency_key)
-            .fetch_optional(pool)
-            .await?);
+        let created: Option<JobRow> = in_tx!(self, tx => {
+            let created: Option<JobRow> = sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                .bind(job.id)
+                .bind(job.kind)
+                .bind(&params)
+                .bind(now)
+                .bind(now)
+                .bind(job.idempotency_key)
+                .bind(&subject)
+                .bind(&tags)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if created.is_some() && !labels.is_empty() {
+                let mut query = QueryBuilder::new("INSERT INTO job_labels (name, value, job_id) ");
+                query.push_values(labels.iter(), |mut b, (name, value)| {
+                    b.push_bind(*name).push_bind(value.clone()).push_bind(job.id);
+                });
+                query.push(" ON CONFLICT DO NOTHING");
+                query.build().execute(&mut *tx).await?;
+            }
+            created
+        });
         if let Some(row) = created {
             return Ok(Inserted::Created(row.try_into()?));
         }
@@ -421,9 +469,19 @@ impl Store {
     pub async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>> {
         let rows: Vec<JobRow> = on_db!(self, pool => {
             let mut query =
-                QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1"));
+                QueryBuilder::new(format!("SELECT {JOB_LIST_COLUMNS} FROM jobs WHERE 1 = 1"));
             if let Some(kind) = &filter.kind {
                 query.push(" AND kind = ").push_bind(kind.clone());
+            }
+            for (name, value) in [("strategy", &filter.strategy), ("symbol", &filter.symbol), ("tag", &filter.tag)] {
+                if let Some(value) = value {
+                    query
+                        .push(" AND id IN (SELECT job_id FROM job_labels WHERE name = ")
+                        .push_bind(name)
+                        .push(" AND value = ")
+                        .push_bind(value.clone())
+                        .push(")");
+                }
             }
             if let Some(parent) = &filter.parent_id {
                 query.push(" AND parent_id = ").push_bind(parent.clone());
@@ -818,12 +876,26 @@ impl Store {
     /// transaction. Rows are written in timestamp order, so concurrent writers
     /// take row locks in the same order and never deadlock; a timestamp given
     /// twice is written once (the last one given wins), the other counted unchanged.
+    ///
+    /// `source` is recorded on the series. Synthetic rows never share a series
+    /// with others: writing CSV or imported rows into a synthetic series deletes
+    /// its rows first ([`Store::replace_synthetic`]); a series written by both
+    /// CSV and imports is `mixed`, one stored before sources were recorded stays
+    /// `unknown`.
     pub async fn upsert_candles(
         &self,
         exchange: &str,
         symbol: &str,
+        source: CandleSource,
         candles: &[Candle],
     ) -> Result<UpsertCounts> {
+        // Read first: the write lock is taken only when there is something to replace.
+        if source != CandleSource::Synthetic
+            && !candles.is_empty()
+            && self.series_source(exchange, symbol).await?.as_deref() == Some("synthetic")
+        {
+            self.replace_synthetic(exchange, symbol).await?;
+        }
         let ordered;
         let rows = if candles.windows(2).all(|w| w[0].timestamp < w[1].timestamp) {
             candles
@@ -845,7 +917,9 @@ impl Store {
             ..UpsertCounts::default()
         };
         for chunk in rows.chunks(UPSERT_CHUNK) {
-            let (inserted, affected) = self.upsert_chunk(exchange, symbol, chunk).await?;
+            let (inserted, affected) = self
+                .upsert_chunk(exchange, symbol, source.as_str(), chunk)
+                .await?;
             counts.inserted += inserted;
             counts.updated += affected.saturating_sub(inserted);
             counts.unchanged += (chunk.len() as u64).saturating_sub(affected);
@@ -859,6 +933,7 @@ impl Store {
         &self,
         exchange: &str,
         symbol: &str,
+        source: &str,
         chunk: &[Candle],
     ) -> Result<(u64, u64)> {
         let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else {
@@ -895,8 +970,10 @@ impl Store {
                 query
             }};
         }
-        const SUMMARY: &str = "INSERT INTO candle_series (exchange, symbol, timeframe, first_ts, last_ts, row_count, updated_at) \
-             VALUES ($1, $2, '1m', $3, $4, $5, $6) ON CONFLICT (exchange, symbol, timeframe) DO UPDATE SET \
+        const SUMMARY: &str = "INSERT INTO candle_series (exchange, symbol, timeframe, first_ts, last_ts, row_count, updated_at, source) \
+             VALUES ($1, $2, '1m', $3, $4, $5, $6, $7) ON CONFLICT (exchange, symbol, timeframe) DO UPDATE SET \
+             source = CASE WHEN candle_series.source = excluded.source THEN candle_series.source \
+                           WHEN candle_series.source = 'unknown' THEN 'unknown' ELSE 'mixed' END, \
              first_ts = CASE WHEN excluded.first_ts < candle_series.first_ts \
                              THEN excluded.first_ts ELSE candle_series.first_ts END, \
              last_ts = CASE WHEN excluded.last_ts > candle_series.last_ts \
@@ -933,6 +1010,7 @@ impl Store {
                     .bind(hi)
                     .bind(inserted as i64)
                     .bind(now_ms())
+                    .bind(source)
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
@@ -954,12 +1032,81 @@ impl Store {
                     .bind(hi)
                     .bind(inserted as i64)
                     .bind(now_ms())
+                    .bind(source)
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
                 Ok((inserted, written.len() as u64))
             }
         }
+    }
+
+    /// Deletes the series if its rows are synthetic (the demo seeder's), so real
+    /// rows written next never mix with them; returns the rows deleted.
+    pub async fn replace_synthetic(&self, exchange: &str, symbol: &str) -> Result<u64> {
+        let removed = in_tx!(self, tx => {
+            let synthetic: Option<i64> = sqlx::query_scalar(
+                "SELECT row_count FROM candle_series WHERE exchange = $1 AND symbol = $2 \
+                 AND timeframe = '1m' AND source = 'synthetic'",
+            )
+            .bind(exchange)
+            .bind(symbol)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if synthetic.is_some() {
+                let removed = sqlx::query(
+                    "DELETE FROM candles WHERE exchange = $1 AND symbol = $2 AND timeframe = '1m'",
+                )
+                .bind(exchange)
+                .bind(symbol)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                sqlx::query(
+                    "DELETE FROM candle_series WHERE exchange = $1 AND symbol = $2 AND timeframe = '1m'",
+                )
+                .bind(exchange)
+                .bind(symbol)
+                .execute(&mut *tx)
+                .await?;
+                removed
+            } else {
+                0
+            }
+        });
+        Ok(removed)
+    }
+
+    /// The series' source (see [`SeriesSummary::source`]); None if not stored.
+    pub async fn series_source(&self, exchange: &str, symbol: &str) -> Result<Option<String>> {
+        Ok(on_db!(self, pool => sqlx::query_scalar(
+            "SELECT source FROM candle_series WHERE exchange = $1 AND symbol = $2 AND timeframe = '1m'",
+        )
+        .bind(exchange)
+        .bind(symbol)
+        .fetch_optional(pool)
+        .await?))
+    }
+
+    /// Relabels a series whose source was `unknown` (stored before sources were
+    /// recorded) once its origin is established; true if it was relabelled.
+    pub async fn settle_unknown_source(
+        &self,
+        exchange: &str,
+        symbol: &str,
+        source: CandleSource,
+    ) -> Result<bool> {
+        let changed = on_db!(self, pool => sqlx::query(
+            "UPDATE candle_series SET source = $1 \
+             WHERE exchange = $2 AND symbol = $3 AND timeframe = '1m' AND source = 'unknown'",
+        )
+        .bind(source.as_str())
+        .bind(exchange)
+        .bind(symbol)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(changed == 1)
     }
 
     /// Recounts the series' gaps between its first and last row into the summary.
@@ -1167,7 +1314,7 @@ impl Store {
     /// Stored series, answered from the summary table (never scans candles).
     pub async fn list_series(&self) -> Result<Vec<SeriesSummary>> {
         let rows: Vec<SeriesRow> = on_db!(self, pool => sqlx::query_as(
-            "SELECT exchange, symbol, timeframe, first_ts, last_ts, row_count, last_import_at, gap_count \
+            "SELECT exchange, symbol, timeframe, first_ts, last_ts, row_count, last_import_at, gap_count, source \
              FROM candle_series ORDER BY exchange, symbol, timeframe",
         )
         .fetch_all(pool)
@@ -1183,6 +1330,7 @@ impl Store {
                 rows: row.row_count,
                 last_import_at: row.last_import_at,
                 gaps: row.gap_count,
+                source: row.source,
             })
             .collect())
     }
@@ -1454,21 +1602,38 @@ impl Store {
     ) -> Result<u64> {
         let now = now_ms();
         let mut inserted = 0;
+        // A child whose plan names nothing (a study's trial) shows its parent's subject.
+        let mut inherited: Option<crate::subject::JobSubject> = None;
         for chunk in children.chunks(200) {
             let mut rows = Vec::with_capacity(chunk.len());
+            let mut labels: Vec<(String, &'static str, String)> = Vec::new();
             for child in chunk {
+                let mut subject = crate::subject::subject_of(kind, &child.params);
+                if subject.is_empty() {
+                    if inherited.is_none() {
+                        inherited = Some(self.parent_subject(parent_id).await?);
+                    }
+                    subject = inherited.clone().unwrap_or_default();
+                }
+                labels.extend(
+                    subject
+                        .labels()
+                        .into_iter()
+                        .map(|(name, value)| (child.id.clone(), name, value)),
+                );
                 rows.push((
                     child,
                     serde_json::to_string(&child.params)?,
                     format!("{parent_id}:{}", child.index),
+                    serde_json::to_string(&subject)?,
                 ));
             }
-            inserted += on_db!(self, pool => {
+            inserted += in_tx!(self, tx => {
                 let mut query = QueryBuilder::new(
                     "INSERT INTO jobs (id, kind, status, params, created_at, updated_at, \
-                     idempotency_key, parent_id, child_index, released) ",
+                     idempotency_key, parent_id, child_index, released, subject, tags) ",
                 );
-                query.push_values(rows.iter(), |mut b, (child, params, key)| {
+                query.push_values(rows.iter(), |mut b, (child, params, key, subject)| {
                     b.push_bind(child.id.clone())
                         .push_bind(kind)
                         .push_bind("queued")
@@ -1478,13 +1643,41 @@ impl Store {
                         .push_bind(key.clone())
                         .push_bind(parent_id)
                         .push_bind(child.index)
-                        .push_bind(0i64);
+                        .push_bind(0i64)
+                        .push_bind(subject.clone())
+                        .push_bind("[]");
                 });
-                query.push(" ON CONFLICT (idempotency_key) DO NOTHING");
-                query.build().execute(pool).await?.rows_affected()
+                query.push(" ON CONFLICT (idempotency_key) DO NOTHING RETURNING id");
+                let created: Vec<String> = query.build_query_scalar().fetch_all(&mut *tx).await?;
+                // Labels of the rows this call created (a resumed parent's earlier
+                // children keep theirs).
+                let fresh: Vec<&(String, &'static str, String)> =
+                    labels.iter().filter(|(id, _, _)| created.contains(id)).collect();
+                for part in fresh.chunks(1000) {
+                    let mut query = QueryBuilder::new("INSERT INTO job_labels (name, value, job_id) ");
+                    query.push_values(part.iter(), |mut b, (id, name, value)| {
+                        b.push_bind(*name).push_bind(value.clone()).push_bind(id.clone());
+                    });
+                    query.push(" ON CONFLICT DO NOTHING");
+                    query.build().execute(&mut *tx).await?;
+                }
+                created.len() as u64
             });
         }
         Ok(inserted)
+    }
+
+    /// A parent's subject as its children inherit it.
+    async fn parent_subject(&self, parent_id: &str) -> Result<crate::subject::JobSubject> {
+        let subject: Option<Option<String>> = on_db!(self, pool =>
+            sqlx::query_scalar("SELECT subject FROM jobs WHERE id = $1")
+                .bind(parent_id)
+                .fetch_optional(pool)
+                .await?);
+        Ok(match subject.flatten() {
+            Some(text) => serde_json::from_str::<crate::subject::JobSubject>(&text)?.inherited(),
+            None => crate::subject::JobSubject::default(),
+        })
     }
 
     /// Lets the next held-back children of a running parent go, keeping at most
@@ -1654,6 +1847,29 @@ impl Store {
         .await?
         .rows_affected());
         Ok(done == 1)
+    }
+
+    /// Records how many of a parent's children had ended when it last looked:
+    /// a parent woken per ended child is woken again only for a newer end.
+    pub async fn set_children_seen(&self, id: &str, seen: i64) -> Result<()> {
+        on_db!(self, pool => sqlx::query("UPDATE jobs SET children_seen = $1 WHERE id = $2")
+            .bind(seen)
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(())
+    }
+
+    /// What [`Store::set_children_seen`] recorded (0 before it ever did).
+    pub async fn children_seen(&self, id: &str) -> Result<i64> {
+        let seen: Option<Option<i64>> = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT children_seen FROM jobs WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await?);
+        Ok(seen.flatten().unwrap_or(0))
     }
 
     /// Takes a waiting parent out of waiting so it can be run again (to combine
@@ -1865,19 +2081,46 @@ impl Store {
             .collect()
     }
 
-    /// Announces (or renews) a live worker process and its runner count.
+    /// Announces (or renews) a live worker process and its runner count, all warm.
     pub async fn heartbeat_worker(&self, id: &str, runners: i64, ttl_ms: i64) -> Result<()> {
+        self.announce_worker(id, runners, runners, ttl_ms).await
+    }
+
+    /// Announces (or renews) a live worker process: `ready` of its `runners`
+    /// are warm (a worker announces 0 while its runners start).
+    pub async fn announce_worker(
+        &self,
+        id: &str,
+        ready: i64,
+        runners: i64,
+        ttl_ms: i64,
+    ) -> Result<()> {
         on_db!(self, pool => sqlx::query(
-            "INSERT INTO workers (id, runners, expires_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (id) DO UPDATE SET runners = excluded.runners, expires_at = excluded.expires_at",
+            "INSERT INTO workers (id, runners, ready, expires_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO UPDATE SET runners = excluded.runners, ready = excluded.ready, \
+             expires_at = excluded.expires_at",
         )
         .bind(id)
         .bind(runners)
+        .bind(ready.clamp(0, runners))
         .bind(now_ms() + ttl_ms)
         .execute(pool)
         .await?
         .rows_affected());
         Ok(())
+    }
+
+    /// `(ready, total, workers)`: warm runners, runners, and worker processes of
+    /// the live fleet, for /ready and /health.
+    pub async fn fleet_readiness(&self) -> Result<(i64, i64, i64)> {
+        let (ready, total, workers): (Option<i64>, Option<i64>, i64) = on_db!(self, pool => sqlx::query_as(
+            "SELECT CAST(SUM(ready) AS BIGINT), CAST(SUM(runners) AS BIGINT), COUNT(*) FROM workers \
+             WHERE expires_at > $1",
+        )
+        .bind(now_ms())
+        .fetch_one(pool)
+        .await?);
+        Ok((ready.unwrap_or(0), total.unwrap_or(0), workers))
     }
 
     pub async fn remove_worker(&self, id: &str) -> Result<()> {
@@ -1944,10 +2187,16 @@ impl TryFrom<JobRow> for JobRecord {
                 format!("unknown job {what} '{value}'").into(),
             ))
         };
+        let params: Value = serde_json::from_str(&row.params)?;
+        let subject = match &row.subject {
+            Some(subject) => serde_json::from_str(subject)?,
+            // A job recorded before subjects were: derived from its plan.
+            None => crate::subject::subject_of(&row.kind, &params),
+        };
         Ok(JobRecord {
             kind: row.kind,
             status: JobStatus::parse(&row.status).ok_or_else(|| corrupt("status", &row.status))?,
-            params: serde_json::from_str(&row.params)?,
+            params,
             progress: row.progress,
             stage: row.stage,
             attempts: row.attempts,
@@ -1964,6 +2213,12 @@ impl TryFrom<JobRow> for JobRecord {
             child_cap: row.child_cap,
             child_window: row.child_window,
             best: row.best_value.zip(row.best_child),
+            subject,
+            tags: row
+                .tags
+                .map(|t| serde_json::from_str(&t))
+                .transpose()?
+                .unwrap_or_default(),
             id: row.id,
         })
     }
@@ -2161,5 +2416,103 @@ mod raw {
         // SAFETY: sqlite3_errmsg returns a NUL-terminated string owned by the connection.
         let message = unsafe { CStr::from_ptr(ffi::sqlite3_errmsg(db)) };
         format!("loading candles ({step}): {}", message.to_string_lossy())
+    }
+}
+
+// ---- job logs -------------------------------------------------------------------
+//
+// What a job's strategy printed and logged (`migrations/*/..._job_logs.sql`),
+// written by the worker as the job runs and read a page at a time.
+
+/// One line of a job's log.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct JobLogLine {
+    /// Position in the job's log, from 0, across attempts.
+    pub seq: i64,
+    /// The attempt that wrote it (1 unless a runner died under the job).
+    pub attempt: i64,
+    /// `stdout` or `stderr` (print output), `info` or `error` (`self.log`), or
+    /// `system` (the line that says the log was truncated).
+    pub stream: String,
+    pub line: String,
+    /// Jesse's clock when it was written (ms); None outside the simulation.
+    pub simulated_ms: Option<i64>,
+    /// Wall clock when the worker received it (ms).
+    pub logged_at: i64,
+}
+
+/// How much of its log a job has used.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct JobLogUsage {
+    pub lines: i64,
+    /// Characters of text (the cap is on bytes; this is never more than them).
+    pub chars: i64,
+    /// The `seq` of the next line.
+    pub next_seq: i64,
+}
+
+impl Store {
+    /// Lines, characters and the next `seq` of a job's log (zeros when it has none).
+    pub async fn job_log_usage(&self, job_id: &str) -> Result<JobLogUsage> {
+        let (lines, chars, next_seq): (i64, i64, i64) = on_db!(self, pool => sqlx::query_as(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(LENGTH(line)), 0) AS BIGINT), \
+             CAST(COALESCE(MAX(seq) + 1, 0) AS BIGINT) FROM job_logs WHERE job_id = $1",
+        )
+        .bind(job_id)
+        .fetch_one(pool)
+        .await?);
+        Ok(JobLogUsage {
+            lines,
+            chars,
+            next_seq,
+        })
+    }
+
+    /// Appends lines (numbered by the caller) to a job's log; a line whose `seq`
+    /// is already there is kept as it was. A busy store is waited out.
+    pub async fn append_job_logs(&self, job_id: &str, lines: &[JobLogLine]) -> Result<()> {
+        // 7 parameters a line, well under SQLite's 32,766 per statement.
+        for chunk in lines.chunks(1_000) {
+            retry_transient("writing job logs", || async {
+                on_db!(self, pool => {
+                    let mut query = QueryBuilder::new(
+                        "INSERT INTO job_logs (job_id, seq, attempt, stream, line, simulated_ms, logged_at) ",
+                    );
+                    query.push_values(chunk.iter(), |mut b, l| {
+                        b.push_bind(job_id)
+                            .push_bind(l.seq)
+                            .push_bind(l.attempt)
+                            .push_bind(l.stream.as_str())
+                            .push_bind(l.line.as_str())
+                            .push_bind(l.simulated_ms)
+                            .push_bind(l.logged_at);
+                    });
+                    query.push(" ON CONFLICT (job_id, seq) DO NOTHING");
+                    query.build().execute(pool).await?.rows_affected()
+                });
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` lines of a job's log after `seq` `after` (from the start
+    /// without it), in order.
+    pub async fn job_logs(
+        &self,
+        job_id: &str,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<JobLogLine>> {
+        Ok(on_db!(self, pool => sqlx::query_as(
+            "SELECT seq, attempt, stream, line, simulated_ms, logged_at FROM job_logs \
+             WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(job_id)
+        .bind(after.unwrap_or(-1))
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
     }
 }

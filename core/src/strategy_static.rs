@@ -30,17 +30,95 @@ pub struct Diagnostic {
 }
 
 /// One entry of `hyperparameters()` as Jesse declares it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Hyperparameter {
     pub name: String,
     /// "int" | "float" | "bool" | "str" | "categorical"
     #[serde(rename = "type")]
     pub kind: String,
+    #[serde(default)]
     pub min: Option<Value>,
+    #[serde(default)]
     pub max: Option<Value>,
+    #[serde(default)]
     pub step: Option<Value>,
+    #[serde(default)]
     pub options: Option<Vec<Value>>,
+    #[serde(default)]
     pub default: Option<Value>,
+}
+
+impl Hyperparameter {
+    /// Whether `value` is one this parameter takes, as Jesse hands it to the
+    /// strategy (`self.hp[name]` is the value as given): an `int` a whole
+    /// number (`20.0` too, as a JSON number may spell it), a `float` any
+    /// number, both within `[min, max]` when declared; a `bool` true or
+    /// false; a `categorical` (or a `str` with options) one of its options
+    /// (`1 == 1.0`, as in Python); a `str` a string. Answers why not.
+    pub fn check(&self, value: &Value) -> Result<(), String> {
+        match self.kind.as_str() {
+            "int" | "float" => self.check_range(value),
+            "bool" if !value.is_boolean() => Err("is not a boolean (true or false)".into()),
+            "str" if !value.is_string() => Err("is not a string".into()),
+            "categorical" | "str" => match &self.options {
+                Some(options) if !options.iter().any(|o| python_eq(o, value)) => {
+                    Err("is not one of its options".into())
+                }
+                _ => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    /// A numeric parameter's type and bounds (inclusive, as Jesse's and
+    /// Optuna's ranges are).
+    pub fn check_range(&self, value: &Value) -> Result<(), String> {
+        let Some(number) = value.as_f64().filter(|_| value.is_number()) else {
+            return Err(format!("is not a number (an {})", self.kind));
+        };
+        if self.kind == "int" && !(number.is_finite() && number.fract() == 0.0) {
+            return Err("is not a whole number".into());
+        }
+        let bound = |v: &Option<Value>| v.as_ref().and_then(Value::as_f64);
+        if let Some(min) = bound(&self.min)
+            && number < min
+        {
+            return Err(format!("is below the minimum {}", show(&self.min)));
+        }
+        if let Some(max) = bound(&self.max)
+            && number > max
+        {
+            return Err(format!("is above the maximum {}", show(&self.max)));
+        }
+        Ok(())
+    }
+
+    /// What the declaration allows, in words: "fast as an int from 5 to 50".
+    pub fn allowed(&self) -> String {
+        let name = &self.name;
+        match self.kind.as_str() {
+            "int" | "float" => match (&self.min, &self.max) {
+                (Some(min), Some(max)) => {
+                    format!("{name} as {} from {min} to {max}", article(&self.kind))
+                }
+                _ => format!("{name} as {}", article(&self.kind)),
+            },
+            "categorical" | "str" if self.options.is_some() => format!(
+                "{name} with options {}",
+                Value::Array(self.options.clone().unwrap_or_default())
+            ),
+            "bool" => format!("{name} as a bool (true or false)"),
+            "str" => format!("{name} as a string"),
+            other => format!("{name} as {other}"),
+        }
+    }
+}
+
+fn article(kind: &str) -> String {
+    match kind {
+        "int" => "an int".into(),
+        other => format!("a {other}"),
+    }
 }
 
 /// The outcome of [`validate_static`].
@@ -988,5 +1066,48 @@ mod tests {
                 .unwrap()
                 .contains("hyperparameters")
         );
+    }
+
+    #[test]
+    fn values_are_checked_as_jesse_takes_them() {
+        let src = with_hp(
+            r#"[
+            {'name': 'fast', 'type': int, 'min': 5, 'max': 50, 'default': 10},
+            {'name': 'ratio', 'type': float, 'min': 0.5, 'max': 3.0, 'default': 1.5},
+            {'name': 'mode', 'type': 'categorical', 'options': ['a', 1], 'default': 'a'},
+            {'name': 'on', 'type': bool, 'default': True},
+            {'name': 'label', 'type': str, 'default': 'x'},
+        ]"#,
+        );
+        let hps = validate_static(Some("Demo"), &src).hyperparameters.unwrap();
+        let (fast, ratio, mode, on, label) = (&hps[0], &hps[1], &hps[2], &hps[3], &hps[4]);
+        for ok in [json!(5), json!(50), json!(20.0)] {
+            assert_eq!(fast.check(&ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            json!(4),
+            json!(51),
+            json!(12.5),
+            json!("12"),
+            json!(true),
+            json!(null),
+        ] {
+            assert!(fast.check(&bad).is_err(), "{bad}");
+        }
+        assert_eq!(ratio.check(&json!(1)), Ok(()), "an int is a float");
+        assert!(
+            ratio
+                .check(&json!(0.4))
+                .unwrap_err()
+                .contains("minimum 0.5")
+        );
+        assert_eq!(mode.check(&json!(1.0)), Ok(()), "1 == 1.0 as in Python");
+        assert!(mode.check(&json!("b")).is_err());
+        assert_eq!(on.check(&json!(false)), Ok(()));
+        assert!(on.check(&json!(1)).is_err());
+        assert_eq!(label.check(&json!("y")), Ok(()));
+        assert!(label.check(&json!(3)).is_err());
+        assert_eq!(fast.allowed(), "fast as an int from 5 to 50");
+        assert_eq!(mode.allowed(), r#"mode with options ["a",1]"#);
     }
 }

@@ -119,12 +119,26 @@ try {
   assert(p50.length > 0, 'total_return percentiles shown');
   await screenshot(page, 'monte-carlo');
 
+  // ---- Research pipeline: verdict, one row per step, gates, the report.
+  await show(page, `/jobs/${jobs.pipeline}`);
+  await resultReady(page, jobs.pipeline);
+  const pipeline = (await api(`/v1/jobs/${jobs.pipeline}/result`)).body;
+  const verdictText = await page.$eval('[data-field=verdict]', (el) => el.textContent);
+  assert(verdictText === pipeline.verdict.outcome, `verdict shown: ${verdictText}`);
+  assert(await rows(page, 'steps-table') === pipeline.steps.length, `${pipeline.steps.length} steps listed`);
+  assert(await rows(page, 'gates-table') === pipeline.gates.length, `${pipeline.gates.length} gates listed`);
+  const reportText = await page.$eval('[data-testid=report]', (el) => el.textContent);
+  assert(reportText === pipeline.report && reportText.includes(pipeline.steps[0].job_id), 'the report is shown');
+  await screenshot(page, 'pipeline');
+
   // ---- Candles: coverage with the gap the test left, the import, the schedule.
   await show(page, '/candles');
   const series = `[data-series="${config.gappy_series}"]`;
   await page.waitForSelector(`${series} svg.timeline`, { timeout: 30000 });
   const gaps = await page.$$eval(`${series} svg.timeline rect.gap`, (rects) => rects.length);
   assert(gaps === config.gappy_series_gaps, `${config.gappy_series}: ${gaps} gap(s) drawn, ${config.gappy_series_gaps} expected`);
+  const source = await page.$eval(`${series} [data-field=source]`, (el) => el.textContent);
+  assert(source === 'csv', `${config.gappy_series}: its source is shown (${source})`);
   await page.waitForSelector(`[data-testid=imports-table] tr[data-job-id="${jobs.import}"] .badge.succeeded`, { timeout: 30000 });
   const schedule = await page.$eval('[data-testid=schedules-table] tbody', (tb) => tb.textContent);
   assert(schedule.includes(config.schedule_cron), `schedule listed: ${schedule}`);

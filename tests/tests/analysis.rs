@@ -149,7 +149,7 @@ async fn analysis_comparison_and_charts_of_real_backtests() {
         .iter()
         .find(|s| s["name"] == "Portfolio")
         .expect("Jesse's Portfolio series");
-    let values: Vec<f64> = series["data"]
+    let values: Vec<f64> = series["points"]
         .as_array()
         .unwrap()
         .iter()

@@ -220,8 +220,10 @@ async fn fifteen_minute_backtest_with_fast_mode_equals_bare_jesse() {
     let job = app.wait(&job_id, Duration::from_secs(180)).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     let (_, result) = app.get(&format!("/v1/jobs/{job_id}/result")).await;
+    // Read as users read it: integer ms and RFC 3339 per point (see result_shapes).
+    let first = &result["equity_curve"][0]["points"][0];
     assert!(
-        result["equity_curve"].is_array() || result["equity_curve"].is_object(),
+        first["time"].is_i64() && first["date"].is_string() && first["value"].is_f64(),
         "equity curve: {}",
         result["equity_curve"]
     );

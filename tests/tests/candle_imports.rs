@@ -282,6 +282,8 @@ async fn a_running_import_can_be_cancelled_and_a_rerun_continues() {
     // 12 days = 18 Binance pages at the driver's 2 requests/s: long enough to cancel.
     let exchange = FakeExchange::start(&[("BTCUSDT", JAN_1, JAN_1 + 12 * DAY)]).await;
     let app = app_with(&exchange).await;
+    // The cancel below must land mid-import, not during a slow runner start.
+    app.wait_worker_ready(0).await;
     let request = json!({"exchange": "Binance Perpetual Futures", "symbol": "BTC-USDT", "start_date": "2024-01-01", "end_date": "2024-01-13"});
     let (_, answer) = app.post_json("/v1/candles/imports", &request).await;
     let job_id = answer["job_id"].as_str().unwrap().to_string();

@@ -189,6 +189,15 @@ async fn every_page_renders_the_service_in_a_real_browser() {
         ),
     );
     jobs.insert(
+        "pipeline".into(),
+        json!(accepted(&app, "/v1/pipelines", &json!({"name": "dashboard pipeline", "steps": [
+            {"id": "base", "kind": "backtest", "input": backtest_body("SmaCross", "1h", "2024-02-01", "2024-03-01"),
+             "gate": "base.metrics.total >= 0"},
+            {"id": "mc", "kind": "monte_carlo",
+             "input": {"mode": "trades", "source": "${base.job_id}", "scenarios": 100, "seed": 2}},
+        ]})).await),
+    );
+    jobs.insert(
         "import".into(),
         json!(
             accepted(

@@ -386,6 +386,15 @@ async fn screen_finds_the_planted_pair_and_the_strategy_trades_both_legs() {
         }
         let path = row["kalman"]["path"].as_array().unwrap();
         assert!(path.len() <= 200 && path.len() > 100, "{key}");
+        // Read as every time is: integer ms with its RFC 3339 `date` (docs/RESULTS.md).
+        for point in path {
+            let ms = point["time"].as_i64().unwrap_or_else(|| panic!("{point}"));
+            assert_eq!(
+                point["date"],
+                jesse_mcp_core::time::to_rfc3339(ms),
+                "{point}"
+            );
+        }
         same(
             &path.last().unwrap()["hedge_ratio"],
             &theirs["kalman"]["hedge_ratio_last"],

@@ -1,6 +1,7 @@
 //! `make run` (ops/run.sh) as a user starts it, on this build's binaries: a
 //! worker that dies (kill -9) is restarted while the API keeps serving, and the
-//! job it held completes.
+//! job it held completes; the banner comes once the runners are warm, names the
+//! real data dir and the demo data, and Ctrl-C is a requested stop.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -253,11 +254,93 @@ async fn worker_processes_sets_how_many_workers_run() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(service.worker_pid(3).is_none());
-    // The banner follows the first healthy answer.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // The banner follows the runners' warm-up.
+    let deadline = Instant::now() + Duration::from_secs(180);
     while !service.log().contains("with 2 worker process(es)") {
         assert!(Instant::now() < deadline, "{}", service.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_banner_follows_warm_runners_and_ctrl_c_is_a_requested_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut service = Service::start(dir.path(), 1);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !service.log().contains("Ctrl-C (or SIGTERM) stops") {
+        assert!(Instant::now() < deadline, "no banner:\n{}", service.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = service.log();
+    assert!(log.contains("1 of 1 runner(s) warm."), "{log}");
+    // By then /ready and /health count the runner warm.
+    for path in ["/ready", "/health"] {
+        let (status, body) = service.get(path).await.expect("the API answers");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["runners"],
+            json!({"ready": 1, "total": 1, "workers": 1}),
+            "{path}: {body}"
+        );
+    }
+    let data = service.data_dir.display().to_string();
+    assert!(log.contains(&format!("Data: {data} ")), "{log}");
+    assert!(log.contains(&format!("SQLite ({data}/store.db)")), "{log}");
+    assert!(log.contains("DEMO DATA"), "the demo data is named:\n{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "no colour codes in a log that is not a terminal:\n{log}"
+    );
+
+    // Ctrl-C reaches the whole foreground process group.
+    let group = -(service.child.id() as i32);
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(group, libc::SIGINT) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = service.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "did not stop:\n{}",
+            service.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let log = service.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("jesse-mcp: stopped as asked (Ctrl-C)"),
+        "{log}"
+    );
+    assert!(!log.contains("exited on its own"), "{log}");
+    assert!(!log.contains("unexpectedly"), "{log}");
+}
+
+#[test]
+fn make_help_lists_every_documented_target() {
+    let makefile = std::fs::read_to_string(repo_root().join("Makefile")).unwrap();
+    let output = std::process::Command::new("make")
+        .args(["-s", "help"])
+        .current_dir(repo_root())
+        .output()
+        .expect("run make help");
+    assert!(output.status.success(), "{output:?}");
+    let help = String::from_utf8_lossy(&output.stdout);
+    let documented: Vec<&str> = makefile
+        .lines()
+        .filter_map(|l| l.strip_prefix("## ")?.split_once(": ").map(|(t, _)| t))
+        .collect();
+    for target in ["run", "test", "help", "bench", "clean-data"] {
+        assert!(documented.contains(&target), "{target} is not documented");
+    }
+    for target in documented {
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{target} "))),
+            "make help does not list {target}:\n{help}"
+        );
     }
 }
 

@@ -204,6 +204,39 @@ async fn a_job_over_its_memory_limit_fails_with_memory_limit_exceeded() {
     assert_eq!(app.wait(&job_id, LONG).await["status"], "succeeded");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_time_and_file_size_limits_end_jobs_with_their_codes() {
+    let mut options = hostile_options(&["CpuHog", "FileHog"]);
+    options
+        .worker_env
+        .push(("JESSE_MCP_RUNNER_CPU_SECS", "3".into()));
+    options
+        .worker_env
+        .push(("JESSE_MCP_RUNNER_FILE_SIZE_MB", "8".into()));
+    let (app, _) = app_with_candles(options).await;
+    for (strategy, code) in [
+        ("CpuHog", "cpu_limit_exceeded"),
+        ("FileHog", "file_size_limit_exceeded"),
+    ] {
+        let job_id = app.submit(&backtest_body(strategy, "1h", START, END)).await;
+        let job = app.wait(&job_id, LONG).await;
+        assert_eq!(job["status"], "failed", "{strategy}: {job}");
+        assert_eq!(job["error"]["code"], code, "{strategy}: {job}");
+        assert_eq!(job["attempts"], 1, "a limit is not retried: {job}");
+    }
+    assert_eq!(sandbox_status(&app).await["rlimits"], true);
+    let log = std::fs::read_to_string(app.dir.path().join("worker-0.log")).unwrap();
+    assert!(
+        log.contains("CPU 3 s, file size 8 MiB"),
+        "the worker says at start-up which limits it enforces: {log}"
+    );
+    // The runner carries on, within the same limits.
+    let job_id = app
+        .submit(&backtest_body("SmaCross", "1h", START, END))
+        .await;
+    assert_eq!(app.wait(&job_id, LONG).await["status"], "succeeded");
+}
+
 /// SmaCross on the one runner, compared with bare Jesse.
 async fn assert_honest_backtest_equals_jesse(app: &TestApp, reference: &Value, after: &str) {
     let job_id = app

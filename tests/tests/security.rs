@@ -242,18 +242,20 @@ async fn foreign_hosts_and_origins_are_refused_on_rest_and_mcp() {
         assert_eq!(status, 200, "Host {host}: {answer}");
     }
 
-    // Cross-origin: refused, whatever the method, MCP included.
-    for origin in [
-        "http://evil.example",
-        "null",
-        &format!("http://127.0.0.1:{}", port + 1),
-    ] {
+    // Cross-origin: refused, whatever the method, MCP included; a page on
+    // another loopback port is refused by REST (MCP allows loopback origins,
+    // as its transport spec says: below).
+    let other_loopback = format!("http://127.0.0.1:{}", port + 1);
+    for origin in ["http://evil.example", "null", other_loopback.as_str()] {
         for (method, path, body) in [
             (Method::GET, "/v1/jobs", None),
             (Method::POST, "/v1/backtests", Some(submit.clone())),
             (Method::POST, "/mcp", Some(INITIALIZE.as_bytes().to_vec())),
             (Method::OPTIONS, "/v1/backtests", None),
         ] {
+            if path == "/mcp" && origin == other_loopback {
+                continue;
+            }
             let (status, answer, headers) = send(
                 &app.client,
                 method.clone(),
@@ -276,6 +278,23 @@ async fn foreign_hosts_and_origins_are_refused_on_rest_and_mcp() {
         }
     }
     assert_eq!(app.job_count().await, 0, "a refused submit queued nothing");
+
+    // MCP from another loopback origin (an Inspector web UI beside the service): allowed.
+    for loopback in [
+        other_loopback.clone(),
+        "http://localhost:6274".to_string(),
+        "http://[::1]:3000".to_string(),
+    ] {
+        let (status, answer, _) = send(
+            &app.client,
+            Method::POST,
+            &app.url("/mcp"),
+            &[(ORIGIN, &loopback), json.clone(), mcp_accept.clone()],
+            Some(INITIALIZE.as_bytes().to_vec()),
+        )
+        .await;
+        assert_eq!(status, 200, "MCP from {loopback}: {answer}");
+    }
 
     // Same origin (the dashboard's case): allowed, then handled as usual.
     let own = format!("http://127.0.0.1:{port}");

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use jesse_mcp_core::candles::{Candle, synthetic};
+use jesse_mcp_core::candles::{Candle, CandleSource, synthetic};
 use jesse_mcp_core::error::ErrorBody;
 use jesse_mcp_core::jobs::JobStatus;
 use jesse_mcp_core::store::{
@@ -678,7 +678,7 @@ async fn candles_upsert_load_and_summaries(store: &Store) {
     let start = day("2024-03-01");
     let candles = synthetic(start, start + 2 * DAY_MS, 3_000.0, 7);
     let counts = store
-        .upsert_candles(exchange, symbol, &candles)
+        .upsert_candles(exchange, symbol, CandleSource::Csv, &candles)
         .await
         .unwrap();
     assert_eq!(
@@ -690,7 +690,7 @@ async fn candles_upsert_load_and_summaries(store: &Store) {
         }
     );
     let again = store
-        .upsert_candles(exchange, symbol, &candles)
+        .upsert_candles(exchange, symbol, CandleSource::Csv, &candles)
         .await
         .unwrap();
     assert_eq!(
@@ -717,7 +717,7 @@ async fn candles_upsert_load_and_summaries(store: &Store) {
     );
     changed.extend_from_slice(&more);
     let mixed = store
-        .upsert_candles(exchange, symbol, &changed)
+        .upsert_candles(exchange, symbol, CandleSource::Csv, &changed)
         .await
         .unwrap();
     assert_eq!(
@@ -802,7 +802,7 @@ async fn gaps_are_half_open_runs(store: &Store) {
         !(10..15).contains(&minute) && minute != 600
     });
     store
-        .upsert_candles(exchange, symbol, &candles)
+        .upsert_candles(exchange, symbol, CandleSource::Csv, &candles)
         .await
         .unwrap();
     let gaps = store
@@ -957,7 +957,9 @@ async fn concurrent_imports_of_one_series_count_exactly(store: &Store) {
                     rows.reverse(); // the store must not depend on the caller's order
                 }
                 tokio::spawn(async move {
-                    let counts = store.upsert_candles(exchange, &symbol, &rows).await;
+                    let counts = store
+                        .upsert_candles(exchange, &symbol, CandleSource::Csv, &rows)
+                        .await;
                     (rows.len() as u64, counts)
                 })
             })
@@ -994,7 +996,7 @@ async fn loading_a_wide_range_allocates_what_is_stored(store: &Store) {
     let start = day("2024-01-01");
     let candles = synthetic(start, start + 10 * MINUTE_MS, 10.0, 3);
     store
-        .upsert_candles(exchange, symbol, &candles)
+        .upsert_candles(exchange, symbol, CandleSource::Csv, &candles)
         .await
         .unwrap();
     let loaded = store
@@ -1034,7 +1036,7 @@ async fn candle_pages_walk_a_series_in_order(store: &Store) {
     let mut candles = synthetic(start, start + 1_000 * MINUTE_MS, 10.0, 4);
     candles.retain(|c| (c.timestamp - start) / MINUTE_MS % 7 != 3);
     store
-        .upsert_candles(exchange, symbol, &candles)
+        .upsert_candles(exchange, symbol, CandleSource::Csv, &candles)
         .await
         .unwrap();
     for page in [1, 6, 250, 10_000] {
@@ -1108,7 +1110,11 @@ async fn a_large_upsert_commits_chunk_by_chunk(store: &Store) {
     let total = rows.len() as i64;
     let writer = {
         let store = store.clone();
-        tokio::spawn(async move { store.upsert_candles(exchange, symbol, &rows).await })
+        tokio::spawn(async move {
+            store
+                .upsert_candles(exchange, symbol, CandleSource::Csv, &rows)
+                .await
+        })
     };
     let mut seen_partial = false;
     while !writer.is_finished() {

@@ -126,6 +126,8 @@ async fn windows_tile_the_range_and_match_bare_jesse_out_of_sample() {
             ms(pair[1]["date"].as_str().unwrap()),
         );
         assert_eq!(b - a, 86_400_000, "one point per day, no gap");
+        // Each day also as integer ms (docs/RESULTS.md).
+        assert_eq!(pair[0]["time"].as_i64(), Some(a), "{}", pair[0]);
     }
     let last = curve.last().unwrap()["equity"].as_f64().unwrap();
     assert!((last - stitched["finishing_balance"].as_f64().unwrap()).abs() < 1e-9);

@@ -12,10 +12,12 @@ that ran and tracebacks point at the user's file and line.
 
 import errno
 import importlib.util
+import io
 import json
 import linecache
 import math
 import os
+import struct
 import sys
 import time
 import traceback
@@ -28,6 +30,221 @@ import jesse.version
 JESSE_VERSION = jesse.version.__version__
 
 _module_counter = 0
+
+
+# ---- a job's events: progress and log lines, sent to the runner while the job runs ----
+#
+# A job's process (forked from the runner, see worker/src/runner.rs) writes frames on its
+# pipe to the runner: a kind byte, a little-endian u32 length, then the body. b"E" is an
+# event (a JSON object the runner forwards to the worker), b"A" the answer (written by
+# the runner's Rust code once the entry returns). Events are flushed at most every
+# PROGRESS_EVERY_S of wall time from a hook Jesse calls anyway, so a run pays one clock
+# read per strategy execution.
+
+LOG_MAX_LINES = 10_000
+LOG_MAX_BYTES = 1 << 20
+# Pending log text is sent once it reaches this size, even between flush times.
+_LOG_BATCH_BYTES = 64 * 1024
+PROGRESS_EVERY_S = 0.25
+TRUNCATED_LINE = f"[log truncated: a job keeps at most {LOG_MAX_LINES} lines and {LOG_MAX_BYTES} bytes]"
+
+_perf = time.perf_counter
+
+
+class _JobChannel:
+    """Collects a job's log lines (capped) and progress, and writes them to the runner."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.pending = []
+        self.pending_bytes = 0
+        self.lines = 0
+        self.bytes = 0
+        self.truncated = False
+        self.next_flush = _perf() + PROGRESS_EVERY_S
+        # [start_ms, end_ms) of the simulation, once a backtest runs.
+        self.span = None
+        self.last_progress = None
+
+    def _send(self, event):
+        body = json.dumps(event, allow_nan=False).encode("utf-8")
+        view = memoryview(b"E" + struct.pack("<I", len(body)) + body)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def simulated_ms(self):
+        """Jesse's clock while a simulation runs (it holds the wall clock otherwise)."""
+        span = self.span
+        if span is None:
+            return None
+        from jesse.store import store
+
+        now = int(store.app.time)
+        return now if span[0] <= now <= span[1] else None
+
+    def add(self, stream, line):
+        if self.truncated:
+            return
+        line = _text(line)
+        size = len(line.encode("utf-8", "replace"))
+        if self.lines >= LOG_MAX_LINES or self.bytes + size > LOG_MAX_BYTES:
+            room = LOG_MAX_BYTES - self.bytes
+            if self.lines < LOG_MAX_LINES and room > 0:
+                # The part of a long line that still fits, then the marker.
+                line = line.encode("utf-8", "replace")[:room].decode("utf-8", "ignore")
+                self._keep(stream, line, len(line.encode("utf-8")))
+            self.truncated = True
+            self.pending.append({"stream": "system", "line": TRUNCATED_LINE, "simulated_ms": None})
+            self.flush()
+            return
+        self._keep(stream, line, size)
+        if self.pending_bytes >= _LOG_BATCH_BYTES or _perf() >= self.next_flush:
+            self.flush()
+
+    def _keep(self, stream, line, size):
+        self.lines += 1
+        self.bytes += size
+        self.pending_bytes += size
+        self.pending.append({"stream": stream, "line": line, "simulated_ms": self.simulated_ms()})
+
+    def tick(self):
+        """Called from the per-execution hook once PROGRESS_EVERY_S has passed."""
+        self.flush()
+
+    def flush(self):
+        self.next_flush = _perf() + PROGRESS_EVERY_S
+        if self.pending:
+            lines, self.pending, self.pending_bytes = self.pending, [], 0
+            self._send({"logs": lines})
+        span = self.span
+        now = self.simulated_ms()
+        if span is not None and now is not None and now != self.last_progress:
+            self.last_progress = now
+            fraction = min(max((now - span[0]) / max(span[1] - span[0], 1), 0.0), 1.0)
+            self._send({"progress": fraction, "simulated_ms": now})
+
+
+_channel = None
+
+
+class _Capture(io.TextIOBase):
+    """sys.stdout / sys.stderr of a job: complete lines go to the job's log."""
+
+    def __init__(self, channel, stream):
+        super().__init__()
+        self._channel = channel
+        self._stream = stream
+        self._partial = ""
+
+    @property
+    def encoding(self):
+        return "utf-8"
+
+    @property
+    def errors(self):
+        return "replace"
+
+    def writable(self):
+        return True
+
+    def isatty(self):
+        return False
+
+    def write(self, text):
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        if "\n" not in text and len(self._partial) + len(text) < _LOG_BATCH_BYTES:
+            self._partial += text
+            return len(text)
+        *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            self._channel.add(self._stream, line)
+        if len(self._partial) >= _LOG_BATCH_BYTES:
+            self._channel.add(self._stream, self._partial)
+            self._partial = ""
+        return len(text)
+
+    def flush(self):
+        pass
+
+    @property
+    def buffer(self):
+        """For code that writes bytes (``sys.stdout.buffer.write``): decoded as UTF-8."""
+        return _BinaryCapture(self)
+
+    def finish(self):
+        if self._partial:
+            self._channel.add(self._stream, self._partial)
+            self._partial = ""
+
+
+class _BinaryCapture(io.RawIOBase):
+    def __init__(self, text):
+        super().__init__()
+        self._text = text
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        self._text.write(bytes(data).decode("utf-8", "replace"))
+        return len(data)
+
+
+def _install_hooks():
+    """Patches Jesse in this job's process only (the runner itself never runs them):
+    ``Strategy._execute`` (called by every simulator once per strategy execution) also
+    flushes events when it is time, and ``Strategy.log`` also logs to the job."""
+    from jesse.strategies import Strategy
+
+    execute = Strategy._execute
+    log = Strategy.log
+
+    def _execute(self):
+        execute(self)
+        if _perf() >= _channel.next_flush:
+            _channel.tick()
+
+    def _log(msg, log_type="info", send_notification=False, webhook=None):
+        if log_type in ("info", "error"):
+            _channel.add(log_type, str(msg))
+        return log(msg, log_type, send_notification, webhook)
+
+    Strategy._execute = _execute
+    Strategy.log = staticmethod(_log)
+
+
+def begin_job(fd):
+    """In a job's process, before its entry runs: its events go to ``fd``; print output
+    and ``self.log`` lines become the job's log."""
+    global _channel
+    _channel = _JobChannel(fd)
+    sys.stdout = _Capture(_channel, "stdout")
+    sys.stderr = _Capture(_channel, "stderr")
+    _install_hooks()
+
+
+def end_job():
+    """In a job's process, after its entry returned: the last lines and progress."""
+    if _channel is None:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, _Capture):
+            stream.finish()
+    _channel.flush()
+
+
+def _simulation_span(candles):
+    """[start, end] of a run's simulated time (Jesse's clock is a candle's close), for progress."""
+    firsts, lasts = [], []
+    for entry in candles.values():
+        array = entry["candles"]
+        if len(array):
+            firsts.append(int(array[0, 0]))
+            lasts.append(int(array[-1, 0]))
+    if not firsts:
+        return None
+    return (min(firsts), max(lasts) + 60_000)
 
 
 class StrategyLoadError(Exception):
@@ -214,6 +431,8 @@ def _run_loaded(request, classes, candles, warmup_candles, strategy_paths, start
         if pipeline.get("numpy_seed") is not None:
             np.random.seed(int(pipeline["numpy_seed"]))
     backtest_started = time.perf_counter()
+    if _channel is not None:
+        _channel.span = _simulation_span(candles)
     try:
         result = research.backtest(
             request["config"],

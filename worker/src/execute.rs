@@ -17,10 +17,11 @@ use jesse_mcp_core::store::{Claim, JobRecord, JobResult, Store};
 use jesse_mcp_core::time::{MINUTE_MS, to_rfc3339};
 use serde_json::{Value, json};
 
-use jesse_mcp_core::candles::{Candle, synthetic};
+use jesse_mcp_core::candles::{self, Candle, synthetic};
 
 use crate::candle_cache::CandleCache;
 use crate::config::WorkerConfig;
+use crate::job_events::JobEvents;
 use crate::pool::{Pool, RunError};
 use crate::protocol::{RunRequest, SeriesHeader};
 
@@ -419,9 +420,17 @@ impl Executor {
             } else {
                 data.trading[0]
             };
+            // Where the rows came from: a result on synthetic candles says so.
+            let source = self
+                .engine
+                .store()
+                .series_source(&plan.exchange, symbol)
+                .await?
+                .unwrap_or_else(|| candles::SOURCE_UNKNOWN.into());
             fingerprints.insert(
                 format!("{}-{symbol}", plan.exchange),
                 json!({
+                    "source": source,
                     "rows": rows + warmup_rows,
                     "first": to_rfc3339(first as i64),
                     "last": to_rfc3339(data.trading[data.trading.len() - 6] as i64),
@@ -482,15 +491,19 @@ impl Executor {
             })
         };
         let run_started = Instant::now();
+        // Progress of the simulation and the strategy's log lines, stored as they come.
+        let mut events = JobEvents::start(self.engine.store(), job_id, job.attempts).await;
         let response = runner
-            .run(
+            .run_with_events(
                 self.pool.spec(),
                 &request,
                 &payload,
                 deadline,
                 self.cancel_requested(job_id),
+                &mut |event| events.sink.take(event),
             )
             .await;
+        events.finish().await;
         let run_ms = run_started.elapsed().as_secs_f64() * 1e3;
         let jesse_version = runner.jesse_version.clone();
         // A runner that broke the protocol is finished: reap (or kill) it so the
@@ -550,6 +563,7 @@ impl Executor {
             body["provenance"] = json!({
                 "jesse_version": body["jesse_version"].take(),
                 "strategies": provenance,
+                "data": data_source(&fingerprints),
                 "candles": fingerprints,
             });
             body["timings"] = response.timings;
@@ -562,7 +576,12 @@ impl Executor {
             });
         }
         let metrics = result["metrics"].take();
-        let summary = summary_of(&metrics);
+        let mut summary = summary_of(&metrics);
+        let data = data_source(&fingerprints);
+        summary["data"] = json!(data);
+        if let Some(note) = candles::series_source_note(&data) {
+            summary["warning"] = json!(format!("computed on {data} candles: {note}"));
+        }
         let mut timings = response.timings;
         if let (Some(all), Some(python)) = (timings.as_object_mut(), result["timings"].as_object())
         {
@@ -581,6 +600,7 @@ impl Executor {
             "provenance": {
                 "jesse_version": result["jesse_version"].as_str().map(str::to_string).unwrap_or(jesse_version),
                 "strategies": provenance,
+                "data": data,
                 "candles": fingerprints,
                 "params": job.params,
             },
@@ -599,7 +619,12 @@ impl Executor {
 
     /// Deep validation: the exact source, imported and smoke-tested in a runner on
     /// synthetic candles (15m, 240 warm-up candles, three days), bounded in time.
-    async fn validate(&self, job_id: &str, plan: &ValidationPlan) -> anyhow::Result<Outcome> {
+    async fn validate(
+        &self,
+        job_id: &str,
+        attempt: i64,
+        plan: &ValidationPlan,
+    ) -> anyhow::Result<Outcome> {
         const DAY: i64 = 86_400_000;
         let start = 1_672_531_200_000; // 2023-01-01; the candles are synthetic anyway
         let warmup_start = start - 240 * 15 * MINUTE_MS;
@@ -640,15 +665,19 @@ impl Executor {
         let mut runner = self.pool.checkout().await?;
         let timeout =
             Duration::from_secs(self.config.job_timeout_secs.min(VALIDATION_TIMEOUT_SECS));
+        // What the module prints on import or in the smoke backtest is the job's log.
+        let mut events = JobEvents::start(self.engine.store(), job_id, attempt).await;
         let response = runner
-            .run(
+            .run_with_events(
                 self.pool.spec(),
                 &request,
                 &[&trading, &warmup],
                 Instant::now() + timeout,
                 self.cancel_requested(job_id),
+                &mut |event| events.sink.take(event),
             )
             .await;
+        events.finish().await;
         let lost = match &response {
             Err(RunError::Lost(_)) => Some(runner.reap().await),
             _ => None,
@@ -775,7 +804,7 @@ impl Runtime for Executor {
         job: &'a JobRecord,
         plan: &'a ValidationPlan,
     ) -> BoxFuture<'a, anyhow::Result<Outcome>> {
-        Box::pin(self.validate(&job.id, plan))
+        Box::pin(self.validate(&job.id, job.attempts, plan))
     }
 
     fn run_jesse<'a>(
@@ -852,6 +881,12 @@ fn python_error(error: &Value) -> ErrorBody {
         "location": location,
         "traceback": error["traceback"],
     }))
+}
+
+/// The source of the candles a run used: the series' own, or `mixed`
+/// (`synthetic` when any series is synthetic).
+fn data_source(fingerprints: &serde_json::Map<String, Value>) -> String {
+    candles::combined_source(fingerprints.values().filter_map(|f| f["source"].as_str()))
 }
 
 fn summary_of(metrics: &Value) -> Value {

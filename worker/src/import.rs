@@ -1,13 +1,14 @@
 //! Candle imports: Jesse's own exchange drivers fetch pages inside a runner;
-//! this module decides what to fetch (only minutes not stored yet), paces each
-//! exchange, retries what is transient, writes every page to the store in bulk,
-//! reports progress, and ends with a gap report of the requested range.
+//! this module decides what to fetch (only minutes not stored yet; synthetic
+//! demo candles never count as stored: the import deletes them first), paces
+//! each exchange, retries what is transient, writes every page to the store in
+//! bulk, reports progress, and ends with a gap report of the requested range.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use jesse_mcp_core::ErrorBody;
-use jesse_mcp_core::candles::Candle;
+use jesse_mcp_core::candles::{Candle, CandleSource, demo, series_source_note};
 use jesse_mcp_core::jobs::ImportPlan;
 use jesse_mcp_core::time::{MINUTE_MS, to_rfc3339};
 use serde_json::{Value, json};
@@ -63,9 +64,26 @@ impl Executor {
             .exchange_endpoints()?
             .get(&plan.exchange)
             .cloned();
-        let missing = self
-            .engine
-            .store()
+        // Synthetic minutes are not data: the import fetches them, and the
+        // synthetic series is deleted before the first real row is written
+        // (demo series stored before sources were recorded are recognised first).
+        let store = self.engine.store();
+        if plan.exchange == demo::EXCHANGE && plan.symbol == demo::SYMBOL {
+            demo::settle_unknown(store).await?;
+        }
+        let replaced_synthetic = store
+            .replace_synthetic(&plan.exchange, &plan.symbol)
+            .await?;
+        if replaced_synthetic > 0 {
+            tracing::info!(
+                job.id = job_id,
+                exchange = plan.exchange,
+                symbol = plan.symbol,
+                rows = replaced_synthetic,
+                "deleted the synthetic series before importing real candles"
+            );
+        }
+        let missing = store
             .gaps(&plan.exchange, &plan.symbol, plan.start_ms, plan.end_ms)
             .await?;
         let to_fetch: i64 = missing.iter().map(|g| g.minutes).sum();
@@ -79,6 +97,7 @@ impl Executor {
                 endpoint.as_deref(),
                 &missing,
                 to_fetch,
+                replaced_synthetic,
                 deadline,
             )
             .await;
@@ -103,6 +122,7 @@ impl Executor {
         endpoint: Option<&str>,
         missing: &[jesse_mcp_core::store::Gap],
         to_fetch: i64,
+        replaced_synthetic: u64,
         deadline: Instant,
     ) -> anyhow::Result<Outcome> {
         let started = Instant::now();
@@ -186,7 +206,7 @@ impl Executor {
                 let counts = self
                     .engine
                     .store()
-                    .upsert_candles(&plan.exchange, &plan.symbol, &rows)
+                    .upsert_candles(&plan.exchange, &plan.symbol, CandleSource::Import, &rows)
                     .await?;
                 inserted += counts.inserted;
                 updated += counts.updated;
@@ -227,9 +247,17 @@ impl Executor {
             .await?;
         let total = (plan.end_ms - plan.start_ms) / MINUTE_MS;
         let missing_minutes: i64 = gaps.iter().map(|g| g.minutes).sum();
+        let source = self
+            .engine
+            .store()
+            .series_source(&plan.exchange, &plan.symbol)
+            .await?;
         let report = json!({
             "exchange": plan.exchange,
             "symbol": plan.symbol,
+            "source": source,
+            "note": source.as_deref().and_then(series_source_note),
+            "replaced_synthetic_rows": replaced_synthetic,
             "start": plan.start_ms,
             "end": plan.end_ms,
             "minutes_requested": total,

@@ -7,6 +7,7 @@ mod candle_cache;
 mod config;
 mod execute;
 mod import;
+mod job_events;
 mod poll;
 mod pool;
 mod protocol;
@@ -91,9 +92,11 @@ fn main() -> anyhow::Result<()> {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,apalis=warn"));
+    // Colours only for a person at a terminal, never into files or pipes.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if format == "json" {
         builder.json().init();
     } else {
@@ -125,6 +128,16 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         );
     }
     tracing::info!(runners = size, strategies = %config.strategies_dir.display(), "starting runners");
+    // Announced with no runner warm yet (for /ready's runners ready/total),
+    // for as long as runners may take to start; the heartbeat below renews it.
+    let owner = format!("worker-{}", ulid::Ulid::generate());
+    let warming_ttl = (spec.startup_timeout + Duration::from_secs(10)).as_millis() as i64;
+    if let Err(e) = store
+        .announce_worker(&owner, 0, size as i64, warming_ttl)
+        .await
+    {
+        tracing::warn!(error = %e, "could not announce this worker");
+    }
     let pool = Pool::start(spec, size).await?;
     let sandbox = pool.sandbox_status().await.unwrap_or_default();
     sandbox::log_status(&sandbox);
@@ -136,7 +149,7 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     let engine = Engine::new(store.clone(), queue.clone(), config.strategies_dir.clone());
     let executor = Arc::new(Executor {
         engine,
-        owner: format!("worker-{}", ulid::Ulid::generate()),
+        owner,
         heartbeat,
         pacer: Default::default(),
         candles,

@@ -1,10 +1,12 @@
 //! Runner processes and the pool that hands them to jobs.
 //!
 //! A runner is a child process (`jesse-mcp-worker runner`) with a warm Jesse.
-//! Stopping one is the only hard guarantee against a runaway strategy: SIGINT
-//! first (KeyboardInterrupt, Jesse resets its state on the way out), SIGKILL if
-//! it has not answered within the grace period, then a fresh runner. Signals
-//! go to the runner's process group, which holds the job's forked process.
+//! A job that runs strategy code runs in a process the runner forks for it; to
+//! stop it (cancel, timeout) the worker sends the runner a cancel frame and the
+//! runner kills that process at once and answers, staying warm. The runner's own
+//! entries (candle imports, samplers) are stopped with SIGINT (KeyboardInterrupt).
+//! Whatever does not answer within the grace period is killed with its process
+//! group (SIGKILL) and the runner replaced.
 //!
 //! Runners start with a clean environment (unless JESSE_MCP_SANDBOX=off): no
 //! tokens, database or queue URLs reach a process that runs strategy code.
@@ -20,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{Mutex, Semaphore};
 
-use crate::protocol::{MAX_FRAME, Ready, RunRequest};
+use crate::protocol::{CANCEL, EVENT_KEY, MAX_FRAME, Ready, RunRequest};
 use crate::sandbox::{SandboxSettings, SandboxStatus};
 
 /// Variables a runner keeps from the worker's environment (besides `LC_*`):
@@ -199,6 +201,24 @@ impl Runner {
         deadline: Instant,
         cancelled: impl std::future::Future<Output = ()>,
     ) -> Result<RunResponse, RunError> {
+        self.run_with_events(spec, request, payload, deadline, cancelled, &mut |_| {})
+            .await
+    }
+
+    /// [`Runner::run`], handing each event the job sends while it runs (its
+    /// progress, its log lines: see [`crate::protocol::EVENT_KEY`]) to `on_event`.
+    pub async fn run_with_events(
+        &mut self,
+        spec: &RunnerSpec,
+        request: &RunRequest,
+        payload: &[&[f64]],
+        deadline: Instant,
+        cancelled: impl std::future::Future<Output = ()>,
+        on_event: &mut (dyn FnMut(Value) + Send),
+    ) -> Result<RunResponse, RunError> {
+        // Whether the whole request reached the pipe: a cancel frame must not land
+        // in the middle of a payload.
+        let mut sent = false;
         let exchange = async {
             let header =
                 serde_json::to_vec(request).map_err(|e| RunError::BadResponse(e.to_string()))?;
@@ -215,7 +235,8 @@ impl Runner {
                     .map_err(lost)?;
             }
             self.stdin.flush().await.map_err(lost)?;
-            Ok::<_, RunError>(read_frame(&mut self.stdout).await)
+            sent = true;
+            Ok::<_, RunError>(read_answer(&mut self.stdout, on_event).await)
         };
         // `biased`: an answer that is already there wins over a deadline or cancel
         // that became ready at the same moment.
@@ -234,21 +255,56 @@ impl Runner {
             _ = tokio::time::sleep_until(deadline.into()) => RunError::TimedOut,
             _ = cancelled => RunError::Cancelled,
         };
-        self.interrupt(spec).await;
+        let forked = !crate::runner::TRUSTED_ENTRIES.contains(&request.entry.as_str());
+        self.interrupt(spec, sent, forked, on_event).await;
         Err(stop)
     }
 
-    /// SIGINT, then wait for the interrupted job's answer; SIGKILL after the grace period.
-    async fn interrupt(&mut self, spec: &RunnerSpec) {
-        if let Some(pid) = self.child.id() {
-            // The runner leads its process group, which holds the job's process.
+    /// Stops the running request and waits for its answer: a job in its own
+    /// process is killed by the runner on a cancel frame (within milliseconds);
+    /// the runner's own entries get SIGINT. SIGKILL to the whole process group
+    /// after the grace period, or at once when the request was cut off half-sent
+    /// (the runner is only reading, and its stream is no longer in step).
+    async fn interrupt(
+        &mut self,
+        spec: &RunnerSpec,
+        sent: bool,
+        forked: bool,
+        on_event: &mut (dyn FnMut(Value) + Send),
+    ) {
+        if !sent {
+            tracing::info!(
+                slot = self.slot,
+                "stopped while the request was being sent; replacing the runner"
+            );
+            self.kill().await;
+            return;
+        }
+        if forked {
+            let cancel = async {
+                self.stdin
+                    .write_all(&(CANCEL.len() as u32).to_le_bytes())
+                    .await?;
+                self.stdin.write_all(CANCEL).await?;
+                self.stdin.flush().await
+            };
+            if tokio::time::timeout(spec.grace, cancel).await.is_err() {
+                tracing::warn!(
+                    slot = self.slot,
+                    "runner did not take the cancel; killing it"
+                );
+                self.kill().await;
+                return;
+            }
+        } else if let Some(pid) = self.child.id() {
+            // The runner leads its process group.
             // SAFETY: signalling our own child's process group.
             unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGINT) };
         }
-        match tokio::time::timeout(spec.grace, read_frame(&mut self.stdout)).await {
-            Ok(Ok(_)) => tracing::info!(slot = self.slot, "runner stopped the job on SIGINT"),
+        match tokio::time::timeout(spec.grace, read_answer(&mut self.stdout, on_event)).await {
+            Ok(Ok(_)) => tracing::info!(slot = self.slot, "runner stopped the job"),
             _ => {
-                tracing::warn!(slot = self.slot, "runner ignored SIGINT; killing it");
+                tracing::warn!(slot = self.slot, "runner did not stop the job; killing it");
                 self.kill().await;
             }
         }
@@ -324,6 +380,24 @@ fn decode(frame: Vec<u8>) -> Result<RunResponse, RunError> {
         timings: value["timings"].take(),
         result: value["result"].take(),
     })
+}
+
+/// Reads frames up to the request's answer, handing the events before it to `on_event`.
+async fn read_answer(
+    input: &mut ChildStdout,
+    on_event: &mut (dyn FnMut(Value) + Send),
+) -> Result<Vec<u8>, FrameError> {
+    loop {
+        let frame = read_frame(input).await?;
+        // Events are small JSON objects that start with their key; an answer never does.
+        if frame.starts_with(br#"{"event":"#) {
+            if let Ok(mut value) = serde_json::from_slice::<Value>(&frame) {
+                on_event(value[EVENT_KEY].take());
+            }
+            continue;
+        }
+        return Ok(frame);
+    }
 }
 
 async fn read_frame(input: &mut ChildStdout) -> Result<Vec<u8>, FrameError> {

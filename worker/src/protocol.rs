@@ -3,7 +3,13 @@
 //! Frames are a little-endian u32 length and a UTF-8 JSON body. A run request
 //! frame is followed by the raw candle payload: for each series, its trading
 //! rows then its warm-up rows, as little-endian f64 in Jesse's column order.
-//! The runner answers once with a ready frame, then one response per request.
+//! The runner answers once with a ready frame, then, per request, any number of
+//! event frames (`{"event": {...}}`: the job's progress and log lines, see
+//! [`EVENT_KEY`]) and one response.
+//!
+//! While a request runs, the only frame the worker sends is [`CANCEL`]: the runner
+//! kills the job's process at once and answers. A cancel that crosses the answer
+//! arrives between requests, where the runner skips it.
 
 use std::io::{Read, Write};
 
@@ -11,6 +17,14 @@ use serde::{Deserialize, Serialize};
 
 /// Largest frame either side accepts (JSON bodies only; candles travel raw).
 pub const MAX_FRAME: usize = 512 * 1024 * 1024;
+
+/// The worker's "stop this job now" frame (a cancel or a timeout).
+pub const CANCEL: &[u8] = br#"{"cancel":true}"#;
+
+/// The key of an event frame: `{"event": {"progress": 0..1, "simulated_ms": ms}}` or
+/// `{"event": {"logs": [{"stream", "line", "simulated_ms"}]}}`, as the job's process
+/// sent it (untrusted: the worker checks and bounds what it keeps).
+pub const EVENT_KEY: &str = "event";
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Ready {

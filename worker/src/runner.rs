@@ -5,8 +5,11 @@
 //! whose entry may run strategy code runs in a child forked from it, which
 //! enters the sandbox ([`crate::sandbox`]), runs the entry, writes its answer
 //! back through a pipe and exits; so nothing a job does (monkeypatching Jesse or
-//! numpy, globals, files) reaches the next job. The worker signals the runner's
-//! process group, so a SIGINT reaches the job's process too.
+//! numpy, globals, files) reaches the next job. While it runs, the job's process
+//! sends events on the same pipe (progress, its print and `self.log` lines), which
+//! the runner forwards to the worker as they come. To stop a job (cancel, timeout)
+//! the worker sends [`CANCEL`]; the runner kills the job's process at once (it is
+//! disposable) and answers `interrupted`, and stays warm for the next job.
 //!
 //! This is the only module that touches pyo3. Python is initialised on the main
 //! thread before anything else, with signal handlers installed, so the worker's
@@ -17,7 +20,7 @@
 
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -31,14 +34,23 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3::{Py, ffi};
 
-use crate::protocol::{Ready, RunRequest, read_frame, read_rows, write_frame};
+use crate::protocol::{CANCEL, EVENT_KEY, Ready, RunRequest, read_frame, read_rows, write_frame};
 use crate::sandbox::{Sandbox, SandboxSettings};
 
 /// Entries that run only the service's own code (no strategy): they run in the
 /// runner itself, which keeps their caches (an exchange driver's HTTP session,
 /// imported libraries) and, for candle imports, the network. Every other entry,
 /// including any added later, runs in a fresh sandboxed process.
-const TRUSTED_ENTRIES: &[&str] = &["fetch_candles", "sample_trial", "pairs_stats"];
+pub(crate) const TRUSTED_ENTRIES: &[&str] = &["fetch_candles", "sample_trial", "pairs_stats"];
+
+/// Frames on a job's pipe, from the job's process to the runner: a kind byte, a
+/// little-endian u32 length, the body. An event (a JSON object for the worker)...
+const JOB_EVENT: u8 = b'E';
+/// ...or the answer, last.
+const JOB_ANSWER: u8 = b'A';
+/// The largest event a job may send (a batch of log lines is at most 64 KiB of text
+/// plus JSON escaping; the job's whole log is capped at 1 MiB).
+const MAX_JOB_EVENT: usize = 8 << 20;
 
 const RUNNER_PY: &CStr = pyo3::ffi::c_str!(include_str!("../python/jesse_mcp_runner.py"));
 
@@ -128,6 +140,10 @@ pub fn main(args: RunnerArgs) -> anyhow::Result<()> {
     write_frame(&mut out, &serde_json::to_vec(&ready)?)?;
 
     while let Some(frame) = read_frame(&mut input)? {
+        if frame == CANCEL {
+            // For a job that had already answered when the worker stopped it.
+            continue;
+        }
         let request: RunRequest = serde_json::from_slice(&frame).context("decoding run request")?;
         let started = Instant::now();
         let mut series = Vec::with_capacity(request.series.len());
@@ -138,6 +154,8 @@ pub fn main(args: RunnerArgs) -> anyhow::Result<()> {
         }
         let received_ms = started.elapsed().as_secs_f64() * 1e3;
         let mut fork_ms = None;
+        // Bytes after the request can only be the worker's cancel.
+        let stop_pending = !input.buffer().is_empty();
         let response = Python::attach(|py| {
             let job = Job {
                 module: &module,
@@ -145,6 +163,8 @@ pub fn main(args: RunnerArgs) -> anyhow::Result<()> {
                 protocol_fd,
                 entry: &request.entry,
                 request_json: &request.request_json,
+                events: &mut out,
+                stop_pending,
             };
             run_one(py, job, series, &mut fork_ms)
         });
@@ -193,6 +213,10 @@ struct Job<'a> {
     protocol_fd: RawFd,
     entry: &'a str,
     request_json: &'a str,
+    /// Where the job's events are forwarded (the protocol stream).
+    events: &'a mut BufWriter<File>,
+    /// The worker already asked to stop this job.
+    stop_pending: bool,
 }
 
 fn run_one(
@@ -231,16 +255,22 @@ fn run_one(
             .extract()
             .map(Answer::Json);
     }
-    // Runs in the job's process, inside the sandbox.
-    let call = || -> PyResult<String> {
+    // Runs in the job's process, inside the sandbox; `events` is its end of the job pipe.
+    let call = |events: RawFd| -> PyResult<String> {
         if job.sandbox.status.enabled {
             module
                 .getattr("enter_job_environment")?
                 .call1((job.sandbox.job_dir(),))?;
         }
-        function
-            .call1((job.request_json, candles, warmup))?
-            .extract()
+        module.getattr("begin_job")?.call1((events,))?;
+        let answer = function
+            .call1((job.request_json, candles, warmup))
+            .and_then(|answer| answer.extract());
+        // The last lines and progress; a failure here must not hide the answer.
+        if let Err(e) = module.getattr("end_job").and_then(|f| f.call0()) {
+            eprintln!("runner: flushing the job's events failed: {e}");
+        }
+        answer
     };
     job.sandbox.reset_job_dir().map_err(|e| {
         pyo3::exceptions::PyOSError::new_err(format!(
@@ -248,17 +278,31 @@ fn run_one(
             job.sandbox.job_dir().display()
         ))
     })?;
-    in_job_process(py, job.sandbox, job.protocol_fd, call, fork_ms)
+    let stop = Stop {
+        events: job.events,
+        pending: job.stop_pending,
+    };
+    in_job_process(py, job.sandbox, job.protocol_fd, call, stop, fork_ms)
 }
 
-/// Forks the job's process, which enters the sandbox, runs `call`, writes its
-/// answer (length-prefixed) to a pipe and exits. The runner waits for the answer
-/// with the GIL released.
+/// How the runner hears from the worker while a job's process runs.
+struct Stop<'a> {
+    /// Where the job's events go (the protocol stream to the worker).
+    events: &'a mut BufWriter<File>,
+    /// The worker's cancel is already buffered.
+    pending: bool,
+}
+
+/// Forks the job's process, which enters the sandbox, runs `call` (which sends
+/// events on the pipe), writes its answer to the pipe and exits. The runner
+/// forwards the events and waits for the answer with the GIL released, and kills
+/// the job's process as soon as the worker says stop.
 fn in_job_process(
     py: Python<'_>,
     sandbox: &Sandbox,
     protocol_fd: RawFd,
-    call: impl FnOnce() -> PyResult<String>,
+    call: impl FnOnce(RawFd) -> PyResult<String>,
+    stop: Stop<'_>,
     fork_ms: &mut Option<f64>,
 ) -> PyResult<Answer> {
     let os_error = |what: &str| {
@@ -290,10 +334,19 @@ fn in_job_process(
         unsafe { libc::close(read_fd) };
         let body = match sandbox.enter(&[protocol_fd]) {
             Err(message) => error_json("sandbox", "SandboxError", &message),
-            Ok(()) => match call() {
+            Ok(()) => match call(write_fd) {
                 Ok(json) => json,
                 Err(e) => interrupted_or_crashed(py, &e),
             },
+        };
+        let body = if body.len() > u32::MAX as usize {
+            error_json(
+                "runner",
+                "ResultTooLarge",
+                &format!("the result is too large ({} bytes)", body.len()),
+            )
+        } else {
+            body
         };
         let _ = py.run(
             c"import sys\nsys.stdout.flush()\nsys.stderr.flush()",
@@ -305,7 +358,8 @@ fn in_job_process(
         unsafe {
             let mut pipe = File::from_raw_fd(write_fd);
             let _ = pipe
-                .write_all(&(body.len() as u64).to_le_bytes())
+                .write_all(&[JOB_ANSWER])
+                .and_then(|()| pipe.write_all(&(body.len() as u32).to_le_bytes()))
                 .and_then(|()| pipe.write_all(body.as_bytes()));
             drop(pipe);
             libc::_exit(0);
@@ -319,19 +373,32 @@ fn in_job_process(
         unsafe { libc::close(read_fd) };
         return Err(os_error("forking the job process"));
     }
+    let Stop { events, pending } = stop;
     let answer = py.detach(move || {
         // SAFETY: the read end is owned by this File from here on.
-        let mut pipe = unsafe { File::from_raw_fd(read_fd) };
-        let mut buffer = Vec::new();
-        // read_to_end retries reads interrupted by the worker's SIGINT.
-        let _ = pipe.read_to_end(&mut buffer);
-        if buffer.len() >= 8 {
-            let len = u64::from_le_bytes(buffer[..8].try_into().expect("8 bytes"));
-            if len == (buffer.len() - 8) as u64 {
-                return Ok(String::from_utf8_lossy(&buffer[8..]).into_owned());
+        let pipe = unsafe { File::from_raw_fd(read_fd) };
+        match follow_job(&pipe, pid, pending, events) {
+            Followed::Answer(json) => Ok(json),
+            Followed::Stopped => {
+                wait_for(pid);
+                Ok(error_json(
+                    "interrupted",
+                    "Stopped",
+                    "the worker stopped the job (cancel or timeout); its process was killed",
+                ))
             }
+            Followed::Broken(why) => {
+                // SAFETY: our own, not yet reaped, child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                wait_for(pid);
+                Ok(error_json(
+                    "runner",
+                    "ProtocolError",
+                    &format!("the job's process broke the runner's pipe protocol: {why}"),
+                ))
+            }
+            Followed::Ended => Err(wait_for(pid)),
         }
-        Err(wait_for(pid))
     });
     Ok(match answer {
         Ok(json) => Answer::Json(json),
@@ -351,6 +418,127 @@ fn in_job_process(
         }
         Err(status) => Answer::Died(status),
     })
+}
+
+/// How following a job's process ended.
+enum Followed {
+    /// Its answer.
+    Answer(String),
+    /// The worker said stop; the process was killed (not yet reaped).
+    Stopped,
+    /// It wrote something that is not a frame; it must be killed.
+    Broken(String),
+    /// The pipe closed without an answer (the process died).
+    Ended,
+}
+
+/// Reads the job's pipe until its answer, forwarding its events to the worker as
+/// `{"event": ...}` frames, while watching the worker's side (stdin) for a stop:
+/// then the job's process is killed at once. Stops at the answer, not at the end
+/// of the pipe, which a process the job started may hold open.
+fn follow_job(
+    pipe: &File,
+    pid: libc::pid_t,
+    stop_pending: bool,
+    events: &mut BufWriter<File>,
+) -> Followed {
+    let kill = || {
+        // SAFETY: our own child, not reaped before the caller's wait.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        Followed::Stopped
+    };
+    if stop_pending {
+        return kill();
+    }
+    let mut buffer: Vec<u8> = Vec::new();
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: pipe.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: 0,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two initialised pollfd entries.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Followed::Ended;
+        }
+        if fds[1].revents != 0 {
+            // The worker's cancel (or its end: the job goes with it).
+            return kill();
+        }
+        if fds[0].revents == 0 {
+            continue;
+        }
+        // Read what is there; a large answer in large steps.
+        let want = match frame_head(&buffer) {
+            Some((JOB_ANSWER, len)) => (5 + len)
+                .saturating_sub(buffer.len())
+                .clamp(1 << 16, 64 << 20),
+            _ => 1 << 16,
+        };
+        let filled = buffer.len();
+        buffer.resize(filled + want, 0);
+        // SAFETY: reading into the `want` bytes just made available.
+        let read =
+            unsafe { libc::read(pipe.as_raw_fd(), buffer[filled..].as_mut_ptr().cast(), want) };
+        if read < 0 {
+            buffer.truncate(filled);
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Followed::Ended;
+        }
+        buffer.truncate(filled + read as usize);
+        if read == 0 {
+            return Followed::Ended;
+        }
+        let mut at = 0;
+        while let Some((kind, len)) = frame_head(&buffer[at..]) {
+            match kind {
+                JOB_EVENT if len <= MAX_JOB_EVENT => {}
+                JOB_ANSWER if len <= crate::protocol::MAX_FRAME => {}
+                _ => return Followed::Broken(format!("a frame of kind {kind} and {len} bytes")),
+            }
+            if buffer.len() - at < 5 + len {
+                break;
+            }
+            let body = &buffer[at + 5..at + 5 + len];
+            if kind == JOB_ANSWER {
+                return Followed::Answer(String::from_utf8_lossy(body).into_owned());
+            }
+            forward_event(body, events);
+            at += 5 + len;
+        }
+        buffer.drain(..at);
+    }
+}
+
+/// The kind and length of the frame at the start of `buffer`, once its head is there.
+fn frame_head(buffer: &[u8]) -> Option<(u8, usize)> {
+    let head = buffer.get(..5)?;
+    let len = u32::from_le_bytes(head[1..5].try_into().expect("4 bytes")) as usize;
+    Some((head[0], len))
+}
+
+/// Sends one event of the job to the worker; one that is not a JSON object is dropped.
+fn forward_event(body: &[u8], events: &mut BufWriter<File>) {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(event) if event.is_object() => {
+            let frame = serde_json::json!({ EVENT_KEY: event });
+            // A worker that is gone takes the runner with it (parent-death signal).
+            let _ = serde_json::to_vec(&frame).map(|bytes| write_frame(events, &bytes));
+        }
+        _ => eprintln!("runner: dropped an event of the job that is not a JSON object"),
+    }
 }
 
 /// waitpid, through EINTR; the wait status.

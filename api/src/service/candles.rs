@@ -2,6 +2,7 @@
 //! CSV export and deletion of a series.
 
 use futures::StreamExt;
+use jesse_mcp_core::candles::series_source_note;
 use jesse_mcp_core::store::Gap;
 use jesse_mcp_core::time::{MINUTE_MS, now_ms, parse_day, to_rfc3339};
 use schemars::JsonSchema;
@@ -35,6 +36,12 @@ pub struct GapReport {
     pub gaps: Vec<Gap>,
     pub missing_minutes: i64,
     pub coverage_pct: f64,
+    /// Where the stored rows came from (`synthetic` is demo data, not market
+    /// prices; see `GET /v1/candles`); null if the series is not stored.
+    pub source: Option<String>,
+    /// What to know about that source; absent for csv and import.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'static str>,
 }
 
 impl Service {
@@ -90,7 +97,15 @@ impl Service {
             .await?;
         let total = (end_ms - start_ms) / MINUTE_MS;
         let missing_minutes: i64 = gaps.iter().map(|g| g.minutes).sum();
+        let source = self
+            .inner
+            .engine
+            .store()
+            .series_source(exchange, symbol)
+            .await?;
         Ok(GapReport {
+            note: source.as_deref().and_then(series_source_note),
+            source,
             exchange: exchange.to_string(),
             symbol: symbol.to_string(),
             start: start_ms,

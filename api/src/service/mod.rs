@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jesse_mcp_core::candles::{CsvError, Rejection, parse_csv};
+use jesse_mcp_core::candles::{CandleSource, CsvError, Rejection, parse_csv, series_source_note};
 use jesse_mcp_core::engine::{Accepted, Engine, eta_seconds};
 use jesse_mcp_core::jesse::{BACKTESTING_EXCHANGES, is_backtesting_exchange};
 use jesse_mcp_core::jobs::JobStatus;
@@ -16,6 +16,7 @@ use jesse_mcp_core::queue::Queue;
 use jesse_mcp_core::store::{
     CancelOutcome, ChildCounts, JobFilter, JobRecord, Store, UpsertCounts,
 };
+use jesse_mcp_core::subject::{JobSubject, check_tag};
 use jesse_mcp_core::time::{MINUTE_MS, to_rfc3339};
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -25,10 +26,14 @@ use crate::error::ApiError;
 
 mod analysis;
 mod candles;
+mod logs;
+mod pipelines;
 mod schedules;
+mod shapes;
 mod strategies;
 pub use analysis::{CompareRequest, MAX_COMPARED};
 pub use candles::{GapReport, ImportRequest};
+pub use logs::{JobLogEntry, JobLogs, JobLogsArgs};
 pub use schedules::{Housekeeping, ScheduleList, SchedulesBody};
 pub use strategies::{
     DeepValidation, StrategyDeleted, StrategyList, StrategySummary, StrategyView, StrategyWritten,
@@ -89,6 +94,11 @@ pub struct JobView {
     #[schemars(schema_with = "jesse_mcp_core::kinds::kind_schema")]
     pub kind: String,
     pub status: JobStatus,
+    /// What the job is about: strategy, exchange, symbol, timeframe, range and
+    /// hyperparameters, the fields that apply to its kind.
+    pub subject: JobSubject,
+    /// The tags given at submit.
+    pub tags: Vec<String>,
     /// 0..1; stage-based for backtests, children done / total for parents.
     pub progress: f64,
     /// What a running job is doing now.
@@ -134,6 +144,8 @@ impl From<JobRecord> for JobView {
             job_id: job.id,
             kind: job.kind,
             status: job.status,
+            subject: job.subject,
+            tags: job.tags,
             progress: job.progress,
             stage: job.stage,
             created_at: to_rfc3339(job.created_at),
@@ -154,6 +166,21 @@ impl From<JobRecord> for JobView {
     }
 }
 
+/// What a job listing asks for (every filter optional; empty means none).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JobQuery<'a> {
+    pub kind: Option<&'a str>,
+    pub status: Option<&'a str>,
+    /// Jobs whose subject names this strategy.
+    pub strategy: Option<&'a str>,
+    /// Jobs whose subject names this symbol.
+    pub symbol: Option<&'a str>,
+    /// Jobs tagged with this tag.
+    pub tag: Option<&'a str>,
+    pub limit: Option<i64>,
+    pub cursor: Option<&'a str>,
+}
+
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct JobList {
     pub jobs: Vec<JobView>,
@@ -168,6 +195,8 @@ pub struct ResultQuery {
     pub include_equity_curve: Option<bool>,
     pub trades_offset: usize,
     pub trades_limit: Option<usize>,
+    /// Keep each trade's nested `orders` (default: compact trades without them).
+    pub include_orders: bool,
 }
 
 /// Any kind's result: `job_id`, `kind`, the kind's result body (see its
@@ -194,6 +223,12 @@ pub struct CsvImportReport {
     pub rejected: u64,
     /// The first rejected line and why, if any.
     pub first_rejection: Option<Rejection>,
+    /// The series' source after the upload: `csv`, or `mixed` with imported
+    /// rows, or `unknown` for a series stored before sources were recorded.
+    pub source: Option<String>,
+    /// Synthetic (demo) rows of this series deleted before the upload: real and
+    /// synthetic candles never share a series.
+    pub replaced_synthetic_rows: u64,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -214,6 +249,13 @@ pub struct SeriesView {
     pub gaps: i64,
     /// When an import job last finished for this series (null if only CSV-imported).
     pub last_import_at: Option<String>,
+    /// Where the rows came from: `synthetic` (demo data, not market prices),
+    /// `csv`, `import` (an exchange import), `mixed` (csv and import) or
+    /// `unknown` (stored before sources were recorded).
+    pub source: String,
+    /// What to know about that source (demo data above all); absent for csv and import.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'static str>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -351,7 +393,37 @@ impl Service {
         limit: Option<i64>,
         cursor: Option<&str>,
     ) -> Result<JobList, ApiError> {
-        let kind = kind
+        self.find_jobs(&JobQuery {
+            kind,
+            status,
+            limit,
+            cursor,
+            ..JobQuery::default()
+        })
+        .await
+    }
+
+    /// Jobs newest first, filtered (`GET /v1/jobs`, MCP `job_list`).
+    pub async fn find_jobs(&self, query: &JobQuery<'_>) -> Result<JobList, ApiError> {
+        let label = |value: Option<&str>, field: &str| -> Result<Option<String>, ApiError> {
+            let Some(value) = value.filter(|v| !v.is_empty()) else {
+                return Ok(None);
+            };
+            let bad = value.chars().count() > 200 || (field == "tag" && check_tag(value).is_err());
+            if bad {
+                return Err(ApiError::invalid(
+                    "invalid_filter",
+                    format!("{field} is not a {field} any job can have (too long, or a control character)"),
+                )
+                .with_details(json!({"field": field})));
+            }
+            Ok(Some(value.to_string()))
+        };
+        let strategy = label(query.strategy, "strategy")?;
+        let symbol = label(query.symbol, "symbol")?;
+        let tag = label(query.tag, "tag")?;
+        let kind = query
+            .kind
             .filter(|k| !k.is_empty())
             .map(|k| {
                 find(k).map(|d| d.name.to_string()).ok_or_else(|| {
@@ -366,11 +438,14 @@ impl Service {
         self.page(
             JobFilter {
                 kind,
+                strategy,
+                symbol,
+                tag,
                 ..JobFilter::default()
             },
-            status,
-            limit,
-            cursor,
+            query.status,
+            query.limit,
+            query.cursor,
         )
         .await
     }
@@ -502,7 +577,9 @@ impl Service {
 
     /// Any succeeded job's result: its kind's body, plus the requested page of
     /// its rows when it has them (`include_trades`/`trades_offset`/`trades_limit`
-    /// name the rows of any kind, e.g. a batch's leaderboard).
+    /// name the rows of any kind, e.g. a batch's leaderboard). Trades and the
+    /// equity curve are reshaped for users here, on the way out (see [`shapes`]):
+    /// stored bodies stay as Jesse returned them for the code that reads them.
     pub async fn get_result(&self, id: &str, query: &ResultQuery) -> Result<ResultView, ApiError> {
         let job = self.job_record(id).await?;
         require_succeeded(&job)?;
@@ -535,10 +612,16 @@ impl Service {
                     .store()
                     .result_rows(&job.id, rows.name, offset, limit)
                     .await?;
+                // Rows as users read them (ms + ISO times, orders on request).
+                let page = page
+                    .into_iter()
+                    .map(|r| shapes::row(rows.name, r, query.include_orders))
+                    .collect();
                 body[rows.name] = Value::Array(page);
                 body[format!("{}_offset", rows.name)] = json!(offset);
             }
         }
+        let body = shapes::body(&job.kind, body);
         Ok(ResultView {
             job_id: job.id,
             kind: job.kind,
@@ -579,11 +662,20 @@ impl Service {
             }
         })?;
         let received = parsed.candles.len() as u64 + parsed.rejected;
+        let replaced_synthetic_rows = if parsed.candles.is_empty() {
+            0
+        } else {
+            self.inner
+                .engine
+                .store()
+                .replace_synthetic(exchange, symbol)
+                .await?
+        };
         let counts: UpsertCounts = self
             .inner
             .engine
             .store()
-            .upsert_candles(exchange, symbol, &parsed.candles)
+            .upsert_candles(exchange, symbol, CandleSource::Csv, &parsed.candles)
             .await?;
         if counts.inserted > 0 {
             self.inner
@@ -609,6 +701,13 @@ impl Service {
             unchanged: counts.unchanged,
             rejected: parsed.rejected,
             first_rejection: parsed.first_rejection,
+            source: self
+                .inner
+                .engine
+                .store()
+                .series_source(exchange, symbol)
+                .await?,
+            replaced_synthetic_rows,
         })
     }
 
@@ -629,6 +728,8 @@ impl Service {
                     rows: s.rows,
                     last_import_at: s.last_import_at.map(to_rfc3339),
                     gaps: s.gaps,
+                    note: series_source_note(&s.source),
+                    source: s.source,
                 })
                 .collect(),
         })

@@ -39,6 +39,43 @@ pub struct DeepValidation {
     pub hyperparameters: Option<Value>,
 }
 
+/// A problem with a strategy: its place in the file (null when it has none,
+/// e.g. a smoke backtest that raised outside the file) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct StrategyError {
+    pub line: Option<u32>,
+    pub column: Option<u32>,
+    pub message: String,
+    /// Which check found it: `static` (the text, at once) or `deep` (the
+    /// source run in a runner; also under `deep_validation`).
+    pub check: &'static str,
+}
+
+/// The static errors, then those of a deep validation that failed.
+fn all_errors(errors: Vec<Diagnostic>, deep: Option<&DeepValidation>) -> Vec<StrategyError> {
+    let mut out: Vec<StrategyError> = errors
+        .into_iter()
+        .map(|d| StrategyError {
+            line: Some(d.line),
+            column: Some(d.column),
+            message: d.message,
+            check: "static",
+        })
+        .collect();
+    if let Some(deep) = deep
+        && (deep.valid == Some(false) || deep.status == JobStatus::Failed)
+    {
+        let place = |v: &Value| v.as_u64().and_then(|n| u32::try_from(n).ok());
+        out.extend(deep.errors.iter().map(|e| StrategyError {
+            line: place(&e["line"]),
+            column: place(&e["column"]),
+            message: e["message"].as_str().unwrap_or_default().to_string(),
+            check: "deep",
+        }));
+    }
+    out
+}
+
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct StrategySummary {
     pub name: String,
@@ -49,7 +86,8 @@ pub struct StrategySummary {
     pub modified_at: String,
     /// Static checks pass and no deep validation of this exact source failed.
     pub valid: bool,
-    pub errors: Vec<Diagnostic>,
+    /// The static checks' errors, and the deep validation's when it failed.
+    pub errors: Vec<StrategyError>,
     pub warnings: Vec<Diagnostic>,
     /// The newest deep validation of this exact source, if any.
     pub deep_validation: Option<DeepValidation>,
@@ -79,7 +117,8 @@ pub struct StrategyWritten {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ValidationReport {
     pub valid: bool,
-    pub errors: Vec<Diagnostic>,
+    /// The static checks' errors, and the deep validation's when it failed.
+    pub errors: Vec<StrategyError>,
     pub warnings: Vec<Diagnostic>,
     pub hyperparameters: Option<Vec<Hyperparameter>>,
     /// Present when `deep` was asked for and the static checks passed.
@@ -140,7 +179,7 @@ impl Service {
             sha256: file.sha256.clone(),
             modified_at: to_rfc3339(file.modified_at),
             valid: report.valid && deep.as_ref().and_then(|d| d.valid) != Some(false),
-            errors: report.errors,
+            errors: all_errors(report.errors, deep.as_ref()),
             warnings: report.warnings,
             deep_validation: deep,
         })
@@ -300,7 +339,7 @@ impl Service {
         };
         Ok(ValidationReport {
             valid: report.valid && deep.as_ref().and_then(|d| d.valid) != Some(false),
-            errors: report.errors,
+            errors: all_errors(report.errors, deep.as_ref()),
             warnings: report.warnings,
             hyperparameters: report.hyperparameters,
             deep,

@@ -48,11 +48,14 @@ pub struct BacktestResult {
     /// losing trade) are null because JSON cannot represent them.
     #[schemars(with = "serde_json::Map<String, Value>")]
     pub metrics: Value,
-    /// Jesse's daily equity curve (its `Portfolio` series; null without trades).
+    /// Jesse's daily equity curve (its `Portfolio` series; null without trades),
+    /// read as `[{name, points: [{time (ms), date (RFC 3339), value}]}]` (docs/RESULTS.md).
     #[schemars(with = "Option<Vec<serde_json::Map<String, Value>>>")]
     pub equity_curve: Option<Value>,
     /// Jesse version, each strategy's sha256 and source, each series' candle
-    /// fingerprint (rows, first, last, sha256), and the job's plan.
+    /// fingerprint (source, rows, first, last, sha256), `data` (the candles'
+    /// source for the run: `synthetic` is demo data, not market prices), and
+    /// the job's plan.
     #[schemars(with = "serde_json::Map<String, Value>")]
     pub provenance: Value,
     /// With `allow_gaps`: the missing runs of each series the backtest ran over.

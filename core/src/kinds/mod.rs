@@ -28,6 +28,7 @@ pub mod candle_import;
 pub mod monte_carlo;
 pub mod optimization;
 pub mod pairs;
+pub mod pipeline;
 pub mod significance;
 pub mod strategy_validation;
 pub mod walk_forward;
@@ -46,6 +47,7 @@ pub static REGISTRY: &[&KindDef] = &[
     &pairs::screen::KIND,
     &pairs::chunk::KIND,
     &pairs::trade::KIND,
+    &pipeline::KIND,
 ];
 
 /// The kind named `name`, if this binary knows it.
@@ -127,8 +129,38 @@ pub struct RowsPart {
 }
 
 impl KindDef {
+    /// Whether the kind starts children as others end (a pipeline's steps), so
+    /// each ended child wakes it, not only the last one.
+    pub fn wakes_per_child(&self) -> bool {
+        self.name == pipeline::KIND.name
+    }
+
+    /// The request users submit: the kind's own request plus the fields every
+    /// submit takes (`tags`, see [`crate::subject::take_tags`]), as one object
+    /// schema. REST (OpenAPI) and MCP both describe submits with it.
     pub fn request_schema(&self, generator: &mut SchemaGenerator) -> Schema {
-        (self.request_schema)(generator)
+        let schema = (self.request_schema)(generator);
+        if self.submit.is_none() {
+            return schema;
+        }
+        let reference = schema.to_value();
+        let mut object = match reference["$ref"]
+            .as_str()
+            .and_then(|r| r.rsplit('/').next())
+        {
+            Some(name) => match generator.definitions().get(name) {
+                Some(definition) => definition.clone(),
+                None => reference.clone(),
+            },
+            None => reference.clone(),
+        };
+        match object["properties"].as_object_mut() {
+            Some(properties) => {
+                properties.insert("tags".into(), crate::subject::tags_schema());
+                Schema::try_from(object).expect("an object schema")
+            }
+            None => Schema::try_from(reference).expect("a schema"),
+        }
     }
 }
 

@@ -47,11 +47,11 @@ export function candlesFromCsv(csv, minutes) {
   return bars.map(({ time, open, high, low, close }) => ({ time, open, high, low, close }));
 }
 
-/** Jesse's equity curve: [{name, data: [{time (s), value}]}] → the Portfolio points. */
+/** The result's equity curve: [{name, points: [{time (ms), date, value}]}] → the Portfolio points, in seconds for the chart. */
 export function portfolio(curve) {
   if (!Array.isArray(curve) || !curve.length) return [];
   const series = curve.find((c) => c.name === 'Portfolio') || curve[0];
-  return (series.data || []).filter((p) => Number.isFinite(p.value)).map((p) => ({ time: p.time, value: p.value }));
+  return (series.points || []).filter((p) => Number.isFinite(p.value)).map((p) => ({ time: p.time / 1000, value: p.value }));
 }
 
 /** Drawdown in percent below the running peak. */
@@ -64,7 +64,7 @@ export function drawdown(points) {
 }
 
 function tradeTime(value) {
-  // Jesse's trade times are ms since the epoch.
+  // Trade times are integer ms since the epoch (with an `*_iso` sibling).
   return typeof value === 'number' ? value : Date.parse(value);
 }
 

@@ -56,6 +56,8 @@ export function render(ctx, el) {
       class: 'panel', 'data-series': `${one.exchange} ${one.symbol}`,
     },
     h('strong', {}, `${one.exchange} · ${one.symbol}`),
+    one.source ? h('span', { class: one.source === 'synthetic' ? 'badge failed' : 'badge', 'data-field': 'source', style: 'margin-left:8px' }, one.source) : null,
+    one.note ? h('p', { class: 'muted', 'data-field': 'note' }, one.note) : null,
     h('span', { class: 'muted' }, `  ${num(one.rows)} rows (${one.timeframe}), ${when(one.first)} → ${when(one.last)} UTC, ${num(one.gaps)} gap(s), last import ${when(one.last_import_at)}`),
     timeline(one, reports.get(`${one.exchange}\u0000${one.symbol}`).report))) : h('p', { class: 'muted' }, 'no candles stored'));
     fill(importsBox, table([

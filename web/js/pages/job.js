@@ -9,6 +9,7 @@ import * as batch from './batch.js';
 import * as optimization from './optimization.js';
 import * as walkForward from './walk_forward.js';
 import * as monteCarlo from './monte_carlo.js';
+import * as pipeline from './pipeline.js';
 
 const PAGES = {
   backtest,
@@ -16,9 +17,10 @@ const PAGES = {
   optimization,
   walk_forward: walkForward,
   monte_carlo: monteCarlo,
+  pipeline,
 };
 
-const PARENTS = new Set(['backtest_batch', 'optimization', 'walk_forward', 'monte_carlo', 'significance_test']);
+const PARENTS = new Set(['backtest_batch', 'batch', 'optimization', 'walk_forward', 'monte_carlo', 'significance_test', 'pairs_screen', 'pairs_backtest', 'pipeline']);
 
 function header(ctx, job, refresh) {
   const counts = job.children

@@ -10,6 +10,20 @@ export const KINDS = ['backtest', 'backtest_batch', 'optimization', 'optimizatio
 const STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
 
 /** The headline of a job's summary, whatever its kind. */
+// What a job is about: strategy, market, timeframe, range and tags, from its `subject`.
+function subjectText(job) {
+  const sub = job.subject || {};
+  const range = sub.range ? `${(sub.range.start_date || sub.range.start_iso || '').slice(0, 10)} → ${(sub.range.end_date || sub.range.end_iso || '').slice(0, 10)}` : '';
+  const parts = [
+    sub.strategy || (sub.strategies || []).join(', '),
+    sub.symbol || (sub.symbols || []).join(', '),
+    sub.timeframe || (sub.timeframes || []).join(', '),
+    range,
+    ...(job.tags || []).map((t) => `#${t}`),
+  ];
+  return parts.filter((p) => p).join(' · ');
+}
+
 export function summaryText(job) {
   const sum = job.summary;
   if (job.error) return `${job.error.code}: ${job.error.message}`;
@@ -47,6 +61,7 @@ export function jobsTable(ctx, jobs, refresh, testid = 'jobs-table') {
   return table([
     { title: 'job', cell: (j) => h('a', { href: `#/jobs/${j.job_id}`, class: 'mono' }, j.job_id) },
     { title: 'kind', cell: (j) => j.kind },
+    { title: 'what', cell: (j) => subjectText(j), wrap: true },
     { title: 'status', cell: (j) => badge(j.status) },
     {
       title: 'progress',

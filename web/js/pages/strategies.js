@@ -85,7 +85,7 @@ function detail(ctx, el, name) {
       ['sha256', h('span', { class: 'mono' }, st.sha256.slice(0, 16))],
       ['deep validation', deep ? h('a', { href: `#/jobs/${deep.job_id}` }, deep.status, deep.valid === false ? ' (invalid)' : '') : '—'],
     ])), section('Hyperparameters', hyperparameters(st.hyperparameters || deep?.hyperparameters)));
-    fill(code, section('Source', source(st.code, [...st.errors, ...(deep?.errors || [])], [...st.warnings, ...(deep?.warnings || [])])));
+    fill(code, section('Source', source(st.code, st.errors, [...st.warnings, ...(deep?.warnings || [])])));
     if (!draft.childNodes.length) fill(draft, editor(ctx, st.code));
   }, 5000);
 }

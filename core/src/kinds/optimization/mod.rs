@@ -403,19 +403,14 @@ pub async fn plan_study(
     training.include_equity_curve = true;
 
     let strategy_name = training.routes[0].strategy.clone();
-    let source = training
-        .strategies
-        .iter()
-        .find(|s| s.name == strategy_name)
-        .map(|s| s.source.clone())
-        .unwrap_or_default();
-    let declared =
-        crate::strategy_static::validate_static(Some(&strategy_name), &source).hyperparameters;
+    // The literal list, else what the strategy's deep validation saw.
+    let declared = planner.declared_hyperparameters(&strategy_name).await?;
     let (space, fixed) = search_space(
         &strategy_name,
         declared.as_deref(),
         request.hyperparameters.as_ref(),
     )?;
+    crate::planner::check_search_space(&strategy_name, declared.as_deref(), &space, &fixed)?;
 
     let sampler = request.sampler;
     let max = if sampler.adaptive() {
