@@ -384,6 +384,8 @@ pub fn combined_source<'a>(sources: impl IntoIterator<Item = &'a str>) -> String
         [] => SOURCE_UNKNOWN.into(),
         [one] => (*one).into(),
         many if many.contains(&"synthetic") => "synthetic".into(),
+        // Unknown may be synthetic: its warning must not be lost in "mixed".
+        many if many.contains(&SOURCE_UNKNOWN) => SOURCE_UNKNOWN.into(),
         _ => SOURCE_MIXED.into(),
     }
 }
@@ -592,6 +594,7 @@ mod tests {
         assert_eq!(combined_source(["import", "csv"]), SOURCE_MIXED);
         assert_eq!(combined_source(["csv", "synthetic"]), "synthetic");
         assert_eq!(combined_source([]), SOURCE_UNKNOWN);
+        assert_eq!(combined_source(["import", "unknown"]), SOURCE_UNKNOWN);
         assert!(
             series_source_note("synthetic")
                 .unwrap()

@@ -970,8 +970,11 @@ impl Store {
                 query
             }};
         }
-        const SUMMARY: &str = "INSERT INTO candle_series (exchange, symbol, timeframe, first_ts, last_ts, row_count, updated_at, source) \
-             VALUES ($1, $2, '1m', $3, $4, $5, $6, $7) ON CONFLICT (exchange, symbol, timeframe) DO UPDATE SET \
+        // A new row's version is the clock (ms), not 1: a series deleted and
+        // written again (synthetic rows replaced) never repeats a version a
+        // worker's candle cache holds rows under.
+        const SUMMARY: &str = "INSERT INTO candle_series (exchange, symbol, timeframe, first_ts, last_ts, row_count, updated_at, source, version) \
+             VALUES ($1, $2, '1m', $3, $4, $5, $6, $7, $6) ON CONFLICT (exchange, symbol, timeframe) DO UPDATE SET \
              source = CASE WHEN candle_series.source = excluded.source THEN candle_series.source \
                            WHEN candle_series.source = 'unknown' THEN 'unknown' ELSE 'mixed' END, \
              first_ts = CASE WHEN excluded.first_ts < candle_series.first_ts \
@@ -1045,31 +1048,28 @@ impl Store {
     /// rows written next never mix with them; returns the rows deleted.
     pub async fn replace_synthetic(&self, exchange: &str, symbol: &str) -> Result<u64> {
         let removed = in_tx!(self, tx => {
-            let synthetic: Option<i64> = sqlx::query_scalar(
-                "SELECT row_count FROM candle_series WHERE exchange = $1 AND symbol = $2 \
+            // The summary row first, on its condition: on Postgres the DELETE
+            // locks the row and re-checks `source` after a concurrent writer
+            // commits, so only one writer ever deletes, and never a summary a
+            // real write already re-created.
+            let deleted = sqlx::query(
+                "DELETE FROM candle_series WHERE exchange = $1 AND symbol = $2 \
                  AND timeframe = '1m' AND source = 'synthetic'",
             )
             .bind(exchange)
             .bind(symbol)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if synthetic.is_some() {
-                let removed = sqlx::query(
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if deleted == 1 {
+                sqlx::query(
                     "DELETE FROM candles WHERE exchange = $1 AND symbol = $2 AND timeframe = '1m'",
                 )
                 .bind(exchange)
                 .bind(symbol)
                 .execute(&mut *tx)
                 .await?
-                .rows_affected();
-                sqlx::query(
-                    "DELETE FROM candle_series WHERE exchange = $1 AND symbol = $2 AND timeframe = '1m'",
-                )
-                .bind(exchange)
-                .bind(symbol)
-                .execute(&mut *tx)
-                .await?;
-                removed
+                .rows_affected()
             } else {
                 0
             }
@@ -1134,7 +1134,11 @@ impl Store {
     }
 
     /// `(first, last, rows)` of a series, from its summary row.
-    async fn series_bounds(&self, exchange: &str, symbol: &str) -> Result<Option<(i64, i64, i64)>> {
+    pub async fn series_bounds(
+        &self,
+        exchange: &str,
+        symbol: &str,
+    ) -> Result<Option<(i64, i64, i64)>> {
         Ok(on_db!(self, pool => sqlx::query_as(
             "SELECT first_ts, last_ts, row_count FROM candle_series \
              WHERE exchange = $1 AND symbol = $2 AND timeframe = '1m'",

@@ -64,28 +64,32 @@ impl Executor {
             .exchange_endpoints()?
             .get(&plan.exchange)
             .cloned();
-        // Synthetic minutes are not data: the import fetches them, and the
-        // synthetic series is deleted before the first real row is written
+        // Synthetic minutes are not data: the import fetches them all, and the
+        // synthetic series is deleted when the first real rows are written (by
+        // `upsert_candles`), so an import that fails first leaves it in place
         // (demo series stored before sources were recorded are recognised first).
         let store = self.engine.store();
         if plan.exchange == demo::EXCHANGE && plan.symbol == demo::SYMBOL {
             demo::settle_unknown(store).await?;
         }
-        let replaced_synthetic = store
-            .replace_synthetic(&plan.exchange, &plan.symbol)
-            .await?;
-        if replaced_synthetic > 0 {
-            tracing::info!(
-                job.id = job_id,
-                exchange = plan.exchange,
-                symbol = plan.symbol,
-                rows = replaced_synthetic,
-                "deleted the synthetic series before importing real candles"
-            );
-        }
-        let missing = store
-            .gaps(&plan.exchange, &plan.symbol, plan.start_ms, plan.end_ms)
-            .await?;
+        let synthetic_rows = match store.series_source(&plan.exchange, &plan.symbol).await? {
+            Some(source) if source == "synthetic" => store
+                .series_bounds(&plan.exchange, &plan.symbol)
+                .await?
+                .map_or(0, |(_, _, rows)| rows.max(0) as u64),
+            _ => 0,
+        };
+        let missing = if synthetic_rows > 0 {
+            vec![jesse_mcp_core::store::Gap {
+                start: plan.start_ms,
+                end: plan.end_ms,
+                minutes: (plan.end_ms - plan.start_ms) / MINUTE_MS,
+            }]
+        } else {
+            store
+                .gaps(&plan.exchange, &plan.symbol, plan.start_ms, plan.end_ms)
+                .await?
+        };
         let to_fetch: i64 = missing.iter().map(|g| g.minutes).sum();
         let deadline = Instant::now() + Duration::from_secs(self.config.job_timeout_secs);
         let mut runner = self.pool.checkout().await?;
@@ -97,7 +101,7 @@ impl Executor {
                 endpoint.as_deref(),
                 &missing,
                 to_fetch,
-                replaced_synthetic,
+                synthetic_rows,
                 deadline,
             )
             .await;
@@ -257,7 +261,8 @@ impl Executor {
             "symbol": plan.symbol,
             "source": source,
             "note": source.as_deref().and_then(series_source_note),
-            "replaced_synthetic_rows": replaced_synthetic,
+            // The synthetic rows went with the first real ones written.
+            "replaced_synthetic_rows": if inserted + updated > 0 { replaced_synthetic } else { 0 },
             "start": plan.start_ms,
             "end": plan.end_ms,
             "minutes_requested": total,

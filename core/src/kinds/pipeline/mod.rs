@@ -740,9 +740,12 @@ fn execute<'a>(rt: &'a dyn Runtime, job: &'a JobRecord) -> BoxFuture<'a, anyhow:
                 .advance(&job.id)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            if counts.done() < counts.total {
-                // Each step ending after what this run saw wakes the pipeline again.
-                let seen = states.values().filter(|s| s.status.is_terminal()).count();
+            // Each step ending after what this run saw wakes the pipeline again;
+            // steps that ended while it ran (the store moved past `states`) are
+            // looked at in a fresh run, never judged from stale states.
+            let seen = states.values().filter(|s| s.status.is_terminal()).count();
+            let moved = counts.total as usize != states.len() || counts.done() as usize != seen;
+            if counts.done() < counts.total || moved {
                 rt.store().set_children_seen(&job.id, seen as i64).await?;
                 return Ok(Outcome::Waiting);
             }

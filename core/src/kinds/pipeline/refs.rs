@@ -424,6 +424,8 @@ impl Gate {
     pub fn check(&self, output: &Value) -> GateCheck {
         let found = lookup(output, &self.path).cloned().unwrap_or(Value::Null);
         let passed = match (&found, &self.value) {
+            // A missing or undefined value fails every gate but `== null`.
+            (Value::Null, literal) if !literal.is_null() => false,
             (Value::Number(a), Value::Number(b)) => {
                 let (a, b) = (
                     a.as_f64().unwrap_or(f64::NAN),
@@ -546,6 +548,14 @@ mod tests {
                 .check(&json!({"ok": true}))
                 .passed
         );
+        assert!(
+            !parse_gate("wf.n != 0")
+                .unwrap()
+                .check(&json!({"n": null}))
+                .passed
+        );
+        assert!(!parse_gate("wf.n != 0").unwrap().check(&json!({})).passed);
+        assert!(parse_gate("wf.n == null").unwrap().check(&json!({})).passed);
         assert!(parse_gate("wf.x => 1").is_err());
         assert!(parse_gate("wf.x >= \"a\"").is_err());
         assert!(parse_gate("wf >= 1").is_err());

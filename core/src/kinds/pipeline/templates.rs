@@ -339,7 +339,7 @@ async fn evaluate(planner: &Planner, p: EvaluateParams) -> Result<Expanded, ApiE
                 .get("warm_up_candles")
                 .and_then(Value::as_i64)
                 .unwrap_or(240)
-                .max(0);
+                .clamp(0, 10_000); // bounded before the arithmetic; planning refuses the rest
             let minutes = timeframe_minutes(&p.timeframe).unwrap_or(1);
             let from = start_ms - (warm_up * minutes * 60_000).div_euclid(DAY_MS) * DAY_MS - DAY_MS;
             let gaps = planner
