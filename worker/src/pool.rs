@@ -66,7 +66,7 @@ pub struct RunnerSpec {
 pub struct Runner {
     child: Child,
     stdin: BufWriter<ChildStdin>,
-    stdout: ChildStdout,
+    stdout: FrameReader,
     pub slot: usize,
     pub jesse_version: String,
     /// What this runner's jobs are held to.
@@ -154,7 +154,10 @@ impl Runner {
         let stdin = child.stdin.take().expect("piped");
         widen_pipe(&stdin);
         let stdin = BufWriter::with_capacity(1 << 20, stdin);
-        let mut stdout = child.stdout.take().expect("piped");
+        let mut stdout = FrameReader {
+            input: child.stdout.take().expect("piped"),
+            buf: Vec::new(),
+        };
         let ready = match tokio::time::timeout(spec.startup_timeout, read_frame(&mut stdout)).await
         {
             Err(_) => bail!(
@@ -384,7 +387,7 @@ fn decode(frame: Vec<u8>) -> Result<RunResponse, RunError> {
 
 /// Reads frames up to the request's answer, handing the events before it to `on_event`.
 async fn read_answer(
-    input: &mut ChildStdout,
+    input: &mut FrameReader,
     on_event: &mut (dyn FnMut(Value) + Send),
 ) -> Result<Vec<u8>, FrameError> {
     loop {
@@ -400,14 +403,40 @@ async fn read_answer(
     }
 }
 
-async fn read_frame(input: &mut ChildStdout) -> Result<Vec<u8>, FrameError> {
-    let len = input.read_u32_le().await.map_err(FrameError::Io)? as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
+/// The runner's stdout with the bytes of a frame not yet complete. Reading is
+/// cancel-safe: a read dropped by a cancel or a deadline (mid-frame, e.g. in a
+/// long batch of log lines) loses nothing, and the next read resumes the frame,
+/// so the runner's answer to the cancel is read in step and the runner stays warm.
+struct FrameReader {
+    input: ChildStdout,
+    buf: Vec<u8>,
+}
+
+async fn read_frame(reader: &mut FrameReader) -> Result<Vec<u8>, FrameError> {
+    loop {
+        if let Some(head) = reader.buf.get(..4) {
+            let len = u32::from_le_bytes(head.try_into().expect("4 bytes")) as usize;
+            if len > MAX_FRAME {
+                return Err(FrameError::TooLarge(len));
+            }
+            if reader.buf.len() >= 4 + len {
+                let body = reader.buf[4..4 + len].to_vec();
+                reader.buf.drain(..4 + len);
+                return Ok(body);
+            }
+            // Room for the rest of this frame, grown as its bytes arrive.
+            reader.buf.reserve((4 + len - reader.buf.len()).min(1 << 20));
+        }
+        // `read_buf` is cancel-safe: dropped before it completes, it read nothing.
+        let read = reader
+            .input
+            .read_buf(&mut reader.buf)
+            .await
+            .map_err(FrameError::Io)?;
+        if read == 0 {
+            return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
     }
-    let mut body = vec![0u8; len];
-    input.read_exact(&mut body).await.map_err(FrameError::Io)?;
-    Ok(body)
 }
 
 /// A fixed number of runners; a job checks one out and must give it back.
