@@ -2449,26 +2449,32 @@ pub struct JobLogLine {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct JobLogUsage {
     pub lines: i64,
-    /// Characters of text (the cap is on bytes; this is never more than them).
-    pub chars: i64,
+    /// Bytes of text (UTF-8), what the cap counts.
+    pub bytes: i64,
     /// The `seq` of the next line.
     pub next_seq: i64,
+    /// A `system` line already says the log was truncated (by lines or bytes).
+    pub truncated: bool,
 }
 
 impl Store {
-    /// Lines, characters and the next `seq` of a job's log (zeros when it has none).
+    /// Lines, bytes, the next `seq` and whether a job's log was truncated (zeros when it has none).
     pub async fn job_log_usage(&self, job_id: &str) -> Result<JobLogUsage> {
-        let (lines, chars, next_seq): (i64, i64, i64) = on_db!(self, pool => sqlx::query_as(
-            "SELECT COUNT(*), CAST(COALESCE(SUM(LENGTH(line)), 0) AS BIGINT), \
-             CAST(COALESCE(MAX(seq) + 1, 0) AS BIGINT) FROM job_logs WHERE job_id = $1",
+        // OCTET_LENGTH: bytes on Postgres and on SQLite (3.43+; the bundled one is newer).
+        let (lines, bytes, next_seq, system): (i64, i64, i64, i64) = on_db!(self, pool => sqlx::query_as(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(OCTET_LENGTH(line)), 0) AS BIGINT), \
+             CAST(COALESCE(MAX(seq) + 1, 0) AS BIGINT), \
+             CAST(COALESCE(SUM(CASE WHEN stream = 'system' THEN 1 ELSE 0 END), 0) AS BIGINT) \
+             FROM job_logs WHERE job_id = $1",
         )
         .bind(job_id)
         .fetch_one(pool)
         .await?);
         Ok(JobLogUsage {
             lines,
-            chars,
+            bytes,
             next_seq,
+            truncated: system > 0,
         })
     }
 

@@ -70,8 +70,8 @@ impl JobEvents {
                 logs,
                 next_seq: usage.next_seq,
                 lines: usage.lines,
-                bytes: usage.chars,
-                truncated: usage.lines > MAX_LOG_LINES,
+                bytes: usage.bytes,
+                truncated: usage.truncated || usage.lines > MAX_LOG_LINES,
             },
             writer,
         }
