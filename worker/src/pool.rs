@@ -425,7 +425,9 @@ async fn read_frame(reader: &mut FrameReader) -> Result<Vec<u8>, FrameError> {
                 return Ok(body);
             }
             // Room for the rest of this frame, grown as its bytes arrive.
-            reader.buf.reserve((4 + len - reader.buf.len()).min(1 << 20));
+            reader
+                .buf
+                .reserve((4 + len - reader.buf.len()).min(1 << 20));
         }
         // `read_buf` is cancel-safe: dropped before it completes, it read nothing.
         let read = reader
