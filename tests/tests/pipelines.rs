@@ -84,8 +84,8 @@ async fn the_evaluate_template_runs_end_to_end_and_reports() {
     let result = result_of(&app, &id).await;
     assert_eq!(
         result["verdict"]["outcome"], "passed",
-        "{:#}",
-        result["gates"]
+        "{:#} {:#}",
+        result["gates"], result["steps"]
     );
 
     // The plan: the candles were stored, so no import; the seed is stored.

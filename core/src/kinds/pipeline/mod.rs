@@ -2,7 +2,7 @@
 //! one of the job kinds (import, validation, backtest, batch, optimization,
 //! walk-forward, Monte Carlo, significance test, pairs), whose inputs may name
 //! earlier steps' outputs (`"${optimize.best.params}"`) and whose gates
-//! (`"walk_forward.summary.efficiency >= 0.5"`) stop the pipeline with that
+//! (`"walk_forward.efficiency >= 0.5"`) stop the pipeline with that
 //! gate as its verdict. Or a built-in template filled with the caller's
 //! strategy, market, dates and seed (see `templates`).
 //!
@@ -61,7 +61,7 @@ kind, input, needs?, gate?}`: `kind` is a job kind (candle_import, strategy_vali
 optimization, walk_forward, monte_carlo, significance_test, pairs_screen, pairs_backtest), `input` is what that \
 kind's submit takes, and any string in it may be `\"${<step>.<path>}\"`, an earlier step's output (its result body \
 plus job_id, status and summary), e.g. `\"${optimize.best.params}\"`. `gate` is one or a list of comparisons such \
-as `\"walk_forward.summary.efficiency >= 0.5\"`; a failing gate stops the pipeline and becomes its verdict. Steps \
+as `\"walk_forward.efficiency >= 0.5\"`; a failing gate stops the pipeline and becomes its verdict. Steps \
 whose needs are met run in parallel. Answers at once with the job_id; poll job_get (its children are the steps: \
 job_children), then job_result for the verdict, every step's summary and gate values, and a Markdown `report` (also \
 the resource jesse://reports/<job_id>).",
@@ -111,7 +111,7 @@ pub struct StepSpec {
     /// Steps that must succeed (and pass their gates) first; steps an input refers to are added.
     #[serde(default)]
     pub needs: Vec<String>,
-    /// One comparison or a list, e.g. `"optimize.summary.pbo <= 0.3"`: `<step>.<path> <op> <literal>` with
+    /// One comparison or a list, e.g. `"optimize.pbo <= 0.3"`: `<step>.<path> <op> <literal>` with
     /// >=, <=, >, <, ==, !=; on this step's output or an earlier step's.
     #[serde(default)]
     pub gate: Option<GateSpec>,
@@ -407,7 +407,7 @@ pub fn check_steps(steps: &[StepSpec]) -> Result<Vec<StepPlan>, ApiError> {
                 step_kind(&planned[j].kind).expect("checked above")
             };
             let schema = result_schema(producer_kind);
-            refs::check_path(&schema, path).map_err(|e| {
+            refs::check_path(&schema, producer_kind.name, path).map_err(|e| {
                 step_error(
                     &step.id,
                     "unknown_output_path",

@@ -144,8 +144,70 @@ fn collect(value: &Value, at: String, out: &mut Vec<(String, Reference)>) -> Res
     Ok(())
 }
 
-/// Looks a path up in a step's output; `None` when it is not there.
+/// Headline fields each kind's `summary` carries (as job listings show them).
+/// A path whose first field is not in the result body but is one of these
+/// reads the summary: `optimize.pbo` is `optimize.summary.pbo`.
+pub fn summary_fields(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "backtest" => &[
+            "total",
+            "net_profit_percentage",
+            "win_rate",
+            "max_drawdown",
+            "sharpe_ratio",
+            "finishing_balance",
+            "data",
+            "warning",
+        ],
+        "optimization" => &[
+            "trials",
+            "unique",
+            "best_trial",
+            "best_value",
+            "best_params",
+            "pbo",
+            "deflated_sharpe",
+        ],
+        "walk_forward" => &[
+            "windows",
+            "verdict",
+            "efficiency",
+            "t_statistic",
+            "out_of_sample_return_percentage",
+        ],
+        "monte_carlo" => &[
+            "scenarios",
+            "probability_of_loss",
+            "probability_of_ruin",
+            "total_return_p5",
+            "max_drawdown_p5",
+        ],
+        "pairs_screen" => &["pairs", "cointegrated", "best_pair", "best_cointegrated"],
+        "pairs_backtest" => &[
+            "backtest_job_id",
+            "symbols",
+            "total",
+            "net_profit_percentage",
+            "sharpe_ratio",
+        ],
+        "strategy_validation" => &["strategy", "sha256", "valid", "errors"],
+        _ => &[],
+    }
+}
+
+/// Looks a path up in a step's output (its result body, then, for a first
+/// field the body lacks, its summary); `None` when it is in neither.
 pub fn lookup<'a>(output: &'a Value, path: &[String]) -> Option<&'a Value> {
+    let in_body = path
+        .first()
+        .is_none_or(|first| output.get(first).is_some_and(|v| !v.is_null()));
+    if !in_body && let Some(summary) = output.get("summary").filter(|s| s.is_object()) {
+        return lookup_in(summary, path);
+    }
+    lookup_in(output, path)
+}
+
+fn lookup_in<'a>(output: &'a Value, path: &[String]) -> Option<&'a Value> {
     let mut at = output;
     for segment in path {
         at = match at {
@@ -220,14 +282,27 @@ fn value_of<'a>(inner: &str, outputs: &'a Map<String, Value>) -> Result<&'a Valu
 /// result body has `schema` (a JSON Schema document with `$defs`). Open
 /// objects (maps of anything) accept any further path; unknown fields of a
 /// closed object are refused with the known ones.
-pub fn check_path(schema: &Value, path: &[String]) -> Result<(), String> {
+pub fn check_path(schema: &Value, kind: &str, path: &[String]) -> Result<(), String> {
     let Some(first) = path.first() else {
         return Ok(());
     };
     if STEP_FIELDS.contains(&first.as_str()) {
         return Ok(()); // summary is a free map; job_id and status are strings
     }
-    walk(schema, schema, path)
+    let summary = summary_fields(kind);
+    let top_level = resolve_ref(schema, schema)
+        .get("properties")
+        .is_some_and(|p| p.get(first).is_some());
+    if !top_level && summary.contains(&first.as_str()) {
+        return Ok(()); // read from the summary (see `lookup`)
+    }
+    walk(schema, schema, path).map_err(|e| {
+        if path.len() == 1 && !summary.is_empty() {
+            format!("{e}; or a summary field: {}", summary.join(", "))
+        } else {
+            e
+        }
+    })
 }
 
 fn resolve_ref<'a>(root: &'a Value, mut schema: &'a Value) -> &'a Value {
@@ -422,7 +497,19 @@ pub struct GateCheck {
 
 impl Gate {
     pub fn check(&self, output: &Value) -> GateCheck {
-        let found = lookup(output, &self.path).cloned().unwrap_or(Value::Null);
+        let mut found = lookup(output, &self.path).cloned().unwrap_or(Value::Null);
+        // A statistic kept with its reason (`{value, reason}`, e.g. a
+        // walk-forward's efficiency) compares its value.
+        let mut why_undefined = None;
+        if let Some(statistic) = found.as_object()
+            && statistic.contains_key("value")
+        {
+            why_undefined = statistic
+                .get("reason")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            found = statistic["value"].clone();
+        }
         let passed = match (&found, &self.value) {
             // A missing or undefined value fails every gate but `== null`.
             (Value::Null, literal) if !literal.is_null() => false,
@@ -447,11 +534,13 @@ impl Gate {
         let reason = (!passed).then(|| {
             if found.is_null() {
                 // Undefined statistics carry their reason beside them.
-                let why = self.path.split_last().and_then(|(_, parent)| {
-                    lookup(output, parent)
-                        .and_then(|p| p.get("reason"))
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
+                let why = why_undefined.clone().or_else(|| {
+                    self.path.split_last().and_then(|(_, parent)| {
+                        lookup(output, parent)
+                            .and_then(|p| p.get("reason"))
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    })
                 });
                 match why {
                     Some(why) => format!("{} is undefined: {why}", self.path_text()),
@@ -556,6 +645,21 @@ mod tests {
         );
         assert!(!parse_gate("wf.n != 0").unwrap().check(&json!({})).passed);
         assert!(parse_gate("wf.n == null").unwrap().check(&json!({})).passed);
+        // The issue's own spellings: summary fields and {value, reason} statistics.
+        let wf = json!({"job_id": "J", "efficiency": {"value": 0.7, "reason": null},
+                        "summary": {"efficiency": 0.7, "pbo": 0.2}});
+        assert!(
+            parse_gate("wf.efficiency >= 0.5")
+                .unwrap()
+                .check(&wf)
+                .passed
+        );
+        assert!(parse_gate("wf.pbo <= 0.3").unwrap().check(&wf).passed);
+        let undefined = json!({"efficiency": {"value": null, "reason": "no in-sample profit"}});
+        let check = parse_gate("wf.efficiency >= 0.5")
+            .unwrap()
+            .check(&undefined);
+        assert!(!check.passed && check.reason.unwrap().contains("no in-sample profit"));
         assert!(parse_gate("wf.x => 1").is_err());
         assert!(parse_gate("wf.x >= \"a\"").is_err());
         assert!(parse_gate("wf >= 1").is_err());
@@ -577,17 +681,21 @@ mod tests {
             "$defs": {"Best": {"type": "object", "properties": {"params": {"type": "object"}}}},
         });
         let p = |s: &str| s.split('.').map(str::to_string).collect::<Vec<_>>();
-        assert!(check_path(&schema, &p("best.params.fast")).is_ok());
-        assert!(check_path(&schema, &p("leaderboard.0.params")).is_ok());
-        assert!(check_path(&schema, &p("open.anything.below")).is_ok());
-        assert!(check_path(&schema, &p("summary.pbo")).is_ok());
+        assert!(check_path(&schema, "x", &p("best.params.fast")).is_ok());
+        assert!(check_path(&schema, "x", &p("leaderboard.0.params")).is_ok());
+        assert!(check_path(&schema, "x", &p("open.anything.below")).is_ok());
+        assert!(check_path(&schema, "x", &p("summary.pbo")).is_ok());
         assert!(
-            check_path(&schema, &p("nope"))
+            check_path(&schema, "x", &p("nope"))
                 .unwrap_err()
                 .contains("known fields")
         );
-        assert!(check_path(&schema, &p("best.nope")).is_err());
-        assert!(check_path(&schema, &p("leaderboard.first")).is_err());
-        assert!(check_path(&schema, &p("count.x")).is_err());
+        assert!(check_path(&schema, "x", &p("best.nope")).is_err());
+        assert!(check_path(&schema, "x", &p("leaderboard.first")).is_err());
+        assert!(check_path(&schema, "x", &p("count.x")).is_err());
+        assert!(check_path(&schema, "optimization", &p("pbo")).is_ok());
+        assert!(check_path(&schema, "x", &p("pbo")).is_err());
+        let e = check_path(&schema, "optimization", &p("pbx")).unwrap_err();
+        assert!(e.contains("summary field") && e.contains("pbo"), "{e}");
     }
 }

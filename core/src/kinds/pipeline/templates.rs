@@ -393,16 +393,14 @@ async fn evaluate(planner: &Planner, p: EvaluateParams) -> Result<Expanded, ApiE
         "optimization",
         study,
         &after,
-        Some(format!("optimize.summary.pbo <= {max_pbo}")),
+        Some(format!("optimize.pbo <= {max_pbo}")),
     ));
     steps.push(step(
         "walk_forward",
         "walk_forward",
         walk,
         &after,
-        Some(format!(
-            "walk_forward.summary.efficiency >= {min_efficiency}"
-        )),
+        Some(format!("walk_forward.efficiency >= {min_efficiency}")),
     ));
     steps.push(step("best", "backtest", best, &["optimize"], None));
     let mut mc = json!({"mode": "trades", "source": "${best.job_id}", "seed": seed});
@@ -414,9 +412,7 @@ async fn evaluate(planner: &Planner, p: EvaluateParams) -> Result<Expanded, ApiE
         "monte_carlo",
         mc,
         &[],
-        Some(format!(
-            "monte_carlo.summary.probability_of_loss <= {max_loss}"
-        )),
+        Some(format!("monte_carlo.probability_of_loss <= {max_loss}")),
     ));
     let mut filled = serde_json::to_value(&p).expect("params serialize");
     filled["seed"] = json!(seed);
@@ -474,7 +470,7 @@ fn pairs(p: PairsParams) -> Result<Expanded, ApiError> {
             "pairs_screen",
             screen,
             &[],
-            Some("screen.summary.cointegrated >= 1".into()),
+            Some("screen.cointegrated >= 1".into()),
         ),
         step("pair_backtest", "pairs_backtest", trade, &[], None),
         step("monte_carlo", "monte_carlo", mc, &[], None),
