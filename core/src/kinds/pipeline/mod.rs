@@ -644,126 +644,136 @@ fn execute<'a>(rt: &'a dyn Runtime, job: &'a JobRecord) -> BoxFuture<'a, anyhow:
             Err(outcome) => return Ok(outcome),
         };
         let engine = rt.engine();
-        let states = load_steps(rt, &job.id, plan.steps.len()).await?;
-        // Outputs of succeeded steps, and their gates.
-        let mut outputs = Map::new();
-        let mut checks: Vec<(usize, GateCheck)> = Vec::new();
-        for (i, step) in plan.steps.iter().enumerate() {
-            let Some(state) = states.get(&(i as i64)) else {
-                continue;
-            };
-            match state.status {
-                JobStatus::Succeeded => {
-                    outputs.insert(step.id.clone(), state.output.clone().unwrap_or(Value::Null));
-                }
-                JobStatus::Failed | JobStatus::Cancelled => {
-                    engine
-                        .end_children(&job.id, "an earlier step of the pipeline failed")
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    let error = state.error.clone().unwrap_or_else(|| {
-                        ErrorBody::new(state.status.as_str(), "the step ended without a result")
-                    });
-                    return Ok(Outcome::Failed(
-                        ErrorBody::new(
-                            "step_failed",
-                            format!(
-                                "step '{}' ({}, job {}) {}: {}",
-                                step.id,
-                                step.kind,
-                                state.job_id,
-                                state.status.as_str(),
-                                error.message
-                            ),
-                        )
-                        .with_details(
-                            json!({"step": step.id, "job_id": state.job_id, "error": error}),
-                        ),
-                    ));
-                }
-                _ => {}
-            }
-        }
-        let mut rejected = None;
-        for (i, step) in plan.steps.iter().enumerate() {
-            if !outputs.contains_key(&step.id) {
-                continue;
-            }
-            for gate in &step.gates {
-                let check = gate.check(&outputs[&gate.step]);
-                if !check.passed && rejected.is_none() {
-                    rejected = Some((step.id.clone(), check.clone()));
-                }
-                checks.push((i, check));
-            }
-        }
-        if rejected.is_none() {
-            // Start every step whose needs have all succeeded.
-            let planner = engine.planner();
-            planner.pin_sources(&plan.sources);
+        // Looks again while steps end under it: the wake a step's end sends
+        // cannot reach a pipeline that is running (its own queue task is still
+        // held), so it must not go to sleep having missed one.
+        for round in 0.. {
+            let states = load_steps(rt, &job.id, plan.steps.len()).await?;
+            // Outputs of succeeded steps, and their gates.
+            let mut outputs = Map::new();
+            let mut checks: Vec<(usize, GateCheck)> = Vec::new();
             for (i, step) in plan.steps.iter().enumerate() {
-                if states.contains_key(&(i as i64))
-                    || !step.needs.iter().all(|n| outputs.contains_key(n))
-                {
+                let Some(state) = states.get(&(i as i64)) else {
                     continue;
-                }
-                let refused = |why: String, details: Value| {
-                    ErrorBody::new(
-                        "step_input_rejected",
-                        format!("step '{}' ({}) could not start: {why}", step.id, step.kind),
-                    )
-                    .with_details(json!({"step": step.id, "error": details}))
                 };
-                let params = match refs::resolve(&step.input, &outputs) {
-                    Err(why) => Err(refused(why.clone(), json!({"message": why}))),
-                    Ok(input) => step_request(&planner, step, &input)
-                        .await
-                        .map_err(|e| refused(e.body.message.clone(), json!(e.body))),
-                };
-                let params = match params {
-                    Ok(params) => params,
-                    Err(error) => {
+                match state.status {
+                    JobStatus::Succeeded => {
+                        outputs
+                            .insert(step.id.clone(), state.output.clone().unwrap_or(Value::Null));
+                    }
+                    JobStatus::Failed | JobStatus::Cancelled => {
                         engine
-                            .end_children(&job.id, "the pipeline stopped")
+                            .end_children(&job.id, "an earlier step of the pipeline failed")
                             .await
                             .map_err(|e| anyhow::anyhow!("{e}"))?;
-                        return Ok(Outcome::Failed(error));
+                        let error = state.error.clone().unwrap_or_else(|| {
+                            ErrorBody::new(state.status.as_str(), "the step ended without a result")
+                        });
+                        return Ok(Outcome::Failed(
+                            ErrorBody::new(
+                                "step_failed",
+                                format!(
+                                    "step '{}' ({}, job {}) {}: {}",
+                                    step.id,
+                                    step.kind,
+                                    state.job_id,
+                                    state.status.as_str(),
+                                    error.message
+                                ),
+                            )
+                            .with_details(
+                                json!({"step": step.id, "job_id": state.job_id, "error": error}),
+                            ),
+                        ));
                     }
-                };
-                let kind = step_kind(&step.kind).expect("kinds are checked at submit");
+                    _ => {}
+                }
+            }
+            let mut rejected = None;
+            for (i, step) in plan.steps.iter().enumerate() {
+                if !outputs.contains_key(&step.id) {
+                    continue;
+                }
+                for gate in &step.gates {
+                    let check = gate.check(&outputs[&gate.step]);
+                    if !check.passed && rejected.is_none() {
+                        rejected = Some((step.id.clone(), check.clone()));
+                    }
+                    checks.push((i, check));
+                }
+            }
+            if rejected.is_none() {
+                // Start every step whose needs have all succeeded.
+                let planner = engine.planner();
+                planner.pin_sources(&plan.sources);
+                for (i, step) in plan.steps.iter().enumerate() {
+                    if states.contains_key(&(i as i64))
+                        || !step.needs.iter().all(|n| outputs.contains_key(n))
+                    {
+                        continue;
+                    }
+                    let refused = |why: String, details: Value| {
+                        ErrorBody::new(
+                            "step_input_rejected",
+                            format!("step '{}' ({}) could not start: {why}", step.id, step.kind),
+                        )
+                        .with_details(json!({"step": step.id, "error": details}))
+                    };
+                    let params = match refs::resolve(&step.input, &outputs) {
+                        Err(why) => Err(refused(why.clone(), json!({"message": why}))),
+                        Ok(input) => step_request(&planner, step, &input)
+                            .await
+                            .map_err(|e| refused(e.body.message.clone(), json!(e.body))),
+                    };
+                    let params = match params {
+                        Ok(params) => params,
+                        Err(error) => {
+                            engine
+                                .end_children(&job.id, "the pipeline stopped")
+                                .await
+                                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                            return Ok(Outcome::Failed(error));
+                        }
+                    };
+                    let kind = step_kind(&step.kind).expect("kinds are checked at submit");
+                    engine
+                        .create_children(job, kind, vec![(i as i64, params)], None, None)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                }
+                let counts = engine
+                    .advance(&job.id)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                // Each step ending after what this run saw wakes the pipeline again;
+                // steps that ended while it ran (the store moved past `states`) are
+                // looked at in a fresh run, never judged from stale states.
+                let seen = states.values().filter(|s| s.status.is_terminal()).count();
+                let moved = counts.total as usize != states.len() || counts.done() as usize != seen;
+                if moved && round < 50 {
+                    continue;
+                }
+                if counts.done() < counts.total || moved {
+                    rt.store().set_children_seen(&job.id, seen as i64).await?;
+                    return Ok(Outcome::Waiting);
+                }
+                if (counts.total as usize) < plan.steps.len() {
+                    // Every child ended and none could start: a step's needs never
+                    // succeeded (cannot happen once failures end the pipeline).
+                    return Ok(Outcome::Failed(ErrorBody::new(
+                        "invalid_job",
+                        "the pipeline's remaining steps can never start",
+                    )));
+                }
+            } else {
                 engine
-                    .create_children(job, kind, vec![(i as i64, params)], None, None)
+                    .end_children(&job.id, "a gate of the pipeline failed")
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
             }
-            let counts = engine
-                .advance(&job.id)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            // Each step ending after what this run saw wakes the pipeline again;
-            // steps that ended while it ran (the store moved past `states`) are
-            // looked at in a fresh run, never judged from stale states.
-            let seen = states.values().filter(|s| s.status.is_terminal()).count();
-            let moved = counts.total as usize != states.len() || counts.done() as usize != seen;
-            if counts.done() < counts.total || moved {
-                rt.store().set_children_seen(&job.id, seen as i64).await?;
-                return Ok(Outcome::Waiting);
-            }
-            if (counts.total as usize) < plan.steps.len() {
-                // Every child ended and none could start: a step's needs never
-                // succeeded (cannot happen once failures end the pipeline).
-                return Ok(Outcome::Failed(ErrorBody::new(
-                    "invalid_job",
-                    "the pipeline's remaining steps can never start",
-                )));
-            }
-        } else {
-            engine
-                .end_children(&job.id, "a gate of the pipeline failed")
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            return Ok(finish(job, &plan, &outputs, &checks, rejected));
         }
-        Ok(finish(job, &plan, &outputs, &checks, rejected))
+        unreachable!("the loop returns")
     })
 }
 
