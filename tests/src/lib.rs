@@ -5,6 +5,7 @@
 pub mod backends;
 pub mod fake_exchange;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -139,6 +140,11 @@ pub struct TestApp {
 impl TestApp {
     pub async fn spawn(options: Options) -> TestApp {
         let dir = tempfile::tempdir().expect("tempdir");
+        // Searchable by others (tempdirs are 0700), as a data dir under a
+        // project is: as root, jobs switch to an unprivileged uid that must
+        // reach the strategies and its scratch directory below this one.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod tempdir");
         let strategies = dir.path().join("strategies");
         copy_dir(&repo_root().join("strategies"), &strategies);
         for name in options.fixtures {

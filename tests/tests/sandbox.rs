@@ -70,6 +70,21 @@ fn probe_report(message: &str) -> Value {
         .expect("valid JSON")
 }
 
+/// Whether this test runs as root with a venv uid 65534 can run: then jobs
+/// must switch to that uid.
+fn uid_switch_possible() -> bool {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0");
+    root && std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(venv_python())
+        .args(["-c", "import jesse.version, numpy"])
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
 async fn sandbox_status(app: &TestApp) -> Value {
     let (status, ready) = app.get("/ready").await;
     assert_eq!(status, 200, "{ready}");
@@ -135,6 +150,11 @@ async fn hostile_code_is_contained_in_backtests_and_deep_validation() {
     let sandbox = sandbox_status(&app).await;
     for part in ["enabled", "filesystem", "network", "environment", "rlimits"] {
         assert_eq!(sandbox[part], true, "/ready sandbox.{part}: {sandbox}");
+    }
+    if uid_switch_possible() {
+        // ops/python-env.sh puts the venv where the runner uid can read it
+        // when run as root, so the switch must be on (not the fallback).
+        assert_eq!(sandbox["uid"], true, "/ready sandbox.uid: {sandbox}");
     }
 
     // A backtest: the probe runs at import and reports through its error.

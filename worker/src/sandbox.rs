@@ -217,6 +217,11 @@ impl Sandbox {
         let mut readable: Vec<PathBuf> = python_paths.to_vec();
         readable.sort();
         readable.dedup();
+        // Besides the interpreter, a switched job reads the strategies and
+        // enters its scratch directory (whose parents must be searchable).
+        let mut needed = readable.clone();
+        needed.push(sandbox.settings.strategies_dir.clone());
+        needed.push(scratch.to_path_buf());
         sandbox.status.uid = match (root, sandbox.settings.uid) {
             (false, _) => Feature::off(format!(
                 "the service does not run as root; jobs keep its uid {} (unprivileged)",
@@ -231,7 +236,7 @@ impl Sandbox {
             }
             (true, Some(uid)) => {
                 let gid = sandbox.settings.gid.unwrap_or(uid);
-                match unreadable_as(uid, gid, &readable) {
+                match unreadable_as(uid, gid, &needed) {
                     None => {
                         sandbox.switch_to = Some((uid, gid));
                         let owner = CString::new(sandbox.job_dir.as_os_str().as_bytes())?;
@@ -251,8 +256,9 @@ impl Sandbox {
                         sandbox.drop_caps = true;
                         Feature::off(format!(
                             "uid {uid} cannot read {} (a parent directory is not searchable by it, e.g. a 0700 home); \
-                             jobs keep uid 0 with every capability dropped. Put the venv (JESSE_MCP_PYTHON) and \
-                             its base interpreter where uid {uid} can read them to enable the switch",
+                             jobs keep uid 0 with every capability dropped. Put the venv (JESSE_MCP_PYTHON), \
+                             its base interpreter, the strategies and the data directory where uid {uid} can \
+                             read them (ops/python-env.sh does so for the venv when run as root) to enable the switch",
                             path.display()
                         ))
                     }
@@ -506,22 +512,26 @@ fn probe_userns_net() -> bool {
 /// The first of `paths` that `uid`/`gid` cannot read (and enter, for
 /// directories); None when it can read them all.
 fn unreadable_as(uid: u32, gid: u32, paths: &[PathBuf]) -> Option<PathBuf> {
-    let c_paths: Vec<CString> = paths
-        .iter()
-        .filter_map(|p| CString::new(p.as_os_str().as_bytes()).ok())
-        .collect();
-    for (index, path) in c_paths.iter().enumerate() {
+    for path in paths {
+        let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+            return Some(path.clone());
+        };
+        let mode = if path.is_dir() {
+            libc::R_OK | libc::X_OK
+        } else {
+            libc::R_OK
+        };
         let ok = fork_probe(|| {
             // SAFETY: in the probe child only; it exits right after.
             unsafe {
                 libc::setgroups(0, std::ptr::null()) == 0
                     && libc::setresgid(gid, gid, gid) == 0
                     && libc::setresuid(uid, uid, uid) == 0
-                    && libc::access(path.as_ptr(), libc::R_OK) == 0
+                    && libc::access(c_path.as_ptr(), mode) == 0
             }
         });
         if ok != Some(true) {
-            return Some(paths[index].clone());
+            return Some(path.clone());
         }
     }
     None
