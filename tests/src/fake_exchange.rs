@@ -15,10 +15,16 @@ use axum::{Json, Router};
 use jesse_mcp_core::candles::{Candle, synthetic};
 use serde_json::{Value, json};
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum Failure {
-    RateLimited { retry_after_secs: u32 },
+    RateLimited {
+        retry_after_secs: u32,
+    },
     ServerError,
+    /// A 302 to `location` (what a hijacked or misconfigured mirror might send).
+    Redirect {
+        location: String,
+    },
 }
 
 #[derive(Default)]
@@ -121,6 +127,7 @@ fn failure_response(failure: Failure) -> Response {
         )
             .into_response(),
         Failure::ServerError => (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response(),
+        Failure::Redirect { location } => (StatusCode::FOUND, [("Location", location)]).into_response(),
     }
 }
 

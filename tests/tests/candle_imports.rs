@@ -317,3 +317,43 @@ async fn a_running_import_can_be_cancelled_and_a_rerun_continues() {
     );
     assert_eq!(job["summary"]["coverage_pct"], 100.0);
 }
+
+/// Issue 11: an import runner reaches only its exchange's endpoint. The fake
+/// exchange answers the first request with a redirect to another local
+/// service (a listener on another port); the import fails with
+/// `egress_refused` naming both, the listener never sees a connection, and
+/// the next import from the same endpoint works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_reaches_only_its_exchange_endpoint() {
+    let exchange = FakeExchange::start(&[("BTCUSDT", JAN_1, JAN_1 + DAY)]).await;
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    other.set_nonblocking(true).unwrap();
+    let other_port = other.local_addr().unwrap().port();
+    exchange.fail_request(
+        1,
+        Failure::Redirect {
+            location: format!("http://127.0.0.1:{other_port}/internal/metadata"),
+        },
+    );
+    let app = app_with(&exchange).await;
+
+    let request = json!({"exchange": "Binance Spot", "symbol": "BTC-USDT", "start_date": "2024-01-01", "end_date": "2024-01-02"});
+    let job = import(&app, request.clone()).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "egress_refused", "{job}");
+    let message = job["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&other_port.to_string())
+            && message.contains(exchange.base.trim_start_matches("http://")),
+        "the message names where it tried to go and what is allowed: {message}"
+    );
+    match other.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the redirect target was reached: {other:?}"),
+    }
+
+    // The guard closed with that call; the endpoint itself still works.
+    let job = import(&app, request).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["summary"]["inserted"], 1440, "{job}");
+}

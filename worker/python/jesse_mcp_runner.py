@@ -218,6 +218,9 @@ def begin_job(fd):
     """In a job's process, before its entry runs: its events go to ``fd``; print output
     and ``self.log`` lines become the job's log."""
     global _channel
+    if _egress is not None:
+        # The guard is for the runner's own imports; the kernel confines a job.
+        _egress.active = False
     _channel = _JobChannel(fd)
     sys.stdout = _Capture(_channel, "stdout")
     sys.stderr = _Capture(_channel, "stderr")
@@ -656,6 +659,93 @@ def warm_up():
 _drivers = {}
 
 
+class EgressRefused(Exception):
+    """A connection the runner's egress guard refused. Not an ``OSError``, so HTTP
+    libraries neither retry it nor turn it into a generic connection error."""
+
+
+class _Egress:
+    """Where this runner process may open connections: during an import call, only
+    to its exchange driver's endpoint (host and port; the configured override when
+    there is one) and to the configured HTTP(S) proxies; at any other time, nowhere.
+
+    Enforced by a CPython audit hook (PEP 578; it cannot be removed) on every
+    ``socket.connect``, ``sendto`` and ``sendmsg``, plus a wrapper around
+    ``socket.getaddrinfo`` that refuses other host names before any DNS query and
+    remembers the addresses an allowed name resolved to: a connect must go to one of
+    them. So a redirect to another host, a driver URL the operator did not configure
+    or a raw connect to an IP or a UNIX socket fails with ``EgressRefused``. Strategy
+    code never runs here; a job's process turns the guard off, because the kernel
+    (an empty network namespace, Landlock) already denies it every connection."""
+
+    def __init__(self):
+        import socket
+
+        self.active = True
+        self.allowed = frozenset()
+        self.addresses = set()
+        self._getaddrinfo = socket.getaddrinfo
+        socket.getaddrinfo = self.getaddrinfo
+        sys.addaudithook(self.audit)
+
+    @staticmethod
+    def origin(url):
+        """(host, port) of an http(s) URL, the scheme's port when none is given."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return ((parts.hostname or "").lower(), port)
+
+    def proxies(self):
+        found = set()
+        for key in ("https_proxy", "http_proxy", "all_proxy", "HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"):
+            if os.environ.get(key):
+                found.add(self.origin(os.environ[key]))
+        return found
+
+    def allow(self, endpoint):
+        self.allowed = frozenset({self.origin(endpoint)} | self.proxies())
+        self.addresses = set()
+
+    def close(self):
+        self.allowed = frozenset()
+        self.addresses = set()
+
+    def describe(self):
+        return ", ".join(f"{host}:{port}" for host, port in sorted(self.allowed)) or "nothing"
+
+    def getaddrinfo(self, host, port, *args, **kwargs):
+        if not self.active:
+            return self._getaddrinfo(host, port, *args, **kwargs)
+        name = (host.decode() if isinstance(host, bytes) else str(host or "")).lower().strip("[]")
+        number = {"http": 80, "https": 443}.get(port, port)
+        try:
+            number = int(number)
+        except (TypeError, ValueError):
+            number = None
+        if (name, number) not in self.allowed:
+            raise EgressRefused(f"egress refused: {name}:{port} is not this import's exchange endpoint "
+                                f"(allowed: {self.describe()})")
+        infos = self._getaddrinfo(host, port, *args, **kwargs)
+        for info in infos:
+            self.addresses.add((info[4][0], info[4][1]))
+        return infos
+
+    def audit(self, event, args):
+        if not event.startswith("socket.") or not self.active:
+            return
+        if event in ("socket.connect", "socket.sendto", "socket.sendmsg"):
+            address = args[1]
+            if isinstance(address, tuple) and len(address) >= 2 and (address[0], address[1]) in self.addresses:
+                return
+            raise EgressRefused(f"egress refused: {address!r} is not an address of this import's exchange endpoint "
+                                f"(allowed: {self.describe()})")
+
+
+_egress = None
+
+
 def _driver(exchange, endpoint):
     """Jesse's own import driver for an exchange, with its base URL replaced when
     the operator configured a mirror, proxy or test server. Kept per runner so
@@ -682,6 +772,8 @@ def _classify(exc):
     text = _text(str(exc))
     name = type(exc).__name__
     lowered = text.lower()
+    if "egress refused" in lowered:
+        return {"kind": "egress_refused", "message": text[lowered.index("egress refused"):]}
     if "429" in text or "418" in text or "ratelimit" in name.lower() or "rate limit" in lowered:
         match = re.search(r"wait (\d+(?:\.\d+)?) seconds", text)
         return {"kind": "rate_limited", "retry_after": float(match.group(1)) if match else None, "message": text}
@@ -698,9 +790,13 @@ def fetch_candles(request_json, candles, warmup_candles):
     """One exchange call: `op` "first" (listing minute) or "page" (1m candles from `start`).
     Answers rows as [timestamp, open, close, high, low, volume]; errors are classified,
     not raised, so the worker decides about retries."""
+    global _egress
     request = json.loads(request_json)
+    if _egress is None:
+        _egress = _Egress()
     try:
         driver = _driver(request["exchange"], request.get("endpoint"))
+        _egress.allow(driver.endpoint)
         pace = {"sleep": driver.sleep_time, "page_size": driver.count}
         if request["op"] == "first":
             first = driver.get_starting_time(request["symbol"])
@@ -711,6 +807,8 @@ def fetch_candles(request_json, candles, warmup_candles):
         return json.dumps({"ok": True, "rows": out, **pace}, allow_nan=False)
     except Exception as exc:  # noqa: BLE001 - classified for the worker
         return json.dumps({"ok": True, "fetch_error": _classify(exc)})
+    finally:
+        _egress.close()
 
 
 def _distribution(spec):

@@ -400,6 +400,16 @@ impl Executor {
                         ),
                     )));
                 }
+                "egress_refused" => {
+                    return Ok(Call::Failed(ErrorBody::new(
+                        "egress_refused",
+                        format!(
+                            "{} made the import connect somewhere other than its endpoint (e.g. a redirect); \
+                             imports reach only the exchange's configured endpoint: {message}",
+                            plan.exchange
+                        ),
+                    )));
+                }
                 "unknown_symbol" => {
                     return Ok(Call::Failed(ErrorBody::new(
                         "unknown_symbol",
