@@ -79,6 +79,14 @@ impl Hyperparameter {
         if self.kind == "int" && !(number.is_finite() && number.fract() == 0.0) {
             return Err("is not a whole number".into());
         }
+        if self.kind == "int" && !(value.is_i64() || value.is_u64()) {
+            // 20.0 would reach the strategy as a float (Jesse does not cast),
+            // where e.g. a period must be an int: refused, not silently cast.
+            return Err(format!(
+                "is written as a float; an int takes a whole number without a decimal point (e.g. {})",
+                number as i64
+            ));
+        }
         let bound = |v: &Option<Value>| v.as_ref().and_then(Value::as_f64);
         if let Some(min) = bound(&self.min)
             && number < min
@@ -822,6 +830,30 @@ mod tests {
     }
 
     #[test]
+    fn an_int_takes_json_integers_only() {
+        let hp: Hyperparameter = serde_json::from_value(
+            serde_json::json!({"name": "fast", "type": "int", "min": 5, "max": 50, "default": 10}),
+        )
+        .unwrap();
+        assert_eq!(hp.check(&serde_json::json!(20)), Ok(()));
+        let error = hp.check(&serde_json::json!(20.0)).unwrap_err();
+        assert!(
+            error.contains("written as a float") && error.contains("e.g. 20"),
+            "{error}"
+        );
+        assert!(
+            hp.check(&serde_json::json!(20.5))
+                .unwrap_err()
+                .contains("whole number")
+        );
+        assert!(
+            hp.check(&serde_json::json!(60))
+                .unwrap_err()
+                .contains("maximum 50")
+        );
+    }
+
+    #[test]
     fn empty_source_has_no_strategy_class() {
         let report = validate_static(None, "");
         assert!(!report.valid);
@@ -1081,10 +1113,11 @@ mod tests {
         );
         let hps = validate_static(Some("Demo"), &src).hyperparameters.unwrap();
         let (fast, ratio, mode, on, label) = (&hps[0], &hps[1], &hps[2], &hps[3], &hps[4]);
-        for ok in [json!(5), json!(50), json!(20.0)] {
+        for ok in [json!(5), json!(50)] {
             assert_eq!(fast.check(&ok), Ok(()), "{ok}");
         }
         for bad in [
+            json!(20.0),
             json!(4),
             json!(51),
             json!(12.5),
