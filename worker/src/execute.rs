@@ -89,6 +89,9 @@ impl Executor {
     async fn run_claimed(&self, job_id: &str) -> anyhow::Result<()> {
         let mut last_loss = String::new();
         let held_since = Instant::now();
+        // Times a parent ran again here because it was woken while it ran;
+        // bounded so a kind that keeps answering Waiting cannot spin.
+        let mut reruns = 0u32;
         loop {
             if self.is_draining() {
                 return Err(Draining.into());
@@ -205,6 +208,25 @@ impl Executor {
                             done = counts.done(),
                             "parent waiting on its children"
                         );
+                        // Woken already (its children ended while it ran, or
+                        // before it slept): no task can be pushed for it while
+                        // this worker holds its queue task, so it runs again
+                        // here rather than waiting for the lost-job sweep.
+                        if reruns < 100
+                            && self
+                                .engine
+                                .store()
+                                .get_job_head(job_id)
+                                .await?
+                                .is_some_and(|j| j.status == JobStatus::Running && !j.waiting)
+                        {
+                            tracing::info!(
+                                job.id = job_id,
+                                "parent woken while it ran; running it again"
+                            );
+                            reruns += 1;
+                            continue;
+                        }
                     }
                     return Ok(());
                 }
