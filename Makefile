@@ -4,7 +4,7 @@ CACHE_DIR ?= $(HOME)/.cache/jesse-mcp
 export CARGO_TARGET_DIR ?= $(CACHE_DIR)/target
 export JESSE_MCP_CACHE_DIR ?= $(CACHE_DIR)
 
-.PHONY: run help test bench bench-batch bench-optimize bench-durability fuzz venv browser vendor-web build release lint fmt clean-data
+.PHONY: run help test bench bench-backtest bench-batch bench-optimize bench-durability fuzz venv browser vendor-web build release lint fmt clean-data
 
 ## run: bootstrap what is missing, build, serve on 127.0.0.1:8080 with local workers
 run: release
@@ -23,6 +23,10 @@ test:
 ## bench: service vs bare Jesse on a year of 1m candles; writes docs/BENCHMARKS.md
 bench: release
 	@ops/bench.sh
+
+## bench-backtest: only the backtest and candle-store bench (service vs bare Jesse, fresh-process cost)
+bench-backtest: release
+	@ops/bench.sh backtest
 
 ## bench-batch: only the batch bench (one batch vs separate submits vs a bare Jesse process pool)
 bench-batch: release

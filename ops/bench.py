@@ -106,6 +106,7 @@ def bench_timeframe(base, csv, timeframe):
             "start_date": START, "end_date": END}
     bare = BareJesse(csv, timeframe)
     bare_times, service, breakdowns, submits, cold = [], [], [], [], None
+    in_process, forked = [], []
     try:
         for i in range(REPEATS + 1):  # run 0 warms both sides (and is the service's cold load)
             bare_s, bare_metrics = bare.run()
@@ -124,6 +125,13 @@ def bench_timeframe(base, csv, timeframe):
             if i == 0:
                 cold = result["timings"]  # first load of this range: straight from the store
                 continue
+            # The cost of a fresh process per job, isolated: the same warm bare
+            # interpreter runs the backtest in-process and in a forked child.
+            inproc_s, _ = bare.run()
+            forked_s, forked_metrics = bare.run("fork")
+            assert forked_metrics == bare_metrics, "a forked backtest differs"
+            in_process.append(inproc_s)
+            forked.append(forked_s)
             bare_times.append(bare_s)
             service.append(finished - submitted)
             breakdowns.append(result["timings"])
@@ -143,6 +151,10 @@ def bench_timeframe(base, csv, timeframe):
         "result_convert_ms": median("result_convert_ms"),
         "result_write_ms": median("result_write_ms"),
         "submit_ms": statistics.median(submits),
+        "fork_cost_ms": (statistics.median(forked) - statistics.median(in_process)) * 1e3,
+        "in_process_s": statistics.median(in_process),
+        "forked_s": statistics.median(forked),
+        "job_fork_ms": statistics.median(b.get("job_fork_ms", float("nan")) for b in breakdowns),
         "cold_load_ms": cold["candle_load_ms"],
         "cold_transfer_ms": cold["runner_receive_ms"],
     }
@@ -157,8 +169,8 @@ class BareJesse:
              os.path.join(ROOT, "strategies/SmaCross/__init__.py"), str(ms(start)), str(ms(end)), EXCHANGE, SYMBOL],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    def run(self):
-        self.proc.stdin.write("run\n")
+    def run(self, how="run"):
+        self.proc.stdin.write(how + "\n")
         self.proc.stdin.flush()
         answer = json.loads(self.proc.stdout.readline())
         return answer["seconds"], answer["metrics"]
@@ -221,6 +233,15 @@ def report(results, rows, import_s, storage):
     for tf, r in results.items():
         lines.append(f"| {tf} | {r['submit_ms']:.1f} | {r['queue_wait_ms']:.1f} | {r['candle_load_ms']:.1f} | {r['runner_receive_ms']:.1f} | "
                      f"{r['jesse_backtest_ms']:.1f} | {r['result_convert_ms']:.1f} | {r['result_write_ms']:.1f} |")
+    lines.append("")
+    lines.append("A fresh process per job (the runner forks each job from its warm interpreter, docs/SECURITY.md), "
+                 "isolated: the same warm bare-Jesse interpreter runs the backtest in-process and in a child it forks "
+                 "(gc.freeze, fork, run, answer over a pipe, exit, reap), alternating; target ≤ 20 ms per backtest.")
+    lines.append("")
+    lines.append("| timeframe | in-process (s) | forked child (s) | cost of the fresh process (ms) | the service runner's fork call (ms) |")
+    lines.append("|---|---|---|---|---|")
+    for tf, r in results.items():
+        lines.append(f"| {tf} | {r['in_process_s']:.3f} | {r['forked_s']:.3f} | **{r['fork_cost_ms']:.1f}** | {r['job_fork_ms']:.2f} |")
     first = next(iter(results.values()))
     load = first["cold_load_ms"] + first["cold_transfer_ms"]
     lines.append("")
@@ -259,8 +280,14 @@ How it is measured:
 ## Backtest: service vs bare Jesse
 
 """
+    rest = ""
+    if os.environ.get("BENCH_KEEP_REST") == "1" and os.path.exists(path):
+        # `ops/bench.sh backtest`: only this part re-measured; the later sections stay.
+        old = open(path).read()
+        marker = old.find("\n## Scaling and latency under load")
+        rest = old[marker:] if marker >= 0 else ""
     with open(path, "w") as f:
-        f.write(header + text + "\n")
+        f.write(header + text + "\n" + rest)
 
 
 if __name__ == "__main__":
