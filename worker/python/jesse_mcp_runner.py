@@ -11,6 +11,7 @@ that ran and tracebacks point at the user's file and line.
 """
 
 import errno
+import gc
 import importlib.util
 import io
 import json
@@ -218,6 +219,11 @@ def begin_job(fd):
     """In a job's process, before its entry runs: its events go to ``fd``; print output
     and ``self.log`` lines become the job's log."""
     global _channel
+    # Everything inherited from the runner moves to the collector's permanent
+    # generation (in this process only), so the job's collections neither walk
+    # nor write to it: fewer copy-on-write faults, shorter full collections.
+    # Results do not change: the collector only frees unreachable objects.
+    gc.freeze()
     if _egress is not None:
         # The guard is for the runner's own imports; the kernel confines a job.
         _egress.active = False
@@ -654,6 +660,11 @@ def warm_up():
     )
     import traceback as _  # noqa: F401 - used by error reports in jobs
     import types as _types  # noqa: F401
+
+    # What start-up left behind stays for the runner's life: collected once,
+    # then kept out of every later collection (here and in jobs' processes).
+    gc.collect()
+    gc.freeze()
 
 
 _drivers = {}

@@ -315,11 +315,6 @@ fn in_job_process(
     }
     let (read_fd, write_fd) = (fds[0], fds[1]);
     let forking = Instant::now();
-    // Everything the runner holds moves to the collector's permanent
-    // generation, so the job's collections neither walk nor write to it: fewer
-    // copy-on-write page faults and shorter full collections in the job.
-    // Results do not change (the collector frees only unreachable objects).
-    py.import("gc")?.call_method0("freeze")?;
     // SAFETY: CPython's fork protocol, with the GIL held (we are attached): its
     // locks are taken before and reinitialised after, in both processes. The
     // runner has no other thread (BLAS pools are single-threaded, see pool.rs).
