@@ -73,19 +73,20 @@ class Bare:
 
     def run_forked(self):
         """The same backtest in a child forked from this warm interpreter, as the
-        service's runner runs every job (gc.freeze first, as it does): (wall seconds
-        from before the fork to after the child is reaped, metrics). Against `run`,
+        service's runner runs every job (gc.freeze in the child, as it does): (wall
+        seconds from before the fork to after the child is reaped, CPU seconds of
+        parent and child, metrics). Against `run`,
         this isolates what a fresh process per job costs: the fork, copy-on-write
         faults while the backtest runs, the child's exit and its reaping."""
         import gc
 
-        started = time.perf_counter()
-        gc.freeze()
+        started, cpu = time.perf_counter(), time.process_time()
         read, write = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(read)
             try:
+                gc.freeze()
                 _, metrics = self.run()
                 os.write(write, json.dumps(metrics).encode())
             finally:
@@ -93,8 +94,10 @@ class Bare:
         os.close(write)
         with os.fdopen(read, "rb") as pipe:
             answer = pipe.read()
-        os.waitpid(pid, 0)
-        return time.perf_counter() - started, json.loads(answer)
+        _, _, usage = os.wait4(pid, 0)
+        wall = time.perf_counter() - started
+        cpu = time.process_time() - cpu + usage.ru_utime + usage.ru_stime
+        return wall, cpu, json.loads(answer)
 
 
 def main():
@@ -102,13 +105,13 @@ def main():
     bare = Bare(load_csv(csv), timeframe, strategy_path, start_ms, end_ms, exchange, symbol)
     for line in sys.stdin:
         if line.strip() == "fork":
-            seconds, metrics = bare.run_forked()
+            seconds, cpu_seconds, metrics = bare.run_forked()
         else:
-            # Wall time around the call, as `fork` measures it.
-            started = time.perf_counter()
+            # Wall and CPU time around the call, as `fork` measures them.
+            started, cpu = time.perf_counter(), time.process_time()
             _, metrics = bare.run()
-            seconds = time.perf_counter() - started
-        print(json.dumps({"seconds": seconds, "metrics": metrics}), flush=True)
+            seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+        print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "metrics": metrics}), flush=True)
 
 
 if __name__ == "__main__":
