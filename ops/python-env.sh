@@ -19,7 +19,14 @@ lock="$root/ops/requirements.lock"
 cache="${JESSE_MCP_CACHE_DIR:-$HOME/.cache/jesse-mcp}"
 runner_uid="${JESSE_MCP_RUNNER_UID:-65534}"
 as_root=0
-if [ "$(id -u)" = 0 ] && [ "$runner_uid" != off ] && command -v setpriv >/dev/null 2>&1; then as_root=1; fi
+if [ "$(id -u)" = 0 ] && [ "$runner_uid" != off ]; then
+  if command -v setpriv >/dev/null 2>&1; then
+    as_root=1
+  else
+    echo "python-env: warning: running as root without setpriv (util-linux), so this script cannot check which" \
+         "Python uid $runner_uid can run; jobs may run as uid 0 with every capability dropped instead (docs/SECURITY.md)" >&2
+  fi
+fi
 
 # Can the runner uid run this interpreter (its stdlib included)?
 runner_can_run() {
@@ -59,6 +66,14 @@ venv_cache="${JESSE_MCP_VENV_CACHE:-}"
 if [ -z "$venv_cache" ]; then
   venv_cache="$cache"
   if [ "$as_root" = 1 ] && runner_can_run "$base"; then venv_cache=/var/cache/jesse-mcp; fi
+fi
+# A venv the runner uid (or anyone but root) could write would let a job change
+# the code the next job imports: the shared cache must be root's alone.
+if [ "$venv_cache" = /var/cache/jesse-mcp ] && [ -e "$venv_cache" ]; then
+  if [ "$(stat -c %u "$venv_cache")" != 0 ] || [ -n "$(find "$venv_cache" -maxdepth 0 -perm /022)" ]; then
+    echo "python-env: $venv_cache must be owned by root and writable by no one else; fix or remove it" >&2
+    exit 1
+  fi
 fi
 # Resolve the real base interpreter (pyenv shims are scripts, not interpreters).
 real_base="$("$base" -c 'import sys; print(sys.executable)')"

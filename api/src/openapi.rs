@@ -555,6 +555,10 @@ pub const JOB_ERROR_CODES: &[(&str, &str)] = &[
         "A candle import: the exchange answered with an error.",
     ),
     (
+        "egress_refused",
+        "A candle import tried to reach something other than its exchange's endpoint (e.g. a redirect elsewhere); not retried.",
+    ),
+    (
         "early_stopped",
         "A study's trial past its early stop: not run.",
     ),

@@ -25,6 +25,52 @@ async fn app_with(exchange: &FakeExchange) -> TestApp {
     .await
 }
 
+/// A forward HTTP proxy on 127.0.0.1 (absolute-form requests, as requests
+/// sends them to an `http_proxy`) that records every URL it is asked for and
+/// forwards it without following redirects.
+struct ForwardProxy {
+    base: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ForwardProxy {
+    async fn start() -> ForwardProxy {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .unwrap();
+        let log = seen.clone();
+        let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+            let (client, log) = (client.clone(), log.clone());
+            async move {
+                let url = request.uri().to_string();
+                log.lock().unwrap().push(url.clone());
+                let answer = client.get(&url).send().await.unwrap();
+                let mut response =
+                    axum::response::Response::builder().status(answer.status().as_u16());
+                for (name, value) in answer.headers() {
+                    if name != "transfer-encoding" && name != "content-length" {
+                        response = response.header(name.as_str(), value.as_bytes());
+                    }
+                }
+                response
+                    .body(axum::body::Body::from(answer.bytes().await.unwrap()))
+                    .unwrap()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        ForwardProxy { base, seen }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
 async fn import(app: &TestApp, body: Value) -> Value {
     let (status, answer) = app.post_json("/v1/candles/imports", &body).await;
     assert_eq!(status, 202, "{answer}");
@@ -356,4 +402,66 @@ async fn an_import_reaches_only_its_exchange_endpoint() {
     let job = import(&app, request).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["summary"]["inserted"], 1440, "{job}");
+}
+
+/// The same through a proxy: the TCP peer is then always the (allowed) proxy,
+/// so the guard must check the URL itself. The redirect to another local port
+/// is refused before it reaches the proxy; imports otherwise go through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_proxy_an_import_still_reaches_only_its_exchange_endpoint() {
+    let exchange = FakeExchange::start(&[("BTCUSDT", JAN_1, JAN_1 + DAY)]).await;
+    let proxy = ForwardProxy::start().await;
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    other.set_nonblocking(true).unwrap();
+    let other_port = other.local_addr().unwrap().port();
+    exchange.fail_request(
+        1,
+        Failure::Redirect {
+            location: format!("http://127.0.0.1:{other_port}/internal/metadata"),
+        },
+    );
+    let endpoints = json!({"Binance Spot": format!("{}/api", exchange.base)});
+    let app = TestApp::spawn(Options {
+        exchange_endpoints: Some(endpoints.to_string()),
+        worker_env: vec![
+            ("http_proxy", proxy.base.clone()),
+            ("HTTP_PROXY", proxy.base.clone()),
+        ],
+        ..Default::default()
+    })
+    .await;
+
+    let request = json!({"exchange": "Binance Spot", "symbol": "BTC-USDT", "start_date": "2024-01-01", "end_date": "2024-01-02"});
+    let job = import(&app, request.clone()).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "egress_refused", "{job}");
+    let seen = proxy.seen();
+    assert!(
+        !seen.is_empty(),
+        "the first request went through the proxy: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .all(|url| !url.contains(&other_port.to_string())),
+        "the proxy was asked for the redirect target: {seen:?}"
+    );
+    match other.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the redirect target was reached: {other:?}"),
+    }
+
+    let job = import(&app, request).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["summary"]["inserted"], 1440, "{job}");
+    let exchange_port = exchange.base.rsplit(':').next().unwrap().to_string();
+    assert!(
+        proxy
+            .seen()
+            .iter()
+            .filter(|url| url.contains(&exchange_port))
+            .count()
+            >= 2,
+        "the import's pages went through the proxy: {:?}",
+        proxy.seen()
+    );
 }

@@ -678,67 +678,140 @@ class EgressRefused(Exception):
 class _Egress:
     """Where this runner process may open connections: during an import call, only
     to its exchange driver's endpoint (host and port; the configured override when
-    there is one) and to the configured HTTP(S) proxies; at any other time, nowhere.
+    there is one), directly or through the configured proxies; at any other time,
+    nowhere.
 
-    Enforced by a CPython audit hook (PEP 578; it cannot be removed) on every
-    ``socket.connect``, ``sendto`` and ``sendmsg``, plus a wrapper around
-    ``socket.getaddrinfo`` that refuses other host names before any DNS query and
-    remembers the addresses an allowed name resolved to: a connect must go to one of
-    them. So a redirect to another host, a driver URL the operator did not configure
-    or a raw connect to an IP or a UNIX socket fails with ``EgressRefused``. Strategy
-    code never runs here; a job's process turns the guard off, because the kernel
-    (an empty network namespace, Landlock) already denies it every connection."""
+    Three layers, each refusing with ``EgressRefused``:
+    - HTTP: every request a ``requests`` session sends (redirects included) must go
+      to the endpoint's scheme, host and port. This is what binds requests sent
+      through a proxy, whose TCP peer is the proxy whatever the URL.
+    - Names: ``socket.getaddrinfo`` (wrapped) and the ``gethostbyname`` /
+      ``gethostbyaddr`` audit events accept only the endpoint's and the proxies'
+      host names, before any DNS query. The addresses an allowed name resolved to
+      are remembered; a public host name that resolves to a loopback, private or
+      link-local address is refused (DNS pointed at an internal service), unless
+      the endpoint itself names such an address or ``localhost``.
+    - Sockets: a CPython audit hook (PEP 578; it cannot be removed) on every
+      ``socket.connect``, ``sendto`` and ``sendmsg``: the peer must be one of those
+      remembered addresses, so no raw IPs and no UNIX sockets.
+    Strategy code never runs here; a job's process turns the guard off, because the
+    kernel (an empty network namespace, Landlock) already denies it every
+    connection."""
 
     def __init__(self):
         import socket
 
+        import requests
+
         self.active = True
+        self.endpoint = None
         self.allowed = frozenset()
         self.addresses = set()
         self._getaddrinfo = socket.getaddrinfo
         socket.getaddrinfo = self.getaddrinfo
+        send = requests.Session.send
+        guard = self
+
+        def guarded_send(session, request, **kwargs):
+            if guard.active:
+                guard.check_url(request.url)
+            return send(session, request, **kwargs)
+
+        requests.Session.send = guarded_send
         sys.addaudithook(self.audit)
 
     @staticmethod
     def origin(url):
-        """(host, port) of an http(s) URL, the scheme's port when none is given."""
+        """(scheme, host, port) of a URL, the scheme's port when none is given."""
         from urllib.parse import urlsplit
 
         parts = urlsplit(url if "://" in url else f"http://{url}")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        return ((parts.hostname or "").lower(), port)
+        scheme = parts.scheme.lower()
+        default = {"https": 443, "http": 80}.get(scheme, 1080 if scheme.startswith("socks") else 80)
+        return (scheme, (parts.hostname or "").lower(), parts.port or default)
 
-    def proxies(self):
+    @staticmethod
+    def proxies():
+        """(host, port) of every proxy requests would use (any spelling of *_proxy)."""
         found = set()
-        for key in ("https_proxy", "http_proxy", "all_proxy", "HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"):
-            if os.environ.get(key):
-                found.add(self.origin(os.environ[key]))
+        for key, value in os.environ.items():
+            lowered = key.lower()
+            if lowered.endswith("_proxy") and lowered != "no_proxy" and value.strip():
+                _, host, port = _Egress.origin(value.strip())
+                found.add((host, port))
         return found
 
     def allow(self, endpoint):
-        self.allowed = frozenset({self.origin(endpoint)} | self.proxies())
+        scheme, host, port = self.origin(endpoint)
+        self.endpoint = (scheme, host, port)
+        self.allowed = frozenset({(host, port)} | self.proxies())
         self.addresses = set()
 
     def close(self):
+        self.endpoint = None
         self.allowed = frozenset()
         self.addresses = set()
 
     def describe(self):
-        return ", ".join(f"{host}:{port}" for host, port in sorted(self.allowed)) or "nothing"
+        if self.endpoint is None:
+            return "nothing (no import is running)"
+        scheme, host, port = self.endpoint
+        via = sorted(self.allowed - {(host, port)})
+        return f"{scheme}://{host}:{port}" + (f" via proxy {', '.join(f'{h}:{p}' for h, p in via)}" if via else "")
+
+    def refuse(self, what):
+        raise EgressRefused(f"egress refused: {what} is not this import's exchange endpoint (allowed: {self.describe()})")
+
+    def check_url(self, url):
+        if self.origin(url) != self.endpoint:
+            scheme, host, port = self.origin(url)
+            self.refuse(f"{scheme}://{host}:{port}")
+
+    @staticmethod
+    def _name(host):
+        return (host.decode() if isinstance(host, bytes) else str(host or "")).lower().strip("[]")
+
+    @staticmethod
+    def _internal(address):
+        import ipaddress
+
+        try:
+            ip = ipaddress.ip_address(address.split("%")[0])
+        except ValueError:
+            return False
+        return ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_multicast or ip.is_unspecified \
+            or ip.is_reserved
+
+    def _internal_allowed(self, name):
+        """The endpoint itself names an internal address (a test server, a mirror on the LAN)."""
+        import ipaddress
+
+        if self.endpoint is None or name != self.endpoint[1]:
+            return True  # a proxy: the operator's own, wherever it is
+        if name == "localhost":
+            return True
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            return False
 
     def getaddrinfo(self, host, port, *args, **kwargs):
         if not self.active:
             return self._getaddrinfo(host, port, *args, **kwargs)
-        name = (host.decode() if isinstance(host, bytes) else str(host or "")).lower().strip("[]")
+        name = self._name(host)
         number = {"http": 80, "https": 443}.get(port, port)
         try:
             number = int(number)
         except (TypeError, ValueError):
             number = None
         if (name, number) not in self.allowed:
-            raise EgressRefused(f"egress refused: {name}:{port} is not this import's exchange endpoint "
-                                f"(allowed: {self.describe()})")
+            self.refuse(f"{name}:{port}")
         infos = self._getaddrinfo(host, port, *args, **kwargs)
+        if not self._internal_allowed(name):
+            internal = [info[4][0] for info in infos if self._internal(info[4][0])]
+            if internal:
+                self.refuse(f"{name} resolving to the internal address {internal[0]}")
         for info in infos:
             self.addresses.add((info[4][0], info[4][1]))
         return infos
@@ -750,8 +823,13 @@ class _Egress:
             address = args[1]
             if isinstance(address, tuple) and len(address) >= 2 and (address[0], address[1]) in self.addresses:
                 return
-            raise EgressRefused(f"egress refused: {address!r} is not an address of this import's exchange endpoint "
-                                f"(allowed: {self.describe()})")
+            self.refuse(repr(address))
+        elif event in ("socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr"):
+            # Lookups that do not go through the wrapper (it is the only caller
+            # allowed to resolve, and only names it already checked).
+            name = self._name(args[0])
+            if not any(name == host for host, _ in self.allowed):
+                self.refuse(f"a lookup of {name}")
 
 
 _egress = None

@@ -67,12 +67,13 @@ impl Executor {
             );
             let every = self.heartbeat;
             tokio::spawn(async move {
+                // Renews until this run ends, even after a renewal found the lease
+                // not ours (between a parent's sleep and its rerun, or while another
+                // worker still held it): the next claim in this run is kept alive
+                // too. A renewal of a lease held elsewhere changes nothing.
                 loop {
                     tokio::time::sleep(every).await;
-                    if let Ok(false) = store.renew_lease(&id, &owner, lease_ms).await {
-                        // Finished, cancelled, or taken over after a stall: stop renewing.
-                        return;
-                    }
+                    let _ = store.renew_lease(&id, &owner, lease_ms).await;
                 }
             })
         };
@@ -227,6 +228,21 @@ impl Executor {
                             reruns += 1;
                             continue;
                         }
+                        // A child that ends between that look and the release of
+                        // this task wakes the parent while its task is still held
+                        // here: look once more after the release (a task held by
+                        // whoever runs it then is left alone).
+                        let (engine, id) = (self.engine.clone(), job_id.to_string());
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                            if let Ok(Some(parent)) = engine.store().get_job_head(&id).await
+                                && parent.status == JobStatus::Running
+                                && !parent.waiting
+                                && let Err(e) = engine.ensure_enqueued(&parent).await
+                            {
+                                tracing::warn!(job.id = id, error = %e, "re-enqueueing a woken parent failed");
+                            }
+                        });
                     }
                     return Ok(());
                 }

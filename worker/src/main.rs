@@ -127,6 +127,15 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
              environment, network and filesystem access (each job still gets a fresh process)"
         );
     }
+    // Made now rather than at the first strategy write: the sandbox checks at
+    // start that the runner uid can read it (a missing one would turn the
+    // uid switch off).
+    std::fs::create_dir_all(&config.strategies_dir).with_context(|| {
+        format!(
+            "creating the strategies directory {}",
+            config.strategies_dir.display()
+        )
+    })?;
     tracing::info!(runners = size, strategies = %config.strategies_dir.display(), "starting runners");
     // Announced with no runner warm yet (for /ready's runners ready/total),
     // for as long as runners may take to start; the heartbeat below renews it.
