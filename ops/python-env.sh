@@ -95,5 +95,7 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   fi
   touch "$venv/.complete"
 fi
+# How the worker links this Python (.cargo/config.toml points PYO3_CONFIG_FILE here).
+"$venv/bin/python" "$root/ops/pyo3_config.py" "$venv/pyo3-build-config.txt"
 ln -sfn "$venv" "$root/.venv"
 echo "$venv/bin/python"
