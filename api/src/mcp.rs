@@ -481,9 +481,10 @@ pub(crate) fn mcp_message(message: &str) -> String {
     let mut text = message
         .replace("listed by GET /v1/jobs", "listed by job_list")
         .replace(
-            "Import them (POST /v1/candles/csv)",
-            "Import them (candles_import, or POST /v1/candles/csv with a CSV file over REST)",
+            "Import them from the exchange (POST /v1/candles/imports) or as CSV (POST /v1/candles/csv)",
+            "Import them from the exchange (candles_import) or as CSV (POST /v1/candles/csv over REST)",
         )
+        .replace("GET /v1/candles lists what is stored", "candles_available lists what is stored")
         .replace(
             "GET /v1/pipelines/templates lists the templates",
             "the resource jesse://pipelines/templates lists the templates",

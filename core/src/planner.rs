@@ -620,7 +620,7 @@ fn missing_candles(
     ApiError::invalid(
         "missing_candles",
         format!(
-            "{missing} of the {} 1m candles needed for {exchange} {symbol} are not stored (range {} to {} including {} warm-up minutes); the first missing run is {} to {}. Import them (POST /v1/candles/csv) or shorten the range.",
+            "{missing} of the {} 1m candles needed for {exchange} {symbol} are not stored (range {} to {} including {} warm-up minutes); the first missing run is {} to {}. Import them from the exchange (POST /v1/candles/imports) or as CSV (POST /v1/candles/csv), start later, or lower warm_up_candles; GET /v1/candles lists what is stored.",
             (end - load_start) / MINUTE_MS,
             to_rfc3339(load_start),
             to_rfc3339(end),

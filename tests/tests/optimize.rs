@@ -298,6 +298,32 @@ async fn a_grid_study_covers_its_grid_with_jesses_fitness() {
         strip(&result["leaderboard"])
     );
     client.cancel().await.ok();
+
+    // A study none of whose trials clears Jesse's fitness floor (two days of
+    // training: five trades or fewer) says its "best" is no finding.
+    let floor = submit(
+        &app,
+        &json!({
+            "strategy": "SmaCross", "exchange": EXCHANGE, "symbol": SYMBOL, "timeframe": "1h",
+            "training": {"start_date": "2024-01-20", "end_date": "2024-01-22"},
+            "testing": {"start_date": "2024-01-22", "end_date": "2024-01-24"},
+            "hyperparameters": {"fast": {"min": 6, "max": 14}, "slow": {"options": [30, 45]}, "risk": {"fixed": 0.5}},
+            "sampler": "random", "trials": 3, "seed": 5,
+        }),
+    )
+    .await;
+    let job = app.wait(&floor, Duration::from_secs(300)).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["summary"]["best_value"], 0.0001, "{job}");
+    assert!(
+        job["summary"]["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("fitness floor")),
+        "{job}"
+    );
+    // The grid study above found something: no such warning.
+    let (_, grid_job) = app.get(&format!("/v1/jobs/{id}")).await;
+    assert!(grid_job["summary"]["warning"].is_null(), "{grid_job}");
 }
 
 /// Runs `tests/fixtures/reference_fitness.py` (Jesse's own get_fitness).

@@ -288,7 +288,13 @@ pub async fn report(
         "training": {"start_date": day(plan.training.start_ms), "end_date": day(plan.training.end_ms)},
         "testing": {"start_date": day(plan.testing.start_ms), "end_date": day(plan.testing.end_ms)},
     });
-    let summary = json!({
+    let floor_only = plan.objectives.len() == 1
+        && plan.objectives[0].fitness
+        && best
+            .as_ref()
+            .and_then(|b| b["values"][0].as_f64())
+            .is_some_and(|v| v <= super::fitness::UNUSABLE);
+    let mut summary = json!({
         "trials": plan.trials,
         "unique": unique.len(),
         "best_trial": best.as_ref().map(|b| b["trial"].clone()),
@@ -297,6 +303,14 @@ pub async fn report(
         "pbo": overfitting["pbo"]["pbo"].clone(),
         "deflated_sharpe": overfitting["deflated_sharpe"]["dsr"].clone(),
     });
+    if floor_only {
+        summary["warning"] = json!(format!(
+            "no trial scored above Jesse's fitness floor ({}: five trades or fewer, a negative ratio, or an error), \
+             so the best trial is only the first of equals, not a finding; widen the search space, lengthen the \
+             training range or change the objective",
+            super::fitness::UNUSABLE
+        ));
+    }
     let rows: Vec<Value> = trials
         .iter()
         .map(|t| {

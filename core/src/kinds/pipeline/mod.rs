@@ -771,7 +771,16 @@ fn execute<'a>(rt: &'a dyn Runtime, job: &'a JobRecord) -> BoxFuture<'a, anyhow:
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
             }
-            return Ok(finish(job, &plan, &outputs, &checks, rejected));
+            // Steps that had started but gave no output: ended by the stop.
+            let stopped: HashMap<String, String> = states
+                .iter()
+                .filter_map(|(i, state)| {
+                    let step = plan.steps.get(*i as usize)?;
+                    (!outputs.contains_key(&step.id))
+                        .then(|| (step.id.clone(), state.job_id.clone()))
+                })
+                .collect();
+            return Ok(finish(job, &plan, &outputs, &stopped, &checks, rejected));
         }
         unreachable!("the loop returns")
     })
@@ -826,6 +835,7 @@ fn finish(
     job: &JobRecord,
     plan: &PipelinePlan,
     outputs: &Map<String, Value>,
+    stopped: &HashMap<String, String>,
     checks: &[(usize, GateCheck)],
     rejected: Option<(String, GateCheck)>,
 ) -> Outcome {
@@ -855,8 +865,17 @@ fn finish(
             json!({
                 "id": step.id,
                 "kind": step.kind,
-                "job_id": output.and_then(|o| o.get("job_id")).cloned().unwrap_or(Value::Null),
-                "status": output.map_or("not_run", |_| "succeeded"),
+                "job_id": output
+                    .and_then(|o| o.get("job_id")).cloned()
+                    .or_else(|| stopped.get(&step.id).map(|id| json!(id)))
+                    .unwrap_or(Value::Null),
+                "status": if output.is_some() {
+                    "succeeded"
+                } else if stopped.contains_key(&step.id) {
+                    "stopped"
+                } else {
+                    "not_run"
+                },
                 "needs": step.needs,
                 "summary": output.and_then(|o| o.get("summary")).cloned().unwrap_or(Value::Null),
                 "gates": gates,
@@ -883,6 +902,7 @@ fn finish(
         job_id: &job.id,
         plan,
         outputs,
+        stopped,
         checks,
         verdict: &verdict,
     });

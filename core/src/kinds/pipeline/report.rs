@@ -13,6 +13,8 @@ pub struct Input<'a> {
     pub job_id: &'a str,
     pub plan: &'a PipelinePlan,
     pub outputs: &'a Map<String, Value>,
+    /// Steps that had started when the pipeline stopped: step id → job id.
+    pub stopped: &'a std::collections::HashMap<String, String>,
     pub checks: &'a [(usize, GateCheck)],
     pub verdict: &'a Value,
 }
@@ -77,11 +79,15 @@ pub fn markdown(input: &Input) -> String {
     let _ = writeln!(md, "|---|---|---|---|---|");
     for step in &plan.steps {
         let output = input.outputs.get(&step.id);
+        let stopped = input.stopped.get(&step.id);
         let job = output
             .and_then(|o| o["job_id"].as_str())
+            .or(stopped.map(String::as_str))
             .map_or("–".to_string(), |id| format!("`{id}`"));
         let status = if output.is_some() {
             "succeeded"
+        } else if stopped.is_some() {
+            "stopped by the pipeline"
         } else {
             "not run"
         };

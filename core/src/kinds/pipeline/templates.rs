@@ -46,7 +46,7 @@ a loss ≤ max_loss_probability). The verdict is passed only when every gate hol
         params: || serde_json::to_value(schemars::schema_for!(EvaluateParams)).unwrap_or_default(),
         example: || {
             json!({"strategy": "SmaCross", "exchange": "Binance Perpetual Futures", "symbol": "BTC-USDT",
-                   "timeframe": "1h", "start_date": "2024-01-01", "end_date": "2024-06-01",
+                   "timeframe": "1h", "start_date": "2023-03-01", "end_date": "2023-09-01",
                    "trials": 40, "seed": 7})
         },
     },
