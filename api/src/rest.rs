@@ -1034,10 +1034,36 @@ async fn trades_csv(
         })
     });
     Ok((
-        [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/csv; charset=utf-8".to_string(),
+            ),
+            attachment(&format!("{id}-trades")),
+        ],
         axum::body::Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// A `Content-Disposition` naming the download `<stem>.csv`, the stem cut to
+/// letters, digits, `-` and `_` (other characters become `_`).
+fn attachment(stem: &str) -> (axum::http::HeaderName, String) {
+    let safe: String = stem
+        .chars()
+        .take(120)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    (
+        axum::http::header::CONTENT_DISPOSITION,
+        format!("attachment; filename=\"{safe}.csv\""),
+    )
 }
 
 async fn equity_csv(
@@ -1046,7 +1072,13 @@ async fn equity_csv(
 ) -> Result<Response, ApiError> {
     let csv = service.equity_csv(&id).await?;
     Ok((
-        [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/csv; charset=utf-8".to_string(),
+            ),
+            attachment(&format!("{id}-equity")),
+        ],
         csv,
     )
         .into_response())
@@ -1147,7 +1179,10 @@ async fn export_csv(
         })
     });
     Ok((
-        [(axum::http::header::CONTENT_TYPE, "text/csv")],
+        [
+            (axum::http::header::CONTENT_TYPE, "text/csv".to_string()),
+            attachment(&format!("{exchange}-{symbol}")),
+        ],
         axum::body::Body::from_stream(stream),
     )
         .into_response())

@@ -227,13 +227,18 @@ impl Engine {
     /// queued children, and its running children are flagged; none of its
     /// children starts afterwards.
     pub async fn cancel(&self, id: &str) -> Result<Option<CancelOutcome>, ApiError> {
+        self.cancel_because(id, "cancelled by request").await
+    }
+
+    /// [`Engine::cancel`], with the reason a cancelled parent records.
+    async fn cancel_because(&self, id: &str, why: &str) -> Result<Option<CancelOutcome>, ApiError> {
         let store = &self.inner.store;
         let Some(job) = store.get_job(id).await? else {
             return Ok(None);
         };
         let is_parent = job.def().is_some_and(|k| k.parent);
         let outcome = if is_parent && !job.status.is_terminal() {
-            let error = ErrorBody::new("cancelled", "cancelled by request");
+            let error = ErrorBody::new("cancelled", why);
             store
                 .finish_job(id, None, JobStatus::Cancelled, Some(&error), None)
                 .await?;
@@ -282,7 +287,7 @@ impl Engine {
         // worker that would see a flag: cancel it, and its children, here.
         for (id, kind) in self.inner.store.running_children(parent_id).await? {
             if crate::kinds::find(&kind).is_some_and(|k| k.parent) {
-                Box::pin(self.cancel(&id)).await?;
+                Box::pin(self.cancel_because(&id, why)).await?;
             }
         }
         Ok(())

@@ -278,6 +278,19 @@ async fn results_read_in_ms_and_iso_agree_with_jesse_and_export_as_csv() {
         get_text(&app, &format!("/v1/jobs/{job_id}/trades.csv")).await;
     assert_eq!(status, 200, "{text}");
     assert!(content_type.starts_with("text/csv"), "{content_type}");
+    // Downloads are named after the job.
+    for export in ["trades", "equity"] {
+        let response = app
+            .client
+            .get(app.url(&format!("/v1/jobs/{job_id}/{export}.csv")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.headers()["content-disposition"],
+            format!("attachment; filename=\"{job_id}-{export}.csv\"").as_str()
+        );
+    }
     let (header, rows) = python_csv(&text).await;
     assert_eq!(
         header,

@@ -264,7 +264,22 @@ impl Executor {
                         // run, not this one, ends the job.
                         return Ok(());
                     }
-                    let error = ErrorBody::new("cancelled", "cancelled by request while running");
+                    // A child stopped because its parent ended (a pipeline's gate
+                    // failed, a study stopped early, the parent was cancelled) says so.
+                    let parent = match &job.parent_id {
+                        Some(parent_id) => self.engine.store().get_job_head(parent_id).await?,
+                        None => None,
+                    };
+                    let message = match parent {
+                        Some(parent) if parent.status.is_terminal() => format!(
+                            "cancelled while running: its parent job {} ({}) stopped it (the parent is {})",
+                            parent.id,
+                            parent.kind,
+                            parent.status.as_str()
+                        ),
+                        _ => "cancelled by request while running".to_string(),
+                    };
+                    let error = ErrorBody::new("cancelled", message);
                     self.finish(&job, JobStatus::Cancelled, Some(&error), None)
                         .await?;
                     tracing::info!(job.id = job_id, "job cancelled");
