@@ -364,6 +364,29 @@ async fn a_running_import_can_be_cancelled_and_a_rerun_continues() {
     assert_eq!(job["summary"]["coverage_pct"], 100.0);
 }
 
+/// A listener on another local port (an internal service) and the fake
+/// exchange's first answer: a 302 to it. Returns the listener and its port.
+fn redirect_first_request_elsewhere(exchange: &FakeExchange) -> (std::net::TcpListener, u16) {
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    other.set_nonblocking(true).unwrap();
+    let port = other.local_addr().unwrap().port();
+    exchange.fail_request(
+        1,
+        Failure::Redirect {
+            location: format!("http://127.0.0.1:{port}/internal/metadata"),
+        },
+    );
+    (other, port)
+}
+
+/// No connection ever reached `listener`.
+fn assert_never_reached(listener: &std::net::TcpListener) {
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the redirect target was reached: {other:?}"),
+    }
+}
+
 /// Issue 11: an import runner reaches only its exchange's endpoint. The fake
 /// exchange answers the first request with a redirect to another local
 /// service (a listener on another port); the import fails with
@@ -372,15 +395,7 @@ async fn a_running_import_can_be_cancelled_and_a_rerun_continues() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_reaches_only_its_exchange_endpoint() {
     let exchange = FakeExchange::start(&[("BTCUSDT", JAN_1, JAN_1 + DAY)]).await;
-    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    other.set_nonblocking(true).unwrap();
-    let other_port = other.local_addr().unwrap().port();
-    exchange.fail_request(
-        1,
-        Failure::Redirect {
-            location: format!("http://127.0.0.1:{other_port}/internal/metadata"),
-        },
-    );
+    let (other, other_port) = redirect_first_request_elsewhere(&exchange);
     let app = app_with(&exchange).await;
 
     let request = json!({"exchange": "Binance Spot", "symbol": "BTC-USDT", "start_date": "2024-01-01", "end_date": "2024-01-02"});
@@ -393,10 +408,7 @@ async fn an_import_reaches_only_its_exchange_endpoint() {
             && message.contains(exchange.base.trim_start_matches("http://")),
         "the message names where it tried to go and what is allowed: {message}"
     );
-    match other.accept() {
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-        other => panic!("the redirect target was reached: {other:?}"),
-    }
+    assert_never_reached(&other);
 
     // The guard closed with that call; the endpoint itself still works.
     let job = import(&app, request).await;
@@ -411,15 +423,7 @@ async fn an_import_reaches_only_its_exchange_endpoint() {
 async fn through_a_proxy_an_import_still_reaches_only_its_exchange_endpoint() {
     let exchange = FakeExchange::start(&[("BTCUSDT", JAN_1, JAN_1 + DAY)]).await;
     let proxy = ForwardProxy::start().await;
-    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    other.set_nonblocking(true).unwrap();
-    let other_port = other.local_addr().unwrap().port();
-    exchange.fail_request(
-        1,
-        Failure::Redirect {
-            location: format!("http://127.0.0.1:{other_port}/internal/metadata"),
-        },
-    );
+    let (other, other_port) = redirect_first_request_elsewhere(&exchange);
     let endpoints = json!({"Binance Spot": format!("{}/api", exchange.base)});
     let app = TestApp::spawn(Options {
         exchange_endpoints: Some(endpoints.to_string()),
@@ -445,10 +449,7 @@ async fn through_a_proxy_an_import_still_reaches_only_its_exchange_endpoint() {
             .all(|url| !url.contains(&other_port.to_string())),
         "the proxy was asked for the redirect target: {seen:?}"
     );
-    match other.accept() {
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-        other => panic!("the redirect target was reached: {other:?}"),
-    }
+    assert_never_reached(&other);
 
     let job = import(&app, request).await;
     assert_eq!(job["status"], "succeeded", "{job}");
