@@ -100,18 +100,75 @@ class Bare:
         return wall, cpu, json.loads(answer)
 
 
+    def run_spare(self):
+        """The same backtest the way the service runs a job now: in a "spare" child
+        forked ahead of the job, which warms itself up with the runner's own
+        `prefault` (worker/python/jesse_mcp_runner.py) and then waits for the job.
+        Returns (wall seconds from the job's go to its answer — what the job waits —,
+        CPU seconds of the child from fork to exit plus the parent's, the
+        seconds the spare took to get ready, metrics)."""
+        import gc
+
+        runner = self.runner_module()
+        cpu = time.process_time()
+        forked = time.perf_counter()
+        read, write = os.pipe()
+        go_read, go_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read)
+            os.close(go_write)
+            try:
+                runner.prefault()
+                os.write(write, b"R")
+                os.read(go_read, 1)
+                gc.freeze()
+                _, metrics = self.run()
+                os.write(write, json.dumps(metrics).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        os.close(go_read)
+        with os.fdopen(read, "rb") as pipe:
+            assert pipe.read(1) == b"R"
+            ready = time.perf_counter() - forked
+            started = time.perf_counter()
+            os.write(go_write, b"G")
+            answer = pipe.read()
+            wall = time.perf_counter() - started
+        os.close(go_write)
+        _, _, usage = os.wait4(pid, 0)
+        cpu = time.process_time() - cpu + usage.ru_utime + usage.ru_stime
+        return wall, cpu, ready, json.loads(answer)
+
+    def runner_module(self):
+        """jesse-mcp's runner module, imported (and warmed up, gc.freeze included) as
+        a runner does before it forks jobs; only for `run_spare`."""
+        if getattr(self, "_runner", None) is None:
+            sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                            "worker", "python"))
+            import jesse_mcp_runner
+            jesse_mcp_runner.warm_up()
+            self._runner = jesse_mcp_runner
+        return self._runner
+
+
 def main():
     csv, timeframe, strategy_path, start_ms, end_ms, exchange, symbol = sys.argv[1:8]
     bare = Bare(load_csv(csv), timeframe, strategy_path, start_ms, end_ms, exchange, symbol)
     for line in sys.stdin:
+        ready_seconds = None
         if line.strip() == "fork":
             seconds, cpu_seconds, metrics = bare.run_forked()
+        elif line.strip() == "spare":
+            seconds, cpu_seconds, ready_seconds, metrics = bare.run_spare()
         else:
             # Wall and CPU time around the call, as `fork` measures them.
             started, cpu = time.perf_counter(), time.process_time()
             _, metrics = bare.run()
             seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
-        print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "metrics": metrics}), flush=True)
+        print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "ready_seconds": ready_seconds,
+                          "metrics": metrics}), flush=True)
 
 
 if __name__ == "__main__":

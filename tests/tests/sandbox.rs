@@ -267,6 +267,14 @@ async fn assert_honest_backtest_equals_jesse(app: &TestApp, reference: &Value, a
     let (_, result) = app.get(&format!("/v1/jobs/{job_id}/result")).await;
     assert_ne!(result["metrics"]["sharpe_ratio"], 42.0, "after {after}");
     assert_metrics_identical(&result["metrics"], &reference["metrics"]);
+    // It ran in the process the runner forked and warmed up ahead of it, after the
+    // previous job had ended (a process forked on the spot reports job_fork_ms).
+    let timings = &result["timings"];
+    assert!(
+        timings["job_spare_wait_ms"].is_number(),
+        "after {after}: {timings}"
+    );
+    assert!(timings["job_fork_ms"].is_null(), "after {after}: {timings}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -625,6 +625,45 @@ def warm_up():
     """Runs one short backtest of a built-in strategy so the modules and caches Jesse
     loads on first use are in the runner before it forks job processes (each job
     would load them again otherwise)."""
+    _warm_backtest()
+    import traceback as _  # noqa: F401 - used by error reports in jobs
+    import types as _types  # noqa: F401
+
+    # What start-up left behind stays for the runner's life: collected once,
+    # then kept out of every later collection (here and in jobs' processes).
+    gc.collect()
+    gc.freeze()
+
+
+def prefault():
+    """In a job's process forked ahead of its job (worker/src/runner.rs, "spare"),
+    inside the sandbox, before the job arrives: the same built-in backtest again.
+    Running it writes to the pages of the runner's heap a backtest uses (reference
+    counts, caches), so the kernel copies them now, while the runner would be idle,
+    rather than one by one while the job runs. The job's numbers do not depend on
+    it: every ``research.backtest`` starts from a reset store, as in a bare
+    interpreter that runs backtest after backtest."""
+    gc.freeze()
+    _warm_backtest()
+
+
+def candle_arrays(view, series_json):
+    """The job's candles as Jesse takes them, from the memory the runner filled (a
+    private mapping of it: a job's writes stay its own): for each series, its
+    trading rows then its warm-up rows, float64 in Jesse's column order."""
+    candles, warmup, offset = {}, {}, 0
+    for series in json.loads(series_json):
+        for target, rows in ((candles, series["rows"]), (warmup, series["warmup_rows"])):
+            if rows:
+                array = np.frombuffer(view, dtype=np.float64, count=rows * 6, offset=offset).reshape(rows, 6)
+                target[series["key"]] = {"exchange": series["exchange"], "symbol": series["symbol"],
+                                         "candles": array}
+            offset += rows * 6 * 8
+    return candles, warmup
+
+
+def _warm_backtest():
+    """One short backtest of a built-in strategy on synthetic candles."""
     from jesse.strategies import Strategy
 
     class WarmUp(Strategy):
@@ -658,13 +697,6 @@ def warm_up():
                               "candles": candles(150 * 15, start - 150 * 15 * 60_000)}},
         generate_equity_curve=True,
     )
-    import traceback as _  # noqa: F401 - used by error reports in jobs
-    import types as _types  # noqa: F401
-
-    # What start-up left behind stays for the runner's life: collected once,
-    # then kept out of every later collection (here and in jobs' processes).
-    gc.collect()
-    gc.freeze()
 
 
 _drivers = {}

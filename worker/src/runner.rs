@@ -139,6 +139,13 @@ pub fn main(args: RunnerArgs) -> anyhow::Result<()> {
     let protocol_fd = out.get_ref().as_raw_fd();
     write_frame(&mut out, &serde_json::to_vec(&ready)?)?;
 
+    let zygote = Zygote {
+        module: &module,
+        sandbox: &sandbox,
+        protocol_fd,
+    };
+    // The first job's process, forked and warmed while the worker has nothing to send.
+    let mut spare = zygote.fork_spare(true, None).map_err(log_spare_error).ok();
     while let Some(frame) = read_frame(&mut input)? {
         if frame == CANCEL {
             // For a job that had already answered when the worker stopped it.
@@ -146,46 +153,63 @@ pub fn main(args: RunnerArgs) -> anyhow::Result<()> {
         }
         let request: RunRequest = serde_json::from_slice(&frame).context("decoding run request")?;
         let started = Instant::now();
-        let mut series = Vec::with_capacity(request.series.len());
-        for header in &request.series {
-            let trading = read_rows(&mut input, header.rows)?;
-            let warmup = read_rows(&mut input, header.warmup_rows)?;
-            series.push((header, trading, warmup));
-        }
-        let received_ms = started.elapsed().as_secs_f64() * 1e3;
-        let mut fork_ms = None;
-        // Bytes after the request can only be the worker's cancel.
-        let stop_pending = !input.buffer().is_empty();
-        let response = Python::attach(|py| {
-            let job = Job {
-                module: &module,
-                sandbox: &sandbox,
-                protocol_fd,
-                entry: &request.entry,
-                request_json: &request.request_json,
-                events: &mut out,
-                stop_pending,
-            };
-            run_one(py, job, series, &mut fork_ms)
-        });
-        let jesse_ms = started.elapsed().as_secs_f64() * 1e3 - received_ms;
+        let mut timings = Timings::default();
+        let response = if TRUSTED_ENTRIES.contains(&request.entry.as_str()) {
+            let mut series = Vec::with_capacity(request.series.len());
+            for header in &request.series {
+                let trading = read_rows(&mut input, header.rows)?;
+                let warmup = read_rows(&mut input, header.warmup_rows)?;
+                series.push((header, trading, warmup));
+            }
+            timings.received_ms = started.elapsed().as_secs_f64() * 1e3;
+            Python::attach(|py| run_trusted(py, &module, &request, series))
+        } else {
+            zygote.run_in_spare(spare.take(), &request, &mut input, &mut out, &mut timings)?
+        };
+        let jesse_ms = started.elapsed().as_secs_f64() * 1e3 - timings.received_ms;
         let body = match response {
             Ok(Answer::Json(json)) => json,
             Ok(Answer::Died(status)) => {
-                reap_children();
+                reap_children(None);
                 die_like(status)
             }
             Err(e) => Python::attach(|py| interrupted_or_crashed(py, &e)),
         };
-        let fork = fork_ms.map_or(String::new(), |ms| format!(",\"job_fork_ms\":{ms:.3}"));
+        let mut extra = String::new();
+        if let Some(ms) = timings.spare_wait_ms {
+            extra.push_str(&format!(",\"job_spare_wait_ms\":{ms:.3}"));
+        }
+        if let Some(ms) = timings.fork_ms {
+            extra.push_str(&format!(",\"job_fork_ms\":{ms:.3}"));
+        }
         let framed = format!(
-            "{{\"timings\":{{\"runner_receive_ms\":{received_ms:.3},\"jesse_ms\":{jesse_ms:.3}{fork}}},\"result\":{body}}}"
+            "{{\"timings\":{{\"runner_receive_ms\":{:.3},\"jesse_ms\":{jesse_ms:.3}{extra}}},\"result\":{body}}}",
+            timings.received_ms
         );
         write_frame(&mut out, framed.as_bytes())?;
-        // After the answer is on its way: the job's process and anything it left.
-        reap_children();
+        // After the answer is on its way: the job's process and anything it left;
+        // then the next job's process, warmed while the worker stores this answer.
+        reap_children(spare.as_ref().map(|s| s.pid));
+        if spare.is_none() {
+            spare = zygote.fork_spare(true, None).map_err(log_spare_error).ok();
+        }
     }
     Ok(())
+}
+
+/// What the runner measured of one request (reported in the answer's `timings`).
+#[derive(Default)]
+struct Timings {
+    /// Reading the request's candles from the worker.
+    received_ms: f64,
+    /// Waiting for the job's process to finish its warm-up (about 0 when it was ready).
+    spare_wait_ms: Option<f64>,
+    /// Forking the job's process while the job waited (no warm spare was there).
+    fork_ms: Option<f64>,
+}
+
+fn log_spare_error(e: PyErr) {
+    eprintln!("runner: forking the next job's process failed: {e}; the job will fork its own");
 }
 
 /// Warms Jesse up (one built-in backtest, so jobs do not each load what Jesse
@@ -205,25 +229,12 @@ fn prepare(
     Sandbox::prepare(settings, scratch, &paths).context("preparing the runner sandbox")
 }
 
-/// One request, as the runner received it.
-struct Job<'a> {
-    module: &'a Py<PyModule>,
-    sandbox: &'a Sandbox,
-    /// The worker's end of the protocol: closed in job processes.
-    protocol_fd: RawFd,
-    entry: &'a str,
-    request_json: &'a str,
-    /// Where the job's events are forwarded (the protocol stream).
-    events: &'a mut BufWriter<File>,
-    /// The worker already asked to stop this job.
-    stop_pending: bool,
-}
-
-fn run_one(
+/// Runs an entry that runs only the service's own code, in the runner itself.
+fn run_trusted(
     py: Python<'_>,
-    job: Job<'_>,
+    module: &Py<PyModule>,
+    request: &RunRequest,
     series: Vec<(&crate::protocol::SeriesHeader, Vec<f64>, Vec<f64>)>,
-    fork_ms: &mut Option<f64>,
 ) -> PyResult<Answer> {
     // A SIGINT aimed at the previous job may still be pending; it must not hit this one.
     let _ = py.check_signals();
@@ -247,94 +258,154 @@ fn run_one(
             target.set_item(&header.key, entry)?;
         }
     }
-    let module = job.module.bind(py);
-    let function = module.getattr(job.entry)?;
-    if TRUSTED_ENTRIES.contains(&job.entry) {
-        return function
-            .call1((job.request_json, candles, warmup))?
-            .extract()
-            .map(Answer::Json);
-    }
-    // Runs in the job's process, inside the sandbox; `events` is its end of the job pipe.
-    let call = |events: RawFd| -> PyResult<String> {
-        if job.sandbox.status.enabled {
-            module
-                .getattr("enter_job_environment")?
-                .call1((job.sandbox.job_dir(),))?;
-        }
-        module.getattr("begin_job")?.call1((events,))?;
-        let answer = function
-            .call1((job.request_json, candles, warmup))
-            .and_then(|answer| answer.extract());
-        // The last lines and progress; a failure here must not hide the answer.
-        if let Err(e) = module.getattr("end_job").and_then(|f| f.call0()) {
-            eprintln!("runner: flushing the job's events failed: {e}");
-        }
-        answer
-    };
-    job.sandbox.reset_job_dir().map_err(|e| {
-        pyo3::exceptions::PyOSError::new_err(format!(
-            "emptying the job scratch directory {}: {e}",
-            job.sandbox.job_dir().display()
-        ))
-    })?;
-    let stop = Stop {
-        events: job.events,
-        pending: job.stop_pending,
-    };
-    in_job_process(py, job.sandbox, job.protocol_fd, call, stop, fork_ms)
+    module
+        .bind(py)
+        .getattr(request.entry.as_str())?
+        .call1((request.request_json.as_str(), candles, warmup))?
+        .extract()
+        .map(Answer::Json)
 }
 
-/// How the runner hears from the worker while a job's process runs.
-struct Stop<'a> {
-    /// Where the job's events go (the protocol stream to the worker).
-    events: &'a mut BufWriter<File>,
-    /// The worker's cancel is already buffered.
-    pending: bool,
-}
-
-/// Forks the job's process, which enters the sandbox, runs `call` (which sends
-/// events on the pipe), writes its answer to the pipe and exits. The runner
-/// forwards the events and waits for the answer with the GIL released, and kills
-/// the job's process as soon as the worker says stop.
-fn in_job_process(
-    py: Python<'_>,
-    sandbox: &Sandbox,
+/// What every job's process is forked from: the warm runner, its sandbox, and
+/// the worker's end of the protocol (closed in job processes).
+struct Zygote<'a> {
+    module: &'a Py<PyModule>,
+    sandbox: &'a Sandbox,
     protocol_fd: RawFd,
-    call: impl FnOnce(RawFd) -> PyResult<String>,
-    stop: Stop<'_>,
-    fork_ms: &mut Option<f64>,
-) -> PyResult<Answer> {
-    let os_error = |what: &str| {
-        pyo3::exceptions::PyOSError::new_err(format!("{what}: {}", std::io::Error::last_os_error()))
-    };
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: pipe2 writes two descriptors into the array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(os_error("creating the job pipe"));
+}
+
+/// A job's process forked before its job (a "spare"). It enters the sandbox,
+/// warms itself up (`prefault` in jesse_mcp_runner.py), says so with one byte
+/// on its pipe and waits for its one request; the candles come through memory
+/// it shares with the runner. So the fork and most copy-on-write faults of a
+/// fresh process happen while the runner would be idle, not while the job
+/// runs. A spare is forked only once the previous job's processes are all
+/// gone, from the runner, which never runs strategy code: no job's code touches
+/// the process another job runs in.
+struct Spare {
+    pid: libc::pid_t,
+    /// The ready byte, then the job's events and answer (the runner's read end).
+    events: File,
+    /// Where its request goes (the runner's write end).
+    request: File,
+    /// The job's candles: a memfd the runner fills and the spare maps privately.
+    candles: File,
+}
+
+/// The byte a spare sends once it waits for its request.
+const SPARE_READY: u8 = b'R';
+
+fn os_error(what: &str) -> PyErr {
+    pyo3::exceptions::PyOSError::new_err(format!("{what}: {}", std::io::Error::last_os_error()))
+}
+
+impl Zygote<'_> {
+    /// Forks a spare (after emptying the job scratch directory it will work in).
+    /// `prefault`: warm it up first (off for one forked while its job waits);
+    /// `candles`: the memory it maps (a new memfd when `None`).
+    fn fork_spare(&self, prefault: bool, candles: Option<File>) -> PyResult<Spare> {
+        self.sandbox.reset_job_dir().map_err(|e| {
+            pyo3::exceptions::PyOSError::new_err(format!(
+                "emptying the job scratch directory {}: {e}",
+                self.sandbox.job_dir().display()
+            ))
+        })?;
+        let candles = match candles {
+            Some(candles) => candles,
+            // SAFETY: memfd_create with a NUL-terminated name; the fd is owned from here on.
+            None => unsafe {
+                let fd = libc::memfd_create(c"jesse-mcp-candles".as_ptr(), libc::MFD_CLOEXEC);
+                if fd < 0 {
+                    return Err(os_error("creating the job's candle memory"));
+                }
+                File::from_raw_fd(fd)
+            },
+        };
+        let pipe = || -> PyResult<(File, File)> {
+            let mut fds = [0 as RawFd; 2];
+            // SAFETY: pipe2 writes two descriptors into the array, owned from here on.
+            if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+                return Err(os_error("creating a job pipe"));
+            }
+            // SAFETY: both descriptors were just created and are owned nowhere else.
+            Ok(unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) })
+        };
+        let (events, events_child) = pipe()?;
+        let (request_child, request) = pipe()?;
+        Python::attach(|py| {
+            // SAFETY: CPython's fork protocol, with the GIL held (we are attached): its
+            // locks are taken before and reinitialised after, in both processes. The
+            // runner has no other thread (BLAS pools are single-threaded, see pool.rs).
+            let pid = unsafe {
+                ffi::PyOS_BeforeFork();
+                let pid = libc::fork();
+                if pid == 0 {
+                    ffi::PyOS_AfterFork_Child();
+                } else {
+                    ffi::PyOS_AfterFork_Parent();
+                }
+                pid
+            };
+            if pid == 0 {
+                drop((events, request));
+                self.spare_main(py, prefault, events_child, request_child, &candles);
+            }
+            if pid < 0 {
+                return Err(os_error("forking a job process"));
+            }
+            Ok(Spare {
+                pid,
+                events,
+                request,
+                candles,
+            })
+        })
     }
-    let (read_fd, write_fd) = (fds[0], fds[1]);
-    let forking = Instant::now();
-    // SAFETY: CPython's fork protocol, with the GIL held (we are attached): its
-    // locks are taken before and reinitialised after, in both processes. The
-    // runner has no other thread (BLAS pools are single-threaded, see pool.rs).
-    let pid = unsafe {
-        ffi::PyOS_BeforeFork();
-        let pid = libc::fork();
-        if pid == 0 {
-            ffi::PyOS_AfterFork_Child();
-        } else {
-            ffi::PyOS_AfterFork_Parent();
+
+    /// The spare's life, in its own process: never returns.
+    fn spare_main(
+        &self,
+        py: Python<'_>,
+        prefault: bool,
+        mut events: File,
+        mut request: File,
+        candles: &File,
+    ) -> ! {
+        let module = self.module.bind(py);
+        let mut prepared = self.sandbox.enter(&[self.protocol_fd]);
+        if prepared.is_ok() && self.sandbox.status.enabled {
+            prepared = module
+                .getattr("enter_job_environment")
+                .and_then(|f| f.call1((self.sandbox.job_dir(),)))
+                .map(drop)
+                .map_err(|e| format!("preparing the job's environment: {e}"));
         }
-        pid
-    };
-    if pid == 0 {
-        // The job's process: never returns.
-        // SAFETY: our own end of the pipe, unused here.
-        unsafe { libc::close(read_fd) };
-        let body = match sandbox.enter(&[protocol_fd]) {
+        if prepared.is_ok()
+            && prefault
+            && let Err(e) = module.getattr("prefault").and_then(|f| f.call0())
+        {
+            // No ready byte: the runner forks a process without a warm-up instead.
+            eprintln!("runner: a job process's warm-up failed: {e}");
+            // SAFETY: leaving this forked process without Python's teardown.
+            unsafe { libc::_exit(0) };
+        }
+        if events.write_all(&[SPARE_READY]).is_err() {
+            // SAFETY: as above.
+            unsafe { libc::_exit(0) };
+        }
+        let request: RunRequest = match read_frame(&mut request)
+            .ok()
+            .flatten()
+            .and_then(|frame| serde_json::from_slice(&frame).ok())
+        {
+            Some(request) => request,
+            // The runner is gone (or never sends this process a job).
+            // SAFETY: as above.
+            None => unsafe { libc::_exit(0) },
+        };
+        let body = match prepared {
             Err(message) => error_json("sandbox", "SandboxError", &message),
-            Ok(()) => match call(write_fd) {
+            Ok(()) => match run_request(py, module, &request, events.as_raw_fd(), candles) {
                 Ok(json) => json,
                 Err(e) => interrupted_or_crashed(py, &e),
             },
@@ -353,54 +424,241 @@ fn in_job_process(
             None,
             None,
         );
-        // SAFETY: the write end is this process's; _exit skips Python's teardown
-        // (the runner's state is not the job's to finalise).
+        let _ = events
+            .write_all(&[JOB_ANSWER])
+            .and_then(|()| events.write_all(&(body.len() as u32).to_le_bytes()))
+            .and_then(|()| events.write_all(body.as_bytes()));
+        drop(events);
+        // SAFETY: _exit skips Python's teardown (the runner's state is not the
+        // job's to finalise).
+        unsafe { libc::_exit(0) }
+    }
+
+    /// Runs one request in a spare (the one forked ahead, or one forked now):
+    /// fills its candle memory straight from the worker's pipe, waits until it
+    /// is ready, sends the request and follows it to its answer. An `Err` is the
+    /// worker's pipe failing (fatal to the runner, as before).
+    fn run_in_spare(
+        &self,
+        spare: Option<Spare>,
+        request: &RunRequest,
+        input: &mut BufReader<std::io::StdinLock<'_>>,
+        events: &mut BufWriter<File>,
+        timings: &mut Timings,
+    ) -> anyhow::Result<PyResult<Answer>> {
+        let started = Instant::now();
+        let mut spare = match spare {
+            Some(spare) => Ok(spare),
+            None => {
+                let forking = Instant::now();
+                let forked = self.fork_spare(false, None);
+                timings.fork_ms = Some(forking.elapsed().as_secs_f64() * 1e3);
+                forked
+            }
+        };
+        match &spare {
+            Ok(spare) => fill_candles(input, &spare.candles, &request.series)?,
+            Err(_) => {
+                for header in &request.series {
+                    read_rows(input, header.rows)?;
+                    read_rows(input, header.warmup_rows)?;
+                }
+            }
+        }
+        timings.received_ms = started.elapsed().as_secs_f64() * 1e3;
+        // Bytes after the request can only be the worker's cancel.
+        let stop_pending = !input.buffer().is_empty();
+        let waiting = Instant::now();
+        if let Ok(ready) = &mut spare
+            && !wait_ready(ready)
+        {
+            // Its warm-up failed (it said why on stderr) or it was killed: a
+            // process without a warm-up takes the job, with the same candles.
+            wait_for(ready.pid);
+            let forking = Instant::now();
+            spare = ready
+                .candles
+                .try_clone()
+                .map_err(|e| {
+                    pyo3::exceptions::PyOSError::new_err(format!("sharing the job's candles: {e}"))
+                })
+                .and_then(|candles| self.fork_spare(false, Some(candles)));
+            timings.fork_ms = Some(forking.elapsed().as_secs_f64() * 1e3);
+            if let Ok(cold) = &mut spare
+                && !wait_ready(cold)
+            {
+                wait_for(cold.pid);
+                return Ok(Err(pyo3::exceptions::PyOSError::new_err(
+                    "the job's process ended before it was ready (see the worker's log)",
+                )));
+            }
+        }
+        timings.spare_wait_ms = Some(waiting.elapsed().as_secs_f64() * 1e3);
+        let Spare {
+            pid,
+            events: pipe,
+            request: mut request_pipe,
+            candles,
+        } = match spare {
+            Ok(spare) => spare,
+            Err(e) => return Ok(Err(e)),
+        };
+        let sent = serde_json::to_vec(request)
+            .map_err(std::io::Error::other)
+            .and_then(|body| write_frame(&mut request_pipe, &body));
+        if let Err(e) = sent {
+            // It died after saying it was ready: following it finds out how.
+            eprintln!("runner: sending the job to its process failed: {e}");
+        }
+        // One request per process: it reads no more.
+        drop((request_pipe, candles));
+        Ok(Ok(follow(pid, pipe, stop_pending, events)))
+    }
+}
+
+/// Blocks until the spare sends its ready byte; false when it ended instead.
+fn wait_ready(spare: &mut Spare) -> bool {
+    let mut byte = [0u8; 1];
+    loop {
+        match std::io::Read::read(&mut spare.events, &mut byte) {
+            Ok(1) => return byte[0] == SPARE_READY,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            _ => return false,
+        }
+    }
+}
+
+/// Copies the request's candles from the worker's pipe into the spare's memory:
+/// for each series its trading rows then its warm-up rows, as they arrive.
+fn fill_candles(
+    input: &mut impl std::io::Read,
+    memory: &File,
+    series: &[crate::protocol::SeriesHeader],
+) -> std::io::Result<()> {
+    let bytes = candle_bytes(series)
+        .ok_or_else(|| std::io::Error::other("the request's row counts overflow"))?;
+    memory.set_len(bytes as u64)?;
+    if bytes == 0 {
+        return Ok(());
+    }
+    // SAFETY: a fresh shared mapping of `bytes` bytes of a memfd just sized to
+    // that; it is written through the slice only and unmapped before returning.
+    unsafe {
+        let address = libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            memory.as_raw_fd(),
+            0,
+        );
+        if address == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let slice = std::slice::from_raw_parts_mut(address.cast::<u8>(), bytes);
+        let read = input.read_exact(slice);
+        libc::munmap(address, bytes);
+        read
+    }
+}
+
+/// The size of a request's candle payload, in bytes.
+fn candle_bytes(series: &[crate::protocol::SeriesHeader]) -> Option<usize> {
+    series.iter().try_fold(0usize, |total, header| {
+        header
+            .rows
+            .checked_add(header.warmup_rows)?
+            .checked_mul(6 * 8)?
+            .checked_add(total)
+    })
+}
+
+/// In the job's process: its candles as numpy arrays over a private mapping of
+/// the runner's memory, then the entry, with its events on `events`.
+fn run_request(
+    py: Python<'_>,
+    module: &Bound<'_, PyModule>,
+    request: &RunRequest,
+    events: RawFd,
+    memory: &File,
+) -> PyResult<String> {
+    let bytes = candle_bytes(&request.series)
+        .ok_or_else(|| pyo3::exceptions::PyOSError::new_err("the request's row counts overflow"))?;
+    let view = if bytes == 0 {
+        pyo3::types::PyBytes::new(py, b"").into_any()
+    } else {
+        // SAFETY: a private mapping of the memfd the runner sized and filled; it
+        // stays mapped for the rest of this short-lived process, so the
+        // memoryview and the arrays over it never outlive it.
         unsafe {
-            let mut pipe = File::from_raw_fd(write_fd);
-            let _ = pipe
-                .write_all(&[JOB_ANSWER])
-                .and_then(|()| pipe.write_all(&(body.len() as u32).to_le_bytes()))
-                .and_then(|()| pipe.write_all(body.as_bytes()));
-            drop(pipe);
-            libc::_exit(0);
-        }
-    }
-    *fork_ms = Some(forking.elapsed().as_secs_f64() * 1e3);
-    // SAFETY: the child's end; the runner keeps only the read end.
-    unsafe { libc::close(write_fd) };
-    if pid < 0 {
-        // SAFETY: our read end.
-        unsafe { libc::close(read_fd) };
-        return Err(os_error("forking the job process"));
-    }
-    let Stop { events, pending } = stop;
-    let answer = py.detach(move || {
-        // SAFETY: the read end is owned by this File from here on.
-        let pipe = unsafe { File::from_raw_fd(read_fd) };
-        match follow_job(&pipe, pid, pending, events) {
-            Followed::Answer(json) => Ok(json),
-            Followed::Stopped => {
-                wait_for(pid);
-                Ok(error_json(
-                    "interrupted",
-                    "Stopped",
-                    "the worker stopped the job (cancel or timeout); its process was killed",
-                ))
+            let address = libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE,
+                memory.as_raw_fd(),
+                0,
+            );
+            if address == libc::MAP_FAILED {
+                return Err(os_error("mapping the job's candles"));
             }
-            Followed::Broken(why) => {
-                // SAFETY: our own, not yet reaped, child.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                wait_for(pid);
-                Ok(error_json(
-                    "runner",
-                    "ProtocolError",
-                    &format!("the job's process broke the runner's pipe protocol: {why}"),
-                ))
-            }
-            Followed::Ended => Err(wait_for(pid)),
+            let view = ffi::PyMemoryView_FromMemory(
+                address.cast(),
+                bytes as ffi::Py_ssize_t,
+                ffi::PyBUF_WRITE,
+            );
+            Bound::from_owned_ptr_or_err(py, view)?
         }
-    });
-    Ok(match answer {
+    };
+    let series = serde_json::to_string(&request.series)
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    let (candles, warmup): (Bound<'_, PyAny>, Bound<'_, PyAny>) = module
+        .getattr("candle_arrays")?
+        .call1((view, series))?
+        .extract()?;
+    let function = module.getattr(request.entry.as_str())?;
+    module.getattr("begin_job")?.call1((events,))?;
+    let answer = function
+        .call1((request.request_json.as_str(), candles, warmup))
+        .and_then(|answer| answer.extract());
+    // The last lines and progress; a failure here must not hide the answer.
+    if let Err(e) = module.getattr("end_job").and_then(|f| f.call0()) {
+        eprintln!("runner: flushing the job's events failed: {e}");
+    }
+    answer
+}
+
+/// Follows a job's process to its answer (forwarding its events to the worker),
+/// killing it as soon as the worker says stop.
+fn follow(
+    pid: libc::pid_t,
+    pipe: File,
+    stop_pending: bool,
+    events: &mut BufWriter<File>,
+) -> Answer {
+    let answer = match follow_job(&pipe, pid, stop_pending, events) {
+        Followed::Answer(json) => Ok(json),
+        Followed::Stopped => {
+            wait_for(pid);
+            Ok(error_json(
+                "interrupted",
+                "Stopped",
+                "the worker stopped the job (cancel or timeout); its process was killed",
+            ))
+        }
+        Followed::Broken(why) => {
+            // SAFETY: our own, not yet reaped, child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            wait_for(pid);
+            Ok(error_json(
+                "runner",
+                "ProtocolError",
+                &format!("the job's process broke the runner's pipe protocol: {why}"),
+            ))
+        }
+        Followed::Ended => Err(wait_for(pid)),
+    };
+    match answer {
         Ok(json) => Answer::Json(json),
         Err(status) if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGXCPU => {
             Answer::Json(error_json(
@@ -417,7 +675,7 @@ fn in_job_process(
             ))
         }
         Err(status) => Answer::Died(status),
-    })
+    }
 }
 
 /// How following a job's process ended.
@@ -553,9 +811,10 @@ fn wait_for(pid: libc::pid_t) -> i32 {
     status
 }
 
-/// Kills and reaps every child of the runner: the finished job's process and
-/// whatever it started (orphans are re-parented here, the runner being a subreaper).
-fn reap_children() {
+/// Kills and reaps every child of the runner but `keep` (the next job's spare):
+/// the finished job's process and whatever it started (orphans are re-parented
+/// here, the runner being a subreaper).
+fn reap_children(keep: Option<libc::pid_t>) {
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() };
     let list = format!("/proc/self/task/{tid}/children");
@@ -564,6 +823,7 @@ fn reap_children() {
             .unwrap_or_default()
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
+            .filter(|pid| Some(*pid) != keep)
             .collect();
         if pids.is_empty() {
             break;
