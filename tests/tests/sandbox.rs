@@ -341,3 +341,55 @@ async fn with_the_sandbox_off_ready_says_so_and_jobs_still_get_fresh_processes()
     assert_eq!(app.wait(&job_id, LONG).await["status"], "succeeded");
     assert_honest_backtest_equals_jesse(&app, &reference, "a patching backtest, sandbox off").await;
 }
+
+/// The children of `parent` (by /proc).
+fn children_of(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| proc_stat(*pid).is_some_and(|stat| stat[1] == parent.to_string()))
+        .collect()
+}
+
+/// A SmaCross backtest over the test's range: its result.
+async fn smacross_result(app: &TestApp) -> Value {
+    let job_id = app
+        .submit(&backtest_body("SmaCross", "1h", START, END))
+        .await;
+    let job = app.wait(&job_id, LONG).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    app.get(&format!("/v1/jobs/{job_id}/result")).await.1
+}
+
+/// The process forked ahead of a job is killed before the job comes (as the OOM
+/// killer might): the job still runs, in a process forked for it, with the same
+/// numbers, and the job after it finds a spare again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_spare_was_killed_runs_in_a_process_forked_for_it() {
+    let (app, _) = app_with_candles(hostile_options(&[])).await;
+    let first = smacross_result(&app).await;
+    assert!(first["timings"]["job_fork_ms"].is_null(), "{first}");
+
+    let runner = app.runner_pids(0);
+    assert_eq!(runner.len(), 1, "one runner: {runner:?}");
+    let mut spares = Vec::new();
+    for _ in 0..600 {
+        spares = children_of(runner[0]);
+        if !spares.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(spares.len(), 1, "the runner's spare: {spares:?}");
+    // SAFETY: signalling a process of this test's own worker.
+    assert_eq!(unsafe { libc::kill(spares[0] as i32, libc::SIGKILL) }, 0);
+
+    let second = smacross_result(&app).await;
+    assert_metrics_identical(&second["metrics"], &first["metrics"]);
+    assert!(second["timings"]["job_fork_ms"].is_number(), "{second}");
+    assert_eq!(app.runner_pids(0), runner, "the runner was replaced");
+
+    let third = smacross_result(&app).await;
+    assert_metrics_identical(&third["metrics"], &first["metrics"]);
+    assert!(third["timings"]["job_fork_ms"].is_null(), "{third}");
+}
