@@ -277,8 +277,9 @@ def report(results, rows, import_s, storage, fork):
     lines.append("")
     lines.append(f"A spare is ready {fork['spare_ready_s'] * 1e3:.0f} ms after its fork (median); the runner forks it as "
                  "soon as the previous job has answered, so a job finds it ready unless the next one comes sooner. "
-                 "Its warm-up's CPU is the price of the shorter wait: it is spent while the worker stores the previous "
-                 "result and fetches the next job.")
+                 "Its warm-up's CPU is spent while the worker stores the previous result and fetches the next job. A "
+                 "negative figure means the job finished sooner than the same backtest in the reused interpreter "
+                 "(measured, not yet explained; gc.freeze alone does not account for it).")
     lines.append("")
     lines.append("The service runner's wait for the job's spare, per job (`timings.job_spare_wait_ms`, median): "
                  + ", ".join(f"{tf} {r['job_spare_wait_ms']:.2f} ms" for tf, r in results.items()) + ".")
