@@ -265,7 +265,9 @@ def role(pid):
 
 
 def cpu_snapshot():
-    """The machine's busy CPU ticks (/proc/stat), and {pid: (ppid, user + system ticks)} of every process."""
+    """The machine's busy CPU ticks (/proc/stat), and {pid: (ppid, user + system ticks)} of every process,
+    its reaped children's included: a runner runs each job in a process of its own, which is gone by the
+    next snapshot, and the kernel adds a reaped child's CPU to its parent's cutime/cstime."""
     with open("/proc/stat") as f:
         ticks = [int(x) for x in f.readline().split()[1:]]
     table = {}
@@ -277,7 +279,7 @@ def cpu_snapshot():
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        table[int(pid)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+        table[int(pid)] = (int(fields[1]), sum(int(fields[i]) for i in (11, 12, 13, 14)))
     return sum(ticks[i] for i in (0, 1, 2, 5, 6)), table  # user, nice, system, irq, softirq
 
 

@@ -375,6 +375,23 @@ async fn plan_variant(
     planner.plan_backtest(&request).await.map_err(named)
 }
 
+/// For a rank_by that names one of Jesse's fitness functions (as an optimization's
+/// `objective` does): the metric to rank by instead.
+fn fitness_hint(rank_by: &str) -> String {
+    let Some(name) = super::optimization::fitness::fitness_name(rank_by) else {
+        return String::new();
+    };
+    super::optimization::fitness::FITNESS
+        .iter()
+        .find(|(fitness, _, _)| *fitness == name)
+        .map(|(_, metric, _)| {
+            format!(
+                "; '{name}' is Jesse's fitness function (an optimization's objective), which reads the metric '{metric}': rank by '{metric}'"
+            )
+        })
+        .unwrap_or_default()
+}
+
 fn plan(planner: &Planner, request: Value) -> BoxFuture<'_, Result<Value, ApiError>> {
     Box::pin(async move {
         let request: BatchRequest = read_request(request)?;
@@ -382,8 +399,9 @@ fn plan(planner: &Planner, request: Value) -> BoxFuture<'_, Result<Value, ApiErr
             return Err(invalid(
                 "invalid_rank_by",
                 format!(
-                    "rank_by '{}' is not one of Jesse's numeric metrics",
-                    request.rank_by
+                    "rank_by '{}' is not one of Jesse's numeric metrics{}",
+                    request.rank_by,
+                    fitness_hint(&request.rank_by)
                 ),
             )
             .with_details(json!({"field": "rank_by", "supported": RANKABLE})));
@@ -609,6 +627,14 @@ mod tests {
         json!({"strategy": "SmaCross", "exchange": "Binance Perpetual Futures", "symbol": "BTC-USDT",
                "timeframe": "1h", "start_date": "2023-02-01", "end_date": "2023-03-01",
                "hyperparameters": {"slow": 50}})
+    }
+
+    #[test]
+    fn a_fitness_name_as_rank_by_points_at_its_metric() {
+        assert!(fitness_hint("sharpe").contains("rank by 'sharpe_ratio'"));
+        assert!(fitness_hint("Smart_Sortino").contains("rank by 'smart_sortino'"));
+        assert_eq!(fitness_hint("profit"), "");
+        assert_eq!(fitness_hint("net_profit_percentage"), "");
     }
 
     #[test]
