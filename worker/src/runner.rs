@@ -541,25 +541,39 @@ fn fill_candles(
     if bytes == 0 {
         return Ok(());
     }
+    let address = map_candles(memory, bytes, libc::MAP_SHARED)?;
     // SAFETY: a fresh shared mapping of `bytes` bytes of a memfd just sized to
     // that; it is written through the slice only and unmapped before returning.
     unsafe {
-        let address = libc::mmap(
-            std::ptr::null_mut(),
-            bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            memory.as_raw_fd(),
-            0,
-        );
-        if address == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
         let slice = std::slice::from_raw_parts_mut(address.cast::<u8>(), bytes);
         let read = input.read_exact(slice);
         libc::munmap(address, bytes);
         read
     }
+}
+
+/// Maps the first `bytes` (> 0) bytes of a job's candle memory, readable and
+/// writable, `MAP_SHARED` (the runner filling it) or `MAP_PRIVATE` (the job).
+fn map_candles(
+    memory: &File,
+    bytes: usize,
+    flags: libc::c_int,
+) -> std::io::Result<*mut libc::c_void> {
+    // SAFETY: mmap of an fd this process owns, at an address the kernel picks.
+    let address = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            memory.as_raw_fd(),
+            0,
+        )
+    };
+    if address == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(address)
 }
 
 /// The size of a request's candle payload, in bytes.
@@ -587,21 +601,13 @@ fn run_request(
     let view = if bytes == 0 {
         pyo3::types::PyBytes::new(py, b"").into_any()
     } else {
+        let address = map_candles(memory, bytes, libc::MAP_PRIVATE).map_err(|e| {
+            pyo3::exceptions::PyOSError::new_err(format!("mapping the job's candles: {e}"))
+        })?;
         // SAFETY: a private mapping of the memfd the runner sized and filled; it
         // stays mapped for the rest of this short-lived process, so the
         // memoryview and the arrays over it never outlive it.
         unsafe {
-            let address = libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE,
-                memory.as_raw_fd(),
-                0,
-            );
-            if address == libc::MAP_FAILED {
-                return Err(os_error("mapping the job's candles"));
-            }
             let view = ffi::PyMemoryView_FromMemory(
                 address.cast(),
                 bytes as ffi::Py_ssize_t,
