@@ -27,8 +27,10 @@ pub static KIND: KindDef = KindDef {
         title: "Submit rule significance test",
         description: "Run Jesse's rule significance test (a bootstrap test of whether the strategy's mean return \
 beats chance) on stored candles: the backtest request's fields (one route) plus `n_simulations` (default 2000), \
-`seed` (default: drawn at submit and stored) and `bootstrap_mean_block_length` (default 10). Answers at once with \
-the job_id; job_result gives Jesse's p_value, observed_mean, annualized_return and simulated_means.",
+`seed` (default: drawn at submit and stored) and `bootstrap_mean_block_length` (default 10, in bars of the route's \
+timeframe). Answers at once with the job_id; job_result gives Jesse's p_value (share of simulated means at or above \
+the observed one; 0 means p < 1/n_simulations), observed_mean (mean next-bar log return of signal x detrended \
+return), annualized_return, simulated_means and `reading`, which says what each number measured.",
         next: "job_result for the p-value and the simulated means",
         open_world: false,
     }),
@@ -50,7 +52,8 @@ pub struct SignificanceFields {
     /// Seed of the bootstrap (default: drawn at submit and stored).
     #[serde(default)]
     pub seed: Option<u64>,
-    /// Mean block length of the stationary bootstrap, in days (default 10).
+    /// Mean block length of the stationary bootstrap, in bars of the route's
+    /// timeframe (default 10: ten 1h bars on a 1h route, not ten days).
     #[serde(default)]
     pub bootstrap_mean_block_length: Option<u32>,
 }
@@ -153,15 +156,84 @@ fn execute<'a>(rt: &'a dyn Runtime, job: &'a JobRecord) -> BoxFuture<'a, anyhow:
         Ok(match outcome {
             Outcome::Succeeded { mut result, .. } => {
                 result.body["seed"] = json!(plan.seed);
+                let timeframe = plan.backtest.routes[0].timeframe.clone();
+                result.body["reading"] = reading(
+                    result.body["p_value"].as_f64(),
+                    plan.n_simulations,
+                    plan.bootstrap_mean_block_length,
+                    &timeframe,
+                );
                 let summary = json!({
                     "p_value": result.body["p_value"],
                     "observed_mean": result.body["observed_mean"],
                     "n_simulations": plan.n_simulations,
                     "seed": plan.seed,
+                    "p_value_upper_bound": result.body["reading"]["p_value_upper_bound"],
                 });
                 Outcome::Succeeded { result, summary }
             }
             other => other,
         })
     })
+}
+
+/// What the test's numbers measured, in words a reader can check against
+/// Jesse's definition (`jesse.research.rule_significance_test` 3.5.3): the
+/// statistic, the bootstrap's block unit, and the resolution of the p-value.
+/// Jesse counts the share of simulated means at or above the observed one
+/// without the +1 of a permutation p-value, so 0 is possible and means only
+/// that no simulation reached the observed mean: p < 1/n_simulations.
+pub fn reading(
+    p_value: Option<f64>,
+    n_simulations: u32,
+    block_bars: u32,
+    timeframe: &str,
+) -> Value {
+    let resolution = 1.0 / f64::from(n_simulations.max(1));
+    let (bound, p_text) = match p_value {
+        Some(p) if p == 0.0 => (
+            Some(resolution),
+            format!(
+                "0: none of the {n_simulations} simulations reached the observed mean, so p < {resolution} (1/n_simulations); it is not evidence of p = 0"
+            ),
+        ),
+        Some(p) => (
+            None,
+            format!(
+                "{p}: the share of the {n_simulations} simulated means at or above the observed mean (Jesse's definition, no +1 correction; resolution {resolution})"
+            ),
+        ),
+        None => (None, "not computed".to_string()),
+    };
+    json!({
+        "statistic": "observed_mean: the mean over the route's bars of signal x next-bar detrended log return, where signal is +1 when should_long(), -1 when should_short(), else 0 at each completed bar (a signal-only run: no orders), and the detrended return is the bar's log return minus the mean log return of the range",
+        "null_hypothesis": "H0: the rule's expected next-bar detrended return is not positive; simulated means come from the rule returns centred on observed_mean, resampled by a stationary bootstrap (geometric block lengths)",
+        "block_length": format!("{block_bars} bars of {timeframe} (mean block length of the stationary bootstrap)"),
+        "p_value": p_text,
+        "p_value_upper_bound": bound,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reading;
+
+    #[test]
+    fn a_zero_p_value_reads_as_below_the_resolution() {
+        let r = reading(Some(0.0), 2000, 10, "1h");
+        assert_eq!(r["p_value_upper_bound"], 0.0005);
+        assert!(r["p_value"].as_str().unwrap().contains("p < 0.0005"));
+        assert_eq!(
+            r["block_length"],
+            "10 bars of 1h (mean block length of the stationary bootstrap)"
+        );
+        let r = reading(Some(0.25), 400, 3, "4h");
+        assert!(r["p_value_upper_bound"].is_null());
+        assert!(
+            r["p_value"]
+                .as_str()
+                .unwrap()
+                .starts_with("0.25: the share of the 400")
+        );
+    }
 }
