@@ -373,7 +373,7 @@ pub fn routes() -> Vec<Route> {
             .reply(200, "ready to take work", ready_schema),
         Route::get("/metrics", metrics)
             .doc("metrics", "operations", "Prometheus metrics")
-            .describe("Text exposition format 0.0.4: `jesse_mcp_queue_depth{kind}`, `jesse_mcp_jobs{kind,status}`, `jesse_mcp_job_duration_seconds` (histogram per kind), `jesse_mcp_runner_restarts_total`.")
+            .describe("Text exposition format 0.0.4: `jesse_mcp_queue_depth{kind}`, `jesse_mcp_jobs{kind,status}`, `jesse_mcp_job_duration_seconds` (histogram per kind), `jesse_mcp_runner_restarts_total`, `jesse_mcp_runner_start_failures_total`.")
             .reply_text(200, "metrics", "text/plain"),
         Route::get("/v1/openapi.json", openapi)
             .stateless()

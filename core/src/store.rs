@@ -270,6 +270,28 @@ macro_rules! in_tx {
     };
 }
 
+/// SQLite pool options under which a connection whose transaction did not
+/// end cleanly is closed instead of pooled. When a statement or the COMMIT
+/// fails with SQLITE_FULL (or IOERR), SQLite may already have rolled the
+/// transaction back; the ROLLBACK sqlx then issues fails, its transaction depth
+/// stays 1, and every later `begin_with` on that connection would fail
+/// ("attempted to call begin_with at non-zero transaction depth") long after
+/// space is back. The queue's pool uses the same options.
+pub fn sqlite_pool_options() -> SqlitePoolOptions {
+    SqlitePoolOptions::new().after_release(|conn, _| {
+        Box::pin(async move {
+            use sqlx::Connection;
+            // Runs the ROLLBACK a dropped transaction queued, then looks.
+            conn.ping().await?;
+            if conn.is_in_transaction() {
+                tracing::warn!("closing a store connection left inside a failed transaction");
+                return Ok(false);
+            }
+            Ok(true)
+        })
+    })
+}
+
 /// A `jobs` row as both engines return it.
 #[derive(sqlx::FromRow)]
 struct JobRow {
@@ -356,7 +378,7 @@ impl Store {
                 // Range scans of candles read pages through a memory map instead of
                 // copying each one out of the OS cache (about a third faster for a year).
                 .pragma("mmap_size", "4294967296");
-            let pool = SqlitePoolOptions::new()
+            let pool = sqlite_pool_options()
                 .max_connections(8)
                 .connect_with(options)
                 .await?;
@@ -916,13 +938,27 @@ impl Store {
             unchanged: (candles.len() - rows.len()) as u64,
             ..UpsertCounts::default()
         };
+        let mut committed_any = false;
         for chunk in rows.chunks(UPSERT_CHUNK) {
-            let (inserted, affected) = self
+            // Each chunk commits on its own (the write lock is held for one chunk
+            // at a time); a failure part-way says what the earlier ones stored.
+            let (inserted, affected) = match self
                 .upsert_chunk(exchange, symbol, source.as_str(), chunk)
-                .await?;
+                .await
+            {
+                Ok(written) => written,
+                Err(error) if committed_any => {
+                    return Err(StoreError::Partial {
+                        committed: counts,
+                        error: Box::new(error),
+                    });
+                }
+                Err(error) => return Err(error),
+            };
             counts.inserted += inserted;
             counts.updated += affected.saturating_sub(inserted);
             counts.unchanged += (chunk.len() as u64).saturating_sub(affected);
+            committed_any = true;
         }
         Ok(counts)
     }
@@ -1172,6 +1208,20 @@ impl Store {
         )
         .bind(name)
         .bind(delta)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    /// Writes (and commits) one small row: fails when the store cannot take
+    /// writes (a full disk: SQLITE_FULL, disk_full), which a read never shows.
+    pub async fn probe_write(&self) -> Result<()> {
+        on_db!(self, pool => sqlx::query(
+            "INSERT INTO counters (name, value) VALUES ('store_write_probe', $1) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(now_ms())
         .execute(pool)
         .await?
         .rows_affected());
