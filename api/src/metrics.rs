@@ -78,6 +78,9 @@ pub async fn render(service: &Service) -> Result<String, ApiError> {
         .find(|(n, _)| n == "runner_start_failures")
         .map_or(0, |(_, v)| *v);
     out.push_str("# HELP jesse_mcp_runner_start_failures_total Runner processes that failed to start (at worker start or when replacing a dead one).\n# TYPE jesse_mcp_runner_start_failures_total counter\n");
-    let _ = writeln!(out, "jesse_mcp_runner_start_failures_total {start_failures}");
+    let _ = writeln!(
+        out,
+        "jesse_mcp_runner_start_failures_total {start_failures}"
+    );
     Ok(out)
 }

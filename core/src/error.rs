@@ -155,7 +155,11 @@ impl From<StoreError> for ApiError {
 impl ApiError {
     /// The store cannot grow (507 Insufficient Storage, `store_full`).
     pub fn store_full(message: impl Into<String>) -> Self {
-        Self::new(http::StatusCode::INSUFFICIENT_STORAGE, "store_full", message)
+        Self::new(
+            http::StatusCode::INSUFFICIENT_STORAGE,
+            "store_full",
+            message,
+        )
     }
 }
 

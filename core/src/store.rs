@@ -292,6 +292,27 @@ pub fn sqlite_pool_options() -> SqlitePoolOptions {
     })
 }
 
+/// Free space below which a SQLite store counts as full (see [`Store::probe_write`]).
+pub const MIN_FREE_BYTES: u64 = 1 << 20;
+
+/// Bytes available to this process on the file system holding `file`.
+fn free_bytes(file: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let dir = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and a statvfs buffer the call fills.
+    if unsafe { libc::statvfs(dir.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs succeeded, so it filled the buffer.
+    let stat = unsafe { stat.assume_init() };
+    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
 /// A `jobs` row as both engines return it.
 #[derive(sqlx::FromRow)]
 struct JobRow {
@@ -1216,7 +1237,18 @@ impl Store {
 
     /// Writes (and commits) one small row: fails when the store cannot take
     /// writes (a full disk: SQLITE_FULL, disk_full), which a read never shows.
+    /// On SQLite, a disk with less than [`MIN_FREE_BYTES`] free also fails the
+    /// probe: a small write may still fit (in the write-ahead log's space)
+    /// while a chunk of candles or a result no longer does.
     pub async fn probe_write(&self) -> Result<()> {
+        if let Db::Sqlite(pool) = &self.db
+            && let Some(free) = free_bytes(pool.connect_options().get_filename())
+            && free < MIN_FREE_BYTES
+        {
+            return Err(StoreError::Database(sqlx::Error::Io(
+                std::io::ErrorKind::StorageFull.into(),
+            )));
+        }
         on_db!(self, pool => sqlx::query(
             "INSERT INTO counters (name, value) VALUES ('store_write_probe', $1) \
              ON CONFLICT (name) DO UPDATE SET value = excluded.value",

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use jesse_mcp_tests::*;
 use serde_json::Value;
 
-const LONG: Duration = Duration::from_secs(120);
+/// Runner start-up takes seconds, but minutes on a loaded 2-core machine.
+const LONG: Duration = Duration::from_secs(300);
 
 fn children_of(parent: u32) -> Vec<u32> {
     std::fs::read_dir("/proc")
@@ -158,7 +159,7 @@ async fn a_job_fails_as_runner_unavailable_when_no_runner_can_start() {
     .await;
     app.import_csv(&synthetic_csv("2024-01-01", "2024-02-15", 3))
         .await;
-    app.wait_worker_ready(0).await;
+    wait_log(&app.dir.path().join("worker-0.log"), "worker ready").await;
     wait_runners_ready(&app, "/ready", 1, Duration::from_secs(15)).await;
 
     std::fs::remove_file(&venv).unwrap();
@@ -189,7 +190,7 @@ async fn a_job_fails_as_runner_unavailable_when_no_runner_can_start() {
 
     // The venv is back: the next respawn (backoff at most 30 s) succeeds.
     std::os::unix::fs::symlink(&real_venv, &venv).unwrap();
-    wait_runners_ready(&app, "/ready", 1, Duration::from_secs(60)).await;
+    wait_runners_ready(&app, "/ready", 1, LONG).await;
     let job_id = app
         .submit(&backtest_body("SmaCross", "1h", "2024-01-20", "2024-02-10"))
         .await;

@@ -87,7 +87,7 @@ impl Api {
     }
 
     async fn submit(&self) -> (u16, Value) {
-        let body = backtest_body("SmaCross", "1h", "2024-01-02", "2024-01-09");
+        let body = backtest_body("SmaCross", "1h", "2024-01-12", "2024-01-14");
         self.post(
             "/v1/backtests",
             "application/json",
@@ -161,7 +161,7 @@ async fn a_full_disk_answers_store_full_and_the_store_recovers_when_space_return
         _stop: stop,
     };
     let (status, body) = api
-        .upload(SYMBOL, synthetic_csv("2024-01-01", "2024-01-10", 1))
+        .upload(SYMBOL, synthetic_csv("2024-01-01", "2024-01-15", 1))
         .await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = api.submit().await;
@@ -195,13 +195,24 @@ async fn a_full_disk_answers_store_full_and_the_store_recovers_when_space_return
     let (status, body) = api.get("/ready").await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "store_full", "{body}");
+    // A submit is small: it may still fit; if not, it fails with the envelope.
     for _ in 0..12 {
         let (status, body) = api.submit().await;
         assert!(
-            matches!(status, 503 | 507) && body["error"]["code"].is_string(),
-            "a submit on a full disk fails with the envelope: {status} {body}"
+            status == 202 || (matches!(status, 503 | 507) && body["error"]["code"].is_string()),
+            "a submit on a full disk is 202 or fails with the envelope: {status} {body}"
         );
     }
+    // A second large write fails the same way, committing nothing new it does not report.
+    let (status, body) = api.upload("ETH-USDT", csv.clone()).await;
+    assert_eq!(status, 507, "{body}");
+    assert_eq!(body["error"]["code"], "store_full", "{body}");
+    let stored = api.stored_rows("ETH-USDT").await;
+    let committed = &body["error"]["details"]["committed"];
+    assert!(
+        committed.is_null() || committed["inserted"].as_i64().is_some(),
+        "{body}"
+    );
 
     std::fs::remove_file(&filler).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -251,13 +251,10 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
             let mut announced: Option<(usize, std::time::Instant)> = None;
             loop {
                 let live = pool.live();
-                let due = announced
-                    .is_none_or(|(last, at)| last != live || at.elapsed() >= heartbeat);
+                let due =
+                    announced.is_none_or(|(last, at)| last != live || at.elapsed() >= heartbeat);
                 if due {
-                    match store
-                        .announce_worker(&id, live as i64, runners, ttl)
-                        .await
-                    {
+                    match store.announce_worker(&id, live as i64, runners, ttl).await {
                         Ok(()) => announced = Some((live, std::time::Instant::now())),
                         Err(e) => {
                             tracing::warn!(error = %e, "could not renew this worker's entry")

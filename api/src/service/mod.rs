@@ -52,6 +52,10 @@ struct Inner {
     engine: Engine,
     /// Tells MCP sessions that the set of strategies changed.
     strategy_set_changed: tokio::sync::broadcast::Sender<()>,
+    /// The last write probe of /health and /ready and when it ran: probes
+    /// run one at a time and at most once a second, however often (and by
+    /// however many unauthenticated callers) /health is asked.
+    write_probe: tokio::sync::Mutex<Option<(Instant, Result<(), ApiError>)>>,
 }
 
 /// The answer to a submit: the job to poll.
@@ -270,6 +274,7 @@ impl Service {
             inner: Arc::new(Inner {
                 engine: Engine::new(store, queue, strategies_dir),
                 strategy_set_changed,
+                write_probe: Default::default(),
             }),
         }
     }
@@ -305,6 +310,18 @@ impl Service {
     /// writes while reads still work). A probe that waits for another
     /// writer's lock is not a failure.
     async fn writable(&self) -> Result<(), ApiError> {
+        let mut last = self.inner.write_probe.lock().await;
+        if let Some((at, answer)) = last.as_ref()
+            && at.elapsed() < Duration::from_secs(1)
+        {
+            return answer.clone();
+        }
+        let answer = self.probe_write().await;
+        *last = Some((Instant::now(), answer.clone()));
+        answer
+    }
+
+    async fn probe_write(&self) -> Result<(), ApiError> {
         let probe = self.inner.engine.store().probe_write();
         match tokio::time::timeout(Duration::from_secs(2), probe).await {
             Ok(Err(e)) if jesse_mcp_core::error::is_full(&e) => {
