@@ -310,7 +310,10 @@ fn free_bytes(file: &Path) -> Option<u64> {
     }
     // SAFETY: statvfs succeeded, so it filled the buffer.
     let stat = unsafe { stat.assume_init() };
-    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+    // The field types differ between targets (u32 on some 32-bit ones).
+    #[allow(clippy::unnecessary_cast)]
+    let free = stat.f_bavail as u64 * stat.f_frsize as u64;
+    Some(free)
 }
 
 /// A `jobs` row as both engines return it.
