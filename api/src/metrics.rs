@@ -1,7 +1,8 @@
 //! `GET /metrics` in the Prometheus text format: queue depth per kind, jobs by
 //! kind and status, a job duration histogram, and counters workers report
-//! through the store (runner restarts). Read from the store and the queue, so
-//! any API instance reports the same numbers for the whole deployment.
+//! through the store (runner restarts, runner start failures). Read from the
+//! store and the queue, so any API instance reports the same numbers for the
+//! whole deployment.
 
 use std::fmt::Write;
 
@@ -72,5 +73,14 @@ pub async fn render(service: &Service) -> Result<String, ApiError> {
         .map_or(0, |(_, v)| *v);
     out.push_str("# HELP jesse_mcp_runner_restarts_total Runner processes replaced after dying or being killed.\n# TYPE jesse_mcp_runner_restarts_total counter\n");
     let _ = writeln!(out, "jesse_mcp_runner_restarts_total {restarts}");
+    let start_failures = counters
+        .iter()
+        .find(|(n, _)| n == "runner_start_failures")
+        .map_or(0, |(_, v)| *v);
+    out.push_str("# HELP jesse_mcp_runner_start_failures_total Runner processes that failed to start (at worker start or when replacing a dead one).\n# TYPE jesse_mcp_runner_start_failures_total counter\n");
+    let _ = writeln!(
+        out,
+        "jesse_mcp_runner_start_failures_total {start_failures}"
+    );
     Ok(out)
 }

@@ -495,6 +495,10 @@ pub const JOB_ERROR_CODES: &[(&str, &str)] = &[
         "The runner process died under the job on every attempt (JESSE_MCP_MAX_ATTEMPTS).",
     ),
     (
+        "runner_unavailable",
+        "None of the worker's runners could start for JESSE_MCP_RUNNER_UNAVAILABLE_SECS while the job waited (see /metrics `jesse_mcp_runner_start_failures_total` and the worker's log); submit it again once the worker is healthy.",
+    ),
+    (
         "runner_error",
         "Jesse or the runner raised outside the strategy; `details` carries the exception.",
     ),

@@ -366,14 +366,14 @@ pub fn routes() -> Vec<Route> {
         Route::get("/health", health)
             .open()
             .doc("health", "operations", "Liveness, store and queue reachability, queue depth")
-            .describe("Always open (no token). 503 `unavailable` when the store or the queue does not answer.")
+            .describe("Always open (no token). 503 `unavailable` when the store or the queue does not answer; 503 `store_full` when the store answers reads but its disk is full (a write probe, at most once a second).")
             .reply(200, "alive", health_schema),
         Route::get("/ready", ready)
-            .doc("ready", "operations", "Readiness: the store and the queue both answer")
+            .doc("ready", "operations", "Readiness: the store and the queue both answer and the store takes writes (503 `store_full` otherwise)")
             .reply(200, "ready to take work", ready_schema),
         Route::get("/metrics", metrics)
             .doc("metrics", "operations", "Prometheus metrics")
-            .describe("Text exposition format 0.0.4: `jesse_mcp_queue_depth{kind}`, `jesse_mcp_jobs{kind,status}`, `jesse_mcp_job_duration_seconds` (histogram per kind), `jesse_mcp_runner_restarts_total`.")
+            .describe("Text exposition format 0.0.4: `jesse_mcp_queue_depth{kind}`, `jesse_mcp_jobs{kind,status}`, `jesse_mcp_job_duration_seconds` (histogram per kind), `jesse_mcp_runner_restarts_total`, `jesse_mcp_runner_start_failures_total`.")
             .reply_text(200, "metrics", "text/plain"),
         Route::get("/v1/openapi.json", openapi)
             .stateless()

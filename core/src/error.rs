@@ -41,6 +41,23 @@ pub enum StoreError {
     Queue(String),
     #[error("configuration error: {0}")]
     Config(String),
+    /// A write of many parts (a CSV upload's chunks) failed after some parts
+    /// were committed: `committed` says exactly what is stored.
+    #[error("{error} (after {} rows were committed)", committed.inserted + committed.updated + committed.unchanged)]
+    Partial {
+        committed: crate::store::UpsertCounts,
+        error: Box<StoreError>,
+    },
+}
+
+impl StoreError {
+    /// The error under a [`StoreError::Partial`].
+    pub fn cause(&self) -> &StoreError {
+        match self {
+            StoreError::Partial { error, .. } => error.cause(),
+            other => other,
+        }
+    }
 }
 
 /// A refusal or failure as the frontends report it: an HTTP status plus the
@@ -108,20 +125,63 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         tracing::error!(error = %error, "store error");
-        if let StoreError::Queue(_) = error {
-            return ApiError::unavailable("the queue is unreachable right now; retry shortly");
+        let committed = match &error {
+            StoreError::Partial { committed, .. } => Some(*committed),
+            _ => None,
+        };
+        let mut answer = if is_full(&error) {
+            ApiError::store_full(if committed.is_some() {
+                "the store's disk is full: the write stopped part-way and `details.committed` says \
+                 what is stored; free space on the data directory's disk and send it again \
+                 (rows already stored count as unchanged)"
+            } else {
+                "the store's disk is full: nothing was written; free space on the data \
+                 directory's disk and retry"
+            })
+        } else if let StoreError::Queue(_) = error {
+            ApiError::unavailable("the queue is unreachable right now; retry shortly")
+        } else if is_transient(&error) {
+            ApiError::unavailable("the store is busy or restarting; retry shortly")
+        } else {
+            ApiError::internal()
+        };
+        if let Some(committed) = committed {
+            answer = answer.with_details(serde_json::json!({ "committed": committed }));
         }
-        if is_transient(&error) {
-            return ApiError::unavailable("the store is busy or restarting; retry shortly");
+        answer
+    }
+}
+
+impl ApiError {
+    /// The store cannot grow (507 Insufficient Storage, `store_full`).
+    pub fn store_full(message: impl Into<String>) -> Self {
+        Self::new(
+            http::StatusCode::INSUFFICIENT_STORAGE,
+            "store_full",
+            message,
+        )
+    }
+}
+
+/// The store's (or the SQLite queue's) disk is full: SQLite's SQLITE_FULL (13),
+/// Postgres' disk_full (53100), or ENOSPC from the file system. Passes once
+/// space is freed; the store needs no restart.
+pub fn is_full(error: &StoreError) -> bool {
+    match error.cause() {
+        StoreError::Database(sqlx::Error::Database(db)) => {
+            matches!(db.code().as_deref(), Some("13" | "53100"))
+                || db.message().contains("disk is full")
         }
-        ApiError::internal()
+        StoreError::Database(sqlx::Error::Io(e)) => e.kind() == std::io::ErrorKind::StorageFull,
+        StoreError::Queue(message) => message.contains("disk is full"),
+        _ => false,
     }
 }
 
 /// Errors that pass on their own: a busy SQLite file, a Postgres that is
 /// restarting or unreachable, a connection that broke mid-request.
 pub fn is_transient(error: &StoreError) -> bool {
-    match error {
+    match error.cause() {
         StoreError::Database(
             sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
 use apalis_redis::{ConnectionManager, RedisStorage};
-use apalis_sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteStorage};
+use apalis_sqlite::{SqliteConnectOptions, SqlitePool, SqliteStorage};
 use sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 
 use crate::error::StoreError;
@@ -96,7 +96,7 @@ impl Queue {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(30));
-                let pool = SqlitePoolOptions::new()
+                let pool = crate::store::sqlite_pool_options()
                     .max_connections(4)
                     .connect_with(options)
                     .await

@@ -270,6 +270,52 @@ macro_rules! in_tx {
     };
 }
 
+/// SQLite pool options under which a connection whose transaction did not
+/// end cleanly is closed instead of pooled. When a statement or the COMMIT
+/// fails with SQLITE_FULL (or IOERR), SQLite may already have rolled the
+/// transaction back; the ROLLBACK sqlx then issues fails, its transaction depth
+/// stays 1, and every later `begin_with` on that connection would fail
+/// ("attempted to call begin_with at non-zero transaction depth") long after
+/// space is back. The queue's pool uses the same options.
+pub fn sqlite_pool_options() -> SqlitePoolOptions {
+    SqlitePoolOptions::new().after_release(|conn, _| {
+        Box::pin(async move {
+            use sqlx::Connection;
+            // Runs the ROLLBACK a dropped transaction queued, then looks.
+            conn.ping().await?;
+            if conn.is_in_transaction() {
+                tracing::warn!("closing a store connection left inside a failed transaction");
+                return Ok(false);
+            }
+            Ok(true)
+        })
+    })
+}
+
+/// Free space below which a SQLite store counts as full (see [`Store::probe_write`]).
+pub const MIN_FREE_BYTES: u64 = 1 << 20;
+
+/// Bytes available to this process on the file system holding `file`.
+fn free_bytes(file: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let dir = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and a statvfs buffer the call fills.
+    if unsafe { libc::statvfs(dir.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs succeeded, so it filled the buffer.
+    let stat = unsafe { stat.assume_init() };
+    // The field types differ between targets (u32 on some 32-bit ones).
+    #[allow(clippy::unnecessary_cast)]
+    let free = stat.f_bavail as u64 * stat.f_frsize as u64;
+    Some(free)
+}
+
 /// A `jobs` row as both engines return it.
 #[derive(sqlx::FromRow)]
 struct JobRow {
@@ -356,7 +402,7 @@ impl Store {
                 // Range scans of candles read pages through a memory map instead of
                 // copying each one out of the OS cache (about a third faster for a year).
                 .pragma("mmap_size", "4294967296");
-            let pool = SqlitePoolOptions::new()
+            let pool = sqlite_pool_options()
                 .max_connections(8)
                 .connect_with(options)
                 .await?;
@@ -916,13 +962,27 @@ impl Store {
             unchanged: (candles.len() - rows.len()) as u64,
             ..UpsertCounts::default()
         };
+        let mut committed_any = false;
         for chunk in rows.chunks(UPSERT_CHUNK) {
-            let (inserted, affected) = self
+            // Each chunk commits on its own (the write lock is held for one chunk
+            // at a time); a failure part-way says what the earlier ones stored.
+            let (inserted, affected) = match self
                 .upsert_chunk(exchange, symbol, source.as_str(), chunk)
-                .await?;
+                .await
+            {
+                Ok(written) => written,
+                Err(error) if committed_any => {
+                    return Err(StoreError::Partial {
+                        committed: counts,
+                        error: Box::new(error),
+                    });
+                }
+                Err(error) => return Err(error),
+            };
             counts.inserted += inserted;
             counts.updated += affected.saturating_sub(inserted);
             counts.unchanged += (chunk.len() as u64).saturating_sub(affected);
+            committed_any = true;
         }
         Ok(counts)
     }
@@ -1172,6 +1232,31 @@ impl Store {
         )
         .bind(name)
         .bind(delta)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    /// Writes (and commits) one small row: fails when the store cannot take
+    /// writes (a full disk: SQLITE_FULL, disk_full), which a read never shows.
+    /// On SQLite, a disk with less than [`MIN_FREE_BYTES`] free also fails the
+    /// probe: a small write may still fit (in the write-ahead log's space)
+    /// while a chunk of candles or a result no longer does.
+    pub async fn probe_write(&self) -> Result<()> {
+        if let Db::Sqlite(pool) = &self.db
+            && let Some(free) = free_bytes(pool.connect_options().get_filename())
+            && free < MIN_FREE_BYTES
+        {
+            return Err(StoreError::Database(sqlx::Error::Io(
+                std::io::ErrorKind::StorageFull.into(),
+            )));
+        }
+        on_db!(self, pool => sqlx::query(
+            "INSERT INTO counters (name, value) VALUES ('store_write_probe', $1) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(now_ms())
         .execute(pool)
         .await?
         .rows_affected());

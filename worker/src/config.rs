@@ -27,6 +27,11 @@ pub struct WorkerConfig {
     /// How long an interrupted runner may take to stop before it is killed.
     #[arg(long, env = "JESSE_MCP_KILL_GRACE_SECS", default_value_t = 5)]
     pub kill_grace_secs: u64,
+    /// How long a claimed job waits for a runner while none of this worker's
+    /// runners is alive (every respawn failing, e.g. a broken venv) before it
+    /// fails with `runner_unavailable`. Busy runners are waited for without bound.
+    #[arg(long, env = "JESSE_MCP_RUNNER_UNAVAILABLE_SECS", default_value_t = 120)]
+    pub runner_unavailable_secs: u64,
     /// Attempts per job when runners die under it (crashes, not strategy errors).
     #[arg(long, env = "JESSE_MCP_MAX_ATTEMPTS", default_value_t = 3)]
     pub max_attempts: i64,

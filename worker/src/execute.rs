@@ -22,7 +22,7 @@ use jesse_mcp_core::candles::{self, Candle, synthetic};
 use crate::candle_cache::CandleCache;
 use crate::config::WorkerConfig;
 use crate::job_events::JobEvents;
-use crate::pool::{Pool, RunError};
+use crate::pool::{Pool, RunError, RunnerUnavailable};
 use crate::protocol::{RunRequest, SeriesHeader};
 
 /// Deep validation is a smoke test: it must be short.
@@ -297,6 +297,13 @@ impl Executor {
                         return Ok(());
                     }
                     last_loss = reason;
+                }
+                Err(e) if e.downcast_ref::<RunnerUnavailable>().is_some() => {
+                    tracing::error!(job.id = job_id, error = %e, "no runner to run the job");
+                    let error = ErrorBody::new("runner_unavailable", e.to_string());
+                    self.finish(&job, JobStatus::Failed, Some(&error), None)
+                        .await?;
+                    return Ok(());
                 }
                 Err(e) => {
                     tracing::error!(job.id = job_id, error = %format!("{e:#}"), "internal error running job");

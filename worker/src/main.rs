@@ -113,7 +113,7 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     let size = config.runner_count();
     let python = std::path::absolute(&config.python)?;
     let spec = RunnerSpec {
-        exe: std::env::current_exe()?,
+        exe: own_executable()?,
         python,
         scratch_root: std::path::absolute(config.backends.data_dir.join("runners"))?,
         startup_timeout: Duration::from_secs(120),
@@ -147,7 +147,19 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     {
         tracing::warn!(error = %e, "could not announce this worker");
     }
-    let pool = Pool::start(spec, size).await?;
+    let pool = match Pool::start(
+        spec,
+        size,
+        Duration::from_secs(config.runner_unavailable_secs),
+    )
+    .await
+    {
+        Ok(pool) => pool,
+        Err(e) => {
+            let _ = store.add_to_counter("runner_start_failures", 1).await;
+            return Err(e);
+        }
+    };
     let sandbox = pool.sandbox_status().await.unwrap_or_default();
     sandbox::log_status(&sandbox);
     let candles = candle_cache::CandleCache::new(config.candle_cache_mb * 1024 * 1024);
@@ -225,20 +237,31 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
         .shutdown_timeout(Duration::from_secs(config.shutdown_grace_secs))
         .run_with_signal(shutdown_signal());
     // The fleet's runners (a parent's default in-flight cap) count this
-    // process's while it renews its entry.
+    // process's while it renews its entry. Only live runners count as ready
+    // (/health, /ready): a change is announced within a second, not a heartbeat.
     {
-        let (store, id, runners) = (
+        let (store, id, runners, pool) = (
             executor.engine.store().clone(),
             executor.owner.clone(),
             size as i64,
+            pool.clone(),
         );
         let ttl = (heartbeat * 3).as_millis() as i64;
         tokio::spawn(async move {
+            let mut announced: Option<(usize, std::time::Instant)> = None;
             loop {
-                if let Err(e) = store.heartbeat_worker(&id, runners, ttl).await {
-                    tracing::warn!(error = %e, "could not renew this worker's entry");
+                let live = pool.live();
+                let due =
+                    announced.is_none_or(|(last, at)| last != live || at.elapsed() >= heartbeat);
+                if due {
+                    match store.announce_worker(&id, live as i64, runners, ttl).await {
+                        Ok(()) => announced = Some((live, std::time::Instant::now())),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not renew this worker's entry")
+                        }
+                    }
                 }
-                tokio::time::sleep(heartbeat).await;
+                tokio::time::sleep(Duration::from_secs(1).min(heartbeat)).await;
             }
         });
     }
@@ -246,21 +269,28 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     if let Err(e) = sandbox::publish(executor.engine.store(), &sandbox).await {
         tracing::warn!(error = %e, "could not publish the sandbox status");
     }
-    // Runner restarts are reported through the store, for the API's /metrics.
+    // Runner restarts and start failures are reported through the store, for
+    // the API's /metrics.
     {
         let (pool, store) = (pool.clone(), executor.engine.store().clone());
         tokio::spawn(async move {
-            let mut reported = 0;
+            let mut reported = [0, 0];
             loop {
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                let now = pool.restarts.load(std::sync::atomic::Ordering::Relaxed);
-                if now > reported
-                    && store
-                        .add_to_counter("runner_restarts", (now - reported) as i64)
-                        .await
-                        .is_ok()
+                let counts = [&pool.restarts, &pool.start_failures]
+                    .map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+                for (i, name) in ["runner_restarts", "runner_start_failures"]
+                    .into_iter()
+                    .enumerate()
                 {
-                    reported = now;
+                    if counts[i] > reported[i]
+                        && store
+                            .add_to_counter(name, (counts[i] - reported[i]) as i64)
+                            .await
+                            .is_ok()
+                    {
+                        reported[i] = counts[i];
+                    }
                 }
             }
         });
@@ -280,6 +310,19 @@ async fn serve(config: WorkerConfig) -> anyhow::Result<()> {
     stopped.context("worker monitor failed")?;
     // Detached job tasks may still wait on killed runners; they record nothing now.
     std::process::exit(0)
+}
+
+/// The binary runners are started from: this very process's executable
+/// (`/proc/self/exe`, which a child execs as the inode this worker runs, even
+/// after a rebuild replaced or deleted the file at its path), never the path
+/// in a build directory another checkout may have rebuilt against another venv.
+fn own_executable() -> anyhow::Result<PathBuf> {
+    let own = PathBuf::from("/proc/self/exe");
+    if own.exists() {
+        return Ok(own);
+    }
+    tracing::warn!("/proc/self/exe is unavailable; runners start from this binary's path");
+    Ok(std::env::current_exe()?)
 }
 
 async fn run_job(

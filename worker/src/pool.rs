@@ -14,6 +14,7 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -441,28 +442,66 @@ async fn read_frame(reader: &mut FrameReader) -> Result<Vec<u8>, FrameError> {
     }
 }
 
+/// No runner of this worker could start for [`Pool::unavailable_after`] while a
+/// job waited for one: the job fails with `runner_unavailable` instead of
+/// staying `running` for as long as the runners keep failing to start.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no runner of this worker could start within {} s (runner start failures: see the worker's log); submit the job again once the worker is healthy",
+    waited.as_secs()
+)]
+pub struct RunnerUnavailable {
+    pub waited: Duration,
+}
+
 /// A fixed number of runners; a job checks one out and must give it back.
 pub struct Pool {
     spec: RunnerSpec,
+    size: usize,
     idle: Mutex<Vec<Runner>>,
     permits: Semaphore,
-    pub restarts: std::sync::atomic::AtomicU64,
+    /// Runners dead and not yet replaced (their respawn is under way or failing).
+    down: AtomicUsize,
+    /// When `down` last reached `size` (no live runner at all); None while one lives.
+    all_down_since: std::sync::Mutex<Option<Instant>>,
+    /// How long a job waits for a runner while none is alive before it fails.
+    unavailable_after: Duration,
+    pub restarts: AtomicU64,
+    /// Runner processes that failed to start (respawns included), for /metrics.
+    pub start_failures: AtomicU64,
 }
 
 impl Pool {
-    pub async fn start(spec: RunnerSpec, size: usize) -> anyhow::Result<Arc<Pool>> {
+    pub async fn start(
+        spec: RunnerSpec,
+        size: usize,
+        unavailable_after: Duration,
+    ) -> anyhow::Result<Arc<Pool>> {
         let runners =
             futures::future::try_join_all((0..size).map(|slot| Runner::spawn(&spec, slot))).await?;
-        Ok(Arc::new(Pool {
+        let pool = Arc::new(Pool {
             spec,
+            size,
             idle: Mutex::new(runners),
             permits: Semaphore::new(size),
+            down: Default::default(),
+            all_down_since: Default::default(),
+            unavailable_after,
             restarts: Default::default(),
-        }))
+            start_failures: Default::default(),
+        });
+        pool.clone().watch_idle();
+        Ok(pool)
     }
 
     pub fn spec(&self) -> &RunnerSpec {
         &self.spec
+    }
+
+    /// Runners alive (idle or running a job), for the worker's announcements
+    /// behind /health and /ready: a dead runner whose respawn fails is not ready.
+    pub fn live(&self) -> usize {
+        self.size.saturating_sub(self.down.load(Ordering::SeqCst))
     }
 
     /// The sandbox status of one idle runner (they all share the machine).
@@ -470,16 +509,48 @@ impl Pool {
         self.idle.lock().await.first().map(|r| r.sandbox.clone())
     }
 
-    pub async fn checkout(&self) -> anyhow::Result<Runner> {
-        let permit = self.permits.acquire().await.context("runner pool closed")?;
-        permit.forget();
-        let runner = self.idle.lock().await.pop();
-        match runner {
-            Some(runner) => Ok(runner),
-            None => {
-                self.permits.add_permits(1);
-                bail!("no idle runner although a permit was free")
+    /// A live runner. Waits while runners are busy (they come back); while none
+    /// is alive (every respawn failing) it waits at most `unavailable_after`, then
+    /// fails with [`RunnerUnavailable`].
+    pub async fn checkout(self: &Arc<Self>) -> anyhow::Result<Runner> {
+        let waiting_since = Instant::now();
+        loop {
+            let permit = tokio::select! {
+                permit = self.permits.acquire() => permit.context("runner pool closed")?,
+                () = self.none_alive_for(waiting_since) => {
+                    return Err(RunnerUnavailable { waited: self.unavailable_after }.into());
+                }
+            };
+            permit.forget();
+            let runner = self.idle.lock().await.pop();
+            match runner {
+                // Died while idle, after the watcher last looked: replace it and
+                // wait for another one rather than losing an attempt on it.
+                Some(mut runner) => {
+                    if !runner.is_dead() {
+                        return Ok(runner);
+                    }
+                    self.replace(runner);
+                }
+                None => {
+                    self.permits.add_permits(1);
+                    bail!("no idle runner although a permit was free")
+                }
             }
+        }
+    }
+
+    /// Resolves once no runner has been alive for `unavailable_after`, counted
+    /// from `since` at the earliest.
+    async fn none_alive_for(&self, since: Instant) {
+        loop {
+            let down_since = *self.all_down_since.lock().expect("pool lock");
+            if let Some(down_since) = down_since
+                && down_since.max(since).elapsed() >= self.unavailable_after
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
@@ -491,11 +562,52 @@ impl Pool {
             self.permits.add_permits(1);
             return;
         }
-        self.restarts
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.replace(runner);
+    }
+
+    /// Finds runners that died while idle (killed, out of memory) and replaces
+    /// them, so the pool's live count (and /ready) says so before a job meets one.
+    fn watch_idle(self: Arc<Self>) {
+        let pool = Arc::downgrade(&self);
+        drop(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let Some(pool) = pool.upgrade() else { return };
+                if pool.permits.is_closed() {
+                    return;
+                }
+                // Holding a permit entitles us to take one idle runner, like a job.
+                let Ok(permit) = pool.permits.try_acquire() else {
+                    continue;
+                };
+                let dead = {
+                    let mut idle = pool.idle.lock().await;
+                    let at = idle.iter_mut().position(Runner::is_dead);
+                    at.map(|at| idle.swap_remove(at))
+                };
+                match dead {
+                    Some(runner) => {
+                        permit.forget();
+                        tracing::warn!(slot = runner.slot, "idle runner died; replacing it");
+                        pool.replace(runner);
+                    }
+                    None => drop(permit),
+                }
+            }
+        });
+    }
+
+    /// Replaces a dead runner in the background, retrying with a backoff while
+    /// starting one fails; the slot counts as down until a fresh runner is idle.
+    fn replace(self: &Arc<Self>, mut runner: Runner) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+        self.mark_down(1);
         let pool = Arc::clone(self);
         let slot = runner.slot;
         tokio::spawn(async move {
+            let ended = runner.reap().await;
+            tracing::info!(slot, ended, "replacing runner");
             let mut backoff = Duration::from_secs(1);
             let fresh = loop {
                 if pool.permits.is_closed() {
@@ -504,6 +616,7 @@ impl Pool {
                 match Runner::spawn(&pool.spec, slot).await {
                     Ok(fresh) => break fresh,
                     Err(e) => {
+                        pool.start_failures.fetch_add(1, Ordering::Relaxed);
                         tracing::error!(slot, error = %format!("{e:#}"), "respawning runner failed; retrying in {backoff:?}");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -511,8 +624,23 @@ impl Pool {
                 }
             };
             pool.idle.lock().await.push(fresh);
+            pool.mark_down(-1);
             pool.permits.add_permits(1);
         });
+    }
+
+    fn mark_down(&self, delta: isize) {
+        let mut since = self.all_down_since.lock().expect("pool lock");
+        let down = if delta >= 0 {
+            self.down.fetch_add(delta as usize, Ordering::SeqCst) + delta as usize
+        } else {
+            self.down.fetch_sub(delta.unsigned_abs(), Ordering::SeqCst) - delta.unsigned_abs()
+        };
+        if down >= self.size {
+            since.get_or_insert_with(Instant::now);
+        } else {
+            *since = None;
+        }
     }
 
     pub async fn shutdown(&self) {

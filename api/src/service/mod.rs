@@ -52,6 +52,10 @@ struct Inner {
     engine: Engine,
     /// Tells MCP sessions that the set of strategies changed.
     strategy_set_changed: tokio::sync::broadcast::Sender<()>,
+    /// The last write probe of /health and /ready and when it ran: probes
+    /// run one at a time and at most once a second, however often (and by
+    /// however many unauthenticated callers) /health is asked.
+    write_probe: tokio::sync::Mutex<Option<(Instant, Result<(), ApiError>)>>,
 }
 
 /// The answer to a submit: the job to poll.
@@ -270,6 +274,7 @@ impl Service {
             inner: Arc::new(Inner {
                 engine: Engine::new(store, queue, strategies_dir),
                 strategy_set_changed,
+                write_probe: Default::default(),
             }),
         }
     }
@@ -297,11 +302,45 @@ impl Service {
                 tracing::error!(error = %e, "readiness: queue unreachable");
                 ApiError::unavailable("the queue is unreachable")
             })?;
+        self.writable().await?;
         Ok(json!({"ready": true}))
+    }
+
+    /// The store takes writes: a probe write answers (a full disk fails
+    /// writes while reads still work). A probe that waits for another
+    /// writer's lock is not a failure.
+    async fn writable(&self) -> Result<(), ApiError> {
+        let mut last = self.inner.write_probe.lock().await;
+        if let Some((at, answer)) = last.as_ref()
+            && at.elapsed() < Duration::from_secs(1)
+        {
+            return answer.clone();
+        }
+        let answer = self.probe_write().await;
+        *last = Some((Instant::now(), answer.clone()));
+        answer
+    }
+
+    async fn probe_write(&self) -> Result<(), ApiError> {
+        let probe = self.inner.engine.store().probe_write();
+        match tokio::time::timeout(Duration::from_secs(2), probe).await {
+            Ok(Err(e)) if jesse_mcp_core::error::is_full(&e) => {
+                tracing::error!(error = %e, "the store is unwritable: its disk is full");
+                Err(ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "store_full",
+                    "the store's disk is full: reads work, writes fail; free space on the \
+                     data directory's disk",
+                ))
+            }
+            Ok(Err(e)) if !jesse_mcp_core::error::is_transient(&e) => Err(e.into()),
+            _ => Ok(()),
+        }
     }
 
     pub async fn health(&self) -> Result<Value, ApiError> {
         self.inner.engine.store().ping().await?;
+        self.writable().await?;
         let mut queue = serde_json::Map::new();
         for lane in Lane::ALL {
             queue.insert(
@@ -676,7 +715,16 @@ impl Service {
             .engine
             .store()
             .upsert_candles(exchange, symbol, CandleSource::Csv, &parsed.candles)
-            .await?;
+            .await
+            .map_err(|e| {
+                // A write stopped part-way says what it stored, of what was sent.
+                let mut error = ApiError::from(e);
+                if error.body.details["committed"].is_object() {
+                    error.body.details["rows_received"] = json!(received);
+                    error.body.details["rejected"] = json!(parsed.rejected);
+                }
+                error
+            })?;
         if counts.inserted > 0 {
             self.inner
                 .engine
