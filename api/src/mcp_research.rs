@@ -82,8 +82,8 @@ const OVERFITTING: &str = "Overfitting checks (do not skip them):\n\
 - An optimization's best trial is the best of many: read its `overfitting` section. PBO (probability of backtest \
 overfitting) above 0.5 means the in-sample winner is more likely than not to be below median out of sample; the \
 deflated Sharpe ratio corrects the best Sharpe for the number of trials. Report both, with their job id.\n\
-- Out of sample is what counts: walk-forward efficiency (out-of-sample ÷ in-sample annualized return) well below \
-0.5 means the edge does not survive new data.\n\
+- Out of sample is what counts: walk-forward efficiency (Pardo's: linear annual rate of profit out of sample ÷ in \
+sample) well below 0.5 means the edge does not survive new data.\n\
 - Monte Carlo on the trades shows how much of the result is the order of trades: quote the 5th percentile of total \
 return and the probability of a loss, not the original backtest alone.\n\
 - Every variant you try counts. Keep a tally of the configurations you tested, and say it when you report.\n";

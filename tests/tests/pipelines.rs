@@ -129,6 +129,21 @@ async fn the_evaluate_template_runs_end_to_end_and_reports() {
         assert_eq!(&ran_with[name], value, "{ran_with} vs {}", optimize["best"]);
     }
     assert_eq!(best_job["parent_id"], id.as_str());
+    // The backtests the verdict is read from ran without Jesse's fast mode;
+    // the trials with it (Jesse's default).
+    assert_eq!(provenance["params"]["fast_mode"], false);
+    assert_eq!(best["provenance"]["fast_mode"], false, "{best}");
+    let baseline = result_of(&app, step(&result, "baseline")["job_id"].as_str().unwrap()).await;
+    assert_eq!(baseline["provenance"]["fast_mode"], false);
+    let walk = result_of(
+        &app,
+        step(&result, "walk_forward")["job_id"].as_str().unwrap(),
+    )
+    .await;
+    for w in walk["windows"].as_array().unwrap() {
+        assert_eq!(w["out_of_sample_fast_mode"], false, "{w}");
+        assert_eq!(w["in_sample_fast_mode"], true, "{w}");
+    }
     let mc = result_of(
         &app,
         step(&result, "monte_carlo")["job_id"].as_str().unwrap(),

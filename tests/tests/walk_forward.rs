@@ -161,7 +161,8 @@ async fn windows_tile_the_range_and_match_bare_jesse_out_of_sample() {
         "config": {"starting_balance": 10000, "fee": 0.001, "type": "futures", "futures_leverage": 1,
                    "futures_leverage_mode": "cross", "exchange": EXCHANGE, "warm_up_candles": 240},
         "hyperparameters": {"fast": w["params"]["fast"], "slow": 40, "risk": 0.5},
-        "fast_mode": true,
+        // Out of sample runs without fast mode (it changes metrics).
+        "fast_mode": false,
     }))
     .await;
     assert_metrics_identical(&oos["metrics"], &reference["metrics"]);
@@ -226,6 +227,109 @@ async fn windows_tile_the_range_and_match_bare_jesse_out_of_sample() {
         study["study"]["training"]["start_date"],
         w["in_sample"]["start_date"]
     );
+}
+
+fn days_of(period: &Value) -> f64 {
+    let day = |k: &str| ms(period[k].as_str().unwrap()) / 86_400_000;
+    (day("end_date") - day("start_date")) as f64
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+}
+
+/// Walk-forward efficiency is Pardo's, recomputed here from the result's own
+/// window metrics: linear annual rates (net % × 365 / days), out of sample ÷
+/// in sample, per window and for the whole analysis. The out-of-sample
+/// backtests ran with fast mode off; the trials with Jesse's default (on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn efficiency_is_pardos_and_out_of_sample_runs_without_fast_mode() {
+    let app = TestApp::spawn(Options {
+        runners: 2,
+        ..Default::default()
+    })
+    .await;
+    app.import_csv(&synthetic_csv("2024-01-01", "2024-03-10", 21))
+        .await;
+    let (status, error) = app
+        .post_json(
+            "/v1/walk-forward",
+            &analysis(json!({"fast_mode_out_of_sample": "no"})),
+        )
+        .await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (422, Some("invalid_request")),
+        "{error}"
+    );
+    // Two windows: 30 in-sample days, then 10 out of sample, twice.
+    let id = submit(&app, &analysis(json!({"end_date": "2024-03-05"}))).await;
+    let job = app.wait(&id, Duration::from_secs(600)).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let (_, result) = app.get(&format!("/v1/jobs/{id}/result")).await;
+    let windows = result["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 2, "{result}");
+    let mut in_sample_rates = Vec::new();
+    for w in windows {
+        let in_net = w["in_sample_metrics"]["net_profit_percentage"]
+            .as_f64()
+            .unwrap();
+        let out_net = w["out_of_sample_metrics"]["net_profit_percentage"]
+            .as_f64()
+            .unwrap();
+        let in_rate = in_net * 365.0 / days_of(&w["in_sample"]);
+        let out_rate = out_net * 365.0 / days_of(&w["out_of_sample"]);
+        in_sample_rates.push(in_rate);
+        let e = &w["efficiency"];
+        if in_rate > 0.0 {
+            let value = e["value"].as_f64().unwrap_or(f64::NAN);
+            assert!(close(value, out_rate / in_rate), "{w}");
+        } else {
+            assert!(e["value"].is_null() && e["reason"].is_string(), "{w}");
+        }
+        assert!(close(
+            e["in_sample_annual_rate_percentage"].as_f64().unwrap(),
+            in_rate
+        ));
+        // The out-of-sample backtest says it ran without fast mode; the trials with it.
+        assert_eq!(w["out_of_sample_fast_mode"], false, "{w}");
+        assert_eq!(w["in_sample_fast_mode"], true, "{w}");
+        let (_, oos) = app
+            .get(&format!(
+                "/v1/jobs/{}/result",
+                w["out_of_sample_job_id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(oos["provenance"]["fast_mode"], false, "{oos}");
+        assert_eq!(oos["provenance"]["params"]["fast_mode"], false);
+    }
+    let mean = in_sample_rates.iter().sum::<f64>() / in_sample_rates.len() as f64;
+    assert!(mean > 0.0, "the set-up needs an in-sample profit: {result}");
+    let stitched = &result["stitched"];
+    let out_rate = stitched["total_return_percentage"].as_f64().unwrap() * 365.0
+        / stitched["days"].as_f64().unwrap();
+    let efficiency = &result["efficiency"];
+    assert!(
+        close(efficiency["value"].as_f64().unwrap(), out_rate / mean),
+        "reported {efficiency}, Pardo's {}",
+        out_rate / mean
+    );
+    assert!(
+        result["efficiency_method"]
+            .as_str()
+            .unwrap()
+            .contains("× 365 ÷ days")
+    );
+    assert!(
+        result["efficiency_compounded"]["method"]
+            .as_str()
+            .unwrap()
+            .starts_with("compounded")
+    );
+    assert_eq!(stitched["fast_mode"], false);
+    assert_eq!(result["setup"]["fast_mode_out_of_sample"], false);
+    assert_eq!(result["setup"]["fast_mode_trials"], true);
+    assert_eq!(job["summary"]["efficiency"], efficiency["value"], "{job}");
 }
 
 /// Postgres + Redis: kill -9 the worker mid-analysis; another finishes it, and

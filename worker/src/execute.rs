@@ -663,6 +663,8 @@ impl Executor {
                 "data": data,
                 "candles": fingerprints,
                 "params": job.params,
+                // Jesse's fast mode changes metrics: every result says which ran.
+                "fast_mode": plan.fast_mode,
             },
             "gaps": plan.gap_report,
             "timings": timings,

@@ -5,8 +5,12 @@
 //! ended, each window's chosen parameters (the best training fitness) run as a
 //! child backtest on its out-of-sample period. The result stitches the
 //! out-of-sample daily returns into one curve and judges it: metrics of the
-//! stitched series, walk-forward efficiency, the t-statistic of its daily
-//! returns, parameter stability, and a verdict with its reasons.
+//! stitched series, walk-forward efficiency as Pardo defines it (linear
+//! annual rates of profit, out of sample ÷ in sample, per window and whole),
+//! the t-statistic of its daily returns, parameter stability, and a verdict
+//! with its reasons. The out-of-sample backtests run with Jesse's fast mode
+//! off unless the request asks (`fast_mode_out_of_sample`); the trials keep
+//! Jesse's default (on). Every window and the result say which ran.
 //!
 //! Durable like every parent: its phases are read from its children in the
 //! store (optimizations at indices 0..n, out-of-sample backtests at n..2n), so
@@ -85,6 +89,11 @@ pub struct WindowsSpec {
     /// Instead of test_days: this many windows after the first train_days.
     #[serde(default)]
     pub windows: Option<u32>,
+    /// Jesse's fast mode for the out-of-sample backtests the verdict is read
+    /// from (default false: fast mode changes metrics). The in-sample trials
+    /// follow `fast_mode` (default true, as in Jesse's optimize).
+    #[serde(default)]
+    pub fast_mode_out_of_sample: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -103,6 +112,7 @@ const WINDOW_FIELDS: &[&str] = &[
     "test_days",
     "step_days",
     "windows",
+    "fast_mode_out_of_sample",
 ];
 const REPLACED_FIELDS: &[&str] = &["training", "testing", "testing_fraction"];
 
@@ -173,6 +183,9 @@ struct WalkForwardPlan {
     /// Each window's optimization, planned at submit.
     studies: Vec<OptimizationPlan>,
     seed: u64,
+    /// Jesse's fast mode for the out-of-sample backtests.
+    #[serde(default)]
+    fast_mode_out_of_sample: bool,
 }
 
 fn day_string(day: i64) -> String {
@@ -331,6 +344,7 @@ fn plan(planner: &Planner, request: Value) -> BoxFuture<'_, Result<Value, ApiErr
             step_days: step,
             studies,
             seed,
+            fast_mode_out_of_sample: spec.fast_mode_out_of_sample.unwrap_or(false),
         };
         Ok(serde_json::to_value(plan).expect("plans serialize"))
     })
@@ -370,6 +384,7 @@ fn execute<'a>(rt: &'a dyn Runtime, job: &'a JobRecord) -> BoxFuture<'a, anyhow:
                 hyperparameters.extend(params);
                 testing.hyperparameters = Some(hyperparameters);
                 testing.include_equity_curve = true;
+                testing.fast_mode = plan.fast_mode_out_of_sample;
                 backtests.push((
                     n + i as i64,
                     serde_json::to_value(testing).expect("plans serialize"),
@@ -447,6 +462,45 @@ fn chosen(study: &Child) -> Option<Map<String, Value>> {
         .and_then(|b| b["best"]["params"].as_object().cloned())
 }
 
+/// What `efficiency.value` means, stated in every result.
+pub const EFFICIENCY_METHOD: &str = "Pardo (The Evaluation and Optimization of Trading Strategies, 2008): \
+annualized rate of profit out of sample ÷ annualized rate of profit in sample, both annualized linearly \
+(net profit % × 365 ÷ days, no compounding). Per window: (its out-of-sample net % × 365 ÷ its out-of-sample days) \
+÷ (its chosen trial's in-sample net % × 365 ÷ its in-sample days). Whole analysis: (the stitched out-of-sample net \
+% × 365 ÷ the stitched out-of-sample days) ÷ the mean of the linear in-sample rates of the windows that have an \
+out-of-sample result. Undefined (null, with the reason) when that in-sample rate is not positive.";
+
+/// Pardo's annualized rate of profit: the net profit in percent scaled to a
+/// year linearly (a 30 % 90-day period is 121.7 % a year, not 190 %).
+pub fn linear_annual_rate(net_percentage: f64, days: f64) -> f64 {
+    net_percentage * 365.0 / days
+}
+
+/// Out-of-sample rate ÷ in-sample rate (percent a year each), or null with
+/// the reason: a ratio over an in-sample rate that is not positive means
+/// nothing (a loss in sample would turn an out-of-sample loss into a
+/// positive efficiency).
+pub fn efficiency_of(out_of_sample_rate: Option<f64>, in_sample_rate: Option<f64>) -> Value {
+    let finite = |v: Option<f64>| v.filter(|v| v.is_finite());
+    let (out, inside) = (finite(out_of_sample_rate), finite(in_sample_rate));
+    let mut value = json!({
+        "value": null,
+        "out_of_sample_annual_rate_percentage": out,
+        "in_sample_annual_rate_percentage": inside,
+    });
+    match (out, inside) {
+        (Some(_), Some(i)) if i <= 0.0 => {
+            value["flag"] = json!("in_sample_return_not_positive");
+            value["reason"] =
+                json!("the in-sample rate of profit is not positive, so the ratio means nothing");
+        }
+        (Some(o), Some(i)) => value["value"] = json!(o / i),
+        (None, _) => value["reason"] = json!("no out-of-sample result"),
+        (_, None) => value["reason"] = json!("no in-sample result of the chosen trial"),
+    }
+    value
+}
+
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct WalkForwardResult {
     /// Per window: dates (end exclusive), chosen parameters, in- and out-of-sample metrics and job ids.
@@ -455,9 +509,17 @@ pub struct WalkForwardResult {
     /// The out-of-sample daily returns of every window, in order, as one curve.
     #[schemars(with = "Map<String, Value>")]
     pub stitched: Value,
-    /// Annualized out-of-sample return ÷ annualized in-sample return.
+    /// Pardo's walk-forward efficiency of the whole analysis (`efficiency_method`
+    /// says how): `value` (null with a `reason` when undefined), the two linear
+    /// annual rates of profit it divides, in percent per year.
     #[schemars(with = "Map<String, Value>")]
     pub efficiency: Value,
+    /// The formula `efficiency.value` (and each window's) follows, in words.
+    pub efficiency_method: String,
+    /// The same ratio with both returns compounded to a year instead, labelled
+    /// as such; not Pardo's, and the 0.5 / 0.2 thresholds do not apply to it.
+    #[schemars(with = "Map<String, Value>")]
+    pub efficiency_compounded: Value,
     /// The t-statistic of the stitched out-of-sample daily returns.
     pub t_statistic: Option<f64>,
     /// Per parameter: its chosen values across windows and how much they move.
@@ -485,8 +547,11 @@ async fn report(
         .unwrap_or(10_000.0);
     let mut rows = Vec::new();
     let mut stitched: Vec<(i64, f64)> = Vec::new();
-    let mut in_sample_annual: Vec<f64> = Vec::new();
+    // Per window with an out-of-sample result: (linear, compounded) annual in-sample rate.
+    let mut in_sample_rates: Vec<(f64, f64)> = Vec::new();
+    let trials_fast_mode = plan.studies.first().map(|s| s.training.fast_mode);
     let mut chosen_params: Vec<Map<String, Value>> = Vec::new();
+    let mut oos_modes: Vec<bool> = Vec::new();
     let mut reasons_missing = Vec::new();
     for (i, (w, study)) in plan.windows.iter().zip(&studies).enumerate() {
         let best = study
@@ -500,6 +565,30 @@ async fn report(
         let oos_metrics = oos
             .and_then(|b| b.body.as_ref())
             .map(|b| b["metrics"].clone());
+        let test_days = (w.test_end - w.test_start) as usize;
+        let train_days = (w.train_end - w.train_start) as f64;
+        let in_sample_net = best["training"]["net_profit_percentage"].as_f64();
+        let succeeded = oos
+            .and_then(|b| b.body.as_ref())
+            .filter(|_| oos.is_some_and(|b| b.status == JobStatus::Succeeded));
+        let out_of_sample_net =
+            succeeded.and_then(|b| b["metrics"]["net_profit_percentage"].as_f64());
+        let window_efficiency = efficiency_of(
+            out_of_sample_net.map(|net| linear_annual_rate(net, test_days as f64)),
+            in_sample_net.map(|net| linear_annual_rate(net, train_days)),
+        );
+        // The mode the backtest itself recorded, else the one it was planned with.
+        let oos_fast_mode = oos.map(|b| {
+            b.body
+                .as_ref()
+                .and_then(|b| {
+                    let p = &b["provenance"];
+                    p["fast_mode"]
+                        .as_bool()
+                        .or(p["params"]["fast_mode"].as_bool())
+                })
+                .unwrap_or(plan.fast_mode_out_of_sample)
+        });
         let row = json!({
             "window": i,
             "in_sample": {"start_date": day_string(w.train_start), "end_date": day_string(w.train_end)},
@@ -510,24 +599,24 @@ async fn report(
             "params": params,
             "in_sample_metrics": best["training"],
             "in_sample_fitness": best["fitness"],
+            "in_sample_fast_mode": plan.studies.get(i).map(|s| s.training.fast_mode),
             "out_of_sample_job_id": oos.map(|b| b.id.clone()),
             "out_of_sample_metrics": oos_metrics,
+            "out_of_sample_fast_mode": oos_fast_mode,
+            "efficiency": window_efficiency,
             "error": match (&params, oos) {
                 (None, _) => json!(study.error.clone().map_or_else(|| json!({"code": "no_feasible_trial", "message": "the window's study found no complete feasible trial"}), |e| json!(e))),
                 (Some(_), Some(b)) if b.status != JobStatus::Succeeded => json!(b.error),
                 _ => Value::Null,
             },
         });
-        let test_days = (w.test_end - w.test_start) as usize;
         // The part of this window no later window's out-of-sample covers.
         let own_days = plan.windows.get(i + 1).map_or(test_days, |next| {
             ((next.test_start - w.test_start) as usize).min(test_days)
         });
-        match oos
-            .and_then(|b| b.body.as_ref())
-            .filter(|_| oos.is_some_and(|b| b.status == JobStatus::Succeeded))
-        {
+        match succeeded {
             Some(body) => {
+                oos_modes.extend(oos_fast_mode);
                 let returns = daily_returns(&body["equity_curve"], test_days);
                 for (d, r) in returns.iter().take(own_days).enumerate() {
                     stitched.push((w.test_start + d as i64, *r));
@@ -535,9 +624,11 @@ async fn report(
                 if let Some(p) = &params {
                     chosen_params.push(p.clone());
                 }
-                if let Some(net) = best["training"]["net_profit_percentage"].as_f64() {
-                    let days = (w.train_end - w.train_start) as f64;
-                    in_sample_annual.push((1.0 + net / 100.0).powf(365.0 / days) - 1.0);
+                if let Some(net) = in_sample_net {
+                    in_sample_rates.push((
+                        linear_annual_rate(net, train_days),
+                        ((1.0 + net / 100.0).powf(365.0 / train_days) - 1.0) * 100.0,
+                    ));
                 }
             }
             None => reasons_missing.push(i),
@@ -574,20 +665,35 @@ async fn report(
     }
     let sharpe = crate::overfit::sharpe(&returns);
     let t_statistic = sharpe.map(|s| s * days.sqrt());
-    let in_sample = if in_sample_annual.is_empty() {
-        f64::NAN
-    } else {
-        in_sample_annual.iter().sum::<f64>() / in_sample_annual.len() as f64
+    let mean_of = |pick: fn(&(f64, f64)) -> f64| {
+        (!in_sample_rates.is_empty())
+            .then(|| in_sample_rates.iter().map(pick).sum::<f64>() / in_sample_rates.len() as f64)
     };
-    let efficiency = if in_sample.is_nan() || days == 0.0 {
-        json!({"value": null, "reason": "no window has both an in-sample choice and an out-of-sample result"})
-    } else if in_sample <= 0.0 {
-        json!({"value": null, "in_sample_annual_return": in_sample, "out_of_sample_annual_return": annual,
-               "flag": "in_sample_return_not_positive",
-               "reason": "the in-sample return is not positive, so the ratio means nothing"})
-    } else {
-        json!({"value": annual / in_sample, "in_sample_annual_return": in_sample, "out_of_sample_annual_return": annual})
+    let both = |mut e: Value| {
+        if in_sample_rates.is_empty() || days == 0.0 {
+            e["value"] = Value::Null;
+            e["reason"] =
+                json!("no window has both an in-sample choice and an out-of-sample result");
+            if let Some(o) = e.as_object_mut() {
+                o.remove("flag");
+            }
+        }
+        e
     };
+    let mut efficiency = both(efficiency_of(
+        Some(linear_annual_rate(total_return * 100.0, days)),
+        mean_of(|r| r.0),
+    ));
+    efficiency["out_of_sample_net_profit_percentage"] =
+        json!(Some(total_return * 100.0).filter(|v| v.is_finite()));
+    efficiency["out_of_sample_days"] = json!(returns.len());
+    efficiency["windows"] = json!(in_sample_rates.len());
+    let mut compounded = both(efficiency_of(Some(annual * 100.0), mean_of(|r| r.1)));
+    compounded["method"] = json!(
+        "compounded, not Pardo's: the stitched out-of-sample return compounded to 365 days ÷ the mean of the \
+windows' in-sample returns compounded to 365 days; a short high-return window inflates it, so the 0.5 / 0.2 \
+thresholds do not apply"
+    );
     let stability = stability(&chosen_params);
     let verdict = verdict(
         &efficiency,
@@ -599,6 +705,8 @@ async fn report(
     let finite = |v: f64| if v.is_finite() { json!(v) } else { Value::Null };
     let stitched_json = json!({
         "days": returns.len(),
+        // Every window's mode when they agree (null when they do not).
+        "fast_mode": oos_modes.first().filter(|m| oos_modes.iter().all(|x| x == *m)),
         "start_date": stitched.first().map(|(d, _)| day_string(*d)),
         "end_date": stitched.last().map(|(d, _)| day_string(d + 1)),
         "holes": holes,
@@ -624,11 +732,15 @@ async fn report(
         "seed": plan.seed,
         "choice_rule": "each window's best complete, feasible trial by training objective (ties: lower trial number)",
         "window_seeds": plan.studies.iter().map(|s| s.seed).collect::<Vec<_>>(),
+        "fast_mode_trials": trials_fast_mode,
+        "fast_mode_out_of_sample": plan.fast_mode_out_of_sample,
     });
     let result = WalkForwardResult {
         windows: rows,
         stitched: stitched_json,
         efficiency,
+        efficiency_method: EFFICIENCY_METHOD.to_string(),
+        efficiency_compounded: compounded,
         t_statistic,
         parameter_stability: stability,
         verdict,
@@ -685,7 +797,8 @@ fn stability(chosen: &[Map<String, Value>]) -> Value {
 }
 
 /// `robust` when the out-of-sample returns are positive and significant and
-/// keep at least half of the in-sample's; `overfit` when they lose money or
+/// keep at least half of the in-sample's rate of profit (Pardo's efficiency
+/// ≥ 0.5, the threshold his definition comes with); `overfit` when they lose money or
 /// keep almost nothing; `inconclusive` otherwise. The reasons say which.
 fn verdict(
     efficiency: &Value,
@@ -713,16 +826,18 @@ fn verdict(
     match efficiency["value"].as_f64() {
         Some(e) if e >= 0.5 => {
             good += 1;
-            reasons.push(format!("walk-forward efficiency {e:.2} ≥ 0.5"));
+            reasons.push(format!(
+                "walk-forward efficiency {e:.2} ≥ 0.5 (Pardo: linear annual rate of profit out of sample ÷ in sample)"
+            ));
         }
         Some(e) if e < 0.2 => {
             bad += 1;
             reasons.push(format!(
-                "walk-forward efficiency {e:.2} < 0.2: out of sample keeps little of in-sample"
+                "walk-forward efficiency {e:.2} < 0.2 (Pardo: linear annual rate of profit out of sample ÷ in sample): out of sample keeps little of in-sample"
             ));
         }
         Some(e) => reasons.push(format!(
-            "walk-forward efficiency {e:.2} is between 0.2 and 0.5"
+            "walk-forward efficiency {e:.2} is between 0.2 and 0.5 (Pardo: linear annual rate of profit out of sample ÷ in sample)"
         )),
         None => reasons.push(format!(
             "walk-forward efficiency undefined: {}",
@@ -790,6 +905,54 @@ mod tests {
                 .all(|p| p[1].test_start - p[0].test_start == 10)
         );
         assert!(o.iter().all(|w| w.test_end - w.test_start == 20));
+    }
+
+    #[test]
+    fn efficiency_is_pardos_linear_ratio() {
+        // The issue's case: 30 % in 90 days is 121.7 % a year linearly
+        // (compounding would make it 190 %).
+        let rate = linear_annual_rate(30.0, 90.0);
+        assert!((rate - 30.0 * 365.0 / 90.0).abs() < 1e-12);
+        assert!((rate - 121.666_666_666_666_67).abs() < 1e-9);
+        assert!(((1.3f64).powf(365.0 / 90.0) - 1.0 - 1.898).abs() < 1e-3);
+        // Two windows' in-sample rates (30 % and 10 % in 90 days each) and a
+        // stitched 5 % in 60 out-of-sample days.
+        let inside = (linear_annual_rate(30.0, 90.0) + linear_annual_rate(10.0, 90.0)) / 2.0;
+        let e = efficiency_of(Some(linear_annual_rate(5.0, 60.0)), Some(inside));
+        // (5 × 365 / 60) ÷ ((30 + 10) / 2 × 365 / 90) = 30.4167 ÷ 81.1111 = 0.375.
+        assert!((e["value"].as_f64().unwrap() - 0.375).abs() < 1e-12, "{e}");
+        assert!(
+            (e["out_of_sample_annual_rate_percentage"].as_f64().unwrap() - 5.0 * 365.0 / 60.0)
+                .abs()
+                < 1e-12
+        );
+        assert!((e["in_sample_annual_rate_percentage"].as_f64().unwrap() - inside).abs() < 1e-12);
+        assert!(e.get("reason").is_none());
+        // Equal lengths: the ratio of the net profits; a loss out of sample is negative.
+        let e = efficiency_of(
+            Some(linear_annual_rate(-2.0, 30.0)),
+            Some(linear_annual_rate(8.0, 30.0)),
+        );
+        assert!((e["value"].as_f64().unwrap() + 0.25).abs() < 1e-12, "{e}");
+    }
+
+    #[test]
+    fn efficiency_is_undefined_without_an_in_sample_profit() {
+        for inside in [0.0, -12.5] {
+            let e = efficiency_of(Some(-40.0), Some(inside));
+            assert!(e["value"].is_null(), "{e}");
+            assert_eq!(e["flag"], "in_sample_return_not_positive");
+            assert!(e["reason"].as_str().unwrap().contains("not positive"));
+        }
+        let e = efficiency_of(None, Some(10.0));
+        assert!(e["value"].is_null() && e["reason"] == "no out-of-sample result");
+        let e = efficiency_of(Some(f64::NAN), Some(10.0));
+        assert!(e["value"].is_null(), "NaN never reaches JSON: {e}");
+        let e = efficiency_of(Some(10.0), None);
+        assert!(e["value"].is_null() && e["reason"].is_string());
+        // The method says what the number is.
+        assert!(EFFICIENCY_METHOD.contains("× 365 ÷ days"));
+        assert!(EFFICIENCY_METHOD.contains("Pardo"));
     }
 
     #[test]

@@ -120,7 +120,8 @@ pub struct EvaluateParams {
     /// Gate: the optimization's probability of backtest overfitting at most this (default 0.5).
     #[serde(default)]
     pub max_pbo: Option<f64>,
-    /// Gate: walk-forward efficiency at least this (default 0.5).
+    /// Gate: walk-forward efficiency at least this (default 0.5, Pardo's threshold): Pardo's ratio of the
+    /// linear annual rates of profit out of sample ÷ in sample (`walk_forward.efficiency.value`).
     #[serde(default)]
     pub min_efficiency: Option<f64>,
     /// Gate: the Monte Carlo probability of a loss at most this (default 0.5).
@@ -133,6 +134,11 @@ pub struct EvaluateParams {
     /// Import candles the range lacks first (default true; only for exchanges Jesse imports from).
     #[serde(default)]
     pub import: Option<bool>,
+    /// Jesse's fast mode for the backtests a verdict is read from: `baseline`, `best` (and so the Monte Carlo
+    /// on its trades) and each walk-forward window's out-of-sample backtest (default false: fast mode changes
+    /// metrics). The optimization trials keep Jesse's default (fast mode on).
+    #[serde(default)]
+    pub fast_mode: Option<bool>,
 }
 
 /// Parameters of `screen_pairs`.
@@ -327,7 +333,11 @@ async fn evaluate(planner: &Planner, p: EvaluateParams) -> Result<Expanded, ApiE
     let mut walk = study.clone();
     walk["train_days"] = json!(train_days);
     walk["test_days"] = json!(test_days);
-    let mut best = market.clone();
+    let fast_mode = p.fast_mode.unwrap_or(false);
+    walk["fast_mode_out_of_sample"] = json!(fast_mode);
+    let mut baseline = market.clone();
+    baseline["fast_mode"] = json!(fast_mode);
+    let mut best = baseline.clone();
     best["hyperparameters"] = json!("${optimize.best.params}");
 
     let mut steps = Vec::new();
@@ -387,7 +397,7 @@ async fn evaluate(planner: &Planner, p: EvaluateParams) -> Result<Expanded, ApiE
         &[],
         Some("validate.valid == true".into()),
     ));
-    steps.push(step("baseline", "backtest", market.clone(), &after, None));
+    steps.push(step("baseline", "backtest", baseline, &after, None));
     steps.push(step(
         "optimize",
         "optimization",
@@ -421,6 +431,7 @@ async fn evaluate(planner: &Planner, p: EvaluateParams) -> Result<Expanded, ApiE
     filled["trials"] = json!(trials);
     filled["max_pbo"] = json!(max_pbo);
     filled["min_efficiency"] = json!(min_efficiency);
+    filled["fast_mode"] = json!(fast_mode);
     filled["max_loss_probability"] = json!(max_loss);
     Ok(Expanded {
         title: format!(
