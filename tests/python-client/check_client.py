@@ -1,0 +1,170 @@
+"""The notebook client (clients/python, package jesse_mcp_client) against a real
+service, each method against the service's own REST answer. Run by
+tests/tests/python_client.rs with JESSE_MCP_CLIENT_CONFIG = {"url", "backtest"}
+and clients/python on PYTHONPATH; prints "ok: ..." at the end. Plain asserts:
+no test runner needed."""
+
+import io
+import json
+import os
+import sys
+
+import httpx
+import pandas as pd
+from pandas.testing import assert_frame_equal, assert_series_equal
+
+import jesse_mcp_client as jmc
+from jesse_mcp_client import results
+
+config = json.loads(os.environ["JESSE_MCP_CLIENT_CONFIG"])
+base_url = config["url"]
+spec = config["backtest"]
+raw = httpx.Client(base_url=base_url, timeout=60)
+client = jmc.Client(base_url)
+checked = []
+
+
+def check(name):
+    checked.append(name)
+    print(f"checked: {name}", flush=True)
+
+
+# Drift: every route the client calls is in the service's OpenAPI document.
+paths = client.openapi()["paths"]
+missing = [
+    f"{method} {path} ({name})"
+    for name, (method, path) in jmc.ROUTES.items()
+    if method.lower() not in paths.get(path, {})
+]
+assert not missing, f"routes the client uses that GET /v1/openapi.json lacks: {missing}"
+assert set(jmc.SUBMITS) <= set(jmc.ROUTES)
+for name in jmc.SUBMITS:
+    assert callable(getattr(client, name)), name
+check(f"drift: {len(jmc.ROUTES)} routes in the OpenAPI document")
+
+# A backtest; its rows read a few at a time so paging is exercised.
+results.PAGE = 3
+job = client.backtest(**spec)
+assert isinstance(job, jmc.Job) and job.kind == "backtest" and job.status == "queued", job
+job.wait(timeout=300)
+assert job.status == "succeeded"
+bt = job.result()
+assert isinstance(bt, jmc.BacktestResult)
+body = raw.get(f"/v1/jobs/{job.id}/result").json()
+assert_series_equal(bt.metrics, pd.Series(body["metrics"], dtype="object").infer_objects())
+
+csv = pd.read_csv(io.StringIO(raw.get(f"/v1/jobs/{job.id}/trades.csv").text))
+assert len(csv) > results.PAGE, f"the backtest should have more trades than a page: {len(csv)}"
+trades = bt.trades
+assert len(trades) == len(csv) == body["trades_total"], (len(trades), len(csv))
+assert str(trades["opened_at"].dtype) == "datetime64[ns, UTC]", trades.dtypes
+assert str(trades["closed_at"].dtype) == "datetime64[ns, UTC]"
+expected = csv.drop(columns=["opened_at_iso", "closed_at_iso"])
+for column in ("opened_at", "closed_at"):
+    expected[column] = pd.to_datetime(expected[column], unit="ms", utc=True).astype("datetime64[ns, UTC]")
+    # The ISO column names the same instant.
+    assert (pd.to_datetime(csv[f"{column}_iso"], utc=True) == expected[column]).all()
+assert_frame_equal(trades[list(expected.columns)].reset_index(drop=True), expected, check_dtype=False)
+check(f"backtest trades: {len(trades)} rows equal trades.csv row for row")
+
+equity_csv = pd.read_csv(io.StringIO(raw.get(f"/v1/jobs/{job.id}/equity.csv").text))
+portfolio = equity_csv[equity_csv["series"] == "Portfolio"]
+equity = bt.equity
+assert isinstance(equity.index, pd.DatetimeIndex) and str(equity.index.tz) == "UTC"
+assert list(equity["Portfolio"]) == list(portfolio["value"])
+assert list(equity.index) == list(pd.to_datetime(portfolio["time"], unit="ms", utc=True))
+check(f"equity: {len(equity)} points equal equity.csv")
+
+png = job.chart("equity", width=400, height=300)
+assert png.startswith(b"\x89PNG") and png._repr_png_() == bytes(png)
+logs = job.logs()
+assert isinstance(logs, pd.DataFrame)
+assert isinstance(bt.analysis(), dict)
+check("chart PNG, logs, analysis")
+
+# Idempotency: a retried submit with the same key is the same job; the same key
+# on another request is a Conflict.
+key = f"pyclient-{job.id}"
+first = client.backtest(idempotency_key=key, **spec)
+again = client.backtest(idempotency_key=key, **spec)
+assert first.id == again.id, (first, again)
+try:
+    client.backtest(idempotency_key=key, **{**spec, "timeframe": "4h"})
+    raise AssertionError("a reused key with another request did not fail")
+except jmc.Conflict as e:
+    assert e.status == 409 and e.code == "idempotency_key_reused", e
+check("idempotency key: same job; reused with another body -> Conflict")
+
+# Errors: the service's envelope, typed.
+bad = {**spec, "timeframe": "7x"}
+answer = raw.post("/v1/backtests", json=bad)
+assert answer.status_code == 422, answer.text
+try:
+    client.backtest(**bad)
+    raise AssertionError("a bad timeframe did not raise")
+except jmc.InvalidRequest as e:
+    envelope = answer.json()["error"]
+    assert (e.status, e.code, e.message, e.details) == (422, envelope["code"], envelope["message"], envelope.get("details")), e
+check(f"422 -> InvalidRequest {e.code}")
+try:
+    client.job("01JNOSUCHJOB0000000000000")
+    raise AssertionError("an unknown job did not raise")
+except jmc.NotFound as e:
+    assert e.code == "job_not_found", e
+try:
+    jmc.Job(client, first.id, kind="backtest").chart("nope")
+    raise AssertionError("an unknown chart did not raise")
+except jmc.NotFound as e:
+    assert e.code == "unknown_chart", e
+check("404 -> NotFound")
+
+# A batch: its leaderboard equals the JSON, and its children are its jobs.
+batch = client.batch(base=spec, grid={"hyperparameters": {"fast": [8, 12, 16]}}, rank_by="sharpe_ratio")
+assert batch.kind == "backtest_batch"
+batch.wait(timeout=300, progress=True)
+board = batch.result().leaderboard
+rows = raw.get(f"/v1/jobs/{batch.id}/result").json()["leaderboard"]
+assert_frame_equal(board, pd.json_normalize(rows, sep="."))
+assert len(board) == 3
+children = batch.children()
+assert len(children) == 3 and all(c.kind == "backtest" and c.status == "succeeded" for c in children), children
+check(f"batch leaderboard ({len(board)} rows) equals the JSON; {len(children)} children")
+
+# Cancel: a long backtest, cancelled before it ends, fails wait() with JobCancelled.
+long = client.backtest(**{**spec, "timeframe": "1m"})
+long.cancel()
+try:
+    long.wait(timeout=120, progress=False)
+    raise AssertionError(f"a cancelled job ended {long.status}")
+except jmc.JobCancelled as e:
+    assert long.status == "cancelled"
+check("cancel -> JobCancelled")
+
+# Strategies: list, get, validate, put, delete.
+names = [s["name"] for s in client.strategies()]
+assert spec["strategy"] in names, names
+source = client.strategy(spec["strategy"])
+assert "code" in source and source["sha256"]
+report = client.validate_strategy(source["code"])
+assert report["valid"] is True, report
+try:
+    client.put_strategy("PyClientCopy", "this is not python")
+    raise AssertionError("a broken strategy was accepted")
+except jmc.InvalidRequest as e:
+    assert e.code == "invalid_strategy", e
+written = client.put_strategy("PyClientCopy", source["code"].replace(spec["strategy"], "PyClientCopy"))
+assert written["created"] is True, written
+try:
+    client.delete_strategy("PyClientCopy", if_match="0" * 64)
+    raise AssertionError("a stale If-Match was accepted")
+except jmc.PreconditionFailed as e:
+    assert e.code == "precondition_failed"
+client.delete_strategy("PyClientCopy", if_match=written["sha256"])
+try:
+    client.strategy("PyClientCopy")
+    raise AssertionError("a deleted strategy is still there")
+except jmc.NotFound:
+    pass
+check("strategies list/get/validate/put/delete")
+
+print(f"ok: {len(checked)} checks", flush=True)
