@@ -53,7 +53,7 @@ assert isinstance(bt, jmc.BacktestResult)
 body = raw.get(f"/v1/jobs/{job.id}/result").json()
 assert_series_equal(bt.metrics, pd.Series(body["metrics"], dtype="object").infer_objects())
 
-csv = pd.read_csv(io.StringIO(raw.get(f"/v1/jobs/{job.id}/trades.csv").text))
+csv = pd.read_csv(io.StringIO(raw.get(f"/v1/jobs/{job.id}/trades.csv").text), float_precision="round_trip")
 assert len(csv) > results.PAGE, f"the backtest should have more trades than a page: {len(csv)}"
 trades = bt.trades
 assert len(trades) == len(csv) == body["trades_total"], (len(trades), len(csv))
@@ -64,10 +64,10 @@ for column in ("opened_at", "closed_at"):
     expected[column] = pd.to_datetime(expected[column], unit="ms", utc=True).astype("datetime64[ns, UTC]")
     # The ISO column names the same instant.
     assert (pd.to_datetime(csv[f"{column}_iso"], utc=True) == expected[column]).all()
-assert_frame_equal(trades[list(expected.columns)].reset_index(drop=True), expected, check_dtype=False)
+assert_frame_equal(trades[list(expected.columns)].reset_index(drop=True), expected, check_dtype=False, check_exact=True)
 check(f"backtest trades: {len(trades)} rows equal trades.csv row for row")
 
-equity_csv = pd.read_csv(io.StringIO(raw.get(f"/v1/jobs/{job.id}/equity.csv").text))
+equity_csv = pd.read_csv(io.StringIO(raw.get(f"/v1/jobs/{job.id}/equity.csv").text), float_precision="round_trip")
 portfolio = equity_csv[equity_csv["series"] == "Portfolio"]
 equity = bt.equity
 assert isinstance(equity.index, pd.DatetimeIndex) and str(equity.index.tz) == "UTC"
@@ -105,7 +105,8 @@ try:
 except jmc.InvalidRequest as e:
     envelope = answer.json()["error"]
     assert (e.status, e.code, e.message, e.details) == (422, envelope["code"], envelope["message"], envelope.get("details")), e
-check(f"422 -> InvalidRequest {e.code}")
+    code = e.code
+check(f"422 -> InvalidRequest {code}")
 try:
     client.job("01JNOSUCHJOB0000000000000")
     raise AssertionError("an unknown job did not raise")
@@ -124,7 +125,7 @@ assert batch.kind == "backtest_batch"
 batch.wait(timeout=300, progress=True)
 board = batch.result().leaderboard
 rows = raw.get(f"/v1/jobs/{batch.id}/result").json()["leaderboard"]
-assert_frame_equal(board, pd.json_normalize(rows, sep="."))
+assert_frame_equal(board, pd.json_normalize(rows, sep="."), check_exact=True)
 assert len(board) == 3
 children = batch.children()
 assert len(children) == 3 and all(c.kind == "backtest" and c.status == "succeeded" for c in children), children

@@ -124,7 +124,7 @@ class Job:
         """A parent's children in their order, every page."""
         return [
             Job(self.client, c["job_id"], kind=c.get("kind"), status=c.get("status"), data=c)
-            for c in self.client._pages("children", {"id": self.id}, {"status": status, "limit": 500})
+            for c in self.client._pages("children", {"id": self.id}, {"status": status, "limit": 200})
         ]
 
     def logs(self) -> pd.DataFrame:
