@@ -131,6 +131,40 @@ children = batch.children()
 assert len(children) == 3 and all(c.kind == "backtest" and c.status == "succeeded" for c in children), children
 check(f"batch leaderboard ({len(board)} rows) equals the JSON; {len(children)} children")
 
+# Monte Carlo on the backtest's trades: percentiles and scenarios as the JSON has them.
+mc_job = client.monte_carlo(mode="trades", source=job.id, scenarios=50, seed=7)
+assert mc_job.kind == "monte_carlo", mc_job
+mc = mc_job.wait(timeout=300, progress=False).result()
+assert isinstance(mc, jmc.MonteCarloResult)
+mc_json = raw.get(f"/v1/jobs/{mc_job.id}/result").json()
+for metric, stats in mc_json["metrics"].items():
+    for p, value in stats["percentiles"].items():
+        assert mc.percentiles.loc[metric, int(p)] == value, (metric, p)
+    assert mc.metrics.loc[metric, "mean"] == stats["mean"]
+assert list(mc.percentiles.columns) == sorted(int(p) for p in stats["percentiles"])
+for metric, values in mc_json["distribution"].items():
+    assert list(mc.scenarios[metric]) == values, metric
+assert len(mc.scenarios) == 50
+assert mc_job.chart("fan", width=400, height=300).startswith(b"\x89PNG")
+check(f"monte carlo: percentiles of {len(mc.percentiles)} metrics, {len(mc.scenarios)} scenarios equal the JSON")
+
+# A small study: its trials (read two a page) and leaderboard equal the JSON.
+results.PAGE = 2
+study_job = client.optimize(
+    **{k: spec[k] for k in ("strategy", "exchange", "symbol", "timeframe")},
+    start_date=spec["start_date"], end_date=spec["end_date"], sampler="random", trials=3, seed=3,
+)
+assert study_job.kind == "optimization", study_job
+study = study_job.wait(timeout=300, progress=False).result()
+assert isinstance(study, jmc.StudyResult)
+study_json = raw.get(f"/v1/jobs/{study_job.id}/result", params={"include_trades": "true"}).json()
+assert study_json["trials_total"] == 3
+assert_frame_equal(study.trials, pd.json_normalize(study_json["trials"], sep="."), check_exact=True)
+assert_frame_equal(study.leaderboard, pd.json_normalize(study_json["leaderboard"], sep="."), check_exact=True)
+assert study.overfitting == study_json["overfitting"]
+assert len(study_job.children()) == 3
+check("study: trials (3, in pages of 2), leaderboard, overfitting equal the JSON")
+
 # Cancel: a long backtest, cancelled before it ends, fails wait() with JobCancelled.
 long = client.backtest(**{**spec, "timeframe": "1m"})
 long.cancel()

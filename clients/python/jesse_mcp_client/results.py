@@ -172,12 +172,26 @@ class WalkForwardResult(Result):
 class MonteCarloResult(Result):
     @cached_property
     def percentiles(self) -> pd.DataFrame:
-        """Per metric (rows), its distribution over the scenarios (columns)."""
-        metrics = self.raw.get("metrics") or {}
-        if isinstance(metrics, dict):
-            rows = {k: v for k, v in metrics.items() if isinstance(v, dict)}
-            return pd.DataFrame(rows).T
-        return _frame(metrics)
+        """One row per metric (``total_return``, ``max_drawdown``...), one column per
+        percentile over the scenarios (5, 10, 25, 50, 75, 90, 95)."""
+        rows = {
+            name: {int(p): v for p, v in (stats.get("percentiles") or {}).items()}
+            for name, stats in (self.raw.get("metrics") or {}).items()
+            if isinstance(stats, dict)
+        }
+        frame = pd.DataFrame(rows).T
+        return frame[sorted(frame.columns)] if len(frame.columns) else frame
+
+    @cached_property
+    def metrics(self) -> pd.DataFrame:
+        """One row per metric: mean, std, min, max, the original backtest's value and
+        its percentile rank, the 90 % / 95 % intervals."""
+        rows = {
+            name: {k: v for k, v in stats.items() if k != "percentiles"}
+            for name, stats in (self.raw.get("metrics") or {}).items()
+            if isinstance(stats, dict)
+        }
+        return pd.DataFrame(rows).T
 
     @cached_property
     def scenarios(self) -> pd.DataFrame:
