@@ -175,6 +175,20 @@ except jmc.JobCancelled as e:
     assert long.status == "cancelled"
 check("cancel -> JobCancelled")
 
+# A strategy that raises: wait() raises JobFailed with the job's error envelope.
+if config.get("failing_strategy"):
+    failing = client.backtest(**{**spec, "strategy": config["failing_strategy"]})
+    try:
+        failing.wait(timeout=300, progress=False)
+        raise AssertionError(f"a raising strategy ended {failing.status}")
+    except jmc.JobFailed as e:
+        envelope = raw.get(f"/v1/jobs/{failing.id}").json()["error"]
+        assert not isinstance(e, jmc.JobCancelled)
+        assert (e.code, e.message, e.details) == (envelope["code"], envelope["message"], envelope.get("details")), e
+        assert e.job.status == "failed"
+        failed_code = e.code
+    check(f"failed job -> JobFailed {failed_code}")
+
 # Strategies: list, get, validate, put, delete.
 names = [s["name"] for s in client.strategies()]
 assert spec["strategy"] in names, names

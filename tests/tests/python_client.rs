@@ -3,8 +3,8 @@
 //! tools venv of ops/tools-env.sh with clients/python on PYTHONPATH, checks each
 //! method against the service's own REST answer (a backtest's trades DataFrame
 //! equals its trades.csv row for row, a batch's leaderboard equals the JSON),
-//! typed errors from the envelope, Idempotency-Key replays, cancel, strategy
-//! CRUD, and that every route the client's table names is in the OpenAPI
+//! typed errors from the envelope (and a failed job's as `JobFailed`),
+//! Idempotency-Key replays, cancel, a Monte Carlo and a study, strategy CRUD, and that every route the client's table names is in the OpenAPI
 //! document (the drift check).
 
 use std::path::PathBuf;
@@ -30,11 +30,16 @@ async fn tools_python() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_client_reads_every_answer_as_the_rest_api_gives_it() {
     let python = tools_python().await;
-    let app = TestApp::spawn(Options::default()).await;
+    let app = TestApp::spawn(Options {
+        fixtures: &["Raiser"],
+        ..Options::default()
+    })
+    .await;
     app.import_csv(&synthetic_csv("2024-01-01", "2024-02-15", 3))
         .await;
     let config = json!({
         "url": app.base,
+        "failing_strategy": "Raiser",
         "backtest": backtest_body("SmaCross", "1h", "2024-01-20", "2024-02-10"),
     });
     let mut command = tokio::process::Command::new(&python);
