@@ -29,6 +29,64 @@ def check(name):
     print(f"checked: {name}", flush=True)
 
 
+# Retries, against a server of our own that answers 503 to the first two
+# requests of each path: GETs and submits are retried (a submit with the same
+# Idempotency-Key each time), a cancel is not.
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+seen = []
+
+
+class Flaky(BaseHTTPRequestHandler):
+    def _answer(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        seen.append((self.command, self.path.split("?")[0], self.headers.get("Idempotency-Key")))
+        tries = sum(1 for s in seen if s[:2] == seen[-1][:2])
+        if tries <= 2:
+            status, body = 503, {"error": {"code": "unavailable", "message": "try again", "details": None}}
+        elif self.command == "POST":
+            status, body = 202, {"job_id": "01JFLAKY", "kind": "backtest", "status": "queued"}
+        else:
+            status, body = 200, {"status": "ok"}
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+flaky = jmc.Client(f"http://127.0.0.1:{server.server_port}", backoff=0.01)
+assert flaky.health() == {"status": "ok"}
+assert [s[0] for s in seen] == ["GET"] * 3
+submitted = flaky.backtest(strategy="SmaCross")
+keys = [s[2] for s in seen if s[0] == "POST"]
+assert submitted.id == "01JFLAKY" and len(keys) == 3 and keys[0] and len(set(keys)) == 1, keys
+try:
+    jmc.Job(flaky, "01JFLAKY").cancel()
+    raise AssertionError("a 503 cancel did not raise")
+except jmc.ServiceUnavailable as e:
+    assert e.code == "unavailable" and e.status == 503
+assert sum(1 for s in seen if s[1].endswith("/cancel")) == 1, seen
+server.shutdown()
+server.server_close()
+refused = jmc.Client(f"http://127.0.0.1:{server.server_port}", retries=2, backoff=0.01)
+try:
+    refused.health()
+    raise AssertionError("a refused connection did not raise")
+except httpx.TransportError:
+    pass
+check("retries: GET and keyed submits retried on 503 (one key), cancel not")
+
 # Drift: every route the client calls is in the service's OpenAPI document.
 paths = client.openapi()["paths"]
 missing = [

@@ -4,8 +4,10 @@
 //! method against the service's own REST answer (a backtest's trades DataFrame
 //! equals its trades.csv row for row, a batch's leaderboard equals the JSON),
 //! typed errors from the envelope (and a failed job's as `JobFailed`),
-//! Idempotency-Key replays, cancel, a Monte Carlo and a study, strategy CRUD, and that every route the client's table names is in the OpenAPI
-//! document (the drift check).
+//! Idempotency-Key replays, cancel, a Monte Carlo and a study, strategy CRUD,
+//! and that every route the client's table names is in the OpenAPI document
+//! (the drift check). Before that, against a small HTTP server of its own that
+//! answers 503 first, which calls the client retries and with what key.
 
 use std::path::PathBuf;
 use std::time::Duration;
