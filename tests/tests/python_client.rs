@@ -61,5 +61,8 @@ async fn the_python_client_reads_every_answer_as_the_rest_api_gives_it() {
         output.status.success(),
         "check_client.py failed:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("ok: "), "check_client.py did not finish: {stdout}");
+    assert!(
+        stdout.contains("ok: "),
+        "check_client.py did not finish: {stdout}"
+    );
 }
