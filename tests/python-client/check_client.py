@@ -229,6 +229,31 @@ assert study.overfitting == study_json["overfitting"]
 assert len(study_job.children()) == 3
 check("study: trials (3, in pages of 2), leaderboard, overfitting equal the JSON")
 
+# A one-step pipeline: its report is the Markdown GET /v1/jobs/{id}/report serves.
+route = {k: spec[k] for k in ("strategy", "exchange", "symbol", "timeframe")}
+pipe_job = client.pipeline(name="pyclient", steps=[{"id": "bt", "kind": "backtest", "input": spec}])
+pipe = pipe_job.wait(timeout=300, progress=False).result()
+assert isinstance(pipe, jmc.PipelineResult)
+assert pipe.report == raw.get(f"/v1/jobs/{pipe_job.id}/report").text and pipe.report.startswith("# pyclient")
+assert pipe.report._repr_markdown_() == str(pipe.report)
+pipe_json = raw.get(f"/v1/jobs/{pipe_job.id}/result").json()
+assert_frame_equal(pipe.steps, pd.json_normalize(pipe_json["steps"], sep="."), check_exact=True)
+assert list(pipe.steps["id"]) == ["bt"] and pipe.verdict == pipe_json["verdict"]
+check("pipeline: report (Markdown) and steps equal the REST answers")
+
+# A walk-forward of two windows: windows and the stitched curve as the JSON has them.
+wf_job = client.walk_forward(**route, start_date=spec["start_date"], end_date=spec["end_date"], train_days=10,
+                             test_days=5, trials=2, sampler="random", seed=5)
+wf = wf_job.wait(timeout=300, progress=False).result()
+assert isinstance(wf, jmc.WalkForwardResult)
+wf_json = raw.get(f"/v1/jobs/{wf_job.id}/result").json()
+assert_frame_equal(wf.windows, pd.json_normalize(wf_json["windows"], sep="."), check_exact=True)
+assert len(wf.windows) >= 2
+points = wf_json["stitched"]["equity_curve"]
+assert list(wf.stitched["equity"]) == [p["equity"] for p in points]
+assert list(wf.stitched.index) == list(pd.to_datetime([p["time"] for p in points], unit="ms", utc=True))
+check(f"walk-forward: {len(wf.windows)} windows and {len(points)} stitched days equal the JSON")
+
 # Cancel: a long backtest, cancelled before it ends, fails wait() with JobCancelled.
 long = client.backtest(**{**spec, "timeframe": "1m"})
 long.cancel()
