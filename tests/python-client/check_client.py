@@ -278,6 +278,28 @@ if config.get("failing_strategy"):
         failed_code = e.code
     check(f"failed job -> JobFailed {failed_code}")
 
+# Candles: a DataFrame uploaded as CSV, listed, exported back, deleted.
+minutes = pd.date_range("2024-03-01", periods=5, freq="min", tz="UTC")
+upload = pd.DataFrame({"timestamp": minutes, "open": [10.0, 11, 12, 13, 14], "high": [11.0, 12, 13, 14, 15],
+                       "low": [9.0, 10, 11, 12, 13], "close": [10.5, 11.5, 12.5, 13.5, 14.5], "volume": [1.0, 2, 3, 4, 5]})
+counts = client.upload_csv(spec["exchange"], "PYC-USDT", upload)
+assert counts["inserted"] == 5, counts
+series = client.candles()
+assert "PYC-USDT" in set(series["symbol"]), series
+back = client.export_candles(spec["exchange"], "PYC-USDT", "2024-03-01", "2024-03-02")
+assert list(back.index) == list(minutes), back.index
+assert_frame_equal(back.reset_index(drop=True)[["open", "high", "low", "close", "volume"]], upload.drop(columns="timestamp"), check_dtype=False)
+gaps = client.candle_gaps(spec["exchange"], "PYC-USDT", "2024-03-01", "2024-03-02")
+assert "missing_minutes" in gaps, gaps
+client.delete_candles(spec["exchange"], "PYC-USDT")
+assert "PYC-USDT" not in set(client.candles()["symbol"])
+try:
+    client.upload_csv(spec["exchange"], "PYC-USDT", "when,price\n1,2\n")
+    raise AssertionError("a CSV without the candle header was accepted")
+except jmc.InvalidRequest as e:
+    assert e.status == 422 and e.code == "invalid_csv", e
+check("candles: DataFrame upload, list, export, gaps, delete")
+
 # Strategies: list, get, validate, put, delete.
 names = [s["name"] for s in client.strategies()]
 assert spec["strategy"] in names, names
