@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates (once) the venv of the test tools pinned in ops/tools-requirements.lock
-# (the OpenAPI validator, schemathesis, the Python MCP SDK), in the cache outside the clone keyed by the lock file and
+# (the OpenAPI validator, schemathesis, the Python MCP SDK, the notebook client's
+# httpx + pandas + tqdm), in the cache outside the clone keyed by the lock file and
 # the interpreter, and prints its python path on stdout. Separate from the Jesse
 # venv (ops/python-env.sh), whose pins must not move for a test tool.
 #
@@ -29,7 +30,7 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   # .complete is written last, so an interrupted install is redone from scratch.
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
       --requirement "$lock" >&2
-  "$venv/bin/python" -c "import openapi_spec_validator, schemathesis, mcp, jsonschema" >&2
+  "$venv/bin/python" -c "import openapi_spec_validator, schemathesis, mcp, jsonschema, httpx, pandas, tqdm" >&2
   touch "$venv/.complete"
 fi
 echo "$venv/bin/python"
