@@ -84,8 +84,10 @@ overfitting) above 0.5 means the in-sample winner is more likely than not to be 
 deflated Sharpe ratio corrects the best Sharpe for the number of trials. Report both, with their job id.\n\
 - Out of sample is what counts: walk-forward efficiency (Pardo's: linear annual rate of profit out of sample ÷ in \
 sample) well below 0.5 means the edge does not survive new data.\n\
-- Monte Carlo on the trades shows how much of the result is the order of trades: quote the 5th percentile of total \
-return and the probability of a loss, not the original backtest alone.\n\
+- Monte Carlo on the trades (a stationary bootstrap of their returns, the default) shows how much of the result is \
+luck in which trades came: quote the 5th percentile of total return and the probability of a loss, not the original \
+backtest alone (under shuffle the total cannot change, so that probability is null). Its drawdowns are closed-trade \
+ones; Jesse's mark-to-market drawdown of the backtest is shown beside them.\n\
 - Every variant you try counts. Keep a tally of the configurations you tested, and say it when you report.\n";
 
 fn arg<'a>(args: &'a Map<String, Value>, name: &str, default: &'a str) -> &'a str {

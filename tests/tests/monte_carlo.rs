@@ -106,15 +106,32 @@ async fn trade_monte_carlo_matches_an_independent_implementation() {
         );
     }
 
-    for (method, block) in [("shuffle", 3), ("bootstrap", 3), ("block_bootstrap", 4)] {
-        let body = json!({"mode": "trades", "source": source, "scenarios": 300, "seed": 77, "method": method,
-                          "block_length": if method == "block_bootstrap" { json!(block) } else { Value::Null }});
+    let (_, source_result) = app.get(&format!("/v1/jobs/{source}/result")).await;
+    for (method, block, mean) in [
+        ("shuffle", 3, 1.0),
+        ("bootstrap", 3, 1.0),
+        ("block_bootstrap", 4, 1.0),
+        ("stationary_bootstrap", 3, 3.5),
+    ] {
+        let mut body = json!({"mode": "trades", "source": source, "scenarios": 300, "seed": 77, "method": method});
+        if method == "block_bootstrap" {
+            body["block_length"] = json!(block);
+        }
+        if method == "stationary_bootstrap" {
+            body["mean_block_length"] = json!(mean);
+        }
         let (_, result) = done(&app, "/v1/monte-carlo", &body).await;
         let expected = reference(&json!({"what": "trades", "trades": trades, "starting_balance": 10000.0,
             "start_ms": ms(START), "end_ms": ms(END), "method": method, "seed": 77, "scenarios": 300,
-            "block_length": block}))
+            "block_length": block, "mean_block_length": mean}))
         .await;
-        for metric in ["total_return", "max_drawdown", "sharpe_ratio"] {
+        // Closed-trade figures are named so; Jesse's mark-to-market ones of the original stand beside them.
+        assert_eq!(result["equity_basis"], "closed_trade");
+        for metric in [
+            "total_return",
+            "closed_trade_max_drawdown",
+            "closed_trade_sharpe_ratio",
+        ] {
             for q in ["5", "25", "50", "75", "95"] {
                 close(
                     &result["metrics"][metric]["percentiles"][q],
@@ -123,11 +140,33 @@ async fn trade_monte_carlo_matches_an_independent_implementation() {
                 );
             }
         }
-        close(
-            &json!(result["probability_of_loss"]),
-            &expected["probability_of_loss"],
-            "probability of loss",
+        assert!(result["metrics"].get("max_drawdown").is_none());
+        assert_eq!(
+            result["metrics"]["closed_trade_max_drawdown"]["original_mark_to_market"],
+            source_result["metrics"]["max_drawdown"]
         );
+        if method == "shuffle" {
+            // A reordering cannot change the total: no probability of a loss, and why.
+            assert_eq!(result["probability_of_loss"], Value::Null, "{result}");
+            assert_eq!(expected["probability_of_loss"], Value::Null);
+            assert!(
+                result["probability_of_loss_reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("cannot change the compounded total return"),
+                "{result}"
+            );
+        } else {
+            close(
+                &result["probability_of_loss"],
+                &expected["probability_of_loss"],
+                "probability of loss",
+            );
+            assert!(result.get("probability_of_loss_reason").is_none());
+        }
+        if method == "stationary_bootstrap" {
+            assert_eq!(result["setup"]["mean_block_length"], 3.5);
+        }
         close(
             &result["metrics"]["total_return"]["original"],
             &expected["original_total_return"],
@@ -157,7 +196,12 @@ async fn trade_monte_carlo_matches_an_independent_implementation() {
                 "{method}: scenario {a} vs {b}"
             );
         }
-        assert!(result["metrics"]["max_drawdown"]["min"].as_f64().unwrap() >= -100.0);
+        assert!(
+            result["metrics"]["closed_trade_max_drawdown"]["min"]
+                .as_f64()
+                .unwrap()
+                >= -100.0
+        );
         assert_eq!(
             result["fan"]["bands"]["50"].as_array().unwrap().len(),
             result["fan"]["x"].as_array().unwrap().len()
@@ -165,12 +209,39 @@ async fn trade_monte_carlo_matches_an_independent_implementation() {
         // The same seed again: the same numbers.
         let (_, again) = done(&app, "/v1/monte-carlo", &body).await;
         assert_eq!(again["metrics"], result["metrics"]);
+        let spread = ours.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
+            - ours.iter().cloned().fold(f64::INFINITY, f64::min);
         if method == "shuffle" {
             // A shuffle only reorders: the compounded total is every scenario's.
-            let spread = ours.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
-                - ours.iter().cloned().fold(f64::INFINITY, f64::min);
             assert!(spread < 1e-9, "{spread}");
+        } else {
+            assert!(spread > 1.0, "{method}: the total varies ({spread})");
         }
+    }
+
+    // The default method is the stationary bootstrap, its mean block the cube root of the trade count;
+    // fields of another method are refused.
+    let (_, default) = done(
+        &app,
+        "/v1/monte-carlo",
+        &json!({"mode": "trades", "source": source, "scenarios": 20, "seed": 3}),
+    )
+    .await;
+    assert_eq!(default["setup"]["method"], "stationary_bootstrap");
+    let n = trades.as_array().unwrap().len() as f64;
+    close(
+        &default["setup"]["mean_block_length"],
+        &json!(n.cbrt()),
+        "default mean block",
+    );
+    assert!(default["probability_of_loss"].is_number());
+    for body in [
+        json!({"mode": "trades", "source": source, "block_length": 3}),
+        json!({"mode": "trades", "source": source, "method": "block_bootstrap", "mean_block_length": 3}),
+        json!({"mode": "trades", "source": source, "mean_block_length": 0.5}),
+    ] {
+        let (status, error) = app.post_json("/v1/monte-carlo", &body).await;
+        assert_eq!(status, 422, "{body}: {error}");
     }
 
     // A backtest request as the source runs first, as child 0.

@@ -156,6 +156,9 @@ async fn the_evaluate_template_runs_end_to_end_and_reports() {
         mc["setup"]
     );
     assert_eq!(mc["setup"]["seed"], 5);
+    // The template's Monte Carlo is a stationary bootstrap: its total return varies.
+    assert_eq!(mc["setup"]["method"], "stationary_bootstrap");
+    assert!(mc["probability_of_loss"].is_number(), "{mc}");
 
     // Gates: each with the value it read and the job it read it from.
     let gates = result["gates"].as_array().unwrap();
@@ -190,6 +193,15 @@ async fn the_evaluate_template_runs_end_to_end_and_reports() {
         report.contains("probability of backtest overfitting"),
         "{report}"
     );
+    // Each gate line says what its statistic measures.
+    for clause in [
+        "deep validation",
+        "CSCV splits",
+        "walk-forward efficiency over",
+        "P(loss): share of 200 scenarios whose compounded total return is below 0, under stationary bootstrap",
+    ] {
+        assert!(report.contains(clause), "{clause}: {report}");
+    }
     let response = app
         .client
         .get(app.url(&format!("/v1/jobs/{id}/report")))
@@ -689,5 +701,148 @@ async fn a_step_starts_as_soon_as_its_needs_end() {
         "`then` started ({}) before the unrelated slow step ended ({})",
         at(2, "started_at"),
         at(0, "finished_at")
+    );
+}
+
+/// Candles and SmaCross (fast, slow) settings of the loss-gate test: on these
+/// candles (2024-01-15 → 2024-03-15, 1h) the losing one nets −10.0 % (57
+/// trades; P(loss) 0.605 under the stationary bootstrap, seed 3), the fragile
+/// one +7.4 % (51 trades, a −29.9 % drawdown; P(loss) 0.431).
+const LOSS_GATE_CANDLES: u64 = 13;
+const LOSING: (i64, i64) = (15, 30);
+const FRAGILE: (i64, i64) = (10, 40);
+
+/// The Monte Carlo loss gate measures something the backtest alone does not
+/// say. Under the stationary bootstrap (the default and the templates'
+/// method) a losing strategy fails it, and a positive but fragile edge gets a
+/// probability of a loss strictly between 0 and 1 (under the old default, a
+/// shuffle, it could only be 0 or 1). Under shuffle the value is null, and a
+/// gate on it fails with the reason: a pipeline never passes on a statistic
+/// that was not computed. Every gate line of the report says what it measures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monte_carlo_loss_gate_fails_a_loser_and_never_passes_on_a_shuffle() {
+    let app = TestApp::spawn(Options {
+        runners: 2,
+        ..Default::default()
+    })
+    .await;
+    app.import_csv(&synthetic_csv(
+        "2024-01-01",
+        "2024-03-20",
+        LOSS_GATE_CANDLES,
+    ))
+    .await;
+    let backtest = |fast: i64, slow: i64| {
+        let mut body = backtest_body("SmaCross", "1h", "2024-01-15", "2024-03-15");
+        body["hyperparameters"] = json!({"fast": fast, "slow": slow});
+        body
+    };
+    let losing = app.submit(&backtest(LOSING.0, LOSING.1)).await;
+    let fragile = app.submit(&backtest(FRAGILE.0, FRAGILE.1)).await;
+    for id in [&losing, &fragile] {
+        assert_eq!(
+            app.wait(id, Duration::from_secs(300)).await["status"],
+            "succeeded"
+        );
+    }
+    let net = |r: &Value| r["metrics"]["net_profit_percentage"].as_f64().unwrap();
+    assert!(net(&result_of(&app, &losing).await) < 0.0);
+    assert!(net(&result_of(&app, &fragile).await) > 0.0);
+
+    let gated = |name: &str, source: &str, method: Option<&str>, gate: &str| {
+        let mut input = json!({"mode": "trades", "source": source, "scenarios": 1000, "seed": 3});
+        if let Some(m) = method {
+            input["method"] = json!(m);
+        }
+        json!({"name": name, "steps": [{"id": "mc", "kind": "monte_carlo", "input": input, "gate": gate}]})
+    };
+    let run = |body: Value| {
+        let app = &app;
+        async move {
+            let id = submit(app, &body).await;
+            let job = app.wait(&id, Duration::from_secs(300)).await;
+            assert_eq!(job["status"], "succeeded", "{job}");
+            let result = result_of(app, &id).await;
+            let mc = result_of(app, step(&result, "mc")["job_id"].as_str().unwrap()).await;
+            (result, mc)
+        }
+    };
+
+    // A losing strategy fails the template's gate (P(loss) ≤ 0.5) on the default method.
+    let (result, mc) = run(gated(
+        "loser",
+        &losing,
+        None,
+        "mc.probability_of_loss <= 0.5",
+    ))
+    .await;
+    assert_eq!(mc["setup"]["method"], "stationary_bootstrap");
+    let verdict = &result["verdict"];
+    assert_eq!(verdict["outcome"], "rejected", "{verdict}");
+    let p = verdict["failed_gate"]["value"].as_f64().unwrap();
+    assert!(p > 0.5, "{verdict}");
+    assert!(
+        verdict["reason"]
+            .as_str()
+            .unwrap()
+            .contains("which is not <= 0.5"),
+        "{verdict}"
+    );
+    let report = result["report"].as_str().unwrap();
+    assert!(
+        report.contains(
+            "P(loss): share of 1,000 scenarios whose compounded total return is below 0, under stationary \
+bootstrap of trade returns, mean block"
+        ),
+        "{report}"
+    );
+
+    // A positive but fragile edge: some scenarios lose, not all.
+    let (result, mc) = run(gated(
+        "fragile",
+        &fragile,
+        Some("stationary_bootstrap"),
+        "mc.probability_of_loss < 1",
+    ))
+    .await;
+    let p = mc["probability_of_loss"].as_f64().unwrap();
+    assert!(p > 0.0 && p < 1.0, "P(loss) {p}");
+    assert_eq!(
+        result["verdict"]["outcome"], "passed",
+        "{}",
+        result["verdict"]
+    );
+    assert_eq!(result["gates"][0]["value"], json!(p));
+
+    // Shuffle: the total cannot change, so no probability of a loss, and even
+    // the loosest gate on it fails, with the reason.
+    let (result, mc) = run(gated(
+        "shuffled",
+        &fragile,
+        Some("shuffle"),
+        "mc.probability_of_loss <= 1",
+    ))
+    .await;
+    assert_eq!(mc["probability_of_loss"], Value::Null, "{mc}");
+    let verdict = &result["verdict"];
+    assert_eq!(verdict["outcome"], "rejected", "{verdict}");
+    assert_eq!(verdict["failed_gate"]["value"], Value::Null);
+    let reason = verdict["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("mc.probability_of_loss is undefined")
+            && reason.contains("reordering cannot change the compounded total return"),
+        "{reason}"
+    );
+    // The drawdown is closed-trade, with Jesse's mark-to-market one beside it.
+    let fragile_metrics = result_of(&app, &fragile).await["metrics"].clone();
+    assert_eq!(
+        mc["metrics"]["closed_trade_max_drawdown"]["original_mark_to_market"],
+        fragile_metrics["max_drawdown"]
+    );
+    assert!(
+        result["report"]
+            .as_str()
+            .unwrap()
+            .contains("under shuffle (reordering) of trade returns")
     );
 }

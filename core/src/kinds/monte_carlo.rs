@@ -2,9 +2,15 @@
 //!
 //! - `trades`: the backtest's trades are turned into returns relative to the
 //!   equity at their entry (never absolute PnL, which can push a drawdown past
-//!   −100 %, jesse issue #607), then resampled per scenario (shuffle,
-//!   bootstrap or circular block bootstrap) with the scenario's own seeded
-//!   SplitMix64 stream; equity compounds from 1 and stops at 0 (ruin).
+//!   −100 %, jesse issue #607), then resampled per scenario (stationary
+//!   bootstrap, the default; circular block bootstrap; bootstrap; shuffle)
+//!   with the scenario's own seeded SplitMix64 stream; equity compounds from 1
+//!   in exit order (concurrent trades of several routes too) and stops at 0
+//!   (ruin). That equity is closed-trade equity, so its drawdown is named
+//!   `closed_trade_max_drawdown` and Jesse's mark-to-market figures of the
+//!   original stand beside it, never mixed with it. A shuffle only reorders
+//!   the returns, so the compounded total cannot change: its probability of a
+//!   loss is null with the reason, never a restated 0 or 1.
 //! - `candles`: every scenario is a child backtest on candles transformed by
 //!   one of Jesse's candle pipelines, seeded as Jesse seeds them (scenario i
 //!   uses seed + i − 1) and spread over the fleet.
@@ -12,6 +18,7 @@
 //! Both report each metric's distribution (percentiles 5…95, 90 % and 95 %
 //! intervals, the original's percentile rank), the probability of a loss and
 //! of ruin at a drawdown the user names, and a fan of equity percentiles.
+//! Candles mode's metrics are Jesse's own (mark-to-market) of each scenario.
 
 use futures::future::BoxFuture;
 use schemars::JsonSchema;
@@ -41,13 +48,16 @@ pub static KIND: KindDef = KindDef {
         tool: "monte_carlo",
         title: "Submit Monte Carlo analysis",
         description: "Monte Carlo analysis of a backtest. `source`: a succeeded backtest's job_id, or a backtest \
-request (run first). `mode`: `trades` resamples the trades' returns relative to equity at entry (`method` shuffle | \
-bootstrap | block_bootstrap with `block_length`); `candles` runs each scenario as a child backtest on candles \
+request (run first). `mode`: `trades` resamples the trades' returns relative to equity at entry (`method` \
+stationary_bootstrap (default, geometric blocks of mean `mean_block_length`) | block_bootstrap with `block_length` | \
+bootstrap | shuffle); `candles` runs each scenario as a child backtest on candles \
 transformed by Jesse's candle pipelines (`pipeline`: {type: moving_block_bootstrap | gaussian_noise | \
 gaussian_resampler, batch_size, and its parameters}), spread over the fleet. Every scenario is seeded from `seed`. \
 Answers at once with the job_id; job_result gives the distribution of total return, max drawdown, Sharpe and Calmar \
 (percentiles 5..95, 90 %/95 % intervals, the original's percentile rank), the probability of a loss and of ruin at \
-`ruin_drawdown` percent, and a fan of equity percentiles.",
+`ruin_drawdown` percent, and a fan of equity percentiles. Trades mode measures closed-trade equity \
+(`closed_trade_max_drawdown`, ...) and shows Jesse's mark-to-market figures of the original beside them; under \
+`shuffle` the total return cannot change, so `probability_of_loss` is null with `probability_of_loss_reason`.",
         next: "job_result for the distributions, probabilities and the fan",
         open_world: false,
     }),
@@ -72,12 +82,17 @@ pub struct MonteCarloRequest {
     /// Seed of every scenario (default: drawn at submit and stored with the job).
     #[serde(default)]
     pub seed: Option<u64>,
-    /// Trades mode: `shuffle` (default), `bootstrap` or `block_bootstrap`.
+    /// Trades mode: `stationary_bootstrap` (default), `block_bootstrap`, `bootstrap` or `shuffle` (a shuffle
+    /// cannot change the total return, so its probability of a loss is null).
     #[serde(default)]
     pub method: Option<Method>,
     /// Block bootstrap's block length in trades (default: the cube root of the trade count, at least 2).
     #[serde(default)]
     pub block_length: Option<u32>,
+    /// Stationary bootstrap's mean block length in trades, at least 1 (default: the cube root of the trade
+    /// count, at least 1); each block's length is geometric with this mean.
+    #[serde(default)]
+    pub mean_block_length: Option<f64>,
     /// The drawdown, in percent, that counts as ruin (default 50).
     #[serde(default)]
     pub ruin_drawdown: Option<f64>,
@@ -96,14 +111,40 @@ pub enum McMode {
     Candles,
 }
 
+/// How trades mode draws a scenario's sequence of trade returns.
+///
+/// The default is the stationary bootstrap (Politis & Romano 1994): like the
+/// block bootstrap it keeps runs of neighbouring trades together (streaks,
+/// regimes) and, unlike a shuffle, lets the total return vary; unlike fixed
+/// blocks its random (geometric) block lengths make the resampled series
+/// stationary and the result less sensitive to the one length chosen.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
-    #[default]
     Shuffle,
     Bootstrap,
     BlockBootstrap,
+    #[default]
+    StationaryBootstrap,
 }
+
+impl Method {
+    /// What a scenario is, in a clause (reports and gate lines).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Method::Shuffle => "shuffle (reordering) of trade returns",
+            Method::Bootstrap => "bootstrap (drawing with replacement) of trade returns",
+            Method::BlockBootstrap => "circular block bootstrap of trade returns",
+            Method::StationaryBootstrap => "stationary bootstrap of trade returns",
+        }
+    }
+}
+
+/// Why a shuffle has no probability of a loss.
+pub const SHUFFLE_LOSS_REASON: &str = "method shuffle only reorders the trades, and reordering cannot change \
+the compounded total return (every scenario ends where the backtest did), so the share of losing scenarios would \
+only restate whether the backtest lost money (drawdown and ruin still vary); use stationary_bootstrap or \
+block_bootstrap for a probability of a loss";
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
@@ -161,6 +202,8 @@ struct McPlan {
     seed: u64,
     method: Method,
     block_length: Option<u32>,
+    #[serde(default)]
+    mean_block_length: Option<f64>,
     ruin_drawdown: f64,
     /// The backtest analysed, when the request named one.
     source_job: Option<String>,
@@ -225,6 +268,18 @@ fn plan(planner: &Planner, request: Value) -> BoxFuture<'_, Result<Value, ApiErr
                 "block_length",
             ));
         }
+        if let Some(mean) = request.mean_block_length
+            && !(mean.is_finite() && (1.0..=1e6).contains(&mean))
+        {
+            return Err(field(
+                invalid(
+                    "invalid_number",
+                    "mean_block_length must be a number from 1 to 1000000 (trades)",
+                ),
+                "mean_block_length",
+            ));
+        }
+        let method = request.method.unwrap_or_default();
         match request.mode {
             McMode::Trades if request.pipeline.is_some() => {
                 return Err(field(
@@ -235,13 +290,39 @@ fn plan(planner: &Planner, request: Value) -> BoxFuture<'_, Result<Value, ApiErr
                     "pipeline",
                 ));
             }
-            McMode::Candles if request.method.is_some() || request.block_length.is_some() => {
+            McMode::Candles
+                if request.method.is_some()
+                    || request.block_length.is_some()
+                    || request.mean_block_length.is_some() =>
+            {
                 return Err(field(
                     invalid(
                         "invalid_request",
-                        "`method` and `block_length` belong to trades mode; candles mode uses `pipeline`",
+                        "`method`, `block_length` and `mean_block_length` belong to trades mode; candles mode uses `pipeline`",
                     ),
                     "method",
+                ));
+            }
+            McMode::Trades
+                if request.mean_block_length.is_some() && method != Method::StationaryBootstrap =>
+            {
+                return Err(field(
+                    invalid(
+                        "invalid_request",
+                        "`mean_block_length` belongs to method stationary_bootstrap (block_bootstrap takes `block_length`)",
+                    ),
+                    "mean_block_length",
+                ));
+            }
+            McMode::Trades
+                if request.block_length.is_some() && method == Method::StationaryBootstrap =>
+            {
+                return Err(field(
+                    invalid(
+                        "invalid_request",
+                        "`block_length` belongs to method block_bootstrap; stationary_bootstrap (the default) takes `mean_block_length`",
+                    ),
+                    "block_length",
                 ));
             }
             _ => {}
@@ -299,8 +380,9 @@ fn plan(planner: &Planner, request: Value) -> BoxFuture<'_, Result<Value, ApiErr
             seed: request
                 .seed
                 .unwrap_or_else(|| u64::from(rand::random::<u32>())),
-            method: request.method.unwrap_or_default(),
+            method,
             block_length: request.block_length,
+            mean_block_length: request.mean_block_length,
             ruin_drawdown: ruin,
             source_job,
             backtest,
@@ -539,9 +621,17 @@ pub fn trade_returns(trades: &[Value], starting_balance: f64) -> Vec<(f64, i64)>
         .collect()
 }
 
-/// One scenario's order of the trade returns: a shuffle, a bootstrap draw or
-/// a circular block bootstrap, from its own SplitMix64 stream.
-pub fn resample(n: usize, method: Method, block: usize, rng: &mut SplitMix64) -> Vec<usize> {
+/// One scenario's order of the trade returns: a shuffle, a bootstrap draw, a
+/// circular block bootstrap (blocks of `block` trades) or a stationary
+/// bootstrap (blocks of geometric length with mean `mean_block`), from its
+/// own SplitMix64 stream.
+pub fn resample(
+    n: usize,
+    method: Method,
+    block: usize,
+    mean_block: f64,
+    rng: &mut SplitMix64,
+) -> Vec<usize> {
     match method {
         Method::Shuffle => {
             // Fisher–Yates, from the end.
@@ -562,6 +652,45 @@ pub fn resample(n: usize, method: Method, block: usize, rng: &mut SplitMix64) ->
             order.truncate(n);
             order
         }
+        Method::StationaryBootstrap => {
+            // Politis & Romano (1994): a block starts at a uniform index and
+            // runs, wrapping circularly, for a geometric number of trades
+            // (P(L = k) = (1 − p)^(k−1) p, p = 1 / mean), so each next index
+            // is the following trade with probability 1 − p, a fresh start
+            // otherwise. Blocks are drawn start first, then length.
+            let mut order = Vec::with_capacity(n);
+            while order.len() < n {
+                let start = rng.below(n as u64) as usize;
+                let length = geometric_length(mean_block, n - order.len(), rng);
+                order.extend((0..length).map(|k| (start + k) % n));
+            }
+            order
+        }
+    }
+}
+
+/// A uniform draw in (0, 1]: the top 53 bits of the next output, plus one,
+/// over 2^53.
+fn uniform_open_closed(rng: &mut SplitMix64) -> f64 {
+    ((rng.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+}
+
+/// A geometric block length with mean `mean` (≥ 1): by inversion,
+/// 1 + ⌊ln U / ln(1 − 1/mean)⌋ for U uniform in (0, 1], capped at `cap`
+/// (the trades still to draw; a longer block would be cut there anyway).
+/// Always takes exactly one draw from `rng`, so streams stay aligned.
+pub fn geometric_length(mean: f64, cap: usize, rng: &mut SplitMix64) -> usize {
+    let u = uniform_open_closed(rng);
+    if mean <= 1.0 {
+        return 1;
+    }
+    let extra = (u.ln() / (1.0 - 1.0 / mean).ln()).floor();
+    // `extra` is finite and ≥ 0 (ln U ≤ 0 over a negative number); the cap
+    // also keeps the cast in range.
+    if extra < cap as f64 {
+        (1 + extra as usize).min(cap.max(1))
+    } else {
+        cap.max(1)
     }
 }
 
@@ -716,22 +845,32 @@ async fn all_trades(rt: &dyn Runtime, job_id: &str) -> anyhow::Result<Vec<Value>
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct MonteCarloResult {
-    /// Mode, method or pipeline, scenarios, seed and the original backtest's job id.
+    /// Mode, method or pipeline, scenarios, seed, block lengths and the original backtest's job id.
     #[schemars(with = "Map<String, Value>")]
     pub setup: Value,
-    /// Per metric (total_return, max_drawdown in percent; sharpe_ratio, calmar_ratio):
-    /// mean, std, percentiles 5..95, interval_90, interval_95, the original and its percentile rank.
+    /// `closed_trade` (trades mode: equity moves only when a trade closes, in exit order) or
+    /// `mark_to_market` (candles mode: Jesse's own metrics of each scenario backtest).
+    pub equity_basis: String,
+    /// Per metric: mean, std, percentiles 5..95, interval_90, interval_95, the original (on the same basis)
+    /// and its percentile rank. Trades mode: total_return, closed_trade_max_drawdown (percent),
+    /// closed_trade_sharpe_ratio, closed_trade_calmar_ratio, each with `original_mark_to_market`: Jesse's
+    /// figure of the original backtest, shown beside the distribution, not comparable to it. Candles mode:
+    /// total_return, max_drawdown, sharpe_ratio, calmar_ratio (Jesse's).
     #[schemars(with = "Map<String, Value>")]
     pub metrics: Value,
-    /// Share of scenarios losing money.
-    pub probability_of_loss: f64,
-    /// Share of scenarios whose drawdown reaches `ruin_drawdown` percent.
+    /// Share of scenarios whose total return is below 0; null under `shuffle`, which cannot change the total.
+    pub probability_of_loss: Option<f64>,
+    /// Why `probability_of_loss` is null.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probability_of_loss_reason: Option<String>,
+    /// Share of scenarios whose max drawdown (closed-trade in trades mode) reaches `ruin_drawdown` percent.
     pub probability_of_ruin: f64,
     pub ruin_drawdown: f64,
     /// Equity percentile bands per trade (trades mode) or per day (candles mode).
     #[schemars(with = "Map<String, Value>")]
     pub fan: Value,
-    /// Per-scenario values in scenario order (for histograms and checks).
+    /// Per-scenario values in scenario order (for histograms and checks): total_return and the drawdown
+    /// (closed_trade_max_drawdown or max_drawdown).
     #[schemars(with = "Map<String, Value>")]
     pub distribution: Value,
 }
@@ -764,6 +903,7 @@ async fn trades_mode(
         let closes: Vec<i64> = returns.iter().map(|(_, c)| *c).collect();
         let n = values.len();
         let block = plan.block_length.map_or_else(|| ((n as f64).cbrt().round() as usize).max(2), |b| b as usize).min(n);
+        let mean_block = plan.mean_block_length.unwrap_or_else(|| (n as f64).cbrt().max(1.0));
         let points = fan_points(n);
         let mut original_fan = Vec::new();
         let original_path = path(&values, &closes, start, end, &points, &mut original_fan);
@@ -771,7 +911,7 @@ async fn trades_mode(
         let mut fans = Vec::with_capacity(plan.scenarios as usize);
         for i in 0..plan.scenarios {
             let mut rng = SplitMix64::new(trial_seed(plan.seed, i64::from(i)));
-            let order = resample(n, plan.method, block, &mut rng);
+            let order = resample(n, plan.method, block, mean_block, &mut rng);
             let drawn: Vec<f64> = order.iter().map(|k| values[*k]).collect();
             let mut f = Vec::with_capacity(points.len());
             scenarios.push(path(&drawn, &closes, start, end, &points, &mut f));
@@ -779,8 +919,11 @@ async fn trades_mode(
         }
         let x: Vec<f64> = points.iter().map(|p| *p as f64).collect();
         let setup = json!({"mode": "trades", "method": plan.method, "block_length": (plan.method == Method::BlockBootstrap).then_some(block),
+            "mean_block_length": (plan.method == Method::StationaryBootstrap).then_some(mean_block),
             "scenarios": plan.scenarios, "seed": plan.seed, "trades": n, "source_job_id": original_id,
             "returns": "each trade's PnL over the equity at its entry (starting balance plus PnL closed before it); equity compounds from 1 and stops at 0",
+            "order": "trades are compounded in exit order, whatever route they belong to: concurrent trades (several routes) are one sequence by closing time",
+            "equity": "closed-trade equity: it moves only when a trade closes, so the drawdown, Sharpe and Calmar are closed-trade figures, not Jesse's mark-to-market ones (shown beside them as original_mark_to_market)",
             "scenario_seeds": "scenario i draws from SplitMix64 seeded with trial_seed(seed, i)"});
         summarize(setup, &plan, &scenarios, original_path, fan("trade", x, &fans, original_fan), &original)
     })
@@ -867,21 +1010,66 @@ fn summarize(
     let column = |f: fn(&PathMetrics) -> Option<f64>| -> Vec<f64> {
         scenarios.iter().filter_map(f).collect()
     };
+    let closed_trade = plan.mode == McMode::Trades;
+    // Trades mode measures closed-trade equity: its names say so, and Jesse's
+    // mark-to-market figure of the original stands beside each.
+    let (drawdown_key, sharpe_key, calmar_key) = if closed_trade {
+        (
+            "closed_trade_max_drawdown",
+            "closed_trade_sharpe_ratio",
+            "closed_trade_calmar_ratio",
+        )
+    } else {
+        ("max_drawdown", "sharpe_ratio", "calmar_ratio")
+    };
     let total = column(|m| Some(m.total_return));
     let drawdown = column(|m| Some(m.max_drawdown));
     let n = scenarios.len().max(1) as f64;
-    let loss = scenarios.iter().filter(|m| m.total_return < 0.0).count() as f64 / n;
+    let (loss, loss_reason) = if closed_trade && plan.method == Method::Shuffle {
+        (None, Some(SHUFFLE_LOSS_REASON.to_string()))
+    } else {
+        let losing = scenarios.iter().filter(|m| m.total_return < 0.0).count();
+        (Some(losing as f64 / n), None)
+    };
     let ruin = scenarios
         .iter()
         .filter(|m| m.max_drawdown <= -plan.ruin_drawdown)
         .count() as f64
         / n;
-    let metrics = json!({
-        "total_return": distribution(&total, Some(original.total_return)),
-        "max_drawdown": distribution(&drawdown, Some(original.max_drawdown)),
-        "sharpe_ratio": distribution(&column(|m| m.sharpe), original.sharpe),
-        "calmar_ratio": distribution(&column(|m| m.calmar), original.calmar),
-    });
+    let jesse = &original_body["metrics"];
+    let beside = |mut d: Value, jesse_key: &str| {
+        if closed_trade {
+            d["original_mark_to_market"] = jesse[jesse_key].clone();
+        }
+        d
+    };
+    let mut metrics = Map::new();
+    metrics.insert(
+        "total_return".into(),
+        distribution(&total, Some(original.total_return)),
+    );
+    metrics.insert(
+        drawdown_key.into(),
+        beside(
+            distribution(&drawdown, Some(original.max_drawdown)),
+            "max_drawdown",
+        ),
+    );
+    metrics.insert(
+        sharpe_key.into(),
+        beside(
+            distribution(&column(|m| m.sharpe), original.sharpe),
+            "sharpe_ratio",
+        ),
+    );
+    metrics.insert(
+        calmar_key.into(),
+        beside(
+            distribution(&column(|m| m.calmar), original.calmar),
+            "calmar_ratio",
+        ),
+    );
+    let metrics = Value::Object(metrics);
     let mut setup = setup;
     setup["provenance"] = original_body["provenance"].clone();
     if let Some(p) = setup["provenance"].as_object_mut() {
@@ -894,22 +1082,32 @@ fn summarize(
             }
         }
     }
-    let result = MonteCarloResult {
-        setup,
-        metrics,
-        probability_of_loss: loss,
-        probability_of_ruin: ruin,
-        ruin_drawdown: plan.ruin_drawdown,
-        fan,
-        distribution: json!({"total_return": total, "max_drawdown": drawdown}),
-    };
-    let summary = json!({
+    let mut summary = json!({
         "scenarios": scenarios.len(),
         "probability_of_loss": loss,
         "probability_of_ruin": ruin,
-        "total_return_p5": result.metrics["total_return"]["percentiles"]["5"],
-        "max_drawdown_p5": result.metrics["max_drawdown"]["percentiles"]["5"],
+        "total_return_p5": metrics["total_return"]["percentiles"]["5"],
     });
+    summary[format!("{drawdown_key}_p5")] = metrics[drawdown_key]["percentiles"]["5"].clone();
+    if closed_trade {
+        summary["method"] = json!(plan.method);
+    }
+    let result = MonteCarloResult {
+        setup,
+        equity_basis: if closed_trade {
+            "closed_trade"
+        } else {
+            "mark_to_market"
+        }
+        .into(),
+        metrics,
+        probability_of_loss: loss,
+        probability_of_loss_reason: loss_reason,
+        probability_of_ruin: ruin,
+        ruin_drawdown: plan.ruin_drawdown,
+        fan,
+        distribution: json!({"total_return": total, drawdown_key: drawdown}),
+    };
     Outcome::Succeeded {
         result: Box::new(JobResult {
             body: serde_json::to_value(result).expect("results serialize"),
@@ -949,7 +1147,7 @@ mod tests {
         let closes: Vec<i64> = (1..=6).map(|d| d * 86_400_000).collect();
         for seed in 0..200 {
             let mut rng = SplitMix64::new(seed);
-            let order = resample(6, Method::Bootstrap, 2, &mut rng);
+            let order = resample(6, Method::Bootstrap, 2, 2.0, &mut rng);
             let drawn: Vec<f64> = order.iter().map(|k| returns[*k]).collect();
             let m = path(&drawn, &closes, 0, 7 * 86_400_000, &[], &mut Vec::new());
             assert!(
@@ -962,13 +1160,134 @@ mod tests {
     #[test]
     fn shuffles_are_permutations_and_blocks_are_contiguous() {
         let mut rng = SplitMix64::new(3);
-        let mut order = resample(50, Method::Shuffle, 0, &mut rng);
+        let mut order = resample(50, Method::Shuffle, 0, 1.0, &mut rng);
         order.sort();
         assert_eq!(order, (0..50).collect::<Vec<_>>());
-        let blocks = resample(10, Method::BlockBootstrap, 3, &mut rng);
+        let blocks = resample(10, Method::BlockBootstrap, 3, 1.0, &mut rng);
         assert_eq!(blocks.len(), 10);
         assert_eq!((blocks[0] + 1) % 10, blocks[1]);
         assert_eq!((blocks[1] + 1) % 10, blocks[2]);
+    }
+
+    #[test]
+    fn stationary_bootstrap_blocks_are_geometric_with_the_stated_mean() {
+        // Many draws of a block length: the mean is the stated one (a
+        // geometric law with p = 1/4 has mean 4 and standard deviation
+        // √(1 − p)/p ≈ 3.46, so 200,000 draws put the sample mean within
+        // ±0.05 of 4 with a margin of over six standard errors), the share of
+        // length 1 is p, and no length is below 1.
+        for mean in [4.0, 1.7, 25.0] {
+            let mut rng = SplitMix64::new(11);
+            let draws: Vec<usize> = (0..200_000)
+                .map(|_| geometric_length(mean, usize::MAX, &mut rng))
+                .collect();
+            let sample_mean = draws.iter().sum::<usize>() as f64 / draws.len() as f64;
+            let sd = (1.0 - 1.0 / mean).sqrt() * mean;
+            assert!(
+                (sample_mean - mean).abs() < 6.0 * sd / (draws.len() as f64).sqrt(),
+                "mean {mean}: {sample_mean}"
+            );
+            let ones = draws.iter().filter(|l| **l == 1).count() as f64 / draws.len() as f64;
+            assert!(
+                (ones - 1.0 / mean).abs() < 0.01,
+                "mean {mean}: P(L=1) {ones}"
+            );
+            assert!(draws.iter().all(|l| *l >= 1));
+        }
+        // Mean 1 is the plain bootstrap: every block one trade long.
+        let mut rng = SplitMix64::new(2);
+        assert!((0..1000).all(|_| geometric_length(1.0, 50, &mut rng) == 1));
+        // A length never passes the cap (the trades still to draw).
+        let mut rng = SplitMix64::new(3);
+        assert!((0..1000).all(|_| geometric_length(1e6, 7, &mut rng) <= 7));
+    }
+
+    #[test]
+    fn stationary_bootstrap_wraps_circularly_and_reproduces_from_its_seed() {
+        let n = 12;
+        let mut wrapped = 0;
+        let mut runs = Vec::new();
+        for seed in 0..500 {
+            let order = resample(
+                n,
+                Method::StationaryBootstrap,
+                0,
+                6.0,
+                &mut SplitMix64::new(seed),
+            );
+            assert_eq!(order.len(), n);
+            assert!(order.iter().all(|k| *k < n));
+            // The same seed, the same scenario.
+            let again = resample(
+                n,
+                Method::StationaryBootstrap,
+                0,
+                6.0,
+                &mut SplitMix64::new(seed),
+            );
+            assert_eq!(order, again);
+            // Within a block the next index is the following trade, and the
+            // last trade is followed by the first.
+            wrapped += order
+                .windows(2)
+                .filter(|w| w[0] == n - 1 && w[1] == 0)
+                .count();
+            let mut run = 1;
+            for w in order.windows(2) {
+                if w[1] == (w[0] + 1) % n {
+                    run += 1;
+                } else {
+                    runs.push(run);
+                    run = 1;
+                }
+            }
+            runs.push(run);
+        }
+        assert!(
+            wrapped > 50,
+            "blocks wrap from the last trade to the first: {wrapped}"
+        );
+        // Runs of consecutive indices are blocks (occasionally two adjacent
+        // blocks join): long on average, unlike a bootstrap's.
+        let mean_run = runs.iter().sum::<usize>() as f64 / runs.len() as f64;
+        assert!(mean_run > 3.0, "{mean_run}");
+        // The stream is the scenario's: another seed, another order.
+        let a = resample(
+            n,
+            Method::StationaryBootstrap,
+            0,
+            6.0,
+            &mut SplitMix64::new(1),
+        );
+        let b = resample(
+            n,
+            Method::StationaryBootstrap,
+            0,
+            6.0,
+            &mut SplitMix64::new(2),
+        );
+        assert_ne!(a, b);
+        // The exact draw sequence: start (below n), then the length from the
+        // next output, block after block.
+        let mut rng = SplitMix64::new(42);
+        let mut expected = Vec::new();
+        while expected.len() < n {
+            let start = rng.below(n as u64) as usize;
+            let u = ((rng.next_u64() >> 11) as f64 + 1.0) / 9_007_199_254_740_992.0;
+            let length =
+                (1 + (u.ln() / (1.0 - 1.0 / 6.0f64).ln()).floor() as usize).min(n - expected.len());
+            expected.extend((0..length).map(|k| (start + k) % n));
+        }
+        assert_eq!(
+            resample(
+                n,
+                Method::StationaryBootstrap,
+                0,
+                6.0,
+                &mut SplitMix64::new(42)
+            ),
+            expected
+        );
     }
 
     #[test]

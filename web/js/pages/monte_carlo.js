@@ -1,6 +1,8 @@
 // A Monte Carlo: the fan chart (equity percentile bands over the scenarios and
 // the original path) and each metric's distribution (percentiles, intervals,
-// the original's rank), with the probabilities of loss and ruin.
+// the original's rank), with the probabilities of loss and ruin. Trades mode
+// measures closed-trade equity; Jesse's mark-to-market figure of the original
+// is its own column, beside the distribution, not part of it.
 
 import { api, enc } from '../api.js';
 import { h, fill, table, keyValues, section, num, pct } from '../dom.js';
@@ -19,7 +21,10 @@ export async function render(ctx, el, job) {
   fill(el,
     section('Setup', keyValues([
       ...Object.entries(setup).filter(([, v]) => typeof v !== 'object' || v === null).map(([k, v]) => [k, String(v ?? '—')]),
-      ['P(loss)', pct((result.probability_of_loss ?? NaN) * 100)],
+      ['equity', result.equity_basis === 'closed_trade'
+        ? 'closed-trade (trades compounded in exit order)' : (result.equity_basis || '—')],
+      ['P(loss)', result.probability_of_loss_reason
+        ? `not computed: ${result.probability_of_loss_reason}` : pct((result.probability_of_loss ?? NaN) * 100)],
       [`P(drawdown ≥ ${num(result.ruin_drawdown, 0)} %)`, pct((result.probability_of_ruin ?? NaN) * 100)],
     ], 'setup')),
     section('Fan chart', h('p', { class: 'muted' }, fan.unit || ''), fanBox),
@@ -27,6 +32,8 @@ export async function render(ctx, el, job) {
       { title: 'metric', cell: ([k]) => k },
       { title: 'original', cell: ([, m]) => num(m.original, 3), num: true },
       { title: 'rank %', cell: ([, m]) => num(m.original_percentile_rank, 1), num: true },
+      ...(result.equity_basis === 'closed_trade'
+        ? [{ title: 'Jesse (mark-to-market)', cell: ([, m]) => num(m.original_mark_to_market, 3), num: true }] : []),
       { title: 'mean', cell: ([, m]) => num(m.mean, 3), num: true },
       { title: 'std', cell: ([, m]) => num(m.std, 3), num: true },
       ...percentileKeys.map((p) => ({ title: `p${p}`, cell: ([, m]) => num(m.percentiles?.[p], 3), num: true })),

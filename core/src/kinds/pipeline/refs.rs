@@ -180,7 +180,9 @@ pub fn summary_fields(kind: &str) -> &'static [&'static str] {
             "probability_of_loss",
             "probability_of_ruin",
             "total_return_p5",
+            "closed_trade_max_drawdown_p5",
             "max_drawdown_p5",
+            "method",
         ],
         "pairs_screen" => &["pairs", "cointegrated", "best_pair", "best_cointegrated"],
         "pairs_backtest" => &[
@@ -533,11 +535,16 @@ impl Gate {
         };
         let reason = (!passed).then(|| {
             if found.is_null() {
-                // Undefined statistics carry their reason beside them.
+                // Undefined statistics carry their reason beside them: in a
+                // `{value, reason}` object, as a sibling `<name>_reason`
+                // (a Monte Carlo's `probability_of_loss_reason`), or as the
+                // parent's `reason`.
                 let why = why_undefined.clone().or_else(|| {
-                    self.path.split_last().and_then(|(_, parent)| {
-                        lookup(output, parent)
-                            .and_then(|p| p.get("reason"))
+                    self.path.split_last().and_then(|(name, parent)| {
+                        let parent = lookup(output, parent)?;
+                        parent
+                            .get(format!("{name}_reason"))
+                            .or_else(|| parent.get("reason"))
                             .and_then(Value::as_str)
                             .map(str::to_string)
                     })
@@ -660,6 +667,18 @@ mod tests {
             .unwrap()
             .check(&undefined);
         assert!(!check.passed && check.reason.unwrap().contains("no in-sample profit"));
+        // A null read from the summary takes its reason from the body's sibling field.
+        let shuffled = json!({"job_id": "M", "probability_of_loss": null,
+                              "probability_of_loss_reason": "undefined under shuffle",
+                              "summary": {"probability_of_loss": null}});
+        let check = parse_gate("mc.probability_of_loss <= 0.5")
+            .unwrap()
+            .check(&shuffled);
+        assert!(!check.passed);
+        assert_eq!(
+            check.reason.as_deref(),
+            Some("mc.probability_of_loss is undefined: undefined under shuffle")
+        );
         assert!(parse_gate("wf.x => 1").is_err());
         assert!(parse_gate("wf.x >= \"a\"").is_err());
         assert!(parse_gate("wf >= 1").is_err());

@@ -118,18 +118,30 @@ pub fn markdown(input: &Input) -> String {
 
     if !input.checks.is_empty() {
         let _ = writeln!(md, "\n## Gates\n");
-        let _ = writeln!(md, "| gate | value | from job | result |");
-        let _ = writeln!(md, "|---|---|---|---|");
+        let _ = writeln!(
+            md,
+            "| gate | what it measures | value | from job | result |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|");
         for (_, check) in input.checks {
             let result = if check.passed {
                 "passed".to_string()
             } else {
                 format!("**failed**: {}", check.reason.clone().unwrap_or_default())
             };
+            let kind = plan
+                .steps
+                .iter()
+                .find(|s| s.id == check.step)
+                .map_or("", |s| s.kind.as_str());
+            let path = super::refs::parse_gate(&check.gate)
+                .map(|g| g.path)
+                .unwrap_or_default();
             let _ = writeln!(
                 md,
-                "| `{}` | {} | `{}` | {} |",
+                "| `{}` | {} | {} | `{}` | {} |",
                 check.gate,
+                escape(&measures(kind, &path, input.outputs.get(&check.step))),
                 number(&check.value),
                 check.job_id.as_str().unwrap_or("?"),
                 escape(&result)
@@ -153,6 +165,128 @@ pub fn markdown(input: &Input) -> String {
         }
     }
     md
+}
+
+/// What a gate's statistic measures, in one clause, from the producing
+/// step's kind, the path the gate reads and that step's output (its setup:
+/// method, scenarios, blocks), so a reader can judge the threshold.
+pub fn measures(kind: &str, path: &[String], output: Option<&Value>) -> String {
+    let null = Value::Null;
+    let output = output.unwrap_or(&null);
+    let last = path.last().map_or("", String::as_str);
+    let first = path.first().map_or("", String::as_str);
+    let count = |v: &Value| match v.as_u64() {
+        Some(n) => thousands(n),
+        None => "the".into(),
+    };
+    match kind {
+        "monte_carlo" => {
+            let setup = &output["setup"];
+            let scenarios = count(&setup["scenarios"]);
+            let under = match setup["mode"].as_str() {
+                Some("candles") => format!(
+                    "under candle scenarios from Jesse's {} (each a backtest; mark-to-market)",
+                    setup["pipeline"]["class"].as_str().unwrap_or("candle pipeline")
+                ),
+                _ => {
+                    let method: Option<crate::kinds::monte_carlo::Method> =
+                        serde_json::from_value(setup["method"].clone()).ok();
+                    let blocks = if let Some(mean) = setup["mean_block_length"].as_f64() {
+                        format!(", mean block {} trades", number(&Value::from(mean)))
+                    } else if let Some(b) = setup["block_length"].as_u64() {
+                        format!(", blocks of {b} trades")
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "under {}{blocks}",
+                        method.map_or("resampling of trade returns", |m| m.describe())
+                    )
+                }
+            };
+            match last {
+                "probability_of_loss" => format!(
+                    "P(loss): share of {scenarios} scenarios whose compounded total return is below 0, {under}"
+                ),
+                "probability_of_ruin" => format!(
+                    "P(ruin): share of {scenarios} scenarios whose {} max drawdown reaches {} %, {under}",
+                    if setup["mode"] == "candles" {
+                        "mark-to-market"
+                    } else {
+                        "closed-trade"
+                    },
+                    number(&output["ruin_drawdown"])
+                ),
+                _ => format!(
+                    "{} over {scenarios} scenarios, {under}",
+                    path.join(".")
+                ),
+            }
+        }
+        "optimization" if last == "pbo" => {
+            let pbo = &output["overfitting"]["pbo"];
+            format!(
+                "PBO (Bailey et al. 2015): share of {} CSCV splits ({} blocks of daily returns, {} trials) in which \
+the in-sample best trial ranks at or below the out-of-sample median",
+                count(&pbo["n_combinations"]),
+                number(&pbo["partitions"]),
+                number(&pbo["n_trials"]),
+            )
+        }
+        "optimization" if matches!(last, "deflated_sharpe" | "dsr") => {
+            let dsr = &output["overfitting"]["deflated_sharpe"];
+            format!(
+                "DSR (Bailey & López de Prado 2014): probability that the best trial's true Sharpe ratio is above \
+the best expected of {} skill-less trials",
+                number(&dsr["n_trials"])
+            )
+        }
+        "optimization" if last == "psr" => {
+            "PSR: probability that the best trial's true Sharpe ratio is above 0, ignoring the search".into()
+        }
+        "walk_forward" if first == "efficiency" => {
+            let method = output["efficiency_method"]
+                .as_str()
+                .or_else(|| output["efficiency"]["method"].as_str())
+                .unwrap_or(
+                    "annualized out-of-sample return of the stitched windows ÷ mean annualized in-sample return",
+                );
+            format!(
+                "walk-forward efficiency over {} windows: {method}",
+                number(&output["summary"]["windows"])
+            )
+        }
+        "significance_test" if last == "p_value" => format!(
+            "p-value of Jesse's rule significance test: share of {} bootstrap simulations (mean block {} bars) \
+whose mean next-bar return of signal × detrended return is ≥ the observed; 0 means p < 1/{}",
+            count(&output["n_simulations"]),
+            number(&output["bootstrap_mean_block_length"]),
+            number(&output["n_simulations"]),
+        ),
+        "strategy_validation" if last == "valid" => {
+            "the strategy loaded and passed deep validation in a runner".into()
+        }
+        "pairs_screen" if last == "cointegrated" => {
+            "pairs cointegrated (Engle–Granger) at the screen's significance on the in-sample range".into()
+        }
+        "backtest" | "pairs_backtest" => {
+            format!("Jesse's {last} of the backtest (mark-to-market)")
+        }
+        _ => format!("{} of the {kind} step's result", path.join(".")),
+    }
+}
+
+/// 1000 → "1,000".
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn backtest(md: &mut String, id: &str, output: &Value) {
@@ -253,22 +387,45 @@ fn walk_forward(md: &mut String, output: &Value) {
 }
 
 fn monte_carlo(md: &mut String, id: &str, output: &Value) {
+    let loss = match output["probability_of_loss_reason"].as_str() {
+        Some(why) => format!("not computed ({why})"),
+        None => number(&output["probability_of_loss"]),
+    };
     let _ = writeln!(
         md,
         "Probability of a loss {}; of ruin (drawdown ≥ {} %) {}.\n",
-        number(&output["probability_of_loss"]),
+        escape(&loss),
         number(&output["ruin_drawdown"]),
         number(&output["probability_of_ruin"]),
     );
-    let _ = writeln!(
-        md,
-        "| metric | p5 | p50 | p95 | original |\n|---|---|---|---|---|"
-    );
+    let closed_trade = output["equity_basis"] == "closed_trade";
+    if closed_trade {
+        let _ = writeln!(
+            md,
+            "Scenarios compound closed-trade equity (in exit order, every route's trades in one sequence); the \
+last column is Jesse's mark-to-market figure of the original backtest, shown beside the distribution, not \
+comparable to it.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| metric | p5 | p50 | p95 | original (same basis) | Jesse, mark-to-market |\n|---|---|---|---|---|---|"
+        );
+    } else {
+        let _ = writeln!(
+            md,
+            "| metric | p5 | p50 | p95 | original |\n|---|---|---|---|---|"
+        );
+    }
     if let Some(metrics) = output["metrics"].as_object() {
         for (name, m) in metrics {
+            let beside = if closed_trade {
+                format!(" {} |", number(&m["original_mark_to_market"]))
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 md,
-                "| {name} | {} | {} | {} | {} |",
+                "| {name} | {} | {} | {} | {} |{beside}",
                 number(&m["percentiles"]["5"]),
                 number(&m["percentiles"]["50"]),
                 number(&m["percentiles"]["95"]),
@@ -367,5 +524,61 @@ mod tests {
         assert_eq!(number(&json!(null)), "–");
         assert_eq!(number(&json!(0.00001234)), "1.2340e-5");
         assert_eq!(escape("a|b\nc"), "a\\|b c");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn every_template_gate_says_what_it_measures() {
+        let p = |s: &str| s.split('.').map(str::to_string).collect::<Vec<_>>();
+        let mc = json!({"setup": {"mode": "trades", "method": "stationary_bootstrap", "scenarios": 1000,
+                                  "mean_block_length": 3.5}, "ruin_drawdown": 50.0});
+        assert_eq!(
+            measures("monte_carlo", &p("probability_of_loss"), Some(&mc)),
+            "P(loss): share of 1,000 scenarios whose compounded total return is below 0, under stationary \
+bootstrap of trade returns, mean block 3.5 trades"
+        );
+        let ruin = measures("monte_carlo", &p("probability_of_ruin"), Some(&mc));
+        assert!(
+            ruin.contains("closed-trade max drawdown reaches 50 %"),
+            "{ruin}"
+        );
+        let candles = json!({"setup": {"mode": "candles", "scenarios": 100,
+                                       "pipeline": {"class": "MovingBlockBootstrapCandlesPipeline"}}});
+        assert!(
+            measures("monte_carlo", &p("probability_of_loss"), Some(&candles))
+                .contains("100 scenarios whose compounded total return is below 0, under candle scenarios from \
+Jesse's MovingBlockBootstrapCandlesPipeline")
+        );
+        let opt = json!({"overfitting": {"pbo": {"n_combinations": 924, "partitions": 12, "n_trials": 40},
+                                         "deflated_sharpe": {"n_trials": 40}}});
+        assert_eq!(
+            measures("optimization", &p("pbo"), Some(&opt)),
+            "PBO (Bailey et al. 2015): share of 924 CSCV splits (12 blocks of daily returns, 40 trials) in which \
+the in-sample best trial ranks at or below the out-of-sample median"
+        );
+        assert!(
+            measures("optimization", &p("deflated_sharpe"), Some(&opt))
+                .contains("40 skill-less trials")
+        );
+        let wf = json!({"summary": {"windows": 4}, "efficiency_method": "Pardo: linear OOS rate ÷ IS rate"});
+        assert_eq!(
+            measures("walk_forward", &p("efficiency"), Some(&wf)),
+            "walk-forward efficiency over 4 windows: Pardo: linear OOS rate ÷ IS rate"
+        );
+        let sig = json!({"n_simulations": 2000, "bootstrap_mean_block_length": 10});
+        let text = measures("significance_test", &p("p_value"), Some(&sig));
+        assert!(
+            text.contains("2,000 bootstrap simulations (mean block 10 bars)")
+                && text.contains("p < 1/2000"),
+            "{text}"
+        );
+        assert!(measures("strategy_validation", &p("valid"), None).contains("deep validation"));
+        assert!(measures("pairs_screen", &p("cointegrated"), None).contains("Engle–Granger"));
+        assert_eq!(
+            measures("backtest", &p("metrics.total"), None),
+            "Jesse's total of the backtest (mark-to-market)"
+        );
     }
 }

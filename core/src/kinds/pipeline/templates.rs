@@ -5,8 +5,9 @@
 //!
 //! - `evaluate_strategy`: import missing candles → validate → baseline
 //!   backtest → optimize (gate: PBO) and walk-forward (gate: efficiency) →
-//!   the best parameters' backtest → Monte Carlo on its trades (gate: the
-//!   probability of a loss) → report.
+//!   the best parameters' backtest → Monte Carlo on its trades, a stationary
+//!   bootstrap so the total return varies (gate: the probability of a loss)
+//!   → report.
 //! - `screen_pairs`: screen symbols for cointegration on an in-sample range
 //!   (gate: at least one cointegrated pair) → backtest the best pair out of
 //!   sample with the screen's hedge ratio → Monte Carlo on its trades.
@@ -41,8 +42,9 @@ pub static TEMPLATES: &[Template] = &[
         description: "Imports the candles the range lacks (when the exchange can be imported from), validates the \
 strategy in a runner, runs a baseline backtest with its default hyperparameters, optimizes it (gate: PBO ≤ max_pbo) \
 while a walk-forward analysis re-optimizes window by window (gate: walk-forward efficiency ≥ min_efficiency), \
-backtests the best parameters on the whole range and runs a trade Monte Carlo on that backtest (gate: probability of \
-a loss ≤ max_loss_probability). The verdict is passed only when every gate holds.",
+backtests the best parameters on the whole range and runs a trade Monte Carlo on that backtest, a stationary bootstrap \
+of its trade returns (gate: probability of a loss ≤ max_loss_probability; a statistic that could not be computed \
+fails its gate). The verdict is passed only when every gate holds.",
         params: || serde_json::to_value(schemars::schema_for!(EvaluateParams)).unwrap_or_default(),
         example: || {
             json!({"strategy": "SmaCross", "exchange": "Binance Perpetual Futures", "symbol": "BTC-USDT",
@@ -55,8 +57,8 @@ a loss ≤ max_loss_probability). The verdict is passed only when every gate hol
         title: "Screen and test pairs",
         description: "Screens every pair of the symbols for cointegration on the in-sample part of the range (gate: \
 at least one cointegrated pair), backtests the best pair with PairsTrading on the out-of-sample part only (the \
-screen's OLS hedge ratio, fixed, so nothing is looked up from the future) and runs a trade Monte Carlo on that \
-backtest.",
+screen's OLS hedge ratio, fixed, so nothing is looked up from the future) and runs a trade Monte Carlo (stationary \
+bootstrap of the trade returns) on that backtest.",
         params: || serde_json::to_value(schemars::schema_for!(PairsParams)).unwrap_or_default(),
         example: || {
             json!({"exchange": "Binance Perpetual Futures", "symbols": ["BTC-USDT", "ETH-USDT", "SOL-USDT"],
@@ -124,7 +126,8 @@ pub struct EvaluateParams {
     /// linear annual rates of profit out of sample ÷ in sample (`walk_forward.efficiency.value`).
     #[serde(default)]
     pub min_efficiency: Option<f64>,
-    /// Gate: the Monte Carlo probability of a loss at most this (default 0.5).
+    /// Gate: the Monte Carlo probability of a loss (share of stationary-bootstrap scenarios of the best
+    /// backtest's trade returns ending below the start) at most this (default 0.5).
     #[serde(default)]
     pub max_loss_probability: Option<f64>,
     /// Backtest settings for every step: starting_balance, fee, type, leverage, leverage_mode, warm_up_candles.
@@ -413,7 +416,10 @@ async fn evaluate(planner: &Planner, p: EvaluateParams) -> Result<Expanded, ApiE
         Some(format!("walk_forward.efficiency >= {min_efficiency}")),
     ));
     steps.push(step("best", "backtest", best, &["optimize"], None));
-    let mut mc = json!({"mode": "trades", "source": "${best.job_id}", "seed": seed});
+    // The stationary bootstrap lets the total return vary (a shuffle cannot),
+    // so the loss gate measures something the backtest alone does not say.
+    let mut mc = json!({"mode": "trades", "source": "${best.job_id}", "method": "stationary_bootstrap",
+                        "seed": seed});
     if let Some(n) = p.scenarios {
         mc["scenarios"] = json!(n);
     }
@@ -470,8 +476,8 @@ fn pairs(p: PairsParams) -> Result<Expanded, ApiError> {
     if let Some(h) = &p.hyperparameters {
         trade["hyperparameters"] = h.clone();
     }
-    let mut mc =
-        json!({"mode": "trades", "source": "${pair_backtest.backtest_job_id}", "seed": seed});
+    let mut mc = json!({"mode": "trades", "source": "${pair_backtest.backtest_job_id}",
+                        "method": "stationary_bootstrap", "seed": seed});
     if let Some(n) = p.scenarios {
         mc["scenarios"] = json!(n);
     }
