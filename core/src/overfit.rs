@@ -500,7 +500,11 @@ impl Performance {
                 if years == 0.0 {
                     return 0.0;
                 }
-                let ratio = r.iter().map(|x| 1.0 + x).product::<f64>().clamp(1e-10, 1e10);
+                let ratio = r
+                    .iter()
+                    .map(|x| 1.0 + x)
+                    .product::<f64>()
+                    .clamp(1e-10, 1e10);
                 let cagr = ratio.powf(1.0 / years) - 1.0;
                 let dd = max_drawdown(r).abs();
                 if dd != 0.0 { cagr / dd } else { 0.0 }
@@ -1443,9 +1447,22 @@ mod tests {
         assert_close(p.logits[0], 0.0, 1e-15, "λ of IS = block 0");
         assert_close(p.logits[1], (1.0f64 / 3.0).ln(), 1e-15, "λ of IS = block 1");
         assert_eq!(p.pbo, 1.0);
-        assert_close(p.mean_is_sharpe.unwrap(), (1.02 * 0.97 - 1.0 - 0.02) / 2.0, 1e-15, "mean IS");
-        assert_close(p.mean_oos_sharpe.unwrap(), (0.02 + (1.01f64 * 1.01 - 1.0)) / 2.0, 1e-15, "mean OOS");
-        assert_eq!((p.performance, p.maximize), (Performance::TotalReturn, false));
+        assert_close(
+            p.mean_is_sharpe.unwrap(),
+            (1.02 * 0.97 - 1.0 - 0.02) / 2.0,
+            1e-15,
+            "mean IS",
+        );
+        assert_close(
+            p.mean_oos_sharpe.unwrap(),
+            (0.02 + (1.01f64 * 1.01 - 1.0)) / 2.0,
+            1e-15,
+            "mean OOS",
+        );
+        assert_eq!(
+            (p.performance, p.maximize),
+            (Performance::TotalReturn, false)
+        );
         // The Sharpe selection of the same matrix is another one.
         assert_ne!(pbo_cscv(&m, 2).unwrap().logits, p.logits);
 
@@ -1456,7 +1473,12 @@ mod tests {
         let mut m = noise_trials(&mut rng, 9, 96);
         for (j, r) in m.iter_mut().enumerate() {
             for (i, x) in r.iter_mut().enumerate() {
-                *x = *x * (1.0 + j as f64 * 0.3) + if i % 24 < 12 { 1e-3 * j as f64 } else { -8e-4 * j as f64 };
+                *x = *x * (1.0 + j as f64 * 0.3)
+                    + if i % 24 < 12 {
+                        1e-3 * j as f64
+                    } else {
+                        -8e-4 * j as f64
+                    };
             }
         }
         let by_sharpe = pbo_cscv(&m, 8).unwrap();
@@ -1484,7 +1506,10 @@ mod tests {
         let minimizing = pbo_cscv_by(&m, 8, Performance::TotalReturn, false).unwrap();
         assert_ne!(minimizing.logits, by_sharpe.logits);
         // Sharpe via the per-block sums is the brute force's, bit for bit in PBO.
-        assert_eq!(by_sharpe.pbo, brute_force_pbo(&m, 8, Performance::Sharpe, true).0);
+        assert_eq!(
+            by_sharpe.pbo,
+            brute_force_pbo(&m, 8, Performance::Sharpe, true).0
+        );
     }
 
     #[test]
@@ -1505,7 +1530,12 @@ mod tests {
             (Performance::SmartSortino, 0.34837183562275753),
             (Performance::Sharpe, 0.28867513459481287),
         ] {
-            assert_close(perf.of(&r), jesse, 1e-12 * jesse.abs().max(1.0), &format!("{perf:?}"));
+            assert_close(
+                perf.of(&r),
+                jesse,
+                1e-12 * jesse.abs().max(1.0),
+                &format!("{perf:?}"),
+            );
         }
         assert_eq!(Performance::Sortino.of(&[0.01, 0.0]), f64::INFINITY);
         assert_eq!(Performance::Sortino.of(&[0.0, 0.0]), f64::NEG_INFINITY);

@@ -600,7 +600,11 @@ fn half_day_rising_csv(start: &str, end: &str) -> Vec<u8> {
     let mut t = start;
     while t < end {
         let hour = (t / 3_600_000) % 24;
-        let step = if hour < 12 { 0.001 / 60.0 } else { -0.0006 / 60.0 };
+        let step = if hour < 12 {
+            0.001 / 60.0
+        } else {
+            -0.0006 / 60.0
+        };
         let close = price * (1.0 + step);
         out.extend(
             format!(
@@ -666,7 +670,10 @@ async fn a_trial_without_a_losing_day_has_jesses_infinite_fitness_and_ranks_best
     for (row, jesse) in rows.iter().zip(reference["trials"].as_array().unwrap()) {
         assert_eq!(row["trial"], jesse["trial"]);
         // Equal to Jesse's get_fitness, at infinity too: null + "+inf" on both sides.
-        assert_eq!(row["fitness_special"], jesse["score_special"], "{row}\n{jesse}");
+        assert_eq!(
+            row["fitness_special"], jesse["score_special"],
+            "{row}\n{jesse}"
+        );
         match jesse["score"].as_f64() {
             Some(theirs) => assert_eq!(
                 row["fitness"].as_f64().map(f64::to_bits),
@@ -680,7 +687,11 @@ async fn a_trial_without_a_losing_day_has_jesses_infinite_fitness_and_ranks_best
                 assert_eq!(row["training_special"]["sortino_ratio"], "+inf", "{row}");
             }
         }
-        assert_eq!(row["testing"].is_null(), jesse["testing_total"].is_null(), "{row}");
+        assert_eq!(
+            row["testing"].is_null(),
+            jesse["testing_total"].is_null(),
+            "{row}"
+        );
     }
     assert_eq!(infinite, vec![json!(24)], "{rows:#?}");
     assert!(

@@ -83,7 +83,12 @@ mod tests {
 
     #[test]
     fn jesse_rules() {
-        let f = fitness("sharpe", 200.0, &json!({"total": 5, "sharpe_ratio": 3.0}), &Value::Null);
+        let f = fitness(
+            "sharpe",
+            200.0,
+            &json!({"total": 5, "sharpe_ratio": 3.0}),
+            &Value::Null,
+        );
         assert_eq!(
             f,
             Fitness {
@@ -91,7 +96,12 @@ mod tests {
                 run_testing: false
             }
         );
-        let f = fitness("sharpe", 200.0, &json!({"total": 40, "sharpe_ratio": -0.1}), &Value::Null);
+        let f = fitness(
+            "sharpe",
+            200.0,
+            &json!({"total": 40, "sharpe_ratio": -0.1}),
+            &Value::Null,
+        );
         assert_eq!(
             f,
             Fitness {
@@ -100,7 +110,12 @@ mod tests {
             }
         );
         // NaN ratio: Jesse runs the testing backtest, then scores 0.0001.
-        let f = fitness("sharpe", 200.0, &json!({"total": 40, "sharpe_ratio": null}), &Value::Null);
+        let f = fitness(
+            "sharpe",
+            200.0,
+            &json!({"total": 40, "sharpe_ratio": null}),
+            &Value::Null,
+        );
         assert_eq!(
             f,
             Fitness {
@@ -108,11 +123,21 @@ mod tests {
                 run_testing: true
             }
         );
-        let f = fitness("calmar", 200.0, &json!({"total": 40, "calmar_ratio": 2.0}), &Value::Null);
+        let f = fitness(
+            "calmar",
+            200.0,
+            &json!({"total": 40, "calmar_ratio": 2.0}),
+            &Value::Null,
+        );
         let expected = ((40f64).log10() / (200f64).log10()).min(1.0) * ((2.0 + 0.5) / (30.0 + 0.5));
         assert_eq!(f.score.to_bits(), expected.to_bits());
         // More trades than optimal_total cap the effect at 1.
-        let f = fitness("sharpe", 10.0, &json!({"total": 400, "sharpe_ratio": 1.0}), &Value::Null);
+        let f = fitness(
+            "sharpe",
+            10.0,
+            &json!({"total": 400, "sharpe_ratio": 1.0}),
+            &Value::Null,
+        );
         assert_eq!(f.score, 1.5 / 5.5);
         assert_eq!(fitness_name("Smart_Sortino"), Some("smart sortino"));
     }

@@ -12,8 +12,8 @@ use serde_json::{Map, Value, json};
 use super::trial::{TrialResult, TrialState, stop_point};
 use super::{Direction, OptimizationPlan};
 use crate::jobs::JobStatus;
-use crate::overfit::Performance;
 use crate::kinds::{Outcome, Runtime};
+use crate::overfit::Performance;
 use crate::store::{JobRecord, JobResult};
 
 /// Metrics each leaderboard row shows for both periods.
@@ -266,7 +266,8 @@ pub async fn report(
             {
                 best_so_far = Some(v);
             }
-            let mut point = json!({"trial": t.result.summary.trial, "state": t.result.summary.state});
+            let mut point =
+                json!({"trial": t.result.summary.trial, "state": t.result.summary.state});
             put(&mut point, "value", value);
             put(&mut point, "best", best_so_far);
             point
@@ -612,7 +613,6 @@ fn overfitting(
     let pbo = pbo_section(&series, length, &plan.objectives[0]);
     let (sharpes, n_trials, n_reason) = dsr_inputs(&series, evaluated);
     let dsr = match ranked.first() {
-
         None => json!({"dsr": null, "reason": "no complete trial"}),
         Some(best) if best.result.daily_returns.is_empty() => {
             json!({"dsr": null, "reason": "the best trial has no daily returns"})
@@ -628,8 +628,10 @@ fn overfitting(
                 None => {
                     // Still say how likely a true Sharpe > 0 is, ignoring the selection.
                     let sr = crate::overfit::sharpe(returns);
-                    let (skew, kurtosis) =
-                        (crate::overfit::skewness(returns), crate::overfit::kurtosis(returns));
+                    let (skew, kurtosis) = (
+                        crate::overfit::skewness(returns),
+                        crate::overfit::kurtosis(returns),
+                    );
                     let psr = sr
                         .map(|sr| {
                             crate::overfit::probabilistic_sharpe_ratio(
@@ -740,7 +742,10 @@ fn pbo_section(series: &[Vec<f64>], length: usize, objective: &super::Objective)
                             "only S = {partitions} CSCV blocks ({combinations} combinations; with S = 2 PBO can \
                              only be 0, 0.5 or 1): too coarse to read as a probability; S = min(16, training \
                              days / 2), so a training period of 16 days or more gives S ≥ 8{}",
-                            lowered.as_deref().map(|l| format!("; {l}")).unwrap_or_default()
+                            lowered
+                                .as_deref()
+                                .map(|l| format!("; {l}"))
+                                .unwrap_or_default()
                         ));
                     } else if let Some(l) = lowered {
                         v["note"] = json!(l);
@@ -760,7 +765,6 @@ fn pbo_section(series: &[Vec<f64>], length: usize, objective: &super::Objective)
     let mut pbo = pbo;
     pbo["selection"] = selection;
     pbo
-
 }
 
 /// The deflated Sharpe ratio's inputs: the Sharpe ratios its variance is
@@ -786,10 +790,21 @@ fn dsr_inputs(series: &[Vec<f64>], evaluated: usize) -> (Vec<f64>, usize, String
         "N = {n_trials}: every distinct parameter set evaluated ({} with daily returns{}{}); \
          the Sharpe variance is over the {} with daily returns",
         sharpes.len(),
-        if failed > 0 { format!(", {failed} failed: tried, so counted, but without a Sharpe ratio") } else { String::new() },
+        if failed > 0 {
+            format!(", {failed} failed: tried, so counted, but without a Sharpe ratio")
+        } else {
+            String::new()
+        },
         {
-            let flat = series.iter().filter(|r| r.iter().all(|x| *x == 0.0)).count();
-            if flat > 0 { format!(", {flat} flat: Sharpe 0") } else { String::new() }
+            let flat = series
+                .iter()
+                .filter(|r| r.iter().all(|x| *x == 0.0))
+                .count();
+            if flat > 0 {
+                format!(", {flat} flat: Sharpe 0")
+            } else {
+                String::new()
+            }
         },
         sharpes.len()
     );
@@ -859,8 +874,7 @@ mod tests {
             4,
             &objective("net_profit_percentage", Direction::Minimize, false),
         );
-        let direct =
-            crate::overfit::pbo_cscv_by(&m, 2, Performance::TotalReturn, false).unwrap();
+        let direct = crate::overfit::pbo_cscv_by(&m, 2, Performance::TotalReturn, false).unwrap();
         assert_eq!(pbo["pbo"], json!(direct.pbo));
         assert_eq!(pbo["logit_mean"], json!(direct.logit_mean));
         assert_eq!(pbo["performance"], "total_return");

@@ -20,8 +20,8 @@ use super::fitness::{UNUSABLE, fitness};
 use super::{OptimizationPlan, SamplerKind, grid_point};
 use crate::ErrorBody;
 use crate::jobs::{BacktestPlan, JobStatus};
-use crate::special::{self, Special};
 use crate::kinds::{KindDef, Lane, Outcome, Runtime, read_plan, schema_of};
+use crate::special::{self, Special};
 use crate::store::{JobRecord, JobResult};
 
 pub static KIND: KindDef = KindDef {
@@ -450,15 +450,13 @@ async fn run_trial(
     let violations: Vec<f64> = plan
         .constraints
         .iter()
-        .map(
-            |b| match train_metric(&b.metric) {
-                Some(v) => b
-                    .min
-                    .map_or(f64::NEG_INFINITY, |min| min - v)
-                    .max(b.max.map_or(f64::NEG_INFINITY, |max| v - max)),
-                None => 1.0,
-            },
-        )
+        .map(|b| match train_metric(&b.metric) {
+            Some(v) => b
+                .min
+                .map_or(f64::NEG_INFINITY, |min| min - v)
+                .max(b.max.map_or(f64::NEG_INFINITY, |max| v - max)),
+            None => 1.0,
+        })
         .collect();
     let broken: Vec<Value> = plan
         .constraints
