@@ -724,7 +724,7 @@ fn pbo_section(series: &[Vec<f64>], length: usize, objective: &super::Objective)
         if partitions < 2 {
             json!({"pbo": null, "reason": format!("{length} daily returns are too few to partition")})
         } else {
-            match crate::overfit::pbo_cscv_by(&series, partitions, performance, maximize) {
+            match crate::overfit::pbo_cscv_by(series, partitions, performance, maximize) {
                 Ok(pbo) => {
                     let histogram = histogram(&pbo.logits, 20);
                     let combinations = pbo.n_combinations;
