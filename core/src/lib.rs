@@ -17,6 +17,7 @@ pub mod overfit;
 pub mod planner;
 pub mod queue;
 pub mod rng;
+pub mod special;
 pub mod store;
 pub mod strategies;
 pub mod strategy_static;

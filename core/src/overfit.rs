@@ -364,9 +364,25 @@ pub struct Dsr {
 /// non-finite input, a zero-variance selected series, or zero variance across
 /// the trial Sharpes (all trials alike: there was no search to deflate for).
 pub fn deflated_sharpe_ratio(best_returns: &[f64], trial_sharpes: &[f64]) -> Option<Dsr> {
-    let n_trials = trial_sharpes.len();
+    deflated_sharpe_ratio_n(best_returns, trial_sharpes, trial_sharpes.len())
+}
+
+/// [`deflated_sharpe_ratio`] with the number of trials N given apart from
+/// the Sharpe ratios the variance is taken over: trials that were tried but
+/// have no Sharpe ratio (e.g. a backtest that raised) still count in N.
+/// `n_trials` below `trial_sharpes.len()` is raised to it.
+pub fn deflated_sharpe_ratio_n(
+    best_returns: &[f64],
+    trial_sharpes: &[f64],
+    n_trials: usize,
+) -> Option<Dsr> {
+    let n_trials = n_trials.max(trial_sharpes.len());
     let n_obs = best_returns.len();
-    if n_trials < 2 || n_obs < 3 || trial_sharpes.iter().any(|s| !s.is_finite()) {
+    if n_trials < 2
+        || trial_sharpes.len() < 2
+        || n_obs < 3
+        || trial_sharpes.iter().any(|s| !s.is_finite())
+    {
         return None;
     }
     if best_returns.iter().any(|r| !r.is_finite()) {
@@ -412,6 +428,128 @@ pub struct Degradation {
     pub n_points: usize,
 }
 
+/// The performance statistic CSCV selects and ranks trials by, computed on
+/// the concatenated per-period returns of a set of blocks, per period (no
+/// annualization: for samples of equal length it orders trials as Jesse's
+/// annualized metric does). Formulas are Jesse 3.5.3's
+/// (`jesse/services/metrics.py`) on the returns as given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Performance {
+    /// mean / std (ddof = 1); zero variance: 0 for a zero mean, else ±∞.
+    Sharpe,
+    /// Sharpe divided by Jesse's autocorrelation penalty.
+    SmartSharpe,
+    /// mean / √(Σ min(r, 0)² / n); no downside: +∞ for a positive mean, else −∞.
+    Sortino,
+    /// Sortino divided by Jesse's autocorrelation penalty.
+    SmartSortino,
+    /// Σ max(r, 0) / −Σ min(r, 0); NaN (ranked worst) without a losing period.
+    Omega,
+    /// Π(1 + r) − 1, the compounded return.
+    TotalReturn,
+    /// min(P / running max P) − 1 of P = Π(1 + r) (≤ 0; closer to 0 is better
+    /// under maximize, as Jesse's `max_drawdown`).
+    MaxDrawdown,
+    /// CAGR / |max drawdown| with CAGR over (n − 1)/365 years; 0 without a drawdown.
+    Calmar,
+}
+
+impl Performance {
+    /// The statistic of `r`; NaN where undefined (ranked worst).
+    pub fn of(self, r: &[f64]) -> f64 {
+        let n = r.len();
+        if n == 0 {
+            return f64::NAN;
+        }
+        let m = mean(r);
+        let downside = || (r.iter().map(|x| x.min(0.0).powi(2)).sum::<f64>() / n as f64).sqrt();
+        let sortino = |d: f64, penalty: f64| {
+            if d == 0.0 {
+                if m > 0.0 {
+                    f64::INFINITY
+                } else {
+                    f64::NEG_INFINITY
+                }
+            } else {
+                m / (d * penalty)
+            }
+        };
+        let sharpe = || {
+            let shift = r[0];
+            let (a, q) = r.iter().fold((0.0, 0.0), |(a, q), x| {
+                let d = x - shift;
+                (a + d, q + d * d)
+            });
+            sharpe_from_sums(shift, a, q, n as f64)
+        };
+        match self {
+            Performance::Sharpe => sharpe(),
+            Performance::SmartSharpe => m / (std(r) * autocorr_penalty(r)),
+            Performance::Sortino => sortino(downside(), 1.0),
+            Performance::SmartSortino => sortino(downside(), autocorr_penalty(r)),
+            Performance::Omega => {
+                let up: f64 = r.iter().filter(|x| **x > 0.0).sum();
+                let down: f64 = -r.iter().filter(|x| **x < 0.0).sum::<f64>();
+                if down > 0.0 { up / down } else { f64::NAN }
+            }
+            Performance::TotalReturn => r.iter().map(|x| 1.0 + x).product::<f64>() - 1.0,
+            Performance::MaxDrawdown => max_drawdown(r),
+            Performance::Calmar => {
+                let years = (n - 1) as f64 / 365.0;
+                if years == 0.0 {
+                    return 0.0;
+                }
+                let ratio = r
+                    .iter()
+                    .map(|x| 1.0 + x)
+                    .product::<f64>()
+                    .clamp(1e-10, 1e10);
+                let cagr = ratio.powf(1.0 / years) - 1.0;
+                let dd = max_drawdown(r).abs();
+                if dd != 0.0 { cagr / dd } else { 0.0 }
+            }
+        }
+    }
+}
+
+/// Jesse's `max_drawdown`: prices Π(1 + r), each over the running maximum
+/// since the first price, minimum − 1.
+fn max_drawdown(r: &[f64]) -> f64 {
+    let mut price = 1.0;
+    let mut peak = f64::NEG_INFINITY;
+    let mut worst = f64::INFINITY;
+    for x in r {
+        price *= 1.0 + x;
+        peak = peak.max(price);
+        worst = worst.min(price / peak);
+    }
+    worst - 1.0
+}
+
+/// Jesse's autocorrelation penalty √(1 + 2 Σ_{x=1}^{n−1} (n−x)/n · |ρ₁|^x),
+/// ρ₁ the lag-1 Pearson correlation; NaN for fewer than 3 values.
+fn autocorr_penalty(r: &[f64]) -> f64 {
+    let n = r.len();
+    if n < 3 {
+        return f64::NAN;
+    }
+    let (a, b) = (&r[..n - 1], &r[1..]);
+    let (ma, mb) = (mean(a), mean(b));
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        sab += (x - ma) * (y - mb);
+        saa += (x - ma) * (x - ma);
+        sbb += (y - mb) * (y - mb);
+    }
+    let coef = (sab / (saa * sbb).sqrt()).abs();
+    let nf = n as f64;
+    let sum: f64 = (1..n)
+        .map(|x| (nf - x as f64) / nf * coef.powi(x as i32))
+        .sum();
+    (1.0 + 2.0 * sum).sqrt()
+}
+
 /// Probability of Backtest Overfitting by CSCV, with its by-products.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct Pbo {
@@ -437,15 +575,26 @@ pub struct Pbo {
     pub logits: Vec<f64>,
     /// Mean of `logits`; > 0 means the winner tends to stay above the median.
     pub logit_mean: f64,
-    /// Share of combinations whose in-sample winner has an OOS Sharpe < 0.
+    /// Share of combinations whose in-sample winner has an OOS mean return
+    /// < 0 (for Sharpe: an OOS Sharpe < 0).
     pub prob_oos_loss: f64,
-    /// Mean in-sample Sharpe of the winners (over finite values; None if none).
+    /// The statistic trials are selected (in sample) and ranked (out of
+    /// sample) by.
+    pub performance: Performance,
+    /// `true`: the in-sample winner is the largest value; `false`: the smallest.
+    pub maximize: bool,
+    /// Mean in-sample statistic of the winners (over finite values; None if none).
     pub mean_is_sharpe: Option<f64>,
-    /// Mean out-of-sample Sharpe of the winners (over finite values; None if none).
+    /// Mean out-of-sample statistic of the winners (over finite values; None if none).
     pub mean_oos_sharpe: Option<f64>,
-    /// Regression of the winner's OOS Sharpe on its IS Sharpe; None with fewer
-    /// than 2 finite points or no spread in the IS Sharpes.
+    /// Regression of the winner's OOS statistic on its IS statistic; None with
+    /// fewer than 2 finite points or no spread in the IS values.
     pub degradation: Option<Degradation>,
+}
+
+/// C(n, k) as a float (for cost estimates past usize).
+pub fn binomial_f64(n: usize, k: usize) -> f64 {
+    (0..k).fold(1.0, |acc, i| acc * (n - k + i + 1) as f64 / (i + 1) as f64)
 }
 
 fn binomial(n: usize, k: usize) -> usize {
@@ -494,6 +643,22 @@ fn sharpe_from_sums(shift: f64, s: f64, q: f64, m: f64) -> f64 {
 /// Cost: per-block sums and sums of squares are computed once, so each
 /// combination costs O(N·S) and the whole run O(C(S, S/2)·N·S + N·T).
 pub fn pbo_cscv(trials: &[Vec<f64>], partitions: usize) -> Result<Pbo, String> {
+    pbo_cscv_by(trials, partitions, Performance::Sharpe, true)
+}
+
+/// [`pbo_cscv`] selecting and ranking by `performance` in the direction
+/// `maximize` (a study's own objective): the in-sample winner is the trial
+/// with the best statistic (lowest index among equals), its out-of-sample
+/// rank is 1 + the number of trials strictly worse out of sample. NaN counts
+/// as the worst value. Sharpe is computed from per-block sums (as
+/// [`pbo_cscv`]); the others on the concatenated rows of the blocks, in
+/// order, O(C(S, S/2)·N·T).
+pub fn pbo_cscv_by(
+    trials: &[Vec<f64>],
+    partitions: usize,
+    performance: Performance,
+    maximize: bool,
+) -> Result<Pbo, String> {
     let n = trials.len();
     if n < 2 {
         return Err(format!(
@@ -557,6 +722,9 @@ pub fn pbo_cscv(trials: &[Vec<f64>], partitions: usize) -> Result<Pbo, String> {
     let (mut is_s, mut is_q) = (vec![0.0; n], vec![0.0; n]);
     let (mut oos_s, mut oos_q) = (vec![0.0; n], vec![0.0; n]);
     let mut oos = Vec::with_capacity(n);
+    let mut is_v = Vec::with_capacity(n);
+    let (mut is_rows, mut oos_rows) = (Vec::new(), Vec::new());
+    let mut n_oos_loss = 0usize;
     let mut comb: Vec<usize> = (0..half).collect();
     loop {
         let mut in_sample = [false; MAX_PARTITIONS];
@@ -578,19 +746,52 @@ pub fn pbo_cscv(trials: &[Vec<f64>], partitions: usize) -> Result<Pbo, String> {
                 acc_q[j] += bq[j];
             }
         }
-        let mut best = 0;
-        let mut best_is = f64::NEG_INFINITY;
-        for j in 0..n {
-            let sr = sharpe_from_sums(shift[j], is_s[j], is_q[j], m);
-            if j == 0 || sr > best_is {
-                best = j;
-                best_is = sr;
+        if performance == Performance::Sharpe {
+            is_v.clear();
+            is_v.extend((0..n).map(|j| sharpe_from_sums(shift[j], is_s[j], is_q[j], m)));
+            oos.clear();
+            oos.extend((0..n).map(|j| sharpe_from_sums(shift[j], oos_s[j], oos_q[j], m)));
+        } else {
+            is_v.clear();
+            oos.clear();
+            for trial in trials {
+                is_rows.clear();
+                oos_rows.clear();
+                for b in 0..s {
+                    let rows = &trial[b * block_len..(b + 1) * block_len];
+                    if in_sample[b] {
+                        is_rows.extend_from_slice(rows);
+                    } else {
+                        oos_rows.extend_from_slice(rows);
+                    }
+                }
+                is_v.push(performance.of(&is_rows));
+                oos.push(performance.of(&oos_rows));
             }
         }
-        oos.clear();
-        oos.extend((0..n).map(|j| sharpe_from_sums(shift[j], oos_s[j], oos_q[j], m)));
+        // Oriented so that larger is better; NaN is the worst.
+        let orient = |x: f64| {
+            if x.is_nan() {
+                f64::NEG_INFINITY
+            } else if maximize {
+                x
+            } else {
+                -x
+            }
+        };
+        let mut best = 0;
+        let mut best_key = f64::NEG_INFINITY;
+        for (j, &v) in is_v.iter().enumerate() {
+            let key = orient(v);
+            if j == 0 || key > best_key {
+                best = j;
+                best_key = key;
+            }
+        }
+        let best_is = is_v[best];
         let best_oos = oos[best];
-        let rank = 1 + oos.iter().filter(|&&x| x < best_oos).count();
+        let best_oos_key = orient(best_oos);
+        let rank = 1 + oos.iter().filter(|&&x| orient(x) < best_oos_key).count();
         let omega = rank as f64 / (n + 1) as f64;
         logits.push((omega / (1.0 - omega)).ln());
         if 2 * rank <= n + 1 {
@@ -598,6 +799,9 @@ pub fn pbo_cscv(trials: &[Vec<f64>], partitions: usize) -> Result<Pbo, String> {
         }
         winner_is.push(best_is);
         winner_oos.push(best_oos);
+        if shift[best] + oos_s[best] / m < 0.0 {
+            n_oos_loss += 1;
+        }
 
         // Next combination in lexicographic order, or done.
         let Some(i) = (0..half).rev().find(|&i| comb[i] < s - half + i) else {
@@ -629,7 +833,9 @@ pub fn pbo_cscv(trials: &[Vec<f64>], partitions: usize) -> Result<Pbo, String> {
         n_combinations,
         logit_mean: logits.iter().sum::<f64>() / c,
         logits,
-        prob_oos_loss: winner_oos.iter().filter(|&&y| y < 0.0).count() as f64 / c,
+        prob_oos_loss: n_oos_loss as f64 / c,
+        performance,
+        maximize,
         mean_is_sharpe: mean_of(|p| p.0),
         mean_oos_sharpe: mean_of(|p| p.1),
         degradation: regress(&finite),
@@ -1183,6 +1389,157 @@ mod tests {
         let p = pbo_cscv(&all_zero, 4).unwrap();
         assert_eq!(p.pbo, 1.0);
         assert_eq!(p.degradation, None);
+    }
+
+    /// CSCV by brute force, written apart from `pbo_cscv_by`: every S/2-subset
+    /// of blocks as a bit mask, statistics on the concatenated rows, winner and
+    /// rank found by sorting. Sorted logits (masks are not in lexicographic order).
+    fn brute_force_pbo(
+        m: &[Vec<f64>],
+        s: usize,
+        perf: Performance,
+        maximize: bool,
+    ) -> (f64, Vec<f64>) {
+        let block = m[0].len() / s;
+        let better = |a: f64, b: f64| if maximize { a > b } else { a < b };
+        let mut logits = Vec::new();
+        for mask in 0u32..(1 << s) {
+            if mask.count_ones() as usize != s / 2 {
+                continue;
+            }
+            let part = |inside: bool, r: &Vec<f64>| -> Vec<f64> {
+                (0..s)
+                    .filter(|b| ((mask >> b) & 1 == 1) == inside)
+                    .flat_map(|b| r[b * block..(b + 1) * block].to_vec())
+                    .collect()
+            };
+            let is: Vec<f64> = m.iter().map(|r| perf.of(&part(true, r))).collect();
+            let oos: Vec<f64> = m.iter().map(|r| perf.of(&part(false, r))).collect();
+            let mut winner = 0;
+            for j in 1..m.len() {
+                if better(is[j], is[winner]) {
+                    winner = j;
+                }
+            }
+            let worse = oos.iter().filter(|&&x| better(oos[winner], x)).count();
+            let omega = (1 + worse) as f64 / (m.len() + 1) as f64;
+            logits.push((omega / (1.0 - omega)).ln());
+        }
+        logits.sort_by(f64::total_cmp);
+        let pbo = logits.iter().filter(|l| **l <= 0.0).count() as f64 / logits.len() as f64;
+        (pbo, logits)
+    }
+
+    #[test]
+    fn pbo_selects_by_a_minimizing_objective() {
+        // By hand, S = 2, total return minimized. IS = block 0: totals A 0.0201,
+        // B −0.01, C −0.0106 → C wins (Sharpe would pick A: constant positive,
+        // +∞); C's OOS total 0.02, only B (0.0403) is worse → rank 2 of 3,
+        // ω = 2/4, λ = 0. IS = block 1: A −0.02 wins; its OOS 0.0201 is the
+        // worst → rank 1, ω = 1/4, λ = ln(1/3).
+        let m = vec![
+            vec![0.01, 0.01, -0.02, 0.0],
+            vec![0.0, -0.01, 0.03, 0.01],
+            vec![0.02, -0.03, 0.0, 0.02],
+        ];
+        let p = pbo_cscv_by(&m, 2, Performance::TotalReturn, false).unwrap();
+        assert_eq!(p.logits.len(), 2);
+        assert_close(p.logits[0], 0.0, 1e-15, "λ of IS = block 0");
+        assert_close(p.logits[1], (1.0f64 / 3.0).ln(), 1e-15, "λ of IS = block 1");
+        assert_eq!(p.pbo, 1.0);
+        assert_close(
+            p.mean_is_sharpe.unwrap(),
+            (1.02 * 0.97 - 1.0 - 0.02) / 2.0,
+            1e-15,
+            "mean IS",
+        );
+        assert_close(
+            p.mean_oos_sharpe.unwrap(),
+            (0.02 + (1.01f64 * 1.01 - 1.0)) / 2.0,
+            1e-15,
+            "mean OOS",
+        );
+        assert_eq!(
+            (p.performance, p.maximize),
+            (Performance::TotalReturn, false)
+        );
+        // The Sharpe selection of the same matrix is another one.
+        assert_ne!(pbo_cscv(&m, 2).unwrap().logits, p.logits);
+
+        // Against the brute force on noise with planted structure, for
+        // several statistics and both directions; where Sharpe-best and
+        // objective-best differ, the results must differ too.
+        let mut rng = Lcg(7);
+        let mut m = noise_trials(&mut rng, 9, 96);
+        for (j, r) in m.iter_mut().enumerate() {
+            for (i, x) in r.iter_mut().enumerate() {
+                *x = *x * (1.0 + j as f64 * 0.3)
+                    + if i % 24 < 12 {
+                        1e-3 * j as f64
+                    } else {
+                        -8e-4 * j as f64
+                    };
+            }
+        }
+        let by_sharpe = pbo_cscv(&m, 8).unwrap();
+        for perf in [
+            Performance::Sharpe,
+            Performance::Sortino,
+            Performance::SmartSharpe,
+            Performance::Omega,
+            Performance::TotalReturn,
+            Performance::MaxDrawdown,
+            Performance::Calmar,
+        ] {
+            for maximize in [true, false] {
+                let p = pbo_cscv_by(&m, 8, perf, maximize).unwrap();
+                let (pbo, logits) = brute_force_pbo(&m, 8, perf, maximize);
+                let mut ours = p.logits.clone();
+                ours.sort_by(f64::total_cmp);
+                assert_eq!(ours.len(), logits.len());
+                for (a, b) in ours.iter().zip(&logits) {
+                    assert_close(*a, *b, 1e-12, &format!("{perf:?} maximize={maximize}"));
+                }
+                assert_eq!(p.pbo, pbo, "{perf:?} maximize={maximize}");
+            }
+        }
+        let minimizing = pbo_cscv_by(&m, 8, Performance::TotalReturn, false).unwrap();
+        assert_ne!(minimizing.logits, by_sharpe.logits);
+        // Sharpe via the per-block sums is the brute force's, bit for bit in PBO.
+        assert_eq!(
+            by_sharpe.pbo,
+            brute_force_pbo(&m, 8, Performance::Sharpe, true).0
+        );
+    }
+
+    #[test]
+    fn performance_matches_jesse_formulas() {
+        // jesse.services.metrics 3.5.3 on a daily pandas Series of these
+        // returns (sortino/sharpe with annualize=False, omega with periods=1):
+        // sortino 0.5940885257860046, omega 2.1999999999999997, max_drawdown
+        // -0.020000000000000018, calmar 370.8789430309614, smart sharpe
+        // 0.16927828458627112, smart sortino 0.34837183562275753, sharpe
+        // 0.28867513459481287.
+        let r = [0.01, -0.02, 0.015, 0.0, -0.005, 0.03];
+        for (perf, jesse) in [
+            (Performance::Sortino, 0.5940885257860046),
+            (Performance::Omega, 2.1999999999999997),
+            (Performance::MaxDrawdown, -0.020000000000000018),
+            (Performance::Calmar, 370.8789430309614),
+            (Performance::SmartSharpe, 0.16927828458627112),
+            (Performance::SmartSortino, 0.34837183562275753),
+            (Performance::Sharpe, 0.28867513459481287),
+        ] {
+            assert_close(
+                perf.of(&r),
+                jesse,
+                1e-12 * jesse.abs().max(1.0),
+                &format!("{perf:?}"),
+            );
+        }
+        assert_eq!(Performance::Sortino.of(&[0.01, 0.0]), f64::INFINITY);
+        assert_eq!(Performance::Sortino.of(&[0.0, 0.0]), f64::NEG_INFINITY);
+        assert!(Performance::Omega.of(&[0.01, 0.0]).is_nan());
     }
 
     #[test]

@@ -590,3 +590,143 @@ async fn constraints_nsga2_early_stop_and_cancel() {
         "{kids:#?}"
     );
 }
+
+/// One-minute candles that rise from 00:00 to 12:00 UTC (+0.1 % an hour) and
+/// fall slower after (−0.06 % an hour), as CSV.
+fn half_day_rising_csv(start: &str, end: &str) -> Vec<u8> {
+    let (start, end) = (ms(start), ms(end));
+    let mut out = b"timestamp,open,high,low,close,volume\n".to_vec();
+    let mut price = 40_000.0f64;
+    let mut t = start;
+    while t < end {
+        let hour = (t / 3_600_000) % 24;
+        let step = if hour < 12 {
+            0.001 / 60.0
+        } else {
+            -0.0006 / 60.0
+        };
+        let close = price * (1.0 + step);
+        out.extend(
+            format!(
+                "{t},{price:?},{:?},{:?},{close:?},1.0\n",
+                price.max(close),
+                price.min(close)
+            )
+            .bytes(),
+        );
+        price = close;
+        t += 60_000;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trial_without_a_losing_day_has_jesses_infinite_fitness_and_ranks_best() {
+    let app = TestApp::spawn(Options {
+        runners: 2,
+        fixtures: &["Stepper"],
+        ..Default::default()
+    })
+    .await;
+    let csv = half_day_rising_csv("2024-01-01", "2024-03-01");
+    let csv_path = app.dir.path().join("candles.csv");
+    std::fs::write(&csv_path, &csv).unwrap();
+    app.import_csv(&csv).await;
+    // every = 24 enters at 01:00 and leaves at 12:00, while the price only
+    // rises: no day loses, Jesse's sortino is +inf and so is its fitness. The
+    // others also hold through falling hours: finite scores.
+    let space = json!({"every": {"options": [7, 24, 5]}, "hold": {"fixed": 11}});
+    let id = submit(
+        &app,
+        &json!({
+            "strategy": "Stepper", "exchange": EXCHANGE, "symbol": SYMBOL, "timeframe": "1h",
+            "training": {"start_date": TRAINING.0, "end_date": TRAINING.1},
+            "testing": {"start_date": TESTING.0, "end_date": TESTING.1},
+            "hyperparameters": space, "sampler": "grid", "objective": "sortino", "seed": 1,
+        }),
+    )
+    .await;
+    let job = app.wait(&id, Duration::from_secs(600)).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let result = result(&app, &id).await;
+    let mut rows = trials(&app, &id).await;
+    rows.sort_by_key(|r| r["trial"].as_i64());
+    assert_eq!(rows.len(), 3);
+
+    let reference = reference_fitness(&json!({
+        "csv": csv_path, "exchange": EXCHANGE, "symbol": SYMBOL, "strategy": "Stepper",
+        "strategy_path": app.strategies_dir().join("Stepper/__init__.py"),
+        "timeframe": "1h", "warmup_minutes": 240 * 60,
+        "config": {"starting_balance": 10000, "fee": 0.001, "type": "futures", "futures_leverage": 1,
+                   "futures_leverage_mode": "cross", "exchange": EXCHANGE, "warm_up_candles": 240},
+        "training": {"start_ms": ms(TRAINING.0), "end_ms": ms(TRAINING.1)},
+        "testing": {"start_ms": ms(TESTING.0), "end_ms": ms(TESTING.1)},
+        "objective": "sortino", "optimal_total": 200, "fast_mode": true,
+        "trials": rows.iter().map(|r| json!({"trial": r["trial"],
+            "hyperparameters": {"every": r["params"]["every"], "hold": 11}})).collect::<Vec<_>>(),
+    }))
+    .await;
+    let mut infinite = Vec::new();
+    for (row, jesse) in rows.iter().zip(reference["trials"].as_array().unwrap()) {
+        assert_eq!(row["trial"], jesse["trial"]);
+        // Equal to Jesse's get_fitness, at infinity too: null + "+inf" on both sides.
+        assert_eq!(
+            row["fitness_special"], jesse["score_special"],
+            "{row}\n{jesse}"
+        );
+        match jesse["score"].as_f64() {
+            Some(theirs) => assert_eq!(
+                row["fitness"].as_f64().map(f64::to_bits),
+                Some(theirs.to_bits()),
+                "{row}"
+            ),
+            None => {
+                assert!(row["fitness"].is_null(), "{row}");
+                infinite.push(row["params"]["every"].clone());
+                assert_eq!(row["values_special"][0], "+inf", "{row}");
+                assert_eq!(row["training_special"]["sortino_ratio"], "+inf", "{row}");
+            }
+        }
+        assert_eq!(
+            row["testing"].is_null(),
+            jesse["testing_total"].is_null(),
+            "{row}"
+        );
+    }
+    assert_eq!(infinite, vec![json!(24)], "{rows:#?}");
+    assert!(
+        rows.iter()
+            .any(|r| r["fitness"].as_f64().is_some_and(|f| f > fitness_floor())),
+        "a finite usable score beside it: {rows:#?}"
+    );
+    // Ranked best, as Jesse ranks +inf, above every finite score.
+    let board = result["leaderboard"].as_array().unwrap();
+    assert_eq!(board[0]["params"]["every"], 24, "{board:#?}");
+    assert_eq!(board[0]["fitness_special"], "+inf");
+    assert_eq!(result["best"]["params"]["every"], 24);
+    assert_eq!(job["summary"]["best_value_special"], "+inf", "{job}");
+    assert_eq!(
+        result["convergence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["value_special"] == "+inf")
+            .count(),
+        1
+    );
+    // The trial's backtest keeps the metric's meaning too.
+    let best_job = board[0]["job_id"].as_str().unwrap();
+    let (_, trial) = app.get(&format!("/v1/jobs/{best_job}/result")).await;
+    assert_eq!(trial["fitness_special"], "+inf", "{trial}");
+    assert!(trial["training"]["sortino_ratio"].is_null());
+    // The overfitting statistics say what they counted.
+    let dsr = &result["overfitting"]["deflated_sharpe"];
+    assert_eq!(dsr["trials_evaluated"], 3, "{dsr}");
+    assert_eq!(dsr["n_trials_used"], 3, "{dsr}");
+    let pbo = &result["overfitting"]["pbo"];
+    assert_eq!(pbo["selection"]["statistic"], "sortino", "{pbo}");
+}
+
+fn fitness_floor() -> f64 {
+    jesse_mcp_core::kinds::optimization::fitness::UNUSABLE
+}

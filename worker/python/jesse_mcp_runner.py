@@ -353,6 +353,17 @@ def _clean(value):
     return _text(value if isinstance(value, str) else str(value))
 
 
+def _specials(metrics):
+    """Which metrics _clean turns into null because they are NaN or +/-inf: {key: "+inf"|"-inf"|"nan"}.
+    Jesse's fitness ranks +inf best (sortino with no losing day), so the reader must know which it was."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, (float, np.floating)) and not math.isfinite(float(value)):
+            value = float(value)
+            out[_text(str(key))] = "nan" if math.isnan(value) else ("+inf" if value > 0 else "-inf")
+    return out
+
+
 def _text(value):
     """A string JSON can carry: lone surrogates (from undecodable bytes) become U+FFFD."""
     return value.encode("utf-8", "replace").decode("utf-8") if isinstance(value, str) else value
@@ -463,6 +474,7 @@ def _run_loaded(request, classes, candles, warmup_candles, strategy_paths, start
         "ok": True,
         "jesse_version": JESSE_VERSION,
         "metrics": _clean(result.get("metrics") or {}),
+        "metrics_special": _specials(result.get("metrics") or {}),
         "trades": _clean(result.get("trades") or []),
     }
     if "equity_curve" in result:
@@ -994,6 +1006,9 @@ def sample_trial(request_json, candles, warmup_candles):
         if past.get("constraints") is not None:
             attrs["constraints"] = past["constraints"]
         values = past.get("values")
+        specials = past.get("values_special")
+        if values is not None and specials:  # +/-inf objective values travel as null + "+inf"/"-inf"
+            values = [float(sp) if v is None and sp in ("+inf", "-inf") else v for v, sp in zip(values, specials)]
         complete = values is not None and all(v is not None for v in values)
         study.add_trial(create_trial(
             params=params, distributions={n: distributions[n] for n in params},

@@ -656,6 +656,11 @@ impl Executor {
         };
         let body = json!({
             "metrics": metrics,
+            // Which null metrics Jesse computed as ±inf or NaN (core::special).
+            "metrics_special": match result["metrics_special"].take() {
+                Value::Null => json!({}),
+                specials => specials,
+            },
             "equity_curve": result["equity_curve"].take(),
             "provenance": {
                 "jesse_version": result["jesse_version"].as_str().map(str::to_string).unwrap_or(jesse_version),

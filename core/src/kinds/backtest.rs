@@ -45,9 +45,15 @@ succeeded, failed or cancelled, and job_result for the metrics. Dates: YYYY-MM-D
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct BacktestResult {
     /// Jesse's metrics, unchanged; NaN and ±infinity (e.g. average_loss with no
-    /// losing trade) are null because JSON cannot represent them.
+    /// losing trade) are null because JSON cannot represent them, and
+    /// `metrics_special` says which.
     #[schemars(with = "serde_json::Map<String, Value>")]
     pub metrics: Value,
+    /// Which metrics are null because Jesse computed ±inf or NaN: metric key
+    /// to `"+inf"`, `"-inf"` or `"nan"` (e.g. `sortino_ratio: "+inf"` when no
+    /// day lost; Jesse's optimization fitness ranks that best).
+    #[schemars(with = "serde_json::Map<String, Value>")]
+    pub metrics_special: Value,
     /// Jesse's daily equity curve (its `Portfolio` series; null without trades),
     /// read as `[{name, points: [{time (ms), date (RFC 3339), value}]}]` (docs/RESULTS.md).
     #[schemars(with = "Option<Vec<serde_json::Map<String, Value>>>")]

@@ -5,6 +5,11 @@
 //! NaN score; otherwise `min(log10(total)/log10(optimal_total), 1)` times the
 //! ratio normalized from `[-0.5, max]`. Jesse runs the testing backtest only
 //! when the ratio is not negative (NaN included); so do we.
+//!
+//! At infinity too: a ratio of +inf (e.g. `sortino_ratio` of a backtest with
+//! no losing day) gives Jesse's score +inf, the best; −inf is negative, so
+//! 0.0001. The metrics carry ±inf as null plus `metrics_special`
+//! ([`crate::special`]), which is read back here, never taken as NaN.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -40,15 +45,11 @@ pub struct Fitness {
     pub run_testing: bool,
 }
 
-/// Jesse's fitness of a training backtest's metrics (null metrics are the NaN
-/// or ±inf Jesse computed, which JSON cannot carry; they count as NaN).
-pub fn fitness(objective: &str, optimal_total: f64, training: &Value) -> Fitness {
-    let number = |key: &str| {
-        training
-            .get(key)
-            .and_then(Value::as_f64)
-            .unwrap_or(f64::NAN)
-    };
+/// Jesse's fitness of a training backtest's metrics; `specials` is the
+/// backtest's `metrics_special` (which null metrics were ±inf or NaN). A null
+/// metric without an entry there counts as NaN. The score may be +inf.
+pub fn fitness(objective: &str, optimal_total: f64, training: &Value, specials: &Value) -> Fitness {
+    let number = |key: &str| crate::special::metric(training, specials, key);
     let unusable = Fitness {
         score: UNUSABLE,
         run_testing: false,
@@ -82,7 +83,12 @@ mod tests {
 
     #[test]
     fn jesse_rules() {
-        let f = fitness("sharpe", 200.0, &json!({"total": 5, "sharpe_ratio": 3.0}));
+        let f = fitness(
+            "sharpe",
+            200.0,
+            &json!({"total": 5, "sharpe_ratio": 3.0}),
+            &Value::Null,
+        );
         assert_eq!(
             f,
             Fitness {
@@ -90,7 +96,12 @@ mod tests {
                 run_testing: false
             }
         );
-        let f = fitness("sharpe", 200.0, &json!({"total": 40, "sharpe_ratio": -0.1}));
+        let f = fitness(
+            "sharpe",
+            200.0,
+            &json!({"total": 40, "sharpe_ratio": -0.1}),
+            &Value::Null,
+        );
         assert_eq!(
             f,
             Fitness {
@@ -99,7 +110,12 @@ mod tests {
             }
         );
         // NaN ratio: Jesse runs the testing backtest, then scores 0.0001.
-        let f = fitness("sharpe", 200.0, &json!({"total": 40, "sharpe_ratio": null}));
+        let f = fitness(
+            "sharpe",
+            200.0,
+            &json!({"total": 40, "sharpe_ratio": null}),
+            &Value::Null,
+        );
         assert_eq!(
             f,
             Fitness {
@@ -107,13 +123,55 @@ mod tests {
                 run_testing: true
             }
         );
-        let f = fitness("calmar", 200.0, &json!({"total": 40, "calmar_ratio": 2.0}));
+        let f = fitness(
+            "calmar",
+            200.0,
+            &json!({"total": 40, "calmar_ratio": 2.0}),
+            &Value::Null,
+        );
         let expected = ((40f64).log10() / (200f64).log10()).min(1.0) * ((2.0 + 0.5) / (30.0 + 0.5));
         assert_eq!(f.score.to_bits(), expected.to_bits());
         // More trades than optimal_total cap the effect at 1.
-        let f = fitness("sharpe", 10.0, &json!({"total": 400, "sharpe_ratio": 1.0}));
+        let f = fitness(
+            "sharpe",
+            10.0,
+            &json!({"total": 400, "sharpe_ratio": 1.0}),
+            &Value::Null,
+        );
         assert_eq!(f.score, 1.5 / 5.5);
         assert_eq!(fitness_name("Smart_Sortino"), Some("smart sortino"));
+    }
+
+    #[test]
+    fn infinity_as_jesse() {
+        // No losing day: Jesse's sortino is +inf and so is its score (the best).
+        let metrics = json!({"total": 12, "sortino_ratio": null});
+        let f = fitness(
+            "sortino",
+            200.0,
+            &metrics,
+            &json!({"sortino_ratio": "+inf"}),
+        );
+        assert_eq!(f.score, f64::INFINITY);
+        assert!(f.run_testing);
+        // −inf is a negative ratio: 0.0001, no testing run.
+        let f = fitness(
+            "sortino",
+            200.0,
+            &metrics,
+            &json!({"sortino_ratio": "-inf"}),
+        );
+        assert_eq!(
+            f,
+            Fitness {
+                score: UNUSABLE,
+                run_testing: false
+            }
+        );
+        // A null without a special entry is NaN, as before.
+        let f = fitness("sortino", 200.0, &metrics, &Value::Null);
+        assert_eq!(f.score, UNUSABLE);
+        assert!(f.run_testing);
         assert_eq!(fitness_name("profit"), None);
     }
 }

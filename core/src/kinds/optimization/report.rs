@@ -13,6 +13,7 @@ use super::trial::{TrialResult, TrialState, stop_point};
 use super::{Direction, OptimizationPlan};
 use crate::jobs::JobStatus;
 use crate::kinds::{Outcome, Runtime};
+use crate::overfit::Performance;
 use crate::store::{JobRecord, JobResult};
 
 /// Metrics each leaderboard row shows for both periods.
@@ -34,8 +35,10 @@ pub struct OptimizationResult {
     /// How the study ran: sampler, seed, trials, window, objectives.
     #[schemars(with = "Map<String, Value>")]
     pub study: Value,
-    /// Trials by state: complete, infeasible, failed, not_run, duplicates, and
-    /// `unique` (distinct parameter sets evaluated: the N of the statistics).
+    /// Trials by state: complete, infeasible, failed, not_run, duplicates;
+    /// `unique` (distinct parameter sets that ran: the PBO's trials) and
+    /// `trials_evaluated` (distinct parameter sets evaluated, failed ones
+    /// included: the deflated Sharpe ratio's N).
     #[schemars(with = "Map<String, Value>")]
     pub counts: Value,
     /// The best feasible trial by the training objective (first of the
@@ -71,16 +74,22 @@ struct Trial {
 }
 
 impl Trial {
+    /// The first objective value, ±inf included (Jesse ranks a +inf fitness best).
     fn value(&self) -> Option<f64> {
-        self.result
-            .summary
-            .values
-            .as_ref()
-            .and_then(|v| v.first().copied().flatten())
+        self.result.summary.objective_value()
     }
 
     fn values(&self) -> Vec<Option<f64>> {
-        self.result.summary.values.clone().unwrap_or_default()
+        self.result.summary.objective_values().unwrap_or_default()
+    }
+}
+
+/// `x` as JSON carries it: a number, or null with `<key>_special` beside it.
+fn put(object: &mut Value, key: &str, x: Option<f64>) {
+    let (number, special) = x.map_or((None, None), crate::special::split);
+    object[key] = json!(number);
+    if let Some(special) = special {
+        object[format!("{key}_special")] = json!(special);
     }
 }
 
@@ -179,11 +188,9 @@ pub async fn report(
     }
     let testing_metric = plan.objectives[0].testing_metric().to_string();
     let testing_value = |t: &Trial| {
-        t.result
-            .testing
-            .as_ref()
-            .and_then(|m| m.get(&testing_metric))
-            .and_then(Value::as_f64)
+        let metrics = t.result.testing.as_ref()?;
+        let specials = t.result.testing_special.as_ref().unwrap_or(&Value::Null);
+        Some(crate::special::metric(metrics, specials, &testing_metric)).filter(|v| !v.is_nan())
     };
     let top: Vec<&Trial> = ranked.iter().copied().take(plan.top as usize).collect();
     let mut by_testing: Vec<(usize, f64)> = top
@@ -208,19 +215,32 @@ pub async fn report(
         testing_rank[*i] = json!(rank + 1);
     }
     let row = |t: &Trial| {
-        json!({
-            "trial": t.result.summary.trial,
+        let summary = &t.result.summary;
+        let mut r = json!({
+            "trial": summary.trial,
             "job_id": t.job_id,
-            "state": t.result.summary.state,
-            "params": t.result.summary.params,
-            "values": t.values(),
-            "fitness": t.result.summary.fitness,
+            "state": summary.state,
+            "params": summary.params,
+            "values": summary.values.clone().unwrap_or_default(),
             "training": key_metrics(t.result.training.as_ref()),
             "testing": key_metrics(t.result.testing.as_ref()),
-            "testing_objective": testing_value(t),
-            "duplicate_of": t.result.summary.duplicate_of,
-            "seed": t.result.summary.seed,
-        })
+            "duplicate_of": summary.duplicate_of,
+            "seed": summary.seed,
+        });
+        if let Some(specials) = &summary.values_special {
+            r["values_special"] = json!(specials);
+        }
+        put(&mut r, "fitness", summary.fitness_value());
+        put(&mut r, "testing_objective", testing_value(t));
+        for (key, specials) in [
+            ("training_special", &t.result.training_special),
+            ("testing_special", &t.result.testing_special),
+        ] {
+            if let Some(specials) = specials {
+                r[key] = specials.clone();
+            }
+        }
+        r
     };
     let leaderboard: Vec<Value> = top
         .iter()
@@ -246,7 +266,11 @@ pub async fn report(
             {
                 best_so_far = Some(v);
             }
-            json!({"trial": t.result.summary.trial, "value": value, "best": best_so_far, "state": t.result.summary.state})
+            let mut point =
+                json!({"trial": t.result.summary.trial, "state": t.result.summary.state});
+            put(&mut point, "value", value);
+            put(&mut point, "best", best_so_far);
+            point
         })
         .collect();
 
@@ -257,7 +281,13 @@ pub async fn report(
     let names: Vec<String> = plan.space.iter().map(|d| d.name.clone()).collect();
     let importance = importance(&names, &scored);
     let heatmap = heatmap(&names, &importance, &scored, direction);
-    let overfitting = overfitting(&unique, &ranked);
+    // Every distinct parameter set evaluated, failed ones included: the N of
+    // the deflated Sharpe ratio.
+    let evaluated = trials
+        .iter()
+        .filter(|t| in_study(t) && t.result.summary.duplicate_of.is_none())
+        .count();
+    let overfitting = overfitting(plan, evaluated, &unique, &ranked);
 
     let provenance = trials
         .iter()
@@ -270,6 +300,7 @@ pub async fn report(
         .map(|(k, v)| (k.to_string(), json!(v)))
         .collect();
     counts_json.insert("unique".into(), json!(unique.len()));
+    counts_json.insert("trials_evaluated".into(), json!(evaluated));
     counts_json.insert("not_run".into(), json!(not_run));
     counts_json.insert("errored".into(), json!(errored));
     counts_json.insert("trials".into(), json!(plan.trials));
@@ -299,9 +330,11 @@ pub async fn report(
         "unique": unique.len(),
         "best_trial": best.as_ref().map(|b| b["trial"].clone()),
         "best_value": best.as_ref().map(|b| b["values"][0].clone()),
+        "best_value_special": best.as_ref().map(|b| b["values_special"][0].clone()),
         "best_params": best.as_ref().map(|b| b["params"].clone()),
         "pbo": overfitting["pbo"]["pbo"].clone(),
         "deflated_sharpe": overfitting["deflated_sharpe"]["dsr"].clone(),
+        "trials_evaluated": evaluated,
     });
     if floor_only {
         summary["warning"] = json!(format!(
@@ -517,10 +550,43 @@ fn heatmap(
     }))
 }
 
-/// PBO over the distinct evaluated trials' training daily returns, and the
-/// deflated (and probabilistic) Sharpe ratio of the best, with the true
-/// number of trials.
-fn overfitting(unique: &[&Trial], ranked: &[&Trial]) -> Value {
+/// The statistic CSCV selects by for the study's first objective: the same
+/// quantity on the blocks' daily returns (a fitness by its ratio), or None
+/// when the objective is not a function of daily returns (e.g. `win_rate`,
+/// `serenity`).
+pub fn performance_of(objective: &super::Objective) -> Option<Performance> {
+    Some(match objective.name.as_str() {
+        "sharpe" | "sharpe_ratio" => Performance::Sharpe,
+        "smart sharpe" | "smart_sharpe" => Performance::SmartSharpe,
+        "sortino" | "sortino_ratio" => Performance::Sortino,
+        "smart sortino" | "smart_sortino" => Performance::SmartSortino,
+        "omega" | "omega_ratio" => Performance::Omega,
+        "calmar" | "calmar_ratio" => Performance::Calmar,
+        "max_drawdown" => Performance::MaxDrawdown,
+        "net_profit_percentage" | "net_profit" | "finishing_balance" | "annual_return" => {
+            Performance::TotalReturn
+        }
+        _ => return None,
+    })
+}
+
+/// Element operations a non-Sharpe CSCV may take (C(S, S/2)·N·T); past it S
+/// is lowered (about a second or two here).
+const PBO_BUDGET: f64 = 1e9;
+
+/// PBO over the distinct evaluated trials' training daily returns, selecting
+/// by the study's own objective, and the deflated (and probabilistic) Sharpe
+/// ratio of the best with N = every distinct parameter set evaluated.
+///
+/// `evaluated`: the distinct parameter sets evaluated (failed ones included);
+/// `unique`: those that ran (they have daily returns); `ranked`: the
+/// feasible ones by the objective, best first.
+fn overfitting(
+    plan: &OptimizationPlan,
+    evaluated: usize,
+    unique: &[&Trial],
+    ranked: &[&Trial],
+) -> Value {
     let with_returns: Vec<&Trial> = unique
         .iter()
         .copied()
@@ -544,16 +610,124 @@ fn overfitting(unique: &[&Trial], ranked: &[&Trial]) -> Value {
             r
         })
         .collect();
+    let pbo = pbo_section(&series, length, &plan.objectives[0]);
+    let (sharpes, n_trials, n_reason) = dsr_inputs(&series, evaluated);
+    let dsr = match ranked.first() {
+        None => json!({"dsr": null, "reason": "no complete trial"}),
+        Some(best) if best.result.daily_returns.is_empty() => {
+            json!({"dsr": null, "reason": "the best trial has no daily returns"})
+        }
+        Some(best) => {
+            let returns = &best.result.daily_returns;
+            match crate::overfit::deflated_sharpe_ratio_n(returns, &sharpes, n_trials) {
+                Some(d) => {
+                    let mut v = json!(d);
+                    v["trial"] = json!(best.result.summary.trial);
+                    v
+                }
+                None => {
+                    // Still say how likely a true Sharpe > 0 is, ignoring the selection.
+                    let sr = crate::overfit::sharpe(returns);
+                    let (skew, kurtosis) = (
+                        crate::overfit::skewness(returns),
+                        crate::overfit::kurtosis(returns),
+                    );
+                    let psr = sr
+                        .map(|sr| {
+                            crate::overfit::probabilistic_sharpe_ratio(
+                                sr,
+                                0.0,
+                                returns.len(),
+                                skew,
+                                kurtosis,
+                            )
+                        })
+                        .filter(|p| p.is_finite());
+                    json!({
+                        "dsr": null,
+                        "reason": if n_trials < 2 {
+                            "undefined with one trial: nothing was selected, so there is nothing to deflate (psr is the probability that the true Sharpe is above 0)"
+                        } else {
+                            "undefined: needs at least two trials with varying Sharpe ratios, and a best trial with three or more daily returns that vary"
+                        },
+                        "psr": psr,
+                        "sharpe": sr,
+                        "n_obs": returns.len(),
+                        "skew": Some(skew).filter(|x| x.is_finite()),
+                        "kurtosis": Some(kurtosis).filter(|x| x.is_finite()),
+                        "n_trials": n_trials,
+                        "trial": best.result.summary.trial,
+                    })
+                }
+            }
+        }
+    };
+    let dsr = {
+        let mut dsr = dsr;
+        dsr["trials_evaluated"] = json!(evaluated);
+        dsr["n_trials_used"] = json!(n_trials);
+        dsr["n_trials_reason"] = json!(n_reason);
+        dsr
+    };
+    json!({
+        "pbo": pbo,
+        "deflated_sharpe": dsr,
+        "trials_evaluated": evaluated,
+        "input": "daily returns of each distinct evaluated trial's training backtest (Jesse's daily Portfolio balance); statistics per day, not annualized",
+    })
+}
+
+/// The PBO section: CSCV over `series` (each `length` daily returns),
+/// selecting by `objective`, or null with the reason it is undefined.
+fn pbo_section(series: &[Vec<f64>], length: usize, objective: &super::Objective) -> Value {
+    let performance = performance_of(objective);
+    let maximize = objective.direction == Direction::Maximize;
+    let selection = json!({
+        "objective": objective.name,
+        "direction": objective.direction,
+        "statistic": performance,
+        "note": if objective.fitness {
+            "a fitness selects by its ratio on the blocks' daily returns (Jesse's trade-count factor and \
+             five-trade floor need trades, which are not split by block)"
+        } else {
+            "the objective's metric recomputed on the blocks' daily returns"
+        },
+    });
     let pbo = if series.len() < 2 {
-        json!({"pbo": null, "reason": "needs at least two distinct evaluated trials"})
-    } else {
-        let partitions = (PBO_PARTITIONS.min(length / 2) / 2) * 2;
+        json!({"pbo": null, "reason": "needs at least two distinct evaluated trials with daily returns"})
+    } else if series.iter().all(|r| r == &series[0]) {
+        json!({"pbo": null, "reason": format!(
+            "all {} trials have the same daily returns ({}), so there is no selection to overfit",
+            series.len(),
+            if series[0].iter().all(|r| *r == 0.0) { "all flat: no trial traded" } else { "identical" }
+        )})
+    } else if let Some(performance) = performance {
+        let mut partitions = (PBO_PARTITIONS.min(length / 2) / 2) * 2;
+        let mut lowered = None;
+        if performance != Performance::Sharpe {
+            let cost = |s: usize| {
+                crate::overfit::binomial_f64(s, s / 2) * series.len() as f64 * length as f64
+            };
+            let wanted = partitions;
+            while partitions > 2 && cost(partitions) > PBO_BUDGET {
+                partitions -= 2;
+            }
+            if partitions < wanted {
+                lowered = Some(format!(
+                    "S lowered from {wanted} to {partitions}: {} is recomputed on every block combination \
+                     of {} trials × {length} days",
+                    objective.name,
+                    series.len()
+                ));
+            }
+        }
         if partitions < 2 {
             json!({"pbo": null, "reason": format!("{length} daily returns are too few to partition")})
         } else {
-            match crate::overfit::pbo_cscv(&series, partitions) {
+            match crate::overfit::pbo_cscv_by(series, partitions, performance, maximize) {
                 Ok(pbo) => {
                     let histogram = histogram(&pbo.logits, 20);
+                    let combinations = pbo.n_combinations;
                     let mut v = json!(pbo);
                     // Thousands of logits: the histogram says what they do.
                     if let Some(o) = v.as_object_mut() {
@@ -561,40 +735,80 @@ fn overfitting(unique: &[&Trial], ranked: &[&Trial]) -> Value {
                     }
                     v["logit_histogram"] = histogram;
                     v["partitions"] = json!(partitions);
+                    v["blocks_s"] = json!(partitions);
                     v["trials"] = json!(series.len());
+                    if partitions < 8 {
+                        v["warning"] = json!(format!(
+                            "only S = {partitions} CSCV blocks ({combinations} combinations; with S = 2 PBO can \
+                             only be 0, 0.5 or 1): too coarse to read as a probability; S = min(16, training \
+                             days / 2), so a training period of 16 days or more gives S ≥ 8{}",
+                            lowered
+                                .as_deref()
+                                .map(|l| format!("; {l}"))
+                                .unwrap_or_default()
+                        ));
+                    } else if let Some(l) = lowered {
+                        v["note"] = json!(l);
+                    }
                     v
                 }
                 Err(reason) => json!({"pbo": null, "reason": reason}),
             }
         }
+    } else {
+        json!({"pbo": null, "reason": format!(
+            "the objective '{}' is not a function of daily returns, so CSCV cannot select by it; a PBO by another \
+             statistic would not measure this study's selection",
+            objective.name
+        )})
     };
+    let mut pbo = pbo;
+    pbo["selection"] = selection;
+    pbo
+}
+
+/// The deflated Sharpe ratio's inputs: the Sharpe ratios its variance is
+/// over (each trial with daily returns; a flat one's is 0), N (every
+/// distinct parameter set evaluated) and why.
+fn dsr_inputs(series: &[Vec<f64>], evaluated: usize) -> (Vec<f64>, usize, String) {
+    // DSR: N is every distinct parameter set evaluated (failed ones were
+    // tried too); the Sharpe variance is over those with daily returns, a
+    // flat (no-trade) trial's Sharpe being 0.
     let sharpes: Vec<f64> = series
         .iter()
-        .filter_map(|r| crate::overfit::sharpe(r))
-        .collect();
-    let dsr = match ranked.first() {
-        None => json!({"dsr": null, "reason": "no complete trial"}),
-        Some(best) if best.result.daily_returns.is_empty() => {
-            json!({"dsr": null, "reason": "the best trial has no daily returns"})
-        }
-        Some(best) => {
-            match crate::overfit::deflated_sharpe_ratio(&best.result.daily_returns, &sharpes) {
-                Some(d) => {
-                    let mut v = json!(d);
-                    v["trial"] = json!(best.result.summary.trial);
-                    v
-                }
-                None => {
-                    json!({"dsr": null, "reason": "undefined: needs at least two trials with varying Sharpe ratios and three daily returns"})
-                }
+        .map(|r| {
+            if r.iter().all(|x| *x == r[0]) {
+                0.0
+            } else {
+                crate::overfit::sharpe(r).unwrap_or(0.0)
             }
-        }
-    };
-    json!({
-        "pbo": pbo,
-        "deflated_sharpe": dsr,
-        "input": "daily returns of each distinct evaluated trial's training backtest (Jesse's daily Portfolio balance); Sharpe ratios per day, not annualized",
-    })
+        })
+        .collect();
+    let failed = evaluated.saturating_sub(series.len());
+    let n_trials = evaluated.max(sharpes.len());
+    let n_reason = format!(
+        "N = {n_trials}: every distinct parameter set evaluated ({} with daily returns{}{}); \
+         the Sharpe variance is over the {} with daily returns",
+        sharpes.len(),
+        if failed > 0 {
+            format!(", {failed} failed: tried, so counted, but without a Sharpe ratio")
+        } else {
+            String::new()
+        },
+        {
+            let flat = series
+                .iter()
+                .filter(|r| r.iter().all(|x| *x == 0.0))
+                .count();
+            if flat > 0 {
+                format!(", {flat} flat: Sharpe 0")
+            } else {
+                String::new()
+            }
+        },
+        sharpes.len()
+    );
+    (sharpes, n_trials, n_reason)
 }
 
 /// Equal-width histogram of finite values: bin edges and counts.
@@ -620,4 +834,93 @@ fn histogram(values: &[f64], bins: usize) -> Value {
     }
     let edges: Vec<f64> = (0..=bins).map(|i| low + i as f64 * width).collect();
     json!({"edges": edges, "counts": counts})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinds::optimization::Objective;
+
+    fn objective(name: &str, direction: Direction, fitness: bool) -> Objective {
+        Objective {
+            name: name.into(),
+            direction,
+            fitness,
+        }
+    }
+
+    #[test]
+    fn an_all_flat_study_has_no_pbo() {
+        let flat = vec![vec![0.0; 40]; 5];
+        let pbo = pbo_section(&flat, 40, &objective("sharpe", Direction::Maximize, true));
+        assert!(pbo["pbo"].is_null(), "{pbo}");
+        assert!(
+            pbo["reason"].as_str().unwrap().contains("all flat"),
+            "{pbo}"
+        );
+        // pbo_cscv alone would call it certain overfitting.
+        assert_eq!(crate::overfit::pbo_cscv(&flat, 16).unwrap().pbo, 1.0);
+    }
+
+    #[test]
+    fn pbo_selects_by_the_studys_objective_and_warns_on_few_blocks() {
+        let m = vec![
+            vec![0.01, 0.01, -0.02, 0.0],
+            vec![0.0, -0.01, 0.03, 0.01],
+            vec![0.02, -0.03, 0.0, 0.02],
+        ];
+        let pbo = pbo_section(
+            &m,
+            4,
+            &objective("net_profit_percentage", Direction::Minimize, false),
+        );
+        let direct = crate::overfit::pbo_cscv_by(&m, 2, Performance::TotalReturn, false).unwrap();
+        assert_eq!(pbo["pbo"], json!(direct.pbo));
+        assert_eq!(pbo["logit_mean"], json!(direct.logit_mean));
+        assert_eq!(pbo["performance"], "total_return");
+        assert_eq!(pbo["maximize"], false);
+        assert_eq!(pbo["blocks_s"], 2);
+        assert!(pbo["warning"].as_str().unwrap().contains("S = 2"), "{pbo}");
+        assert_eq!(pbo["selection"]["direction"], "minimize");
+        // By Sharpe the logits differ: the objective, not Sharpe, selected.
+        let sharpe = crate::overfit::pbo_cscv(&m, 2).unwrap();
+        assert_ne!(pbo["logit_mean"], json!(sharpe.logit_mean));
+        // An objective that is no function of daily returns: null, with why.
+        let pbo = pbo_section(&m, 4, &objective("win_rate", Direction::Maximize, false));
+        assert!(pbo["pbo"].is_null());
+        assert!(pbo["reason"].as_str().unwrap().contains("win_rate"));
+    }
+
+    #[test]
+    fn dsr_n_counts_every_evaluated_parameter_set() {
+        // Three trials ran (one flat), one more failed: N = 4, the variance
+        // over the three Sharpe ratios with the flat one's 0.
+        let a = vec![0.01, -0.005, 0.02, 0.0, 0.01];
+        let b = vec![-0.01, 0.004, 0.0, 0.003, -0.002];
+        let flat = vec![0.0; 5];
+        let series = vec![a.clone(), b.clone(), flat];
+        let (sharpes, n, why) = dsr_inputs(&series, 4);
+        assert_eq!(n, 4);
+        assert_eq!(
+            sharpes,
+            vec![
+                crate::overfit::sharpe(&a).unwrap(),
+                crate::overfit::sharpe(&b).unwrap(),
+                0.0
+            ]
+        );
+        assert!(why.contains("1 failed") && why.contains("1 flat"), "{why}");
+        let d = crate::overfit::deflated_sharpe_ratio_n(&a, &sharpes, n).unwrap();
+        assert_eq!(d.n_trials, 4);
+        let variance = crate::overfit::std(&sharpes).powi(2);
+        assert_eq!(
+            d.expected_max_sharpe,
+            crate::overfit::expected_max_sharpe(4, variance)
+        );
+        // The old count (trials with a non-flat Sharpe) would have been 2.
+        assert_ne!(
+            d.expected_max_sharpe,
+            crate::overfit::expected_max_sharpe(2, variance)
+        );
+    }
 }

@@ -21,6 +21,7 @@ use super::{OptimizationPlan, SamplerKind, grid_point};
 use crate::ErrorBody;
 use crate::jobs::{BacktestPlan, JobStatus};
 use crate::kinds::{KindDef, Lane, Outcome, Runtime, read_plan, schema_of};
+use crate::special::{self, Special};
 use crate::store::{JobRecord, JobResult};
 
 pub static KIND: KindDef = KindDef {
@@ -70,9 +71,14 @@ pub struct TrialSummary {
     /// The searched parameters only (fixed ones are the study's).
     #[schemars(with = "Map<String, Value>")]
     pub params: Map<String, Value>,
-    /// Objective values in the study's order (None: not available, e.g. a NaN metric).
+    /// Objective values in the study's order (None: not available, e.g. a NaN
+    /// metric, or non-finite: see `values_special`).
     #[serde(default)]
     pub values: Option<Vec<Option<f64>>>,
+    /// Beside each null of `values`, the non-finite number it stands for
+    /// (`+inf`, `-inf`, `nan`; docs/OPTIMIZATION.md). ±inf ranks; NaN does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values_special: Option<Vec<Option<Special>>>,
     /// Constraint violations (≤ 0 met), in the study's order.
     #[serde(default)]
     pub constraints: Option<Vec<f64>>,
@@ -80,13 +86,67 @@ pub struct TrialSummary {
     #[serde(default)]
     #[schemars(with = "Map<String, Value>")]
     pub system_attrs: Map<String, Value>,
-    /// Jesse's fitness (for a fitness objective).
+    /// Jesse's fitness (for a fitness objective); null with `fitness_special`
+    /// when it is infinite.
     #[serde(default)]
     pub fitness: Option<f64>,
+    /// `+inf` when Jesse's fitness is +inf (a ratio of +inf, e.g. sortino with
+    /// no losing day): the best score, as Jesse ranks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fitness_special: Option<Special>,
     pub seed: u64,
     /// The earlier trial with the same parameters whose evaluation this reuses.
     #[serde(default)]
     pub duplicate_of: Option<i64>,
+}
+
+impl TrialSummary {
+    /// The objective values with their non-finite ones put back: ±inf as
+    /// such, NaN as None (not rankable).
+    pub fn objective_values(&self) -> Option<Vec<Option<f64>>> {
+        let values = self.values.as_ref()?;
+        let specials = self.values_special.as_deref().unwrap_or(&[]);
+        Some(
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    v.or_else(|| specials.get(i).copied().flatten().map(Special::value))
+                        .filter(|v| !v.is_nan())
+                })
+                .collect(),
+        )
+    }
+
+    /// The first objective's value (see [`Self::objective_values`]).
+    pub fn objective_value(&self) -> Option<f64> {
+        self.objective_values()
+            .and_then(|v| v.first().copied().flatten())
+    }
+
+    /// Jesse's fitness, +inf included.
+    pub fn fitness_value(&self) -> Option<f64> {
+        self.fitness
+            .or_else(|| self.fitness_special.map(Special::value))
+    }
+
+    fn set_values(&mut self, values: Vec<Option<f64>>) {
+        let split: Vec<(Option<f64>, Option<Special>)> = values
+            .iter()
+            .map(|v| v.map_or((None, None), special::split))
+            .collect();
+        self.values_special = split
+            .iter()
+            .any(|(_, s)| s.is_some())
+            .then(|| split.iter().map(|(_, s)| *s).collect());
+        self.values = Some(split.into_iter().map(|(v, _)| v).collect());
+    }
+
+    fn set_fitness(&mut self, fitness: Option<f64>) {
+        let (value, special) = fitness.map_or((None, None), special::split);
+        self.fitness = value;
+        self.fitness_special = special;
+    }
 }
 
 /// A trial's stored result.
@@ -100,9 +160,18 @@ pub struct TrialResult {
     /// Jesse's metrics of the training backtest.
     #[schemars(with = "Option<Map<String, Value>>")]
     pub training: Option<Value>,
+    /// The training metrics that are null because Jesse computed ±inf or NaN:
+    /// metric key to `+inf`, `-inf` or `nan`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Map<String, Value>>")]
+    pub training_special: Option<Value>,
     /// Jesse's metrics of the testing backtest, when it ran.
     #[schemars(with = "Option<Map<String, Value>>")]
     pub testing: Option<Value>,
+    /// The testing metrics' non-finite values, as `training_special`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Map<String, Value>>")]
+    pub testing_special: Option<Value>,
     /// Daily returns of the training period (the overfitting statistics' input).
     pub daily_returns: Vec<f64>,
     /// Daily returns of the testing period, when it ran.
@@ -139,7 +208,7 @@ pub fn stop_point(
     let mut best: Option<f64> = None;
     let mut since = 0u32;
     for t in history {
-        let value = t.values.as_ref().and_then(|v| v.first().copied().flatten());
+        let value = t.objective_value();
         match (t.state, value) {
             (TrialState::Complete, Some(v)) if best.is_none_or(|b| direction.better(v, b)) => {
                 best = Some(v);
@@ -220,6 +289,8 @@ async fn run_trial(
             constraints: None,
             system_attrs: Map::new(),
             fitness: None,
+            fitness_special: None,
+            values_special: None,
             seed,
             duplicate_of: None,
         };
@@ -227,7 +298,9 @@ async fn run_trial(
             summary,
             hyperparameters: Map::new(),
             training: None,
+            training_special: None,
             testing: None,
+            testing_special: None,
             daily_returns: Vec::new(),
             testing_daily_returns: None,
             error: Some(json!(error)),
@@ -303,6 +376,8 @@ async fn run_trial(
                     .iter()
                     .any(|o| o.fitness)
                     .then_some(UNUSABLE),
+                fitness_special: None,
+                values_special: None,
                 seed,
                 duplicate_of: None,
             };
@@ -310,7 +385,9 @@ async fn run_trial(
                 summary,
                 hyperparameters,
                 training: None,
+                training_special: None,
                 testing: None,
+                testing_special: None,
                 daily_returns: Vec::new(),
                 testing_daily_returns: None,
                 error: Some(json!(error)),
@@ -322,12 +399,19 @@ async fn run_trial(
     provenance.insert("training".into(), train.provenance);
 
     let fitness_objective = plan.objectives.iter().find(|o| o.fitness);
-    let score =
-        fitness_objective.map(|o| fitness(&o.name, f64::from(plan.optimal_total), &train.metrics));
+    let score = fitness_objective.map(|o| {
+        fitness(
+            &o.name,
+            f64::from(plan.optimal_total),
+            &train.metrics,
+            &train.specials,
+        )
+    });
     // The testing backtest runs exactly when Jesse's fitness runs it; for a
     // plain metric objective, always.
     let run_testing = score.is_none_or(|s| s.run_testing);
     let mut testing_metrics = None;
+    let mut testing_specials = None;
     let mut testing_returns = None;
     if run_testing {
         let mut testing = plan.testing.clone();
@@ -336,6 +420,7 @@ async fn run_trial(
         match backtest(rt, job, &testing).await? {
             Ran::Done(run) => {
                 provenance.insert("testing".into(), run.provenance);
+                testing_specials = non_empty(&run.specials);
                 testing_metrics = Some(run.metrics);
                 testing_returns = Some(run.daily_returns);
             }
@@ -346,6 +431,11 @@ async fn run_trial(
         }
     }
 
+    // A metric Jesse computed as ±inf or NaN is read back from its special
+    // entry: ±inf ranks and bounds like any number; NaN stays unavailable.
+    let train_metric = |key: &str| {
+        Some(special::metric(&train.metrics, &train.specials, key)).filter(|v| !v.is_nan())
+    };
     let values: Vec<Option<f64>> = plan
         .objectives
         .iter()
@@ -353,22 +443,20 @@ async fn run_trial(
             if o.fitness {
                 score.map(|s| s.score)
             } else {
-                train.metrics.get(&o.name).and_then(Value::as_f64)
+                train_metric(&o.name)
             }
         })
         .collect();
     let violations: Vec<f64> = plan
         .constraints
         .iter()
-        .map(
-            |b| match train.metrics.get(&b.metric).and_then(Value::as_f64) {
-                Some(v) => b
-                    .min
-                    .map_or(f64::NEG_INFINITY, |min| min - v)
-                    .max(b.max.map_or(f64::NEG_INFINITY, |max| v - max)),
-                None => 1.0,
-            },
-        )
+        .map(|b| match train_metric(&b.metric) {
+            Some(v) => b
+                .min
+                .map_or(f64::NEG_INFINITY, |min| min - v)
+                .max(b.max.map_or(f64::NEG_INFINITY, |max| v - max)),
+            None => 1.0,
+        })
         .collect();
     let broken: Vec<Value> = plan
         .constraints
@@ -382,6 +470,8 @@ async fn run_trial(
     } else {
         TrialState::Infeasible
     };
+    // The store's running best holds finite values only: an infinite best
+    // shows in the report, not in `best_so_far`.
     if state == TrialState::Complete
         && let Some(Some(value)) = values.first()
     {
@@ -390,22 +480,29 @@ async fn run_trial(
             .offer_best(parent_id, *value, k, maximize)
             .await?;
     }
-    let summary = TrialSummary {
+    let mut summary = TrialSummary {
         trial: k,
         state,
         params: sampled,
-        values: Some(values),
+        values: None,
+        values_special: None,
         constraints: (!plan.constraints.is_empty()).then_some(violations),
         system_attrs,
-        fitness: score.map(|s| s.score),
+        fitness: None,
+        fitness_special: None,
         seed,
         duplicate_of: None,
     };
+    summary.set_values(values);
+    summary.set_fitness(score.map(|s| s.score));
+    let training_special = non_empty(&train.specials);
     Ok(succeeded(TrialResult {
         summary,
         hyperparameters,
         training: Some(train.metrics),
+        training_special,
         testing: testing_metrics,
+        testing_special: testing_specials,
         daily_returns: train.daily_returns,
         testing_daily_returns: testing_returns,
         error: (!broken.is_empty()).then(|| json!({"code": "infeasible", "broken": broken})),
@@ -463,8 +560,18 @@ async fn reuse(
 
 struct Run {
     metrics: Value,
+    /// The backtest's `metrics_special` (which null metrics are ±inf or NaN).
+    specials: Value,
     daily_returns: Vec<f64>,
     provenance: Value,
+}
+
+/// A `metrics_special` map worth storing: a non-empty one.
+fn non_empty(specials: &Value) -> Option<Value> {
+    specials
+        .as_object()
+        .is_some_and(|m| !m.is_empty())
+        .then(|| specials.clone())
 }
 
 enum Ran {
@@ -494,6 +601,7 @@ async fn backtest(rt: &dyn Runtime, job: &JobRecord, plan: &BacktestPlan) -> any
             }
             Ran::Done(Run {
                 metrics: body["metrics"].take(),
+                specials: body["metrics_special"].take(),
                 daily_returns,
                 provenance,
             })
@@ -540,6 +648,8 @@ mod tests {
             constraints: None,
             system_attrs: Map::new(),
             fitness: value,
+            fitness_special: None,
+            values_special: None,
             seed: 0,
             duplicate_of: None,
         }
