@@ -8,13 +8,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ApiConfig;
 use crate::mcp::JesseMcp;
+use crate::mcp::sessions::BoundedSessions;
 use crate::service::{Housekeeping, Service};
 
 pub struct Application {
@@ -45,7 +45,7 @@ impl Application {
         )?);
         let service = open_service(config).await?;
         let shutdown = CancellationToken::new();
-        let sessions = Arc::new(LocalSessionManager::default());
+        let sessions = Arc::new(BoundedSessions::new(config.mcp_sessions.clone()));
         let mcp_service = {
             let service = service.clone();
             StreamableHttpService::new(
@@ -128,7 +128,12 @@ impl Application {
             token.cancel();
         });
         let token = self.shutdown.clone();
-        axum::serve(self.listener, self.router)
+        // The client's address is the owner of its MCP sessions when no
+        // tokens are configured (the per-client session cap).
+        let app = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, app)
             .with_graceful_shutdown(async move { token.cancelled_owned().await })
             .await
             .context("serving HTTP")
@@ -166,11 +171,13 @@ const MCP_BODY_LIMIT: usize = 4 * 1024 * 1024;
 /// body that is no JSON is a parse error (-32700), JSON that is no JSON-RPC 2.0
 /// message an invalid request (-32600), a known method whose params have the
 /// wrong shape invalid params (-32602): HTTP 400 with the JSON-RPC error as
-/// the body (rmcp answers all three with a 415 in plain text). A DELETE ends
+/// the body (rmcp answers all three with a 415 in plain text). An `initialize`
+/// (a POST without a session id) first gets a slot among the capped sessions
+/// (`mcp::sessions`), or 429/503 `mcp_sessions_exhausted`. A DELETE ends
 /// its session with 204 and answers 404 for a session that is not (or no
 /// longer) there, as a POST or GET naming it does.
 async fn mcp_protocol_errors(
-    axum::extract::State(sessions): axum::extract::State<Arc<LocalSessionManager>>,
+    axum::extract::State(sessions): axum::extract::State<Arc<BoundedSessions>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -205,11 +212,23 @@ async fn mcp_protocol_errors(
                 });
                 return (StatusCode::BAD_REQUEST, axum::Json(error)).into_response();
             }
-            next.run(axum::extract::Request::from_parts(
-                parts,
-                axum::body::Body::from(bytes),
-            ))
-            .await
+            let initialize = !parts.headers.contains_key("mcp-session-id") && is_initialize(&bytes);
+            let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+            if !initialize {
+                return next.run(request).await;
+            }
+            let owner = crate::mcp::sessions::owner_of(&request);
+            match sessions.admit(&owner).await {
+                Ok(admission) => BoundedSessions::with_admission(admission, next.run(request)).await,
+                Err(refused) => {
+                    tracing::warn!(owner, "refused: MCP sessions exhausted");
+                    let mut response = refused.into_api_error().into_response();
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+                    response
+                }
+            }
         }
         Method::DELETE => {
             let session = request
@@ -230,6 +249,18 @@ async fn mcp_protocol_errors(
         }
         _ => next.run(request).await,
     }
+}
+
+/// Whether a POSTed body (already found to be a JSON-RPC message) is an
+/// `initialize` request, the one message that creates a session.
+fn is_initialize(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Message<'a> {
+        #[serde(borrow, default)]
+        method: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_slice::<Message>(body)
+        .is_ok_and(|m| m.method.as_deref() == Some("initialize"))
 }
 
 /// Why a POSTed body is no acceptable JSON-RPC message, as (code, id, message);

@@ -39,6 +39,8 @@ use crate::service::{
 // Declared here rather than in lib.rs: the Tasks extension is part of the MCP frontend.
 #[path = "mcp_research.rs"]
 mod research;
+#[path = "mcp_sessions.rs"]
+pub mod sessions;
 #[path = "mcp_tasks.rs"]
 mod tasks;
 
@@ -57,8 +59,13 @@ chart (PNG images: equity, drawdown, monthly, histogram; fan for Monte Carlo) re
 #[derive(Clone)]
 pub struct JesseMcp {
     service: Service,
-    tool_router: ToolRouter<Self>,
+    /// Built once per process and shared by every session: the tools'
+    /// schemas are about 1.5 MB in memory, which each session held a copy of.
+    tool_router: Arc<ToolRouter<Self>>,
 }
+
+static TOOLS: std::sync::LazyLock<Arc<ToolRouter<JesseMcp>>> =
+    std::sync::LazyLock::new(|| Arc::new(JesseMcp::tools()));
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -531,7 +538,7 @@ impl JesseMcp {
     pub fn new(service: Service) -> Self {
         Self {
             service,
-            tool_router: Self::tools(),
+            tool_router: TOOLS.clone(),
         }
     }
 
