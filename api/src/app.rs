@@ -90,8 +90,9 @@ impl Application {
                 gate.clone(),
                 crate::auth::guard,
             ))
-            // Spans carry method, URI and version, never headers (tokens).
-            .layer(tower_http::trace::TraceLayer::new_for_http());
+            // Spans carry method, URI (query values that could be a token
+            // redacted) and version, never headers (tokens).
+            .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span));
         let listener = TcpListener::bind(&config.addr)
             .await
             .with_context(|| format!("binding {} (JESSE_MCP_ADDR)", config.addr))?;
@@ -162,6 +163,44 @@ fn spawn_scheduler(
             }
         }
     });
+}
+
+/// The span of one HTTP request, as tower-http's default one (debug level:
+/// method, URI, version) but with the query redacted by [`redacted_uri`].
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        method = %request.method(),
+        uri = %redacted_uri(request.uri()),
+        version = ?request.version(),
+    )
+}
+
+/// A request's path and query for logs. A token is refused in the query
+/// (only `Authorization` carries one), but a client may still send it there:
+/// a value is logged only when it is shorter than a token can be (16
+/// characters, `auth::Tokens::parse`) under a name that does not suggest a
+/// secret; any other is `[redacted]`.
+fn redacted_uri(uri: &axum::http::Uri) -> String {
+    let Some(query) = uri.query() else {
+        return uri.path().to_string();
+    };
+    let secret_name = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        ["token", "key", "secret", "auth", "pass", "bearer", "sig", "cred", "session"]
+            .iter()
+            .any(|s| name.contains(s))
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) if value.len() < 16 && !secret_name(name) => pair.to_string(),
+            Some((name, _)) => format!("{name}=[redacted]"),
+            None if pair.len() < 16 && !secret_name(pair) => pair.to_string(),
+            None => "[redacted]".to_string(),
+        })
+        .collect();
+    format!("{}?{}", uri.path(), pairs.join("&"))
 }
 
 /// The largest JSON-RPC message `/mcp` reads (rmcp's default).
@@ -411,4 +450,32 @@ async fn label_untyped_errors(mut response: axum::response::Response) -> axum::r
         );
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_that_could_be_tokens_are_redacted() {
+        let uri = |u: &str| axum::http::Uri::try_from(u).unwrap();
+        assert_eq!(redacted_uri(&uri("/v1/jobs")), "/v1/jobs");
+        assert_eq!(
+            redacted_uri(&uri("/v1/jobs?status=running&limit=5")),
+            "/v1/jobs?status=running&limit=5"
+        );
+        for leak in [
+            "/v1/jobs?token=s3cr3t-t0ken-0123456789",
+            "/v1/jobs?access_token=short",
+            "/v1/jobs?limit=5&x=s3cr3t-t0ken-0123456789",
+            "/v1/jobs?s3cr3t-t0ken-0123456789",
+        ] {
+            let logged = redacted_uri(&uri(leak));
+            assert!(
+                !logged.contains("s3cr3t") && !logged.contains("short"),
+                "{leak} -> {logged}"
+            );
+            assert!(logged.contains("[redacted]"), "{logged}");
+        }
+    }
 }

@@ -790,7 +790,7 @@ impl JesseMcp {
     ) -> Result<Json<JobView>, String> {
         require(&ctx, Scope::Run)?;
         self.service
-            .cancel_job(&args.job_id)
+            .cancel_job(&args.job_id, crate::auth::actor(granted(&ctx)))
             .await
             .map(Json)
             .map_err(tool_error)
@@ -1093,7 +1093,8 @@ impl ServerHandler for JesseMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         require_scope(&context, Scope::Run).map_err(tasks::protocol_error)?;
-        tasks::cancel(&self.service, &request.task_id).await
+        let actor = crate::auth::actor(granted(&context));
+        tasks::cancel(&self.service, &request.task_id, actor).await
     }
 
     async fn update_task(

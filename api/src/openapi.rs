@@ -144,6 +144,16 @@ pub const ERROR_CODES: &[ErrorCodeDoc] = &[
         "The Host header names a host this service does not answer for (JESSE_MCP_ALLOWED_HOSTS; loopback names by default). Refuses DNS rebinding.",
     ),
     code(
+        "duplicate_header",
+        400,
+        "A Host, Origin, Content-Type or Authorization header was sent more than once (`details.header`); send each once.",
+    ),
+    code(
+        "invalid_host",
+        400,
+        "The Host header carries user information (`name@host`); send host[:port] only.",
+    ),
+    code(
         "mcp_sessions_exhausted",
         503,
         "MCP only: an `initialize` found every MCP session in its way in use: 429 when this client (token, or IP address without tokens) holds JESSE_MCP_MAX_SESSIONS_PER_CLIENT sessions (`details.scope` `client`), 503 when the service holds JESSE_MCP_MAX_SESSIONS (`scope` `service`). End unused sessions (DELETE /mcp) or retry later (Retry-After).",
