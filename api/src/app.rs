@@ -187,9 +187,11 @@ fn redacted_uri(uri: &axum::http::Uri) -> String {
     };
     let secret_name = |name: &str| {
         let name = name.to_ascii_lowercase();
-        ["token", "key", "secret", "auth", "pass", "bearer", "sig", "cred", "session"]
-            .iter()
-            .any(|s| name.contains(s))
+        [
+            "token", "key", "secret", "auth", "pass", "bearer", "sig", "cred", "session",
+        ]
+        .iter()
+        .any(|s| name.contains(s))
     };
     let pairs: Vec<String> = query
         .split('&')
@@ -258,13 +260,16 @@ async fn mcp_protocol_errors(
             }
             let owner = crate::mcp::sessions::owner_of(&request);
             match sessions.admit(&owner).await {
-                Ok(admission) => BoundedSessions::with_admission(admission, next.run(request)).await,
+                Ok(admission) => {
+                    BoundedSessions::with_admission(admission, next.run(request)).await
+                }
                 Err(refused) => {
                     tracing::warn!(owner, "refused: MCP sessions exhausted");
                     let mut response = refused.into_api_error().into_response();
-                    response
-                        .headers_mut()
-                        .insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+                    response.headers_mut().insert(
+                        header::RETRY_AFTER,
+                        axum::http::HeaderValue::from_static("5"),
+                    );
                     response
                 }
             }
@@ -298,8 +303,7 @@ fn is_initialize(body: &[u8]) -> bool {
         #[serde(borrow, default)]
         method: Option<std::borrow::Cow<'a, str>>,
     }
-    serde_json::from_slice::<Message>(body)
-        .is_ok_and(|m| m.method.as_deref() == Some("initialize"))
+    serde_json::from_slice::<Message>(body).is_ok_and(|m| m.method.as_deref() == Some("initialize"))
 }
 
 /// Why a POSTed body is no acceptable JSON-RPC message, as (code, id, message);

@@ -633,12 +633,18 @@ mod tests {
             .collect();
         let merged = merge_runs(&runs).unwrap();
         assert_eq!(merged["fast"]["distinct"], 46, "{}", merged["fast"]);
-        assert_eq!(merged["fast"]["values"].as_array().unwrap().len(), MAX_VALUES);
+        assert_eq!(
+            merged["fast"]["values"].as_array().unwrap().len(),
+            MAX_VALUES
+        );
         assert_eq!(merged["slow"]["distinct"], 123, "{}", merged["slow"]);
         // Within the shown values there is no `distinct`.
         let few: Vec<Map<String, Value>> = (0..60)
             .map(|i| json!({"fast": i % 3}).as_object().unwrap().clone())
             .collect();
-        assert_eq!(merge_runs(&few).unwrap()["fast"], json!({"values": [0, 1, 2]}));
+        assert_eq!(
+            merge_runs(&few).unwrap()["fast"],
+            json!({"values": [0, 1, 2]})
+        );
     }
 }

@@ -55,9 +55,8 @@ async fn duplicate_headers_userinfo_hosts_and_trace_are_refused() {
     })
     .await;
     let host = format!("127.0.0.1:{}", app.port);
-    let json_post = |extra: &str| {
-        format!("POST /v1/strategies/validate HTTP/1.1\r\nHost: {host}\r\n{extra}")
-    };
+    let json_post =
+        |extra: &str| format!("POST /v1/strategies/validate HTTP/1.1\r\nHost: {host}\r\n{extra}");
     let body = r#"{"name": "X", "code": "x"}"#;
 
     // The baseline: one of each passes the guard (the handler answers).
@@ -139,9 +138,7 @@ async fn gap_reports_need_an_exchange_jesse_knows() {
             .contains("Mt Gox"),
         "{answer}"
     );
-    let (status, answer) = app
-        .get("/v1/candles/Mt%20Gox/BTC-USDT/gaps")
-        .await;
+    let (status, answer) = app.get("/v1/candles/Mt%20Gox/BTC-USDT/gaps").await;
     assert_eq!(status, 422, "{answer}");
     // An exchange Jesse knows with nothing stored: the whole range is a gap.
     let (status, answer) = app

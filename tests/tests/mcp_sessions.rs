@@ -181,8 +181,14 @@ async fn over_the_caps_with_every_session_busy_initialize_gets_the_envelope() {
     let (status, _, text) = post(&client, &base, INITIALIZE, None, a).await;
     assert_eq!(status, 429, "{text}");
     let envelope: Value = serde_json::from_str(&text).expect("the error envelope");
-    assert_eq!(envelope["error"]["code"], "mcp_sessions_exhausted", "{envelope}");
-    assert_eq!(envelope["error"]["details"]["scope"], "client", "{envelope}");
+    assert_eq!(
+        envelope["error"]["code"], "mcp_sessions_exhausted",
+        "{envelope}"
+    );
+    assert_eq!(
+        envelope["error"]["details"]["scope"], "client",
+        "{envelope}"
+    );
     assert_eq!(envelope["error"]["details"]["limit"], 1, "{envelope}");
     let message = envelope["error"]["message"].as_str().unwrap();
     assert!(
@@ -197,8 +203,14 @@ async fn over_the_caps_with_every_session_busy_initialize_gets_the_envelope() {
     let (status, _, text) = post(&client, &base, INITIALIZE, None, c).await;
     assert_eq!(status, 503, "{text}");
     let envelope: Value = serde_json::from_str(&text).expect("the error envelope");
-    assert_eq!(envelope["error"]["code"], "mcp_sessions_exhausted", "{envelope}");
-    assert_eq!(envelope["error"]["details"]["scope"], "service", "{envelope}");
+    assert_eq!(
+        envelope["error"]["code"], "mcp_sessions_exhausted",
+        "{envelope}"
+    );
+    assert_eq!(
+        envelope["error"]["details"]["scope"], "service",
+        "{envelope}"
+    );
     assert!(
         envelope["error"]["message"]
             .as_str()

@@ -59,8 +59,7 @@ impl Service {
         let stored = series
             .iter()
             .find(|s| s.exchange == exchange && s.symbol == symbol);
-        if stored.is_none() && !is_backtesting_exchange(exchange) && !is_import_exchange(exchange)
-        {
+        if stored.is_none() && !is_backtesting_exchange(exchange) && !is_import_exchange(exchange) {
             return Err(ApiError::invalid(
                 "unsupported_exchange",
                 format!("exchange '{exchange}' is not one of Jesse's; GET /v1/candles lists the stored series"),
