@@ -40,7 +40,7 @@ use crate::error::ApiError;
 pub struct SessionLimits {
     /// Most MCP sessions (streamable HTTP) open at once. When all are taken, a new
     /// session ends the oldest idle one; when none is idle, `initialize` gets 503
-    /// `mcp_sessions_exhausted`. A session costs about 30 KB.
+    /// `mcp_sessions_exhausted`. A session costs about 60 KB.
     #[arg(long, env = "JESSE_MCP_MAX_SESSIONS", default_value_t = 1000)]
     pub max_sessions: usize,
     /// Most MCP sessions of one token (or, without tokens, one client IP address).
