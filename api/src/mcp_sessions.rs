@@ -527,6 +527,32 @@ mod tests {
     }
 
     #[test]
+    fn sessions_past_the_idle_timeout_count_against_no_cap() {
+        let sessions = BoundedSessions::new(SessionLimits {
+            max_sessions: 2,
+            max_sessions_per_client: 2,
+            session_idle_secs: 60,
+        });
+        open(&sessions, "old", "a");
+        std::thread::sleep(Duration::from_millis(2));
+        open(&sessions, "busy", "a");
+        std::thread::sleep(Duration::from_millis(2));
+        open(&sessions, "new", "b");
+        assert_eq!(ids(&sessions), ["busy", "new"]);
+        let _busy = sessions.touch(&SessionId::from("busy"), true).unwrap();
+        {
+            let mut state = sessions.state.lock().unwrap();
+            for entry in state.sessions.values_mut() {
+                entry.last_used -= Duration::from_secs(61);
+            }
+        }
+        // An open stream keeps its session, however old its last request.
+        assert_eq!(sessions.expire(), [SessionId::from("new")]);
+        assert_eq!(ids(&sessions), ["busy"]);
+        assert_eq!(sessions.state.lock().unwrap().owned("b"), 0);
+    }
+
+    #[test]
     fn the_oldest_idle_session_goes_and_busy_ones_stay() {
         let sessions = limits(3, 2);
         open(&sessions, "a1", "a");
