@@ -8,13 +8,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ApiConfig;
 use crate::mcp::JesseMcp;
+use crate::mcp::sessions::BoundedSessions;
 use crate::service::{Housekeeping, Service};
 
 pub struct Application {
@@ -45,7 +45,7 @@ impl Application {
         )?);
         let service = open_service(config).await?;
         let shutdown = CancellationToken::new();
-        let sessions = Arc::new(LocalSessionManager::default());
+        let sessions = Arc::new(BoundedSessions::new(config.mcp_sessions.clone()));
         let mcp_service = {
             let service = service.clone();
             StreamableHttpService::new(
@@ -90,8 +90,9 @@ impl Application {
                 gate.clone(),
                 crate::auth::guard,
             ))
-            // Spans carry method, URI and version, never headers (tokens).
-            .layer(tower_http::trace::TraceLayer::new_for_http());
+            // Spans carry method, URI (query values that could be a token
+            // redacted) and version, never headers (tokens).
+            .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span));
         let listener = TcpListener::bind(&config.addr)
             .await
             .with_context(|| format!("binding {} (JESSE_MCP_ADDR)", config.addr))?;
@@ -128,7 +129,12 @@ impl Application {
             token.cancel();
         });
         let token = self.shutdown.clone();
-        axum::serve(self.listener, self.router)
+        // The client's address is the owner of its MCP sessions when no
+        // tokens are configured (the per-client session cap).
+        let app = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, app)
             .with_graceful_shutdown(async move { token.cancelled_owned().await })
             .await
             .context("serving HTTP")
@@ -159,6 +165,46 @@ fn spawn_scheduler(
     });
 }
 
+/// The span of one HTTP request, as tower-http's default one (debug level:
+/// method, URI, version) but with the query redacted by [`redacted_uri`].
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        method = %request.method(),
+        uri = %redacted_uri(request.uri()),
+        version = ?request.version(),
+    )
+}
+
+/// A request's path and query for logs. A token is refused in the query
+/// (only `Authorization` carries one), but a client may still send it there:
+/// a value is logged only when it is shorter than a token can be (16
+/// characters, `auth::Tokens::parse`) under a name that does not suggest a
+/// secret; any other is `[redacted]`.
+fn redacted_uri(uri: &axum::http::Uri) -> String {
+    let Some(query) = uri.query() else {
+        return uri.path().to_string();
+    };
+    let secret_name = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        [
+            "token", "key", "secret", "auth", "pass", "bearer", "sig", "cred", "session",
+        ]
+        .iter()
+        .any(|s| name.contains(s))
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) if value.len() < 16 && !secret_name(name) => pair.to_string(),
+            Some((name, _)) => format!("{name}=[redacted]"),
+            None if pair.len() < 16 && !secret_name(pair) => pair.to_string(),
+            None => "[redacted]".to_string(),
+        })
+        .collect();
+    format!("{}?{}", uri.path(), pairs.join("&"))
+}
+
 /// The largest JSON-RPC message `/mcp` reads (rmcp's default).
 const MCP_BODY_LIMIT: usize = 4 * 1024 * 1024;
 
@@ -166,11 +212,13 @@ const MCP_BODY_LIMIT: usize = 4 * 1024 * 1024;
 /// body that is no JSON is a parse error (-32700), JSON that is no JSON-RPC 2.0
 /// message an invalid request (-32600), a known method whose params have the
 /// wrong shape invalid params (-32602): HTTP 400 with the JSON-RPC error as
-/// the body (rmcp answers all three with a 415 in plain text). A DELETE ends
+/// the body (rmcp answers all three with a 415 in plain text). An `initialize`
+/// (a POST without a session id) first gets a slot among the capped sessions
+/// (`mcp::sessions`), or 429/503 `mcp_sessions_exhausted`. A DELETE ends
 /// its session with 204 and answers 404 for a session that is not (or no
 /// longer) there, as a POST or GET naming it does.
 async fn mcp_protocol_errors(
-    axum::extract::State(sessions): axum::extract::State<Arc<LocalSessionManager>>,
+    axum::extract::State(sessions): axum::extract::State<Arc<BoundedSessions>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -205,11 +253,26 @@ async fn mcp_protocol_errors(
                 });
                 return (StatusCode::BAD_REQUEST, axum::Json(error)).into_response();
             }
-            next.run(axum::extract::Request::from_parts(
-                parts,
-                axum::body::Body::from(bytes),
-            ))
-            .await
+            let initialize = !parts.headers.contains_key("mcp-session-id") && is_initialize(&bytes);
+            let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+            if !initialize {
+                return next.run(request).await;
+            }
+            let owner = crate::mcp::sessions::owner_of(&request);
+            match sessions.admit(&owner).await {
+                Ok(admission) => {
+                    BoundedSessions::with_admission(admission, next.run(request)).await
+                }
+                Err(refused) => {
+                    tracing::warn!(owner, "refused: MCP sessions exhausted");
+                    let mut response = refused.into_api_error().into_response();
+                    response.headers_mut().insert(
+                        header::RETRY_AFTER,
+                        axum::http::HeaderValue::from_static("5"),
+                    );
+                    response
+                }
+            }
         }
         Method::DELETE => {
             let session = request
@@ -230,6 +293,17 @@ async fn mcp_protocol_errors(
         }
         _ => next.run(request).await,
     }
+}
+
+/// Whether a POSTed body (already found to be a JSON-RPC message) is an
+/// `initialize` request, the one message that creates a session.
+fn is_initialize(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Message<'a> {
+        #[serde(borrow, default)]
+        method: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_slice::<Message>(body).is_ok_and(|m| m.method.as_deref() == Some("initialize"))
 }
 
 /// Why a POSTed body is no acceptable JSON-RPC message, as (code, id, message);
@@ -380,4 +454,32 @@ async fn label_untyped_errors(mut response: axum::response::Response) -> axum::r
         );
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_that_could_be_tokens_are_redacted() {
+        let uri = |u: &str| axum::http::Uri::try_from(u).unwrap();
+        assert_eq!(redacted_uri(&uri("/v1/jobs")), "/v1/jobs");
+        assert_eq!(
+            redacted_uri(&uri("/v1/jobs?status=running&limit=5")),
+            "/v1/jobs?status=running&limit=5"
+        );
+        for leak in [
+            "/v1/jobs?token=s3cr3t-t0ken-0123456789",
+            "/v1/jobs?access_token=short",
+            "/v1/jobs?limit=5&x=s3cr3t-t0ken-0123456789",
+            "/v1/jobs?s3cr3t-t0ken-0123456789",
+        ] {
+            let logged = redacted_uri(&uri(leak));
+            assert!(
+                !logged.contains("s3cr3t") && !logged.contains("short"),
+                "{leak} -> {logged}"
+            );
+            assert!(logged.contains("[redacted]"), "{logged}");
+        }
+    }
 }

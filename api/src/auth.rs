@@ -499,6 +499,18 @@ impl Gate {
     }
 }
 
+/// Whether the authority a request names carries user information
+/// (`user@host`), which a Host header never may (RFC 9110 §7.2).
+fn request_has_userinfo(request: &Request) -> bool {
+    match request.headers().get(header::HOST) {
+        Some(value) => value.as_bytes().contains(&b'@'),
+        None => request
+            .uri()
+            .authority()
+            .is_some_and(|a| a.as_str().contains('@')),
+    }
+}
+
 /// The authority a request was sent to: its `Host` header, or HTTP/2's `:authority`.
 fn request_authority(request: &Request) -> Option<Authority> {
     match request.headers().get(header::HOST) {
@@ -557,8 +569,44 @@ fn media_essence(headers: &HeaderMap) -> Option<Result<String, ()>> {
 const CORS_ALLOW_HEADERS: &str = "authorization, content-type, if-match, idempotency-key, mcp-session-id, mcp-protocol-version, mcp-method, last-event-id";
 const CORS_EXPOSE_HEADERS: &str = "etag, mcp-session-id, www-authenticate";
 
+/// Headers a request may carry once only: with two, which one a check reads
+/// and which one a later reader (a proxy, a handler) uses could differ.
+const SINGLE_HEADERS: [header::HeaderName; 4] = [
+    header::HOST,
+    header::ORIGIN,
+    header::CONTENT_TYPE,
+    header::AUTHORIZATION,
+];
+
+/// Methods whose body is checked against the route's content type; others
+/// (TRACE, CONNECT, extension methods) are served by no route and go on to
+/// the router's 405.
+fn takes_body(method: &Method) -> bool {
+    [Method::POST, Method::PUT, Method::PATCH, Method::DELETE].contains(method)
+}
+
 /// The first layer: Host, Origin and content type (see the module docs).
 pub async fn guard(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
+    if let Some(name) = SINGLE_HEADERS
+        .iter()
+        .find(|name| request.headers().get_all(*name).iter().nth(1).is_some())
+    {
+        tracing::warn!(header = %name, "refused: header sent twice");
+        return ApiError::bad_request(
+            "duplicate_header",
+            format!("the {name} header was sent more than once; send it once"),
+        )
+        .with_details(serde_json::json!({"header": name.as_str()}))
+        .into_response();
+    }
+    if request_has_userinfo(&request) {
+        tracing::warn!("refused: Host with user information");
+        return ApiError::bad_request(
+            "invalid_host",
+            "the Host header is host[:port]; user information ('name@') is not allowed in it",
+        )
+        .into_response();
+    }
     let Some(host) = request_authority(&request) else {
         return ApiError::new(
             StatusCode::MISDIRECTED_REQUEST,
@@ -635,7 +683,7 @@ pub async fn guard(State(gate): State<Arc<Gate>>, request: Request, next: Next) 
     }
 
     let method = request.method().clone();
-    if !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
+    if takes_body(&method) {
         let expected = gate.rules.media_type(&method, request.uri().path());
         let body = request.body();
         let has_body = !body.is_end_stream() && body.size_hint().exact() != Some(0);

@@ -11,6 +11,8 @@ pub struct ApiConfig {
     pub addr: String,
     #[command(flatten)]
     pub backends: Backends,
+    #[command(flatten)]
+    pub mcp_sessions: crate::mcp::sessions::SessionLimits,
     /// Strategies in Jesse's layout: `<dir>/<Name>/__init__.py`.
     #[arg(long, env = "JESSE_MCP_STRATEGIES_DIR", default_value = "strategies")]
     pub strategies_dir: PathBuf,

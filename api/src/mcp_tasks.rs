@@ -120,8 +120,8 @@ pub(crate) async fn get(
 
 /// `tasks/cancel`: cancels the job. Cancellation is cooperative in SEP-2663:
 /// a task that already finished is acknowledged and keeps its outcome.
-pub(crate) async fn cancel(service: &Service, task_id: &str) -> Result<(), ErrorData> {
-    match service.cancel_job(task_id).await {
+pub(crate) async fn cancel(service: &Service, task_id: &str, actor: &str) -> Result<(), ErrorData> {
+    match service.cancel_job(task_id, actor).await {
         Ok(_) => Ok(()),
         Err(error) if error.body.code == "job_already_finished" => Ok(()),
         Err(error) => Err(protocol_error(error)),

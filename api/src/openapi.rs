@@ -144,6 +144,21 @@ pub const ERROR_CODES: &[ErrorCodeDoc] = &[
         "The Host header names a host this service does not answer for (JESSE_MCP_ALLOWED_HOSTS; loopback names by default). Refuses DNS rebinding.",
     ),
     code(
+        "duplicate_header",
+        400,
+        "A Host, Origin, Content-Type or Authorization header was sent more than once (`details.header`); send each once.",
+    ),
+    code(
+        "invalid_host",
+        400,
+        "The Host header carries user information (`name@host`); send host[:port] only.",
+    ),
+    code(
+        "mcp_sessions_exhausted",
+        503,
+        "MCP only: an `initialize` found every MCP session in its way in use: 429 when this client (token, or IP address without tokens) holds JESSE_MCP_MAX_SESSIONS_PER_CLIENT sessions (`details.scope` `client`), 503 when the service holds JESSE_MCP_MAX_SESSIONS (`scope` `service`). End unused sessions (DELETE /mcp) or retry later (Retry-After).",
+    ),
+    code(
         "invalid_request",
         422,
         "The JSON body does not match the route's schema (unknown field, wrong type, missing field).",
@@ -989,6 +1004,10 @@ fn mcp_path(tools: &[McpTool]) -> Map<String, Value> {
         "415": {"description": "`unsupported_media_type`: a body that is not `application/json`.",
                 "content": {"application/json": {"schema": {"$ref": format!("{COMPONENTS}ErrorEnvelope")}}}},
         "421": {"description": "`host_not_allowed`: the Host header is not one JESSE_MCP_ALLOWED_HOSTS lists.",
+                "content": {"application/json": {"schema": {"$ref": format!("{COMPONENTS}ErrorEnvelope")}}}},
+        "429": {"description": "`mcp_sessions_exhausted`: an `initialize` while this client's sessions (JESSE_MCP_MAX_SESSIONS_PER_CLIENT) are all in use.",
+                "content": {"application/json": {"schema": {"$ref": format!("{COMPONENTS}ErrorEnvelope")}}}},
+        "503": {"description": "`mcp_sessions_exhausted`: an `initialize` while the service's sessions (JESSE_MCP_MAX_SESSIONS) are all in use.",
                 "content": {"application/json": {"schema": {"$ref": format!("{COMPONENTS}ErrorEnvelope")}}}},
         // The MCP transport's own refusals (rmcp), as plain text; malformed JSON-RPC as a JSON-RPC error.
         "400": {"description": "Not a message of the streamable HTTP transport: a body that is no JSON (JSON-RPC error \

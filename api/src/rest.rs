@@ -483,14 +483,14 @@ pub fn routes() -> Vec<Route> {
             .path::<SeriesPath>()
             .query::<RangeQuery>()
             .reply(200, "the gap report", schema::<GapReport>)
-            .errors(&["series_not_found", "invalid_symbol", "invalid_date", "invalid_date_range"]),
+            .errors(&["series_not_found", "unsupported_exchange", "invalid_symbol", "invalid_date", "invalid_date_range"]),
         Route::get("/v1/candles/{exchange}/{symbol}/csv", export_csv)
             .doc("exportCandlesCsv", "candles", "Export the rows as CSV in the import format")
             .describe("The range defaults to the stored one and is cut to it; the rows are read from the store page by page as they are sent. A series that is not stored is a 404 `series_not_found`.")
             .path::<SeriesPath>()
             .query::<RangeQuery>()
             .reply_text(200, "the rows, streamed", "text/csv")
-            .errors(&["series_not_found", "invalid_symbol", "invalid_date", "invalid_date_range"]),
+            .errors(&["series_not_found", "unsupported_exchange", "invalid_symbol", "invalid_date", "invalid_date_range"]),
         Route::get("/v1/schedules", list_schedules)
             .doc("listSchedules", "schedules", "Series kept current by scheduled imports, with next and last runs")
             .reply(200, "the schedules", schema::<ScheduleList>),
@@ -1087,8 +1087,10 @@ async fn equity_csv(
 async fn cancel_job(
     State(service): State<Service>,
     Path(JobPath { id }): Path<JobPath>,
+    granted: Option<Extension<Granted>>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(service.cancel_job(&id).await?).into_response())
+    let actor = crate::auth::actor(granted.as_deref());
+    Ok(Json(service.cancel_job(&id, actor).await?).into_response())
 }
 
 async fn list_candles(State(service): State<Service>) -> Result<Response, ApiError> {

@@ -375,20 +375,20 @@ fn merge_runs(runs: &[Map<String, Value>]) -> Option<Map<String, Value>> {
     for name in names {
         let mut values: Vec<&Value> = Vec::new();
         let mut everywhere = true;
-        let mut distinct = 0usize;
+        // Every distinct value, shown or not (a grid repeats each value in
+        // many runs; only the first MAX_VALUES are shown).
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         for run in runs {
             match run.get(name) {
                 Some(v) => {
-                    if !values.contains(&v) {
-                        distinct += 1;
-                        if values.len() < MAX_VALUES {
-                            values.push(v);
-                        }
+                    if seen.insert(v.to_string()) && values.len() < MAX_VALUES {
+                        values.push(v);
                     }
                 }
                 None => everywhere = false,
             }
         }
+        let distinct = seen.len();
         let shown = if distinct == 1 && everywhere {
             values[0].clone()
         } else {
@@ -617,5 +617,34 @@ mod tests {
             assert_eq!(error.body.code, "invalid_tags");
         }
         assert!(take_tags(&mut json!({"tags": ["é".repeat(64)]})).is_ok());
+    }
+
+    #[test]
+    fn a_grid_counts_each_distinct_value_once() {
+        // 46 values of `fast`, each in 123 runs (a grid over `fast` × `slow`).
+        let runs: Vec<Map<String, Value>> = (0..46)
+            .flat_map(|fast| (0..123).map(move |slow| (fast, slow)))
+            .map(|(fast, slow)| {
+                json!({"fast": fast, "slow": slow})
+                    .as_object()
+                    .unwrap()
+                    .clone()
+            })
+            .collect();
+        let merged = merge_runs(&runs).unwrap();
+        assert_eq!(merged["fast"]["distinct"], 46, "{}", merged["fast"]);
+        assert_eq!(
+            merged["fast"]["values"].as_array().unwrap().len(),
+            MAX_VALUES
+        );
+        assert_eq!(merged["slow"]["distinct"], 123, "{}", merged["slow"]);
+        // Within the shown values there is no `distinct`.
+        let few: Vec<Map<String, Value>> = (0..60)
+            .map(|i| json!({"fast": i % 3}).as_object().unwrap().clone())
+            .collect();
+        assert_eq!(
+            merge_runs(&few).unwrap()["fast"],
+            json!({"values": [0, 1, 2]})
+        );
     }
 }

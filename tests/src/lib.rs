@@ -80,6 +80,8 @@ pub struct Options {
     pub queue_retention_secs: u64,
     /// Extra environment for worker processes (e.g. sandbox limits, planted secrets).
     pub worker_env: Vec<(&'static str, String)>,
+    /// Extra environment for `jesse-mcp-api` processes (`start_api`), e.g. session caps.
+    pub api_env: Vec<(&'static str, String)>,
 }
 
 impl Options {
@@ -121,6 +123,7 @@ impl Default for Options {
             requeue_after_secs: 60,
             queue_retention_secs: 3600,
             worker_env: Vec::new(),
+            api_env: Vec::new(),
         }
     }
 }
@@ -164,6 +167,7 @@ impl TestApp {
             queue_retention_secs: options.queue_retention_secs,
             tokens: options.tokens.clone(),
             allowed_origins: Vec::new(),
+            mcp_sessions: Default::default(),
         };
         let app = Application::build(&config).await.expect("build app");
         let port = app.port();
@@ -279,6 +283,7 @@ impl TestApp {
             .envs(self.env())
             .env("JESSE_MCP_ADDR", "127.0.0.1:0")
             .env("JESSE_MCP_SCHEDULER_TICK_MS", "200")
+            .envs(self.options.api_env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(file)
@@ -302,6 +307,11 @@ impl TestApp {
             .expect("listening line");
         self.apis.push((base.clone(), child));
         base
+    }
+
+    /// The pid of API process `index` (`start_api`).
+    pub fn api_pid(&self, index: usize) -> u32 {
+        self.apis[index].1.id().expect("the API process is running")
     }
 
     /// Kills API process `index` with SIGKILL.

@@ -183,6 +183,7 @@ async fn no_public_listening_without_tokens() {
         queue_retention_secs: 3600,
         tokens: String::new(),
         allowed_origins: Vec::new(),
+        mcp_sessions: Default::default(),
     };
     let refused = jesse_mcp_api::Application::build(&config)
         .await

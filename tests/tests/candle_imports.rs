@@ -259,6 +259,7 @@ async fn schedules_fire_once_per_series_and_day_across_instances_and_survive_res
         queue_retention_secs: 3600,
         tokens: String::new(),
         allowed_origins: Vec::new(),
+        mcp_sessions: Default::default(),
     };
     let second = jesse_mcp_api::Application::build(&config).await.unwrap();
     let (stop_second, stopped) = tokio::sync::oneshot::channel::<()>();

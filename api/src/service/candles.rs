@@ -3,6 +3,7 @@
 
 use futures::StreamExt;
 use jesse_mcp_core::candles::series_source_note;
+use jesse_mcp_core::jesse::{is_backtesting_exchange, is_import_exchange};
 use jesse_mcp_core::store::Gap;
 use jesse_mcp_core::time::{MINUTE_MS, now_ms, parse_day, to_rfc3339};
 use schemars::JsonSchema;
@@ -58,6 +59,13 @@ impl Service {
         let stored = series
             .iter()
             .find(|s| s.exchange == exchange && s.symbol == symbol);
+        if stored.is_none() && !is_backtesting_exchange(exchange) && !is_import_exchange(exchange) {
+            return Err(ApiError::invalid(
+                "unsupported_exchange",
+                format!("exchange '{exchange}' is not one of Jesse's; GET /v1/candles lists the stored series"),
+            )
+            .with_details(json!({"field": "exchange"})));
+        }
         let start_ms = match start {
             Some(day) => parse_day(day)
                 .map_err(|m| ApiError::invalid("invalid_date", format!("start_date: {m}")))?,

@@ -554,8 +554,12 @@ impl Service {
         })
     }
 
-    pub async fn cancel_job(&self, id: &str) -> Result<JobView, ApiError> {
+    /// Cancels a job for `actor` (a token's name, for the audit trail). Jobs
+    /// are the deployment's, not a token's: any `run` token may cancel any
+    /// job (docs/SECURITY.md, "Job ownership").
+    pub async fn cancel_job(&self, id: &str, actor: &str) -> Result<JobView, ApiError> {
         let job = self.job_record(id).await?;
+        tracing::info!(target: "audit", action = "job.cancel", token = actor, job.id = job.id, job.kind = job.kind, "job cancel");
         let outcome = self.inner.engine.cancel(&job.id).await?.ok_or_else(|| {
             ApiError::not_found("job_not_found", format!("no job with id '{id}'"))
         })?;
