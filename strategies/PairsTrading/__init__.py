@@ -3,7 +3,8 @@
 Route 0 trades leg A and decides; route 1 trades leg B and follows, on the same bar (Jesse runs the routes
 in order, after every route's candles of the bar are in). Each bar route 0 takes the last `lookback` closes
 of both symbols (`get_candles`, warm-up included), estimates the hedge ratio beta of A on B (`hedge_method`:
-`ols` with an intercept over the window, `kalman` a Kalman-filtered beta over the window, or `fixed` =
+`ols` with an intercept over the window, `kalman` the last Kalman-filtered beta of the window (`kalman_hedge`:
+an OLS prior from the window's first quarter, at least 10 bars, then filtered bar by bar), or `fixed` =
 `hedge_ratio`, e.g. a screen's OLS ratio), forms the spread A - beta * B over the window and its z-score
 (last spread minus the window's mean, over its population standard deviation).
 
@@ -22,23 +23,49 @@ KEY = 'pairs_trading'
 KALMAN_DELTA = 1e-4
 
 
-def kalman_hedge_ratio(a, b, delta=KALMAN_DELTA):
-    """The last filtered beta of a_t = alpha_t + beta_t * b_t + e_t with random-walk states: x0 = 0, P0 = 0,
-    Q = delta / (1 - delta) * I, R = the window's OLS residual variance (the screen's filter)."""
-    beta, alpha = np.polyfit(b, a, 1)
-    r = float(np.var(a - alpha - beta * b))
-    x = np.zeros(2)
-    p = np.zeros((2, 2))
-    q = delta / (1.0 - delta) * np.eye(2)
-    for t in range(len(a)):
-        f = np.array([1.0, b[t]])
+def kalman_hedge(a, b, delta=KALMAN_DELTA):
+    """Kalman-filtered hedge ratio of a on b: a_t = alpha_t + beta_t * b_t + e_t, e_t ~ N(0, Ve), the state
+    x_t = (alpha_t, beta_t) a random walk x_t = x_(t-1) + w_t, w_t ~ N(0, Q). docs/PAIRS.md has the equations.
+
+    Warm-up: the first W = max(10, n // 4) bars. Their OLS fit of a on [1, b] gives the prior x = (alpha, beta),
+    Ve = its residual variance (ddof 2) and P = Ve (X'X)^-1 (the OLS covariance); Q = delta / (1 - delta) * W * P
+    (one bar's worth of the warm-up's information: the filter does not depend on the prices' units). Each bar
+    t = W .. n-1: P = P + Q; F = [1, b_t]; S = F P F' + Ve; K = P F' / S; x = x + K (a_t - F x); P = P - K F P.
+    It runs on b standardized by the warm-up's mean and std (an exact change of coordinates, there X'X = W I) so
+    raw price levels lose no precision. Answers the filtered alpha and beta of bars W .. n-1 with the parameters,
+    or None with fewer than 11 bars, a constant b or an exact fit in the warm-up.
+    The same function is in strategies/PairsTrading/__init__.py and worker/python/jesse_mcp_runner.py.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    n = len(a)
+    w = max(10, n // 4)
+    if n <= w:
+        return None
+    mean, std = float(b[:w].mean()), float(b[:w].std())
+    if not std > 0:
+        return None
+    z = (b - mean) / std
+    x = np.array([a[:w].mean(), (a[:w] - a[:w].mean()) @ z[:w] / w])
+    residuals = a[:w] - x[0] - x[1] * z[:w]
+    ve = float(residuals @ residuals) / (w - 2)
+    if not ve > 0:
+        return None
+    p = ve / w * np.eye(2)
+    q = delta / (1.0 - delta) * ve * np.eye(2)
+    to_raw = np.array([[1.0, -mean / std], [0.0, 1.0 / std]])
+    prior_state, prior_cov = to_raw @ x, to_raw @ p @ to_raw.T
+    alphas, betas = np.empty(n - w), np.empty(n - w)
+    for t in range(w, n):
+        f = np.array([1.0, z[t]])
         p = p + q
-        error = a[t] - f @ x
-        s = f @ p @ f + r
+        s = f @ p @ f + ve
         k = p @ f / s
-        x = x + k * error
-        p = p - np.outer(k, f) @ p
-    return float(x[1])
+        x = x + k * (a[t] - f @ x)
+        p = p - np.outer(k, f @ p)
+        alphas[t - w], betas[t - w] = x[0] - x[1] * mean / std, x[1] / std
+    return {"delta": delta, "warmup_bars": w, "observation_variance": ve, "prior_state": prior_state,
+            "prior_cov": prior_cov, "state_cov": to_raw @ q @ to_raw.T, "alpha": alphas, "beta": betas}
 
 
 class PairsTrading(Strategy):
@@ -74,7 +101,8 @@ class PairsTrading(Strategy):
         if method == 'fixed':
             beta = float(self.hp['hedge_ratio'])
         elif method == 'kalman':
-            beta = kalman_hedge_ratio(a, b)
+            filtered = kalman_hedge(a, b)
+            beta = float(filtered['beta'][-1]) if filtered is not None else float('nan')
         else:
             beta = float(np.polyfit(b, a, 1)[0])
         spread = a - beta * b

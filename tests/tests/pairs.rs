@@ -80,9 +80,13 @@ fn series() -> BTreeMap<&'static str, Vec<f64>> {
     all
 }
 
-async fn import(app: &TestApp, dir: &std::path::Path) -> BTreeMap<String, String> {
+async fn import(
+    app: &TestApp,
+    dir: &std::path::Path,
+    series: BTreeMap<&'static str, Vec<f64>>,
+) -> BTreeMap<String, String> {
     let mut paths = BTreeMap::new();
-    for (symbol, closes) in series() {
+    for (symbol, closes) in series {
         let text = csv(&closes);
         let path = dir.join(format!("{symbol}.csv"));
         std::fs::write(&path, &text).unwrap();
@@ -151,6 +155,91 @@ fn same_list(ours: &Value, theirs: &Value, what: &str) {
     }
 }
 
+/// A screen row's Kalman filter against statsmodels' KalmanFilter with the
+/// same prior (reference_pairs.py): the parameters, the summaries and every
+/// point of the path (matched by bar time) to 1e-8.
+fn check_kalman(ours: &Value, theirs: &Value, key: &str) {
+    assert_eq!(ours["delta"], 1e-4, "{key}: {ours}");
+    assert_eq!(ours["warmup_bars"], theirs["warmup_bars"], "{key}");
+    let close = |a: &Value, b: &Value, what: &str| {
+        let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+        assert!(
+            (a - b).abs() <= 1e-8 * (1.0 + b.abs()),
+            "{key} kalman {what}: service {a} vs statsmodels {b}"
+        );
+    };
+    close(
+        &ours["observation_variance"],
+        &theirs["observation_variance"],
+        "observation_variance",
+    );
+    close(
+        &ours["prior"]["intercept"],
+        &theirs["prior_intercept"],
+        "prior intercept",
+    );
+    close(
+        &ours["prior"]["hedge_ratio"],
+        &theirs["prior_hedge_ratio"],
+        "prior hedge_ratio",
+    );
+    for i in 0..2 {
+        for j in 0..2 {
+            close(
+                &ours["prior"]["covariance"][i][j],
+                &theirs["prior_covariance"][i][j],
+                "prior covariance",
+            );
+        }
+    }
+    for name in [
+        "hedge_ratio_last",
+        "intercept_last",
+        "hedge_ratio_mean",
+        "hedge_ratio_std",
+        "hedge_ratio_min",
+        "hedge_ratio_max",
+    ] {
+        close(&ours[name], &theirs[name], name);
+    }
+    let reference: BTreeMap<i64, f64> = theirs["path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_i64().unwrap(), p[1].as_f64().unwrap()))
+        .collect();
+    let path = ours["path"].as_array().unwrap();
+    assert!(
+        path.len() > 100 && path.len() <= 200,
+        "{key}: {}",
+        path.len()
+    );
+    for point in path {
+        // Read as every time is: integer ms with its RFC 3339 `date` (docs/RESULTS.md).
+        let time = point["time"].as_i64().unwrap_or_else(|| panic!("{point}"));
+        assert_eq!(
+            point["date"],
+            jesse_mcp_core::time::to_rfc3339(time),
+            "{point}"
+        );
+        let theirs = reference
+            .get(&time)
+            .unwrap_or_else(|| panic!("{key}: no filtered bar at {point}"));
+        close(&point["hedge_ratio"], &json!(theirs), "path");
+    }
+    // The path starts with the first filtered bar (after the warm-up) and ends with the last bar.
+    assert_eq!(
+        path[0]["time"].as_i64(),
+        reference.keys().next().copied(),
+        "{key}"
+    );
+    assert_eq!(
+        path.last().unwrap()["time"].as_i64(),
+        reference.keys().last().copied(),
+        "{key}"
+    );
+}
+
 fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or_default()
 }
@@ -159,7 +248,7 @@ fn code(body: &Value) -> &str {
 async fn screen_finds_the_planted_pair_and_the_strategy_trades_both_legs() {
     let app = TestApp::spawn(Options::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let paths = import(&app, dir.path()).await;
+    let paths = import(&app, dir.path(), series()).await;
 
     // Refused at submit, naming the field.
     let base =
@@ -372,34 +461,7 @@ async fn screen_finds_the_planted_pair_and_the_strategy_trades_both_legs() {
             &theirs["spread_zscore"],
             &format!("{key} z"),
         );
-        for name in [
-            "hedge_ratio_last",
-            "intercept_last",
-            "hedge_ratio_mean",
-            "hedge_ratio_std",
-        ] {
-            same(
-                &row["kalman"][name],
-                &theirs["kalman"][name],
-                &format!("{key} kalman {name}"),
-            );
-        }
-        let path = row["kalman"]["path"].as_array().unwrap();
-        assert!(path.len() <= 200 && path.len() > 100, "{key}");
-        // Read as every time is: integer ms with its RFC 3339 `date` (docs/RESULTS.md).
-        for point in path {
-            let ms = point["time"].as_i64().unwrap_or_else(|| panic!("{point}"));
-            assert_eq!(
-                point["date"],
-                jesse_mcp_core::time::to_rfc3339(ms),
-                "{point}"
-            );
-        }
-        same(
-            &path.last().unwrap()["hedge_ratio"],
-            &theirs["kalman"]["hedge_ratio_last"],
-            "path end",
-        );
+        check_kalman(&row["kalman"], &theirs["kalman"], &key);
         assert_eq!(
             row["first_bar"].as_str().unwrap(),
             "2024-01-02T00:00:00.000Z"
@@ -460,7 +522,7 @@ async fn screen_finds_the_planted_pair_and_the_strategy_trades_both_legs() {
         "screen ratio",
     );
     assert_eq!(pairs_result["hyperparameters"]["hedge_method"], "fixed");
-    let legs = leg_trades(&app, &pairs_result).await;
+    let legs = leg_trades(&app, &pairs_result, PLANTED).await;
     let (a, b) = (&legs[PLANTED[0]], &legs[PLANTED[1]]);
     assert!(a.len() >= 2, "too few trades to check: {a:?}");
     assert_eq!(a.len(), b.len(), "both legs trade together");
@@ -485,7 +547,7 @@ async fn screen_finds_the_planted_pair_and_the_strategy_trades_both_legs() {
                       "start_date": "2024-01-03", "end_date": END, "warm_up_candles": 96,
                       "hyperparameters": {"lookback": 96, "hedge_method": "ols"}});
     let (_, ols_result) = done(&app, "/v1/pairs/backtest", &body).await;
-    let legs = leg_trades(&app, &ols_result).await;
+    let legs = leg_trades(&app, &ols_result, PLANTED).await;
     let (a, b) = (&legs[PLANTED[0]], &legs[PLANTED[1]]);
     assert!(!a.is_empty() && a.len() == b.len(), "{a:?} {b:?}");
     for (ta, tb) in a.iter().zip(b) {
@@ -511,8 +573,117 @@ async fn screen_finds_the_planted_pair_and_the_strategy_trades_both_legs() {
     assert_eq!(report["deep"]["valid"], true, "{report}");
 }
 
+/// The Kalman hedge ratio tracks the cointegration slope: on a planted pair
+/// Y = 0.8·X + 20 + OU noise the screen's filtered β ends within 5 % of the
+/// OLS slope and of 0.8, its whole path equals statsmodels' state-space
+/// KalmanFilter with the same prior to 1e-8, and PairsTrading's
+/// `hedge_method: kalman` sizes B at the β the same filter gives on each
+/// entry bar's window. (The old filter, started at x₀ = 0 with P₀ = 0, ended
+/// near mean(Y)/mean(X) ≈ 1.0.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kalman_hedge_ratio_tracks_the_planted_slope() {
+    const Y: &str = "PPP-USDT";
+    const X: &str = "QQQ-USDT";
+    let minutes = ((ms(DATA_END) - ms(DATA_START)) / 60_000) as usize;
+    let mut rng = SplitMix64::new(31);
+    let mut log = 100f64.ln();
+    let x: Vec<f64> = (0..minutes)
+        .map(|_| {
+            log += 0.001 * normal(&mut rng);
+            log.exp()
+        })
+        .collect();
+    // OU noise: φ = 0.95 per minute (0.46 per 15m bar), stationary std ≈ 0.16.
+    let mut rng = SplitMix64::new(32);
+    let mut u = 0.0;
+    let y: Vec<f64> = x
+        .iter()
+        .map(|x| {
+            u = 0.95 * u + 0.05 * normal(&mut rng);
+            0.8 * x + 20.0 + u
+        })
+        .collect();
+    let app = TestApp::spawn(Options::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let paths = import(&app, dir.path(), BTreeMap::from([(Y, y), (X, x)])).await;
+
+    let body = json!({"exchange": EXCHANGE, "symbols": [Y, X], "start_date": START, "end_date": END,
+                      "timeframe": "15m", "kalman": true});
+    let (_, result) = done(&app, "/v1/pairs/screen", &body).await;
+    let row = &result["pairs"][0];
+    assert_eq!(row["symbols"], json!([Y, X]), "{row}");
+    let kalman = &row["kalman"];
+
+    let bar = 15 * 60_000;
+    let backtest_start = ms("2024-01-03");
+    let expected = reference(&json!({
+        "csv": paths, "start_ms": ms(START), "end_ms": ms(END), "minutes": 15,
+        "pairs": [[Y, X]], "kalman": true, "delta": 1e-4,
+        "windows": {"pair": [Y, X], "start_ms": backtest_start - 96 * bar, "end_ms": ms(END), "lookback": 96},
+    }))
+    .await;
+    let beta = kalman["hedge_ratio_last"].as_f64().unwrap();
+    let ols = row["ols"]["hedge_ratio"].as_f64().unwrap();
+    assert!((ols - 0.8).abs() < 0.02 * 0.8, "OLS slope {ols}");
+    assert!(
+        (beta - ols).abs() < 0.05 * ols,
+        "Kalman β {beta} vs OLS {ols}"
+    );
+    assert!((beta - 0.8).abs() < 0.05 * 0.8, "Kalman β {beta} vs 0.8");
+    for name in ["hedge_ratio_min", "hedge_ratio_max"] {
+        let b = kalman[name].as_f64().unwrap();
+        assert!((b - 0.8).abs() < 0.1 * 0.8, "{name} {b}");
+    }
+
+    assert_eq!(kalman["warmup_bars"], 120, "{kalman}");
+    check_kalman(
+        kalman,
+        &expected["pairs"][format!("{Y}|{X}")]["kalman"],
+        "planted",
+    );
+
+    // PairsTrading with hedge_method kalman: B's quantity over A's is the
+    // filtered β of the 96 bars ending with the entry bar.
+    let body = json!({"symbols": [Y, X], "exchange": EXCHANGE, "timeframe": "15m",
+                      "start_date": "2024-01-03", "end_date": END, "warm_up_candles": 96,
+                      "hyperparameters": {"lookback": 96, "hedge_method": "kalman"}});
+    let (_, pairs_result) = done(&app, "/v1/pairs/backtest", &body).await;
+    let windows: BTreeMap<i64, f64> = expected["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| (w[0].as_i64().unwrap(), w[1].as_f64().unwrap()))
+        .collect();
+    assert_eq!(
+        windows.len(),
+        96 * 4 + 1,
+        "windows from the last warm-up bar on"
+    );
+    let legs = leg_trades(&app, &pairs_result, [Y, X]).await;
+    let (a, b) = (&legs[Y], &legs[X]);
+    assert!(a.len() >= 2 && a.len() == b.len(), "{a:?} {b:?}");
+    for (ta, tb) in a.iter().zip(b) {
+        assert_eq!(ta["opened_at"], tb["opened_at"]);
+        let ratio = tb["qty"].as_f64().unwrap() / ta["qty"].as_f64().unwrap();
+        // The entry is decided on the bar that closed at `opened_at`.
+        let opened = ta["opened_at"].as_i64().unwrap();
+        let theirs = windows
+            .get(&(opened - bar))
+            .unwrap_or_else(|| panic!("no window for the bar before {ta}"));
+        assert!(
+            (ratio - theirs).abs() <= 1e-8 * theirs,
+            "qty ratio {ratio} vs statsmodels' filtered β {theirs} at {opened}"
+        );
+        assert!((ratio - 0.8).abs() < 0.1 * 0.8, "{ratio}");
+    }
+}
+
 /// Both legs' trades of a pairs backtest (read from its child backtest), by symbol.
-async fn leg_trades(app: &TestApp, pairs_result: &Value) -> BTreeMap<String, Vec<Value>> {
+async fn leg_trades(
+    app: &TestApp,
+    pairs_result: &Value,
+    symbols: [&str; 2],
+) -> BTreeMap<String, Vec<Value>> {
     let id = pairs_result["backtest_job_id"].as_str().unwrap();
     let (status, job) = app.get(&format!("/v1/jobs/{id}")).await;
     assert_eq!(status, 200);
@@ -522,7 +693,7 @@ async fn leg_trades(app: &TestApp, pairs_result: &Value) -> BTreeMap<String, Vec
         .await;
     assert_eq!(status, 200, "{result}");
     let mut legs: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for symbol in PLANTED {
+    for symbol in symbols {
         legs.insert(symbol.to_string(), Vec::new());
     }
     for trade in result["trades"].as_array().unwrap() {
@@ -534,4 +705,25 @@ async fn leg_trades(app: &TestApp, pairs_result: &Value) -> BTreeMap<String, Vec
         trades.sort_by_key(|t| t["opened_at"].as_i64());
     }
     legs
+}
+
+/// The screen (the runner) and PairsTrading run the same Kalman filter: the
+/// strategy must stay a self-contained file Jesse can load on its own, so the
+/// function is copied, and the copies must not drift apart.
+#[test]
+fn the_screen_and_the_strategy_share_one_kalman_filter() {
+    let function = |path: &str| {
+        let text = std::fs::read_to_string(repo_root().join(path)).unwrap();
+        let start = text
+            .find("def kalman_hedge(")
+            .unwrap_or_else(|| panic!("{path} defines no kalman_hedge"));
+        let end = text[start..]
+            .find("\n\n\n")
+            .map_or(text.len(), |e| start + e);
+        text[start..end].to_string()
+    };
+    assert_eq!(
+        function("worker/python/jesse_mcp_runner.py"),
+        function("strategies/PairsTrading/__init__.py")
+    );
 }

@@ -1058,25 +1058,52 @@ def significance_test(request_json, candles, warmup_candles):
         _unload(classes)
 
 
-def _pairs_kalman(a, b, delta, observation_variance):
-    """Kalman filter of a time-varying regression a_t = alpha_t + beta_t * b_t + e_t with
-    random-walk states: x0 = [0, 0], P0 = 0, Q = delta / (1 - delta) * I, R = the OLS residual
-    variance. Answers the filtered (alpha_t, beta_t) after each observation."""
+KALMAN_DELTA = 1e-4
+
+
+def kalman_hedge(a, b, delta=KALMAN_DELTA):
+    """Kalman-filtered hedge ratio of a on b: a_t = alpha_t + beta_t * b_t + e_t, e_t ~ N(0, Ve), the state
+    x_t = (alpha_t, beta_t) a random walk x_t = x_(t-1) + w_t, w_t ~ N(0, Q). docs/PAIRS.md has the equations.
+
+    Warm-up: the first W = max(10, n // 4) bars. Their OLS fit of a on [1, b] gives the prior x = (alpha, beta),
+    Ve = its residual variance (ddof 2) and P = Ve (X'X)^-1 (the OLS covariance); Q = delta / (1 - delta) * W * P
+    (one bar's worth of the warm-up's information: the filter does not depend on the prices' units). Each bar
+    t = W .. n-1: P = P + Q; F = [1, b_t]; S = F P F' + Ve; K = P F' / S; x = x + K (a_t - F x); P = P - K F P.
+    It runs on b standardized by the warm-up's mean and std (an exact change of coordinates, there X'X = W I) so
+    raw price levels lose no precision. Answers the filtered alpha and beta of bars W .. n-1 with the parameters,
+    or None with fewer than 11 bars, a constant b or an exact fit in the warm-up.
+    The same function is in strategies/PairsTrading/__init__.py and worker/python/jesse_mcp_runner.py.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
     n = len(a)
-    x = np.zeros(2)
-    p = np.zeros((2, 2))
-    q = delta / (1.0 - delta) * np.eye(2)
-    alphas, betas = np.empty(n), np.empty(n)
-    for t in range(n):
-        f = np.array([1.0, b[t]])
+    w = max(10, n // 4)
+    if n <= w:
+        return None
+    mean, std = float(b[:w].mean()), float(b[:w].std())
+    if not std > 0:
+        return None
+    z = (b - mean) / std
+    x = np.array([a[:w].mean(), (a[:w] - a[:w].mean()) @ z[:w] / w])
+    residuals = a[:w] - x[0] - x[1] * z[:w]
+    ve = float(residuals @ residuals) / (w - 2)
+    if not ve > 0:
+        return None
+    p = ve / w * np.eye(2)
+    q = delta / (1.0 - delta) * ve * np.eye(2)
+    to_raw = np.array([[1.0, -mean / std], [0.0, 1.0 / std]])
+    prior_state, prior_cov = to_raw @ x, to_raw @ p @ to_raw.T
+    alphas, betas = np.empty(n - w), np.empty(n - w)
+    for t in range(w, n):
+        f = np.array([1.0, z[t]])
         p = p + q
-        error = a[t] - f @ x
-        s = f @ p @ f + observation_variance
+        s = f @ p @ f + ve
         k = p @ f / s
-        x = x + k * error
-        p = p - np.outer(k, f) @ p
-        alphas[t], betas[t] = x[0], x[1]
-    return alphas, betas
+        x = x + k * (a[t] - f @ x)
+        p = p - np.outer(k, f @ p)
+        alphas[t - w], betas[t - w] = x[0] - x[1] * mean / std, x[1] / std
+    return {"delta": delta, "warmup_bars": w, "observation_variance": ve, "prior_state": prior_state,
+            "prior_cov": prior_cov, "state_cov": to_raw @ q @ to_raw.T, "alpha": alphas, "beta": betas}
 
 
 def _pairs_one(a, b, kalman, delta):
@@ -1117,16 +1144,23 @@ def _pairs_one(a, b, kalman, delta):
     out["spread_mean"] = spread.mean()
     out["spread_std"] = spread.std()
     if kalman:
-        variance = float(np.var(ols.resid))
-        alphas, betas = _pairs_kalman(a, b, delta, variance)
-        points = np.unique(np.linspace(0, len(a) - 1, min(len(a), 200)).round().astype(int))
-        out["kalman"] = {
-            "delta": delta, "observation_variance": variance,
-            "hedge_ratio_last": betas[-1], "intercept_last": alphas[-1],
-            "hedge_ratio_mean": betas.mean(), "hedge_ratio_std": betas.std(),
-            "hedge_ratio_min": betas.min(), "hedge_ratio_max": betas.max(),
-            "path": [[int(i), betas[i]] for i in points],
-        }
+        filtered = kalman_hedge(a, b, delta)
+        if filtered is None:
+            out["kalman"] = {"delta": delta, "error": "no Kalman filter: fewer than 11 bars, a constant b or an "
+                                                      "exact fit in the warm-up"}
+        else:
+            w, alphas, betas = filtered["warmup_bars"], filtered["alpha"], filtered["beta"]
+            points = np.unique(np.linspace(w, len(a) - 1, min(len(betas), 200)).round().astype(int))
+            out["kalman"] = {
+                "delta": delta, "observation_variance": filtered["observation_variance"], "warmup_bars": w,
+                "prior": {"intercept": filtered["prior_state"][0], "hedge_ratio": filtered["prior_state"][1],
+                          "covariance": filtered["prior_cov"]},
+                "state_cov": filtered["state_cov"],
+                "hedge_ratio_last": betas[-1], "intercept_last": alphas[-1],
+                "hedge_ratio_mean": betas.mean(), "hedge_ratio_std": betas.std(),
+                "hedge_ratio_min": betas.min(), "hedge_ratio_max": betas.max(),
+                "path": [[int(i), betas[i - w]] for i in points],
+            }
     return out
 
 
@@ -1137,7 +1171,8 @@ def pairs_stats(request_json, candles, warmup_candles):
     closes aligned bar by bar. Per pair: correlation of simple returns; Engle-Granger ``coint`` of a on b and
     of b on a (defaults: constant, AIC lag choice); Johansen ``coint_johansen(det_order=0, k_ar_diff=1)``;
     OLS hedge ratio of a on b with an intercept; the OU half-life from OLS of the spread's change on its
-    lagged level; the last spread's z-score (population std); optionally a Kalman-filtered hedge ratio.
+    lagged level; the last spread's z-score (population std); optionally the Kalman-filtered hedge ratio
+    (``kalman_hedge``: OLS prior from the warm-up bars, then filtered; its path starts after the warm-up).
     A pair whose statistics raise answers {error}. NaN and inf are null."""
     import warnings
 
@@ -1145,7 +1180,7 @@ def pairs_stats(request_json, candles, warmup_candles):
 
     request = json.loads(request_json)
     kalman = bool(request.get("kalman"))
-    delta = float(request.get("kalman_delta") or 1e-4)
+    delta = float(request.get("kalman_delta") or KALMAN_DELTA)
     results = []
     for pair in request["pairs"]:
         try:

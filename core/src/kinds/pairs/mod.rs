@@ -33,7 +33,10 @@ pub const MIN_OVERLAP_BARS: i64 = 100;
 pub const MAX_BARS: i64 = 50_000;
 /// Default significance of the Engle–Granger decision.
 pub const DEFAULT_SIGNIFICANCE: f64 = 0.05;
-/// The Kalman filter's state-noise ratio δ (Q = δ/(1−δ)·I).
+/// The Kalman hedge-ratio filter's δ: its state noise per bar is
+/// Q = δ/(1−δ)·W·P₀, the warm-up's OLS covariance P₀ scaled to one bar of
+/// the W warm-up bars, so it remembers about 1/√δ = 100 bars (docs/PAIRS.md;
+/// the filter is `kalman_hedge` in the runner and in PairsTrading).
 pub const KALMAN_DELTA: f64 = 1e-4;
 /// The most points of a Kalman hedge-ratio path kept per pair.
 pub const KALMAN_PATH_POINTS: usize = 200;
