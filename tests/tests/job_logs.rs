@@ -274,12 +274,16 @@ async fn raw_writes_to_fds_1_and_2_land_in_the_capped_job_log_not_the_workers() 
     assert!(
         texts.contains(&(
             "stderr".into(),
-            "shouter: raw stderr \u{1b}[2J\u{1b}]0;owned\u{7} ERROR jesse_mcp_worker: forged".into()
+            "shouter: raw stderr \u{1b}[2J\u{1b}]0;owned\u{7} ERROR jesse_mcp_worker: forged"
+                .into()
         )),
         "{:?}",
         &texts[..texts.len().min(5)]
     );
     let raw = format!("shouter: raw stdout {}", "x".repeat(79));
-    let raw_lines = texts.iter().filter(|(s, l)| s == "stdout" && *l == raw).count();
+    let raw_lines = texts
+        .iter()
+        .filter(|(s, l)| s == "stdout" && *l == raw)
+        .count();
     assert!(raw_lines > 5_000, "{raw_lines} raw stdout lines kept");
 }

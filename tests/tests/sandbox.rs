@@ -148,7 +148,14 @@ async fn hostile_code_is_contained_in_backtests_and_deep_validation() {
     let port = listener.local_addr().unwrap().port();
 
     let sandbox = sandbox_status(&app).await;
-    for part in ["enabled", "filesystem", "network", "environment", "rlimits", "sockets"] {
+    for part in [
+        "enabled",
+        "filesystem",
+        "network",
+        "environment",
+        "rlimits",
+        "sockets",
+    ] {
         assert_eq!(sandbox[part], true, "/ready sandbox.{part}: {sandbox}");
     }
     if uid_switch_possible() {
@@ -452,7 +459,10 @@ fn local_sockets() -> Vec<String> {
 async fn unix_sockets_of_local_services_are_refused() {
     let (app, csv_path) = app_with_candles(hostile_options(&[])).await;
     let sandbox = sandbox_status(&app).await;
-    assert_eq!(sandbox["sockets"], true, "/ready sandbox.sockets: {sandbox}");
+    assert_eq!(
+        sandbox["sockets"], true,
+        "/ready sandbox.sockets: {sandbox}"
+    );
     let paths = local_sockets();
     let postgres = "/var/run/postgresql/.s.PGSQL.5432";
     assert!(

@@ -341,7 +341,11 @@ impl Zygote<'_> {
             // its own (blocking) flags.
             unsafe {
                 let flags = libc::fcntl(read_end.as_raw_fd(), libc::F_GETFL);
-                libc::fcntl(read_end.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+                libc::fcntl(
+                    read_end.as_raw_fd(),
+                    libc::F_SETFL,
+                    flags | libc::O_NONBLOCK,
+                );
             }
         }
         Python::attach(|py| {
@@ -863,7 +867,8 @@ impl RawOutput {
 
     /// Whether the worker already has more than its cap from this job's raw output.
     fn over_cap(&self) -> bool {
-        self.lines > crate::job_events::MAX_LOG_LINES || self.bytes > crate::job_events::MAX_LOG_BYTES
+        self.lines > crate::job_events::MAX_LOG_LINES
+            || self.bytes > crate::job_events::MAX_LOG_BYTES
     }
 
     /// One read of `stream` (it is non-blocking); false when nothing more is

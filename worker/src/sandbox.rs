@@ -503,7 +503,8 @@ impl Sandbox {
                 libc::close(ruleset.as_raw_fd());
             }
             if let Some(filter) = &self.socket_filter {
-                install_socket_filter(filter).map_err(|e| format!("installing the socket filter: {e}"))?;
+                install_socket_filter(filter)
+                    .map_err(|e| format!("installing the socket filter: {e}"))?;
             }
         }
         Ok(())
@@ -1018,9 +1019,8 @@ mod tests {
             libc::close(fd);
         }
         // SAFETY: system calls in the forked probe child.
-        let refused = |domain, kind| unsafe {
-            libc::socket(domain, kind, 0) < 0 && errno() == libc::EACCES
-        };
+        let refused =
+            |domain, kind| unsafe { libc::socket(domain, kind, 0) < 0 && errno() == libc::EACCES };
         for (domain, kind) in [
             (libc::AF_UNIX, libc::SOCK_STREAM),
             (libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC),
@@ -1045,8 +1045,7 @@ mod tests {
                 pair.as_mut_ptr(),
             ) == 0
                 && libc::write(pair[0], b"x".as_ptr().cast(), 1) == 1;
-            let dgram = libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, pair.as_mut_ptr())
-                < 0
+            let dgram = libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, pair.as_mut_ptr()) < 0
                 && errno() == libc::EACCES;
             // connect is refused whatever the descriptor (here: not even a socket).
             let address: libc::sockaddr_un = std::mem::zeroed();
