@@ -991,7 +991,7 @@ pub async fn publish(
 mod tests {
     use super::*;
 
-    /// In a forked child under the filter: what each call returned (errno or 0).
+    /// Whether `check` holds in a forked child under the filter.
     fn under_filter(check: impl FnOnce() -> bool) -> bool {
         let filter = socket_filter().expect("a filter for this architecture");
         fork_probe(|| {
