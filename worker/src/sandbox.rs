@@ -594,8 +594,8 @@ fn socket_filter() -> Option<Vec<libc::sock_filter>> {
         Socketpair,
     }
     use Label::*;
-    let jeq = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u32;
-    let jge = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u32;
+    let jeq = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
+    let jge = libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K;
     let program = vec![
         Op::Insn(ld(DATA_ARCH)),
         Op::Jump(jeq, arch, Next, NoSys),
