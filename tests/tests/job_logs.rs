@@ -226,3 +226,64 @@ async fn the_log_is_the_same_on_postgres_and_redis() {
     assert!(lines[0]["simulated_ms"].is_null());
     assert!(lines[1]["simulated_ms"].is_i64());
 }
+
+/// Output written past Python's streams (`os.write(1|2, ...)`, as native code
+/// writes) goes to the job's log through the same cap, never to the worker's
+/// own log (no forged lines, no terminal escapes there); the job succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_writes_to_fds_1_and_2_land_in_the_capped_job_log_not_the_workers() {
+    let app = TestApp::spawn(Options {
+        fixtures: &["Shouter"],
+        ..Default::default()
+    })
+    .await;
+    app.import_csv(&synthetic_csv("2023-12-20", "2024-01-12", 5))
+        .await;
+    let job_id = app
+        .submit(&backtest_body("Shouter", "1h", "2024-01-10", "2024-01-12"))
+        .await;
+    let job = app.wait(&job_id, LONG).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+
+    let worker_log =
+        std::fs::read_to_string(app.dir.path().join("worker-0.log")).unwrap_or_default();
+    assert!(
+        !worker_log.contains("shouter:") && !worker_log.contains("\u{1b}]0;owned"),
+        "the strategy's raw output reached the worker's log ({} bytes)",
+        worker_log.len()
+    );
+    assert!(
+        worker_log.len() < 1 << 20,
+        "the worker's log grew to {} bytes",
+        worker_log.len()
+    );
+
+    let lines = all_lines(&app, &job_id, 200).await;
+    assert!(lines.len() <= 10_001, "{} lines", lines.len());
+    let (kept, last) = lines.split_at(lines.len() - 1);
+    assert_eq!(last[0]["stream"], "system", "{}", last[0]);
+    assert!(
+        last[0]["line"].as_str().unwrap().contains("log truncated"),
+        "{}",
+        last[0]
+    );
+    assert!(kept.iter().all(|l| l["stream"] != "system"));
+    let bytes: usize = kept.iter().map(|l| l["line"].as_str().unwrap().len()).sum();
+    assert!(bytes <= 1 << 20, "{bytes} bytes kept");
+    let texts = texts(kept);
+    assert!(
+        texts.contains(&(
+            "stderr".into(),
+            "shouter: raw stderr \u{1b}[2J\u{1b}]0;owned\u{7} ERROR jesse_mcp_worker: forged"
+                .into()
+        )),
+        "{:?}",
+        &texts[..texts.len().min(5)]
+    );
+    let raw = format!("shouter: raw stdout {}", "x".repeat(79));
+    let raw_lines = texts
+        .iter()
+        .filter(|(s, l)| s == "stdout" && *l == raw)
+        .count();
+    assert!(raw_lines > 5_000, "{raw_lines} raw stdout lines kept");
+}

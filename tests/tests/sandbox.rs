@@ -148,7 +148,14 @@ async fn hostile_code_is_contained_in_backtests_and_deep_validation() {
     let port = listener.local_addr().unwrap().port();
 
     let sandbox = sandbox_status(&app).await;
-    for part in ["enabled", "filesystem", "network", "environment", "rlimits"] {
+    for part in [
+        "enabled",
+        "filesystem",
+        "network",
+        "environment",
+        "rlimits",
+        "sockets",
+    ] {
         assert_eq!(sandbox[part], true, "/ready sandbox.{part}: {sandbox}");
     }
     if uid_switch_possible() {
@@ -392,4 +399,123 @@ async fn a_job_whose_spare_was_killed_runs_in_a_process_forked_for_it() {
     let third = smacross_result(&app).await;
     assert_metrics_identical(&third["metrics"], &first["metrics"]);
     assert!(third["timings"]["job_fork_ms"].is_null(), "{third}");
+}
+
+/// Socket files under `dir` (not following symbolic links), `depth` levels down.
+fn sockets_under(dir: &std::path::Path, depth: u32, found: &mut Vec<std::path::PathBuf>) {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_socket() {
+            found.push(entry.path());
+        } else if kind.is_dir() && depth > 0 {
+            sockets_under(&entry.path(), depth - 1, found);
+        }
+    }
+}
+
+/// The pathname UNIX sockets of local services on this machine: a Postgres
+/// socket, MariaDB/MySQL and Redis sockets where they exist, and every `*.sock`,
+/// `.s.PGSQL.*` or other socket file under /run, /var/run and /tmp.
+fn local_sockets() -> Vec<String> {
+    let mut found = Vec::new();
+    for dir in ["/run", "/var/run", "/tmp"] {
+        sockets_under(std::path::Path::new(dir), 4, &mut found);
+    }
+    for known in [
+        "/var/run/postgresql/.s.PGSQL.5432",
+        "/run/mysqld/mysqld.sock",
+        "/var/run/mysqld/mysqld.sock",
+        "/var/lib/mysql/mysql.sock",
+        "/run/redis/redis-server.sock",
+        "/var/run/redis/redis-server.sock",
+        "/run/redis/redis.sock",
+        "/tmp/redis.sock",
+        "/var/run/docker.sock",
+    ] {
+        if std::path::Path::new(known).exists() {
+            found.push(known.into());
+        }
+    }
+    let mut paths: Vec<String> = found
+        .into_iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// A strategy connecting to local services' pathname UNIX sockets (Landlock
+/// does not cover them, they are often 0777, and local auth is often `trust`)
+/// is refused at `socket()` whatever the host's configuration; the honest job
+/// after it is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_sockets_of_local_services_are_refused() {
+    let (app, csv_path) = app_with_candles(hostile_options(&[])).await;
+    let sandbox = sandbox_status(&app).await;
+    assert_eq!(
+        sandbox["sockets"], true,
+        "/ready sandbox.sockets: {sandbox}"
+    );
+    let paths = local_sockets();
+    let postgres = "/var/run/postgresql/.s.PGSQL.5432";
+    assert!(
+        paths.iter().any(|p| p == postgres),
+        "this machine's Postgres socket is where the test expects it: {paths:?}"
+    );
+
+    let template = std::fs::read_to_string(
+        repo_root().join("tests/fixtures/strategies/SocketProbe/__init__.py"),
+    )
+    .unwrap();
+    assert!(template.contains("PATHS = []\n"));
+    let source = template.replace(
+        "PATHS = []\n",
+        &format!("PATHS = {}\n", serde_json::to_string(&paths).unwrap()),
+    );
+    let dir = app.strategies_dir().join("SocketProbe");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("__init__.py"), source).unwrap();
+    let job_id = app
+        .submit(&backtest_body("SocketProbe", "1h", START, END))
+        .await;
+    let job = app.wait(&job_id, LONG).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "strategy_load_error", "{job}");
+    let report = probe_report(job["error"]["message"].as_str().unwrap());
+
+    let tried = report["paths"].as_object().expect("paths tried");
+    assert_eq!(tried.len(), paths.len(), "{report}");
+    assert_eq!(tried[postgres]["exists"], true, "{report}");
+    let permission = |attempt: &Value| [1, 13].contains(&attempt["errno"].as_i64().unwrap_or(-1));
+    for path in &paths {
+        for kind in ["stream", "dgram"] {
+            let attempt = &tried[path.as_str()][kind];
+            assert!(
+                permission(attempt),
+                "{path} ({kind}) was not refused with EPERM/EACCES: {attempt}"
+            );
+        }
+    }
+    assert!(permission(&report["dgram_pair"]), "{report}");
+    // What Python itself may need (multiprocessing.Pipe) still works.
+    assert_eq!(report["stream_pair"], "ping", "{report}");
+    assert_eq!(report["inherited_sockets"], json!([]), "{report}");
+    eprintln!("refused: {paths:?}");
+
+    let reference = reference_backtest(&json!({
+        "csv": csv_path, "exchange": EXCHANGE, "symbol": SYMBOL, "strategy": "SmaCross",
+        "strategy_path": app.strategies_dir().join("SmaCross/__init__.py"), "timeframe": "1h",
+        "start_ms": START_MS, "end_ms": END_MS, "warmup_minutes": 240 * 60,
+        "config": {"starting_balance": 10000, "fee": 0.001, "type": "futures", "futures_leverage": 1,
+                   "futures_leverage_mode": "cross", "exchange": EXCHANGE, "warm_up_candles": 240},
+    }))
+    .await;
+    assert_honest_backtest_equals_jesse(&app, &reference, "a socket probe").await;
 }

@@ -286,6 +286,8 @@ struct Spare {
     pid: libc::pid_t,
     /// The ready byte, then the job's events and answer (the runner's read end).
     events: File,
+    /// What the job's process writes to its fds 1 and 2 (read ends, non-blocking).
+    output: [File; 2],
     /// Where its request goes (the runner's write end).
     request: File,
     /// The job's candles: a memfd the runner fills and the spare maps privately.
@@ -332,6 +334,20 @@ impl Zygote<'_> {
         };
         let (events, events_child) = pipe()?;
         let (request_child, request) = pipe()?;
+        let (stdout, stdout_child) = pipe()?;
+        let (stderr, stderr_child) = pipe()?;
+        for read_end in [&stdout, &stderr] {
+            // SAFETY: fcntl on a descriptor owned here; the job's write end keeps
+            // its own (blocking) flags.
+            unsafe {
+                let flags = libc::fcntl(read_end.as_raw_fd(), libc::F_GETFL);
+                libc::fcntl(
+                    read_end.as_raw_fd(),
+                    libc::F_SETFL,
+                    flags | libc::O_NONBLOCK,
+                );
+            }
+        }
         Python::attach(|py| {
             // SAFETY: CPython's fork protocol, with the GIL held (we are attached): its
             // locks are taken before and reinitialised after, in both processes. The
@@ -347,15 +363,18 @@ impl Zygote<'_> {
                 pid
             };
             if pid == 0 {
-                drop((events, request));
-                self.spare_main(py, prefault, events_child, request_child, &candles);
+                drop((events, request, stdout, stderr));
+                let output = [stdout_child, stderr_child];
+                self.spare_main(py, prefault, events_child, request_child, output, &candles);
             }
+            drop((events_child, request_child, stdout_child, stderr_child));
             if pid < 0 {
                 return Err(os_error("forking a job process"));
             }
             Ok(Spare {
                 pid,
                 events,
+                output: [stdout, stderr],
                 request,
                 candles,
             })
@@ -369,6 +388,7 @@ impl Zygote<'_> {
         prefault: bool,
         mut events: File,
         mut request: File,
+        output: [File; 2],
         candles: &File,
     ) -> ! {
         let module = self.module.bind(py);
@@ -403,6 +423,13 @@ impl Zygote<'_> {
             // SAFETY: as above.
             None => unsafe { libc::_exit(0) },
         };
+        // From here on the job's fds 1 and 2 are pipes the runner reads and
+        // bounds (into the job's log), not the service's stderr: nothing the
+        // job writes with os.write or from native code reaches the service's log.
+        if prepared.is_ok() {
+            prepared = redirect_output(&output);
+        }
+        drop(output);
         let body = match prepared {
             Err(message) => error_json("sandbox", "SandboxError", &message),
             Ok(()) => match run_request(py, module, &request, events.as_raw_fd(), candles) {
@@ -497,6 +524,7 @@ impl Zygote<'_> {
         let Spare {
             pid,
             events: pipe,
+            output,
             request: mut request_pipe,
             candles,
         } = match spare {
@@ -512,7 +540,7 @@ impl Zygote<'_> {
         }
         // One request per process: it reads no more.
         drop((request_pipe, candles));
-        Ok(Ok(follow(pid, pipe, stop_pending, events)))
+        Ok(Ok(follow(pid, pipe, output, stop_pending, events)))
     }
 }
 
@@ -639,10 +667,16 @@ fn run_request(
 fn follow(
     pid: libc::pid_t,
     pipe: File,
+    output: [File; 2],
     stop_pending: bool,
     events: &mut BufWriter<File>,
 ) -> Answer {
-    let answer = match follow_job(&pipe, pid, stop_pending, events) {
+    let mut output = RawOutput::new(output);
+    let followed = follow_job(&pipe, pid, stop_pending, &mut output, events);
+    // What it wrote before it answered (or ended), then any unterminated line.
+    output.drain(events);
+    output.finish(events);
+    let answer = match followed {
         Followed::Answer(json) => Ok(json),
         Followed::Stopped => {
             wait_for(pid);
@@ -704,6 +738,7 @@ fn follow_job(
     pipe: &File,
     pid: libc::pid_t,
     stop_pending: bool,
+    output: &mut RawOutput,
     events: &mut BufWriter<File>,
 ) -> Followed {
     let kill = || {
@@ -727,9 +762,11 @@ fn follow_job(
                 events: libc::POLLIN,
                 revents: 0,
             },
+            output.pollfd(0),
+            output.pollfd(1),
         ];
-        // SAFETY: two initialised pollfd entries.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+        // SAFETY: four initialised pollfd entries (a negative fd is skipped).
+        if unsafe { libc::poll(fds.as_mut_ptr(), 4, -1) } < 0 {
             if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
                 continue;
             }
@@ -738,6 +775,11 @@ fn follow_job(
         if fds[1].revents != 0 {
             // The worker's cancel (or its end: the job goes with it).
             return kill();
+        }
+        for stream in 0..2 {
+            if fds[2 + stream].revents != 0 {
+                output.read(stream, events);
+            }
         }
         if fds[0].revents == 0 {
             continue;
@@ -784,6 +826,150 @@ fn follow_job(
         }
         buffer.drain(..at);
     }
+}
+
+/// The job's raw output (its fds 1 and 2): split into lines and forwarded to
+/// the worker as log lines of its `stdout`/`stderr` streams, as `print` output
+/// is. The worker caps the job's log and marks it truncated; the runner stops
+/// forwarding just past that cap and reads the rest only to discard it, so a job
+/// writing without end neither blocks nor floods the worker's pipe.
+struct RawOutput {
+    pipes: [Option<File>; 2],
+    /// Text after the last newline, per stream.
+    partial: [Vec<u8>; 2],
+    lines: i64,
+    bytes: i64,
+}
+
+/// A raw line longer than this is forwarded in pieces of this size (as
+/// `_LOG_BATCH_BYTES` in jesse_mcp_runner.py does for `print`).
+const RAW_LINE_BYTES: usize = 64 * 1024;
+const RAW_STREAMS: [&str; 2] = ["stdout", "stderr"];
+
+impl RawOutput {
+    fn new(pipes: [File; 2]) -> RawOutput {
+        let [stdout, stderr] = pipes;
+        RawOutput {
+            pipes: [Some(stdout), Some(stderr)],
+            partial: [Vec::new(), Vec::new()],
+            lines: 0,
+            bytes: 0,
+        }
+    }
+
+    fn pollfd(&self, stream: usize) -> libc::pollfd {
+        libc::pollfd {
+            fd: self.pipes[stream].as_ref().map_or(-1, AsRawFd::as_raw_fd),
+            events: libc::POLLIN,
+            revents: 0,
+        }
+    }
+
+    /// Whether the worker already has more than its cap from this job's raw output.
+    fn over_cap(&self) -> bool {
+        self.lines > crate::job_events::MAX_LOG_LINES
+            || self.bytes > crate::job_events::MAX_LOG_BYTES
+    }
+
+    /// One read of `stream` (it is non-blocking); false when nothing more is
+    /// there now. The end of the pipe closes the stream.
+    fn read(&mut self, stream: usize, events: &mut BufWriter<File>) -> bool {
+        let Some(pipe) = &self.pipes[stream] else {
+            return false;
+        };
+        let mut chunk = vec![0u8; 1 << 16];
+        // SAFETY: reading into a buffer of that size.
+        let read = unsafe { libc::read(pipe.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) };
+        if read < 0 {
+            let again = std::io::Error::last_os_error().raw_os_error();
+            if again == Some(libc::EINTR) {
+                return true;
+            }
+            if again != Some(libc::EAGAIN) {
+                self.pipes[stream] = None;
+            }
+            return false;
+        }
+        if read == 0 {
+            self.pipes[stream] = None;
+            return false;
+        }
+        if self.over_cap() {
+            return true;
+        }
+        chunk.truncate(read as usize);
+        let mut lines = Vec::new();
+        let partial = &mut self.partial[stream];
+        for piece in chunk.split_inclusive(|b| *b == b'\n') {
+            partial.extend_from_slice(piece);
+            if partial.ends_with(b"\n") {
+                partial.pop();
+                lines.push(std::mem::take(partial));
+            } else if partial.len() >= RAW_LINE_BYTES {
+                lines.push(std::mem::take(partial));
+            }
+        }
+        self.forward(stream, lines, events);
+        true
+    }
+
+    /// Reads what the pipes hold now (bounded: a process the job started may
+    /// still be writing).
+    fn drain(&mut self, events: &mut BufWriter<File>) {
+        for stream in 0..2 {
+            for _ in 0..1024 {
+                if !self.read(stream, events) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Forwards each stream's unterminated last line.
+    fn finish(&mut self, events: &mut BufWriter<File>) {
+        for stream in 0..2 {
+            let partial = std::mem::take(&mut self.partial[stream]);
+            if !partial.is_empty() {
+                self.forward(stream, vec![partial], events);
+            }
+        }
+    }
+
+    fn forward(&mut self, stream: usize, lines: Vec<Vec<u8>>, events: &mut BufWriter<File>) {
+        let mut logs = Vec::with_capacity(lines.len());
+        for line in lines {
+            if self.over_cap() {
+                break;
+            }
+            self.lines += 1;
+            self.bytes += line.len() as i64;
+            logs.push(serde_json::json!({
+                "stream": RAW_STREAMS[stream],
+                "line": String::from_utf8_lossy(&line),
+                "simulated_ms": null,
+            }));
+        }
+        if logs.is_empty() {
+            return;
+        }
+        let frame = serde_json::json!({ EVENT_KEY: { "logs": logs } });
+        // A worker that is gone takes the runner with it (parent-death signal).
+        let _ = serde_json::to_vec(&frame).map(|bytes| write_frame(events, &bytes));
+    }
+}
+
+/// In the job's process: its fds 1 and 2 become `output` (stdout, stderr).
+fn redirect_output(output: &[File; 2]) -> Result<(), String> {
+    for (fd, pipe) in [1, 2].into_iter().zip(output) {
+        // SAFETY: dup2 onto a standard descriptor of this process.
+        if unsafe { libc::dup2(pipe.as_raw_fd(), fd) } < 0 {
+            return Err(format!(
+                "redirecting the job's output: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The kind and length of the frame at the start of `buffer`, once its head is there.

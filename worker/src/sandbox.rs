@@ -18,13 +18,20 @@
 //!   (`JESSE_MCP_RUNNER_UID`), or, when that uid cannot read the Python install,
 //!   uid 0 with every capability dropped (bounding set included);
 //! - `no_new_privs`, and rlimits on address space, CPU time, file size and
-//!   processes.
+//!   processes;
+//! - a seccomp filter (installed last): no socket of any family can be created
+//!   and `connect` is refused (Landlock does not cover pathname UNIX sockets,
+//!   e.g. a local Postgres' `/var/run/postgresql/.s.PGSQL.5432`), `socketpair`
+//!   only makes a connected AF_UNIX stream pair, io_uring (which could create
+//!   and connect sockets past the filter) is refused; sockets inherited from the
+//!   runner are replaced by `/dev/null`.
 //!
 //! What the kernel does not support is reported, not faked: [`SandboxStatus`]
 //! travels to the worker in the runner's ready frame, is logged at start-up and
 //! published for `/ready`.
 
 use std::ffi::CString;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -82,6 +89,9 @@ pub struct SandboxStatus {
     pub uid: Feature,
     pub environment: Feature,
     pub rlimits: Feature,
+    /// The seccomp socket filter (no new sockets, no `connect`).
+    #[serde(default)]
+    pub sockets: Feature,
 }
 
 impl SandboxStatus {
@@ -93,6 +103,7 @@ impl SandboxStatus {
             ("uid", &self.uid),
             ("environment", &self.environment),
             ("rlimits", &self.rlimits),
+            ("sockets", &self.sockets),
         ]
     }
 }
@@ -174,6 +185,8 @@ pub struct Sandbox {
     userns_net: bool,
     switch_to: Option<(u32, u32)>,
     drop_caps: bool,
+    /// The seccomp program jobs install last (None: not available here).
+    socket_filter: Option<Vec<libc::sock_filter>>,
 }
 
 impl Sandbox {
@@ -200,6 +213,7 @@ impl Sandbox {
             userns_net: false,
             switch_to: None,
             drop_caps: false,
+            socket_filter: None,
         };
         if !sandbox.settings.enabled {
             let off = || Feature::off("JESSE_MCP_SANDBOX=off");
@@ -208,6 +222,7 @@ impl Sandbox {
             sandbox.status.uid = off();
             sandbox.status.environment = off();
             sandbox.status.rlimits = off();
+            sandbox.status.sockets = off();
             return Ok(sandbox);
         }
         // SAFETY: geteuid has no preconditions.
@@ -332,6 +347,24 @@ impl Sandbox {
                 "the kernel has no Landlock: writes are not confined"
             })
         };
+        // Sockets: the filter is tried in a forked probe first, so a kernel
+        // without seccomp filters is reported instead of failing every job.
+        sandbox.status.sockets = match socket_filter() {
+            None => Feature::off("no seccomp socket filter for this CPU architecture"),
+            Some(filter) if probe_socket_filter(&filter) => {
+                sandbox.socket_filter = Some(filter);
+                Feature::on(
+                    "seccomp: socket() and connect() refused (EACCES) for every address family, \
+                     so no pathname UNIX socket (databases, Docker) and no TCP/UDP; socketpair only \
+                     as a connected AF_UNIX stream pair; io_uring refused; inherited sockets \
+                     replaced by /dev/null",
+                )
+            }
+            Some(_) => Feature::off(
+                "the kernel refused the seccomp filter: jobs can connect to pathname UNIX sockets \
+                 their uid may open",
+            ),
+        };
         sandbox.status.environment = Feature::on(
             "PATH, LANG/LC_*, TZ, HOME/TMPDIR (the job's scratch), proxy and certificate variables only",
         );
@@ -380,10 +413,20 @@ impl Sandbox {
             if null < 0 || libc::dup2(null, 0) < 0 {
                 return Err(os("redirecting stdin"));
             }
-            libc::close(null);
             for fd in close {
                 libc::close(*fd);
             }
+            if self.settings.enabled {
+                // E.g. an exchange connection a candle import left in the runner's
+                // HTTP pool: the descriptor stays valid (Python objects may own
+                // it), the socket is gone.
+                for fd in inherited_sockets() {
+                    if libc::dup2(null, fd) < 0 {
+                        return Err(os("closing an inherited socket"));
+                    }
+                }
+            }
+            libc::close(null);
             if let Some(netns) = &self.netns {
                 if libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
                     return Err(os("entering the network namespace"));
@@ -459,9 +502,193 @@ impl Sandbox {
                 }
                 libc::close(ruleset.as_raw_fd());
             }
+            if let Some(filter) = &self.socket_filter {
+                install_socket_filter(filter)
+                    .map_err(|e| format!("installing the socket filter: {e}"))?;
+            }
         }
         Ok(())
     }
+}
+
+/// Descriptors above 2 of this process that are sockets (by /proc).
+fn inherited_sockets() -> Vec<RawFd> {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    let fds: Vec<RawFd> = entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    fds.into_iter()
+        .filter(|fd| {
+            let mut stat = MaybeUninit::<libc::stat>::uninit();
+            // SAFETY: fstat fills `stat` when it returns 0.
+            unsafe {
+                libc::fstat(*fd, stat.as_mut_ptr()) == 0
+                    && stat.assume_init().st_mode & libc::S_IFMT == libc::S_IFSOCK
+            }
+        })
+        .collect()
+}
+
+// seccomp-bpf (include/uapi/linux/{seccomp,filter,audit}.h).
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH_NATIVE: Option<u32> = Some(0xC000_003E);
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH_NATIVE: Option<u32> = Some(0xC000_00B7);
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const AUDIT_ARCH_NATIVE: Option<u32> = None;
+/// x32 system calls (x86_64's ILP32 ABI) have this bit set in their number.
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+/// Offsets in `struct seccomp_data`: nr, arch, then the 64-bit arguments; the
+/// low half of an argument comes first on little-endian machines.
+const DATA_NR: u32 = 0;
+const DATA_ARCH: u32 = 4;
+const fn data_arg_low(index: u32) -> u32 {
+    16 + 8 * index + if cfg!(target_endian = "big") { 4 } else { 0 }
+}
+const SOCK_TYPE_MASK: u32 = 0xf;
+
+/// The job's socket filter, or None on an architecture it is not written for.
+///
+/// Refused with EACCES (what `socket(2)` documents for a denied family):
+/// `socket` of any family and `connect` (a job has no network, and a pathname
+/// UNIX socket would reach a local database whatever its file permissions);
+/// `socketpair` except a connected AF_UNIX stream pair (what
+/// `multiprocessing.Pipe` makes; it can reach nothing outside the job, unlike a
+/// datagram pair, whose `sendto` takes any socket path). io_uring is refused
+/// (EPERM): its operations create and connect sockets without these system
+/// calls. System calls of another ABI (x32, 32-bit compat) get ENOSYS, so they
+/// cannot reach a socket call under another number.
+fn socket_filter() -> Option<Vec<libc::sock_filter>> {
+    let arch = AUDIT_ARCH_NATIVE?;
+    let nr = |n: libc::c_long| n as u32;
+    let ld = |offset: u32| libc::sock_filter {
+        code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+        jt: 0,
+        jf: 0,
+        k: offset,
+    };
+    let ret = |value: u32| libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: value,
+    };
+    // Jumps name their targets by label; offsets are resolved below.
+    enum Op {
+        Insn(libc::sock_filter),
+        /// `if A <cmp> k goto yes else goto no`
+        Jump(u32, u32, Label, Label),
+        Mark(Label),
+    }
+    #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+    enum Label {
+        Next,
+        Allow,
+        Acces,
+        Perm,
+        NoSys,
+        Socketpair,
+    }
+    use Label::*;
+    let jeq = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
+    let jge = libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K;
+    let program = vec![
+        Op::Insn(ld(DATA_ARCH)),
+        Op::Jump(jeq, arch, Next, NoSys),
+        Op::Insn(ld(DATA_NR)),
+        Op::Jump(jge, X32_SYSCALL_BIT, NoSys, Next),
+        Op::Jump(jeq, nr(libc::SYS_socket), Acces, Next),
+        Op::Jump(jeq, nr(libc::SYS_connect), Acces, Next),
+        Op::Jump(jeq, nr(libc::SYS_io_uring_setup), Perm, Next),
+        Op::Jump(jeq, nr(libc::SYS_io_uring_enter), Perm, Next),
+        Op::Jump(jeq, nr(libc::SYS_io_uring_register), Perm, Next),
+        Op::Jump(jeq, nr(libc::SYS_socketpair), Socketpair, Allow),
+        Op::Mark(Socketpair),
+        Op::Insn(ld(data_arg_low(0))),
+        Op::Jump(jeq, libc::AF_UNIX as u32, Next, Acces),
+        Op::Insn(ld(data_arg_low(1))),
+        Op::Insn(libc::sock_filter {
+            code: (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: SOCK_TYPE_MASK,
+        }),
+        Op::Jump(jeq, libc::SOCK_STREAM as u32, Allow, Acces),
+        Op::Mark(Allow),
+        Op::Insn(ret(libc::SECCOMP_RET_ALLOW)),
+        Op::Mark(Acces),
+        Op::Insn(ret(libc::SECCOMP_RET_ERRNO | libc::EACCES as u32)),
+        Op::Mark(Perm),
+        Op::Insn(ret(libc::SECCOMP_RET_ERRNO | libc::EPERM as u32)),
+        Op::Mark(NoSys),
+        Op::Insn(ret(libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32)),
+    ];
+    let mut at = std::collections::HashMap::new();
+    let mut index = 0usize;
+    for op in &program {
+        match op {
+            Op::Mark(label) => {
+                at.insert(*label, index);
+            }
+            _ => index += 1,
+        }
+    }
+    let mut filter = Vec::with_capacity(index);
+    for op in program {
+        match op {
+            Op::Mark(_) => {}
+            Op::Insn(insn) => filter.push(insn),
+            Op::Jump(code, k, yes, no) => {
+                let here = filter.len() + 1;
+                let offset = |label: Label| -> u8 {
+                    if label == Next {
+                        return 0;
+                    }
+                    u8::try_from(at[&label] - here).expect("a short forward jump")
+                };
+                filter.push(libc::sock_filter {
+                    code: code as u16,
+                    jt: offset(yes),
+                    jf: offset(no),
+                    k,
+                });
+            }
+        }
+    }
+    Some(filter)
+}
+
+/// Installs `filter` on the calling thread (`no_new_privs` must be set; the
+/// forked job process has one thread).
+fn install_socket_filter(filter: &[libc::sock_filter]) -> std::io::Result<()> {
+    let program = libc::sock_fprog {
+        len: u16::try_from(filter.len()).map_err(std::io::Error::other)?,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: a valid sock_fprog over `filter`, which outlives the call (the
+    // kernel copies the program).
+    if unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &program) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether a forked child can install the filter and is then refused a UNIX socket.
+fn probe_socket_filter(filter: &[libc::sock_filter]) -> bool {
+    fork_probe(|| {
+        // SAFETY: in the probe child only; it exits right after.
+        unsafe {
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+                && install_socket_filter(filter).is_ok()
+                && libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) < 0
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::EACCES)
+        }
+    })
+    .unwrap_or(false)
 }
 
 /// Logged by the worker (the runner has no tracing subscriber): goes to stderr.
@@ -758,4 +985,83 @@ pub async fn publish(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `check` holds in a forked child under the filter.
+    fn under_filter(check: impl FnOnce() -> bool) -> bool {
+        let filter = socket_filter().expect("a filter for this architecture");
+        fork_probe(|| {
+            // SAFETY: in the probe child only.
+            unsafe {
+                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+                    && install_socket_filter(&filter).is_ok()
+                    && check()
+            }
+        })
+        .expect("fork")
+    }
+
+    fn errno() -> i32 {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    }
+
+    #[test]
+    fn the_filter_refuses_new_sockets_and_connect_and_keeps_pipes() {
+        // Without the filter the same calls succeed (so the checks below can fail).
+        // SAFETY: plain socket calls; the descriptors are closed.
+        unsafe {
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            assert!(fd >= 0);
+            libc::close(fd);
+        }
+        // SAFETY: system calls in the forked probe child.
+        let refused =
+            |domain, kind| unsafe { libc::socket(domain, kind, 0) < 0 && errno() == libc::EACCES };
+        for (domain, kind) in [
+            (libc::AF_UNIX, libc::SOCK_STREAM),
+            (libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC),
+            (libc::AF_UNIX, libc::SOCK_SEQPACKET),
+            (libc::AF_INET, libc::SOCK_STREAM),
+            (libc::AF_INET, libc::SOCK_DGRAM),
+            (libc::AF_INET6, libc::SOCK_STREAM),
+            (libc::AF_NETLINK, libc::SOCK_RAW),
+        ] {
+            assert!(
+                under_filter(|| refused(domain, kind)),
+                "socket({domain}, {kind}) was not refused"
+            );
+        }
+        // SAFETY: system calls in the forked probe child.
+        assert!(under_filter(|| unsafe {
+            let mut pair = [0; 2];
+            let stream = libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+                pair.as_mut_ptr(),
+            ) == 0
+                && libc::write(pair[0], b"x".as_ptr().cast(), 1) == 1;
+            let dgram = libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, pair.as_mut_ptr()) < 0
+                && errno() == libc::EACCES;
+            // connect is refused whatever the descriptor (here: not even a socket).
+            let address: libc::sockaddr_un = std::mem::zeroed();
+            let connect = libc::connect(
+                0,
+                (&raw const address).cast(),
+                std::mem::size_of::<libc::sockaddr_un>() as u32,
+            ) < 0
+                && errno() == libc::EACCES;
+            let uring = libc::syscall(libc::SYS_io_uring_setup, 1u32, std::ptr::null_mut::<u8>())
+                < 0
+                && errno() == libc::EPERM;
+            let mut fds = [0; 2];
+            let pipe = libc::pipe(fds.as_mut_ptr()) == 0
+                && libc::write(fds[1], b"y".as_ptr().cast(), 1) == 1;
+            stream && dgram && connect && uring && pipe
+        }));
+    }
 }
