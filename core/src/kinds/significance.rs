@@ -191,7 +191,7 @@ pub fn reading(
 ) -> Value {
     let resolution = 1.0 / f64::from(n_simulations.max(1));
     let (bound, p_text) = match p_value {
-        Some(p) if p == 0.0 => (
+        Some(0.0) => (
             Some(resolution),
             format!(
                 "0: none of the {n_simulations} simulations reached the observed mean, so p < {resolution} (1/n_simulations); it is not evidence of p = 0"
