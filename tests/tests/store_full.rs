@@ -148,6 +148,7 @@ async fn a_full_disk_answers_store_full_and_the_store_recovers_when_space_return
         queue_retention_secs: 3600,
         tokens: String::new(),
         allowed_origins: Vec::new(),
+        mcp_sessions: Default::default(),
     };
     let app = Application::build(&config).await.expect("build app");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
