@@ -357,6 +357,26 @@ async fn candle_scenarios_equal_jesses_monte_carlo_and_significance_equals_jesse
     assert_eq!(test["simulated_means"], direct["simulated_means"]);
     assert_eq!(test["observed_mean"], direct["observed_mean"]);
     assert_eq!(test["seed"], 9);
+    // What the numbers measured: the block is in bars of the route, and the
+    // p-value's reading agrees with the p-value (0 reads as p < 1/500).
+    let reading = &test["reading"];
+    assert_eq!(
+        reading["block_length"],
+        "5 bars of 1h (mean block length of the stationary bootstrap)"
+    );
+    let p = test["p_value"].as_f64().unwrap();
+    if p == 0.0 {
+        assert_eq!(reading["p_value_upper_bound"], 1.0 / 500.0, "{reading}");
+    } else {
+        assert!(reading["p_value_upper_bound"].is_null(), "{reading}");
+        assert!(
+            reading["p_value"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{p}: ")),
+            "{reading}"
+        );
+    }
     assert!(test["provenance"]["candles"][format!("{EXCHANGE}-{SYMBOL}")]["sha256"].is_string());
     let (status, error) = app.post_json("/v1/significance-tests", &json!({"strategy": "SmaCross", "exchange": EXCHANGE,
         "symbol": SYMBOL, "timeframe": "1h", "start_date": start, "end_date": END, "n_simulations": 0})).await;
