@@ -480,6 +480,18 @@ pub const ERROR_CODES: &[ErrorCodeDoc] = &[
         "An internal error; details are in the service log, never in the response.",
     ),
     code(
+        "store_full",
+        507,
+        "The store's disk is full: the write was refused (an upload says in `details.committed` exactly which rows it \
+stored before, and `rows_received`). Reads still work; free space on the data directory's disk and retry.",
+    ),
+    code(
+        "store_unwritable",
+        503,
+        "/health and /ready only: the store answers reads but a probe write fails because its disk is full (or under \
+1 MiB is free). Free space on the data directory's disk; the store recovers at once.",
+    ),
+    code(
         "unavailable",
         503,
         "The store or the queue is unreachable or restarting; retry shortly.",

@@ -366,10 +366,10 @@ pub fn routes() -> Vec<Route> {
         Route::get("/health", health)
             .open()
             .doc("health", "operations", "Liveness, store and queue reachability, queue depth")
-            .describe("Always open (no token). 503 `unavailable` when the store or the queue does not answer; 503 `store_full` when the store answers reads but its disk is full (a write probe, at most once a second).")
+            .describe("Always open (no token). 503 `unavailable` when the store or the queue does not answer; 503 `store_unwritable` when the store answers reads but its disk is full (a write probe, at most once a second).")
             .reply(200, "alive", health_schema),
         Route::get("/ready", ready)
-            .doc("ready", "operations", "Readiness: the store and the queue both answer and the store takes writes (503 `store_full` otherwise)")
+            .doc("ready", "operations", "Readiness: the store and the queue both answer and the store takes writes (503 `store_unwritable` otherwise)")
             .reply(200, "ready to take work", ready_schema),
         Route::get("/metrics", metrics)
             .doc("metrics", "operations", "Prometheus metrics")

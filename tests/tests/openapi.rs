@@ -506,6 +506,7 @@ fn scan_error_codes(root: &Path) -> Found {
         for (needle, code, status) in [
             ("ApiError::unavailable(", "unavailable", 503),
             ("ApiError::internal(", "internal", 500),
+            ("ApiError::store_full(", "store_full", 507),
         ] {
             if text.contains(needle) {
                 found

@@ -192,10 +192,10 @@ async fn a_full_disk_answers_store_full_and_the_store_recovers_when_space_return
 
     let (status, body) = api.get("/health").await;
     assert_eq!(status, 503, "/health reports the store unwritable: {body}");
-    assert_eq!(body["error"]["code"], "store_full", "{body}");
+    assert_eq!(body["error"]["code"], "store_unwritable", "{body}");
     let (status, body) = api.get("/ready").await;
     assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"]["code"], "store_full", "{body}");
+    assert_eq!(body["error"]["code"], "store_unwritable", "{body}");
     // A submit is small: it may still fit; if not, it fails with the envelope.
     for _ in 0..12 {
         let (status, body) = api.submit().await;

@@ -497,10 +497,11 @@ impl Zygote<'_> {
         let stop_pending = !input.buffer().is_empty();
         let waiting = Instant::now();
         if let Ok(ready) = &mut spare
-            && !wait_ready(ready)
+            && !(wait_ready(ready) && still_running(ready.pid))
         {
-            // Its warm-up failed (it said why on stderr) or it was killed: a
-            // process without a warm-up takes the job, with the same candles.
+            // Its warm-up failed (it said why on stderr) or it was killed (also
+            // after saying it was ready, while it waited): a process without a
+            // warm-up takes the job, with the same candles.
             wait_for(ready.pid);
             let forking = Instant::now();
             spare = ready
@@ -989,6 +990,24 @@ fn forward_event(body: &[u8], events: &mut BufWriter<File>) {
         }
         _ => eprintln!("runner: dropped an event of the job that is not a JSON object"),
     }
+}
+
+/// Whether our child `pid` has not exited, without reaping it (a spare killed
+/// after its ready byte still has that byte in the pipe).
+fn still_running(pid: libc::pid_t) -> bool {
+    // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid on our own child; WNOWAIT leaves it to be reaped by wait_for.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // SAFETY: si_pid is set by waitid (0 when no child changed state).
+    rc == 0 && unsafe { info.si_pid() } == 0
 }
 
 /// waitpid, through EINTR; the wait status.

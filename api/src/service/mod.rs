@@ -328,7 +328,7 @@ impl Service {
                 tracing::error!(error = %e, "the store is unwritable: its disk is full");
                 Err(ApiError::new(
                     axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "store_full",
+                    "store_unwritable",
                     "the store's disk is full: reads work, writes fail; free space on the \
                      data directory's disk",
                 ))
