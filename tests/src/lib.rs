@@ -545,6 +545,15 @@ pub fn proc_stat(pid: u32) -> Option<Vec<String>> {
     Some(fields.split_whitespace().map(str::to_string).collect())
 }
 
+/// The children of `parent` (by /proc).
+pub fn children_of(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| proc_stat(*pid).is_some_and(|stat| stat[1] == parent.to_string()))
+        .collect()
+}
+
 pub fn synthetic_csv(start: &str, end: &str, seed: u64) -> Vec<u8> {
     let start = jesse_mcp_core::time::parse_day(start).expect("start");
     let end = jesse_mcp_core::time::parse_day(end).expect("end");

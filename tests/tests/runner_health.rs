@@ -15,14 +15,6 @@ use serde_json::Value;
 /// Runner start-up takes seconds, but minutes on a loaded 2-core machine.
 const LONG: Duration = Duration::from_secs(300);
 
-fn children_of(parent: u32) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| proc_stat(*pid).is_some_and(|stat| stat[1] == parent.to_string()))
-        .collect()
-}
-
 fn kill(pid: u32) {
     // SAFETY: kill(2) on a runner process of a worker this test started.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);

@@ -349,15 +349,6 @@ async fn with_the_sandbox_off_ready_says_so_and_jobs_still_get_fresh_processes()
     assert_honest_backtest_equals_jesse(&app, &reference, "a patching backtest, sandbox off").await;
 }
 
-/// The children of `parent` (by /proc).
-fn children_of(parent: u32) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| proc_stat(*pid).is_some_and(|stat| stat[1] == parent.to_string()))
-        .collect()
-}
-
 /// A SmaCross backtest over the test's range: its result.
 async fn smacross_result(app: &TestApp) -> Value {
     let job_id = app
